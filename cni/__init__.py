@@ -1,0 +1,1 @@
+"""pywg-cni: a CNI plugin that gives a Pod a WireGuard interface."""

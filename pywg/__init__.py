@@ -1,0 +1,3 @@
+"""pywg: a userspace WireGuard data plane."""
+
+__version__ = "0.1.0"

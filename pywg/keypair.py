@@ -1,0 +1,166 @@
+"""Session keys (whitepaper §5.4.6-§5.4.7) and the previous/current/next slots (kernel noise.c)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from pywg.constants import (
+    MESSAGE_DATA,
+    REJECT_AFTER_MESSAGES,
+    REJECT_AFTER_TIME,
+)
+from pywg.crypto import aead_nonce
+from pywg.messages import DATA_HEADER
+from pywg.replay import ReplayWindow
+
+if TYPE_CHECKING:
+    from pywg.peer import Peer
+
+
+class Keypair:
+    """One session: a key and counter each way, and the indices naming it.
+
+    The C hot path reads `sending_key`/`receiving_key` and advances
+    `sending_counter` and `replay` under the same rules as the methods here.
+    """
+
+    __slots__ = (
+        "_opener",
+        "_sealer",
+        "created",
+        "i_am_initiator",
+        "local_index",
+        "peer",
+        "receiving_key",
+        "receiving_valid",
+        "remote_index",
+        "replay",
+        "sending_counter",
+        "sending_key",
+        "sending_valid",
+    )
+
+    def __init__(
+        self,
+        sending_key: bytes,
+        receiving_key: bytes,
+        i_am_initiator: bool,
+        local_index: int,
+        remote_index: int,
+        created: float,
+        peer: Peer,
+    ) -> None:
+        self.sending_key = bytearray(sending_key)
+        self.receiving_key = bytearray(receiving_key)
+        self._sealer: ChaCha20Poly1305 | None = ChaCha20Poly1305(sending_key)
+        self._opener: ChaCha20Poly1305 | None = ChaCha20Poly1305(receiving_key)
+        self.i_am_initiator = i_am_initiator
+        self.local_index = local_index
+        self.remote_index = remote_index
+        self.created = created
+        self.peer = peer
+        self.sending_counter = 0
+        self.sending_valid = True
+        self.receiving_valid = True
+        self.replay = ReplayWindow()
+
+    def can_send(self, now: float) -> bool:
+        return (
+            self.sending_valid
+            and now - self.created < REJECT_AFTER_TIME
+            and self.sending_counter < REJECT_AFTER_MESSAGES
+        )
+
+    def can_receive(self, now: float) -> bool:
+        return self.receiving_valid and now - self.created < REJECT_AFTER_TIME
+
+    def seal(self, padded_plaintext: bytes) -> bytes | None:
+        """A transport message with the next counter; None once the counter is spent."""
+        counter = self.sending_counter
+        if counter >= REJECT_AFTER_MESSAGES or self._sealer is None:
+            self.sending_valid = False
+            return None
+        self.sending_counter = counter + 1
+        header = DATA_HEADER.pack(MESSAGE_DATA, self.remote_index, counter)
+        return header + self._sealer.encrypt(aead_nonce(counter), padded_plaintext, None)
+
+    def open(self, counter: int, ciphertext: bytes) -> bytes | None:
+        """Decrypt; the caller checks the replay window only after this succeeds."""
+        if self._opener is None:
+            return None
+        try:
+            return self._opener.decrypt(aead_nonce(counter), ciphertext, None)
+        except InvalidTag:
+            return None
+
+    def zero(self) -> None:
+        """Forget the keys: overwrite our copies and drop the cipher objects."""
+        self.sending_key[:] = bytes(len(self.sending_key))
+        self.receiving_key[:] = bytes(len(self.receiving_key))
+        self._sealer = None
+        self._opener = None
+        self.sending_valid = False
+        self.receiving_valid = False
+
+
+class Keypairs:
+    """A peer's previous, current and next keypair with the kernel's rotation rules."""
+
+    __slots__ = ("current", "next", "previous")
+
+    def __init__(self) -> None:
+        self.previous: Keypair | None = None
+        self.current: Keypair | None = None
+        self.next: Keypair | None = None
+
+    def install(self, new: Keypair) -> list[Keypair]:
+        """Add a fresh keypair; returns the keypairs it pushed out.
+
+        An initiator uses its new keypair at once. A responder parks it in
+        `next` until the initiator proves it has it by sending data with it.
+        """
+        dropped: list[Keypair] = []
+        if new.i_am_initiator:
+            if self.next is not None:
+                dropped += _some(self.previous, self.current)
+                self.previous, self.next = self.next, None
+            else:
+                dropped += _some(self.previous)
+                self.previous = self.current
+            self.current = new
+        else:
+            dropped += _some(self.next, self.previous)
+            self.next = new
+            self.previous = None
+        return dropped
+
+    def received_with(self, keypair: Keypair) -> tuple[bool, list[Keypair]]:
+        """Data arrived under `keypair`: promote it if it was `next`.
+
+        Returns (promoted, dropped keypairs).
+        """
+        if self.next is not keypair:
+            return False, []
+        dropped = _some(self.previous)
+        self.previous, self.current, self.next = self.current, keypair, None
+        return True, dropped
+
+    def expire_current(self) -> None:
+        """Stop sending with what we have, so the next packet starts a handshake."""
+        for keypair in _some(self.next, self.current):
+            keypair.sending_valid = False
+
+    def clear(self) -> list[Keypair]:
+        dropped = _some(self.previous, self.current, self.next)
+        self.previous = self.current = self.next = None
+        return dropped
+
+    def all(self) -> list[Keypair]:
+        return _some(self.previous, self.current, self.next)
+
+
+def _some(*keypairs: Keypair | None) -> list[Keypair]:
+    return [k for k in keypairs if k is not None]
