@@ -54,7 +54,9 @@ class CookieChecker:
         self._mac1_key = mac1_key(public_key) if public_key else b""
         self._cookie_key = cookie_key(public_key) if public_key else b""
 
-    def validate(self, message: bytes, mac1_offset: int, source: bytes, now: float, check_cookie: bool) -> MacState:
+    def validate(
+        self, message: bytes, mac1_offset: int, source: bytes, now: float, check_cookie: bool
+    ) -> MacState:
         """MAC1 always; MAC2 only when check_cookie (we are under load).
 
         `source` is the sender's IP address bytes followed by its UDP port,
@@ -73,7 +75,9 @@ class CookieChecker:
             return MacState.VALID_MAC_BUT_NO_COOKIE
         return MacState.VALID_MAC_WITH_COOKIE
 
-    def create_reply(self, message: bytes, mac1_offset: int, sender_index: int, source: bytes, now: float) -> bytes:
+    def create_reply(
+        self, message: bytes, mac1_offset: int, sender_index: int, source: bytes, now: float
+    ) -> bytes:
         """A cookie reply answering `message`, whose mac1 becomes the AAD."""
         nonce = self._rng(COOKIE_NONCE_LEN)
         mac1 = message[mac1_offset : mac1_offset + MAC_LEN]
@@ -116,7 +120,9 @@ class CookieGenerator:
         if not self._have_sent_mac1:
             return False
         try:
-            cookie = crypto.xaead_decrypt(self._cookie_key, reply.nonce, reply.encrypted_cookie, self._last_mac1_sent)
+            cookie = crypto.xaead_decrypt(
+                self._cookie_key, reply.nonce, reply.encrypted_cookie, self._last_mac1_sent
+            )
         except CryptoError:
             return False
         self._cookie = cookie

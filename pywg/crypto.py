@@ -122,4 +122,3 @@ def dh(private: X25519PrivateKey, public: bytes) -> bytes:
 
 def public_key(private_bytes: bytes) -> bytes:
     return X25519PrivateKey.from_private_bytes(private_bytes).public_key().public_bytes_raw()
-

@@ -23,7 +23,6 @@ from pywg.constants import (
     MESSAGE_DATA,
     MESSAGE_DATA_HEADER_SIZE,
     MESSAGE_INITIATION,
-    MESSAGE_RESPONSE,
     REKEY_TIMEOUT_JITTER_MAX,
     UNDER_LOAD_AFTER_TIME,
     UNDER_LOAD_HANDSHAKES_PER_SECOND,
@@ -252,7 +251,9 @@ class Device:
             return
         self.inbox.append(packet)
 
-    def _receive_handshake(self, kind: int, data: bytes, source: Endpoint, local: str | None, now: float) -> None:
+    def _receive_handshake(
+        self, kind: int, data: bytes, source: Endpoint, local: str | None, now: float
+    ) -> None:
         under_load = self._under_load(now)
         offset = mac1_offset(kind)
         try:

@@ -160,7 +160,9 @@ class Handshake:
         self.remote_index = 0
 
     # Initiator.
-    def create_initiation(self, ephemeral_private: bytes, sender_index: int, payload: bytes) -> InitiationBody:
+    def create_initiation(
+        self, ephemeral_private: bytes, sender_index: int, payload: bytes
+    ) -> InitiationBody:
         """-> e, es, s, ss, {payload}. Raises CryptoError if we have no usable keys."""
         local = self._require_keys()
         sym = initial_state(self.remote_static, self.prologue)
@@ -219,7 +221,9 @@ class Handshake:
         self.state = HandshakeState.CONSUMED_INITIATION
         return True
 
-    def create_response(self, ephemeral_private: bytes, sender_index: int, payload: bytes = b"") -> ResponseBody:
+    def create_response(
+        self, ephemeral_private: bytes, sender_index: int, payload: bytes = b""
+    ) -> ResponseBody:
         if self.state is not HandshakeState.CONSUMED_INITIATION or self.symmetric is None:
             raise CryptoError("no consumed initiation to answer")
         sym = self.symmetric

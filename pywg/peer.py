@@ -142,13 +142,17 @@ class Peer:
         device = self.device
         index = device.allocate_index(self)
         try:
-            body = self.handshake.create_initiation(device.rng(KEY_LEN), index, tai64n(device.clock.wall_ns()))
+            body = self.handshake.create_initiation(
+                device.rng(KEY_LEN), index, tai64n(device.clock.wall_ns())
+            )
         except CryptoError:
             device.release_index(index)
             device.count_drop("handshake_no_keys")
             return
         self._set_handshake_index(index)
-        message = bytearray(Initiation(index, body.ephemeral, body.encrypted_static, body.encrypted_payload).pack())
+        message = bytearray(
+            Initiation(index, body.ephemeral, body.encrypted_static, body.encrypted_payload).pack()
+        )
         self.cookie.add_macs(message, INITIATION_MAC1_OFFSET, now)
         self.timers.any_authenticated_packet_traversal(now)
         self.timers.any_authenticated_packet_sent()
@@ -183,9 +187,13 @@ class Peer:
 
     def _keep_key_fresh_after_send(self, now: float) -> None:
         keypair = self.keypairs.current
-        if keypair is not None and keypair.sending_valid and (
-            keypair.sending_counter > REKEY_AFTER_MESSAGES
-            or (keypair.i_am_initiator and now - keypair.created > REKEY_AFTER_TIME)
+        if (
+            keypair is not None
+            and keypair.sending_valid
+            and (
+                keypair.sending_counter > REKEY_AFTER_MESSAGES
+                or (keypair.i_am_initiator and now - keypair.created > REKEY_AFTER_TIME)
+            )
         ):
             self.send_initiation(now, is_retry=False)
 

@@ -28,7 +28,13 @@ class Timer(enum.Enum):
 class Timers:
     """Deadlines of one peer's timers; None means not armed."""
 
-    __slots__ = ("_jitter", "deadlines", "handshake_attempts", "need_another_keepalive", "persistent_keepalive")
+    __slots__ = (
+        "_jitter",
+        "deadlines",
+        "handshake_attempts",
+        "need_another_keepalive",
+        "persistent_keepalive",
+    )
 
     def __init__(self, jitter: Callable[[], float], persistent_keepalive: int = 0) -> None:
         self._jitter = jitter

@@ -27,7 +27,9 @@ def _shared_vectors() -> Path:
 
 
 def _noise_vector() -> dict:
-    data = json.loads((_shared_vectors() / "noise" / "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s.json").read_text())
+    data = json.loads(
+        (_shared_vectors() / "noise" / "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s.json").read_text()
+    )
     (vector,) = data["vectors"]
     return vector
 
@@ -67,7 +69,9 @@ def test_noise_ikpsk2_vector() -> None:
     payload, expected = messages[1]
     response = responder.create_response(h(v["resp_ephemeral"]), 2, payload)
     assert response.ephemeral + response.encrypted_payload == expected
-    assert initiator.consume_response(ResponseBody(response.ephemeral, response.encrypted_payload), 2) == payload
+    assert (
+        initiator.consume_response(ResponseBody(response.ephemeral, response.encrypted_payload), 2) == payload
+    )
     assert initiator.hash == responder.hash == h(v["handshake_hash"])
 
     i_send, i_recv, i_is_initiator = initiator.derive_keys()
@@ -116,7 +120,7 @@ def test_psk_mismatch_fails_response() -> None:
 
 
 def test_initiation_replay_and_flood_rejected() -> None:
-    a, b, ha, hb = _pair(None)
+    _a, b, ha, hb = _pair(None)
     find = lambda s: hb  # noqa: E731
     first = ha.create_initiation(bytes([1]) * 32, 1, bytes(11) + b"\x05")
     consumed = consume_initiation(b, first, find)
@@ -132,7 +136,7 @@ def test_initiation_replay_and_flood_rejected() -> None:
 
 
 def test_initiation_from_unknown_peer_or_garbage() -> None:
-    a, b, ha, _ = _pair(None)
+    _a, b, ha, _ = _pair(None)
     body = ha.create_initiation(bytes([1]) * 32, 1, bytes(12))
     assert consume_initiation(b, body, lambda s: None) is None
     broken = InitiationBody(body.ephemeral, bytes(48), body.encrypted_payload)

@@ -1,0 +1,1 @@
+"""Adapters that connect the sans-I/O core to the operating system."""

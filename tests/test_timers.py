@@ -1,0 +1,192 @@
+"""The timer schedule (whitepaper §6, kernel timers.c) driven by a fake clock."""
+
+from __future__ import annotations
+
+import itertools
+
+from pywg.constants import (
+    KEEPALIVE_TIMEOUT,
+    MESSAGE_DATA,
+    MESSAGE_INITIATION,
+    REJECT_AFTER_TIME,
+    REKEY_AFTER_MESSAGES,
+    REKEY_AFTER_TIME,
+    REKEY_TIMEOUT,
+    ZERO_KEY_MATERIAL_AFTER,
+)
+from pywg.device import Device, HandshakeGaveUp, KeysZeroed
+from pywg.messages import message_type
+from tests.netsim import Network, connect, ipv4_packet, sent_of_type
+
+A = ("192.0.2.1", 51820)
+B = ("192.0.2.2", 51820)
+A_TO_B = ipv4_packet("10.0.0.1", "10.0.0.2", b"a->b")
+B_TO_A = ipv4_packet("10.0.0.2", "10.0.0.1", b"b->a")
+
+
+def _pair(**kwargs: object) -> tuple[Network, Device, Device]:
+    net = Network()
+    a = net.device(A, 1, **kwargs)
+    b = net.device(B, 2, **kwargs)
+    connect(a, b, A, B)
+    return net, a, b
+
+
+def test_retries_with_jitter_then_give_up() -> None:
+    net, a, _ = _pair()
+    net.filter = lambda data, src, dst: None  # B never hears anything
+    start = net.clock.now
+    a.send_packet(A_TO_B)
+    net.advance(200)
+    times = [t for t, _ in sent_of_type(net, A, MESSAGE_INITIATION)]
+    assert len(times) == 20  # the first plus MAX_TIMER_HANDSHAKES + 1 retries
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert all(REKEY_TIMEOUT <= gap <= REKEY_TIMEOUT + 0.334 for gap in gaps)
+    assert len({round(g, 3) for g in gaps}) > 1  # jitter varies
+    gave_up = [e for e in iter(a.next_event, None) if isinstance(e, HandshakeGaveUp)]
+    assert len(gave_up) == 1
+    peer = next(iter(a.peers.values()))
+    assert not peer.staged  # purged on give-up
+    assert 90 <= times[-1] - start <= 20 * (REKEY_TIMEOUT + 0.334)
+
+
+def test_staged_packets_flushed_after_handshake() -> None:
+    net, a, _b = _pair()
+    packets = [ipv4_packet("10.0.0.1", "10.0.0.2", bytes([i])) for i in range(5)]
+    for packet in packets:
+        a.send_packet(packet)
+    assert len(a.outbox) == 1  # one initiation, rate limited
+    a.handle_timers()
+    assert len(a.outbox) == 1  # nothing more goes out before the response
+    net.pump()
+    assert net.delivered[B] == packets
+
+
+def test_staged_queue_drops_oldest() -> None:
+    net, a, _ = _pair()
+    net.filter = lambda data, src, dst: None
+    packets = [ipv4_packet("10.0.0.1", "10.0.0.2", i.to_bytes(2, "big")) for i in range(130)]
+    a.send_packets(packets)
+    peer = next(iter(a.peers.values()))
+    assert list(peer.staged) == packets[2:]
+    assert a.drops["staged_queue_full"] == 2
+
+
+def test_rekey_after_time_by_initiator_only() -> None:
+    net, a, b = _pair()
+    a.send_packet(A_TO_B)
+    net.pump()
+    net.advance(REKEY_AFTER_TIME + 1)
+    b.send_packet(B_TO_A)  # the responder does not rekey on age
+    net.pump()
+    assert len(sent_of_type(net, B, MESSAGE_INITIATION)) == 0
+    mark = len(net.sent)
+    a.send_packet(A_TO_B)
+    net.pump()
+    assert len(sent_of_type(net, A, MESSAGE_INITIATION, since=mark)) == 1
+    assert net.delivered[B][-1] == A_TO_B
+
+
+def test_rekey_after_messages() -> None:
+    net, a, _ = _pair()
+    a.send_packet(A_TO_B)
+    net.pump()
+    peer = next(iter(a.peers.values()))
+    assert peer.keypairs.current is not None
+    peer.keypairs.current.sending_counter = REKEY_AFTER_MESSAGES + 1
+    net.clock.advance(REKEY_TIMEOUT)  # past the one-initiation-per-5-s limit
+    mark = len(net.sent)
+    a.send_packet(A_TO_B)
+    net.pump()
+    assert len(sent_of_type(net, A, MESSAGE_INITIATION, since=mark)) == 1
+
+
+def test_initiator_rekeys_on_receive_near_reject_time() -> None:
+    net, a, b = _pair()
+    a.send_packet(A_TO_B)
+    net.pump()
+    net.clock.advance(166)
+    mark = len(net.sent)
+    b.send_packet(B_TO_A)
+    net.pump()
+    assert len(sent_of_type(net, A, MESSAGE_INITIATION, since=mark)) == 1
+
+
+def test_reject_after_time_starts_new_handshake() -> None:
+    net, a, b = _pair()
+    a.send_packet(A_TO_B)
+    net.pump()
+    net.clock.advance(REJECT_AFTER_TIME)
+    mark = len(net.sent)
+    b.send_packet(B_TO_A)  # B's key is too old to send with: it initiates
+    assert [message_type(d) for d, _, _ in b.outbox] == [MESSAGE_INITIATION]
+    net.pump()
+    assert len(sent_of_type(net, B, MESSAGE_INITIATION, since=mark)) == 1
+    assert net.delivered[A][-1] == B_TO_A
+
+
+def test_passive_keepalive_after_data_received() -> None:
+    net, a, _b = _pair()
+    a.send_packet(A_TO_B)
+    net.pump()
+    mark = len(net.sent)
+    start = net.clock.now
+    net.advance(KEEPALIVE_TIMEOUT + 0.5)
+    keepalives = [(t, d) for t, d in sent_of_type(net, B, MESSAGE_DATA, since=mark) if len(d) == 32]
+    assert len(keepalives) == 1
+    assert keepalives[0][0] - start == KEEPALIVE_TIMEOUT
+
+
+def test_no_reply_starts_new_handshake_after_15s() -> None:
+    net, a, _b = _pair()
+    a.send_packet(A_TO_B)
+    net.pump()
+    net.filter = lambda data, src, dst: None if src == B else src  # B goes silent
+    mark = len(net.sent)
+    start = net.clock.now
+    a.send_packet(A_TO_B)
+    net.pump()
+    net.advance(16)
+    initiations = sent_of_type(net, A, MESSAGE_INITIATION, since=mark)
+    assert initiations
+    assert KEEPALIVE_TIMEOUT + REKEY_TIMEOUT <= initiations[0][0] - start <= 15.334
+
+
+def test_persistent_keepalive() -> None:
+    net, a, b = _pair()
+    peer = a.peers[b.static.public]  # type: ignore[union-attr]
+    peer.set_persistent_keepalive(25, net.clock.now)
+    net.pump()  # turning it on sends a keepalive, which needs a handshake first
+    assert sent_of_type(net, A, MESSAGE_INITIATION)
+    mark = len(net.sent)
+    start = net.clock.now
+    net.advance(101)
+    keepalives = [t for t, d in sent_of_type(net, A, MESSAGE_DATA, since=mark) if len(d) == 32]
+    assert [round(t - start) for t in keepalives] == [25, 50, 75, 100]
+
+
+def test_keys_zeroed_after_540s() -> None:
+    net, a, b = _pair()
+    a.send_packet(A_TO_B)
+    net.pump()
+    peer = a.peers[b.static.public]  # type: ignore[union-attr]
+    net.advance(ZERO_KEY_MATERIAL_AFTER - 1)
+    assert peer.keypairs.current is not None
+    keypair = peer.keypairs.current
+    net.advance(2)
+    assert peer.keypairs.all() == []
+    assert keypair.sending_key == bytearray(32) and not keypair.sending_valid
+    assert any(isinstance(e, KeysZeroed) for e in iter(a.next_event, None))
+    assert not any(isinstance(v, type(keypair)) for v in a.indices.values())
+
+
+def test_hours_of_traffic_keep_working() -> None:
+    net, a, b = _pair()
+    for minute in range(180):
+        a.send_packet(ipv4_packet("10.0.0.1", "10.0.0.2", minute.to_bytes(2, "big")))
+        b.send_packet(ipv4_packet("10.0.0.2", "10.0.0.1", minute.to_bytes(2, "big")))
+        net.advance(60)
+    assert len(net.delivered[B]) == 180 and len(net.delivered[A]) == 180
+    peer = a.peers[b.static.public]  # type: ignore[union-attr]
+    assert len(peer.keypairs.all()) <= 3
+    assert len(a.indices) <= 4 and len(b.indices) <= 4
