@@ -1,0 +1,181 @@
+"""The `pywg` command line.
+
+Each subcommand is one `_add_<name>` function that adds its parser and sets `run`, a function
+from the parsed arguments to an exit status; `_SUBCOMMANDS` lists them in help order. To add a
+subcommand (up, down, demo, version, ...) write its `_add_...` and `_run_...` and list it.
+
+The key subcommands behave like wireguard-tools' `wg genkey`, `wg genpsk` and `wg pubkey`:
+the same output (one base64 key and a newline), the same warning when a key is about to be
+written to a file others can read. Errors are one line on stderr and exit status 1; key text
+given on stdin is never repeated back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+import sys
+from collections.abc import Callable
+from typing import BinaryIO, TextIO
+
+from pywg import __version__
+from pywg.keys import (
+    KEY_LEN_BASE64,
+    KeyFormatError,
+    decode_key,
+    encode_key,
+    generate_preshared_key,
+    generate_private_key,
+    public_key_for,
+)
+
+PROG = "pywg"
+
+Run = Callable[[argparse.Namespace], int]
+
+# What `wg genkey` and `wg genpsk` print on stderr when stdout is a file others can read.
+WORLD_ACCESSIBLE_WARNING = (
+    "Warning: writing to world accessible file.\nConsider setting the umask to 077 and trying again.\n"
+)
+
+# `wg pubkey` accepts only these after the key: C isspace() and NUL.
+_TRAILING_ALLOWED = b" \t\n\v\f\r\0"
+
+
+class CommandError(Exception):
+    """A failure to report as one line on stderr, with exit status 1."""
+
+
+# --------------------------------------------------------------------------------------------
+# genkey, genpsk, pubkey
+
+
+def _warn_if_world_accessible(stdout: TextIO, stderr: TextIO) -> None:
+    """Mirror `wg genkey`: warn when stdout is a regular file with any permission for others."""
+    try:
+        mode = os.fstat(stdout.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):  # not backed by a descriptor (a test's buffer)
+        return
+    if stat.S_ISREG(mode) and mode & stat.S_IRWXO:
+        stderr.write(WORLD_ACCESSIBLE_WARNING)
+        stderr.flush()
+
+
+def _run_genkey(args: argparse.Namespace) -> int:
+    _warn_if_world_accessible(sys.stdout, sys.stderr)
+    print(encode_key(generate_private_key(os.urandom)))
+    return 0
+
+
+def _run_genpsk(args: argparse.Namespace) -> int:
+    _warn_if_world_accessible(sys.stdout, sys.stderr)
+    print(encode_key(generate_preshared_key(os.urandom)))
+    return 0
+
+
+def read_key_from(stream: BinaryIO, field: str = "private key") -> bytes:
+    """One base64 key from a stream, read the way `wg pubkey` reads it.
+
+    The key is the first 44 bytes; after it only whitespace and NUL bytes may follow, up to
+    the end of the stream. The rest is read in pieces, so an endless stream fails early.
+    """
+    head = stream.read(KEY_LEN_BASE64)
+    while chunk := stream.read(4096):
+        if chunk.strip(_TRAILING_ALLOWED):
+            raise CommandError(f"{field}: trailing characters found after the key")
+    try:
+        return decode_key(head.rstrip(_TRAILING_ALLOWED).decode("ascii"), field)
+    except UnicodeDecodeError:
+        raise CommandError(f"{field}: not base64 (it has non-ASCII bytes)") from None
+    except KeyFormatError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _run_pubkey(args: argparse.Namespace) -> int:
+    private = read_key_from(sys.stdin.buffer)
+    print(encode_key(public_key_for(private)))
+    return 0
+
+
+def _add_genkey(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser(
+        "genkey",
+        help="print a new private key in base64",
+        description="Print a new random private key (clamped for Curve25519) in base64, as `wg genkey`.",
+    )
+    parser.set_defaults(run=_run_genkey)
+
+
+def _add_genpsk(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser(
+        "genpsk",
+        help="print a new preshared key in base64",
+        description="Print a new random 32-byte preshared key in base64, as `wg genpsk`.",
+    )
+    parser.set_defaults(run=_run_genpsk)
+
+
+def _add_pubkey(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser(
+        "pubkey",
+        help="read a private key on stdin, print its public key",
+        description="Read a base64 private key on stdin and print its public key in base64, as `wg pubkey`.",
+    )
+    parser.set_defaults(run=_run_pubkey)
+
+
+_SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_genkey,
+    _add_genpsk,
+    _add_pubkey,
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="A userspace WireGuard implementation.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    subcommands = parser.add_subparsers(dest="command", metavar="<command>")
+    for add in _SUBCOMMANDS:
+        add(subcommands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand and return its exit status (argparse's own exits included)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors: keep main() returning a status
+        return exc.code if isinstance(exc.code, int) else 1
+    run: Run | None = getattr(args, "run", None)
+    if run is None:
+        parser.print_usage(sys.stderr)
+        print(f"{PROG}: choose a command; {PROG} --help lists them", file=sys.stderr)
+        return 1
+    try:
+        status = run(args)
+        sys.stdout.flush()  # inside the try: a closed pipe surfaces here, not at exit
+        return status
+    except CommandError as exc:
+        print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # the reader went away (e.g. `pywg genkey | head -c0`)
+        _silence_stdout()
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _silence_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
