@@ -1,0 +1,256 @@
+"""TUN devices through /dev/net/tun, created inside a network namespace.
+
+The TUN is created while the calling thread is inside the target namespace (`in_netns`): the kernel ties
+the device to the namespace of the task that opened /dev/net/tun. The fd then works from any namespace,
+so the engine can keep its UDP socket in the root namespace and the TUN in a pod's.
+
+Lifetime. The device is not persistent: closing the fd deletes the interface. When someone deletes the
+interface (`ip link del`), the fd stays open but is detached: read, write and ioctls fail with EBADFD
+and poll reports POLLERR, which `Tun` turns into `TunGoneError`. Deleting the namespace's name
+(`ip netns del`, a CNI runtime tearing down a pod) does *not* delete the interface: our fds keep the
+namespace alive. `Tun.is_alive` therefore also checks that the namespace path still names the namespace
+the TUN lives in, so the engine can exit instead of serving an orphaned namespace forever.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+import stat
+import struct
+
+from pywg.runtime.netns import in_netns, netns_identity, resolve_netns
+
+TUN_DEVICE_PATH = "/dev/net/tun"
+TUN_MAJOR, TUN_MINOR = 10, 200
+
+# <linux/if_tun.h>
+TUNSETIFF = 0x400454CA
+TUNGETIFF = 0x800454D2
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+IFF_TUN_EXCL = 0x8000  # fail with EBUSY instead of attaching to an existing device
+# <linux/sockios.h>
+SIOCGIFNAME = 0x8910
+SIOCGIFINDEX = 0x8933
+
+IFNAMSIZ = 16
+IFREQ_SIZE = 40
+VIRTIO_NET_HDR_LEN = 10  # the default TUNSETVNETHDRSZ
+MAX_IP_PACKET = 65535
+
+
+class TunError(OSError):
+    """Creating or using a TUN failed."""
+
+
+class InterfaceExistsError(TunError, FileExistsError):
+    """An interface with the requested name already exists in the namespace."""
+
+
+class TunGoneError(TunError):
+    """The TUN's interface was deleted (EBADFD/EIO from the fd); the fd is useless now."""
+
+
+def _ifreq_flags(name: str, flags: int) -> bytes:
+    return struct.pack("16sH22x", name.encode(), flags)
+
+
+def _ifindex(sock: socket.socket, name: str) -> int:
+    reply = fcntl.ioctl(sock, SIOCGIFINDEX, struct.pack("16si20x", name.encode(), 0))
+    return int(struct.unpack_from("i", reply, IFNAMSIZ)[0])
+
+
+def _ifname(sock: socket.socket, ifindex: int) -> str:
+    reply = fcntl.ioctl(sock, SIOCGIFNAME, struct.pack("16si20x", b"", ifindex))
+    return reply[:IFNAMSIZ].split(b"\0", 1)[0].decode()
+
+
+def _exists(sock: socket.socket, name: str) -> bool:
+    try:
+        _ifindex(sock, name)
+    except OSError as exc:
+        if exc.errno == errno.ENODEV:
+            return False
+        raise
+    return True
+
+
+def _check_name(name: str) -> None:
+    raw = name.encode()
+    if not raw or len(raw) >= IFNAMSIZ or name in (".", "..") or any(c in name for c in "/: \t\n\0"):
+        raise TunError(errno.EINVAL, f"invalid interface name {name!r} (1-15 bytes, no '/', ':' or spaces)")
+
+
+def ensure_tun_device(path: str = TUN_DEVICE_PATH) -> None:
+    """Create the TUN character device (c 10 200) at `path` if it is missing, as containers often lack it."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISCHR(st.st_mode):
+            raise TunError(errno.ENODEV, f"{path} exists but is not a character device")
+        return
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(TUN_MAJOR, TUN_MINOR))
+    except FileExistsError:
+        return  # created concurrently
+    except OSError as exc:
+        raise TunError(
+            exc.errno, f"{path} is missing and creating it (mknod c 10 200) failed: {exc.strerror}"
+        ) from exc
+
+
+class Tun:
+    """An open, non-blocking TUN fd (IFF_TUN | IFF_NO_PI): one IP packet per read and per write."""
+
+    def __init__(
+        self, fd: int, name: str, ifindex: int, netns: str | None, control: socket.socket, vnet_hdr: bool
+    ) -> None:
+        self.fd = fd
+        self.name = name
+        self.ifindex = ifindex
+        self.netns = netns
+        self.vnet_hdr = vnet_hdr
+        # Every read gets a buffer this large; a packet larger than it is truncated by the kernel.
+        self.read_size = MAX_IP_PACKET + (VIRTIO_NET_HDR_LEN if vnet_hdr else 0)
+        self.dropped_down = 0  # packets written while the interface was administratively down
+        self._control = control  # a socket in the TUN's namespace, for interface ioctls
+        self._netns_id = netns_identity(netns) if netns is not None else None
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def __enter__(self) -> Tun:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = f" netns={self.netns}" if self.netns else ""
+        return f"<Tun {self.name} ifindex={self.ifindex} fd={self.fd}{where}>"
+
+    def _gone(self, exc: OSError) -> TunGoneError:
+        return TunGoneError(exc.errno, f"TUN {self.name} (ifindex {self.ifindex}) is gone: {exc.strerror}")
+
+    def read_batch(self, max_packets: int = 64) -> list[bytes]:
+        """Read up to `max_packets` packets, stopping early when the queue is empty (EAGAIN).
+
+        Raises TunGoneError if the interface was deleted and nothing was read in this call.
+        """
+        packets: list[bytes] = []
+        read, fd, size = os.read, self.fd, self.read_size
+        try:
+            while len(packets) < max_packets:
+                packets.append(read(fd, size))
+        except BlockingIOError:
+            pass
+        except OSError as exc:
+            if exc.errno not in (errno.EBADFD, errno.EIO):
+                raise
+            if not packets:
+                raise self._gone(exc) from exc
+        return packets
+
+    def write(self, packet: bytes | bytearray | memoryview) -> bool:
+        """Write one packet. False if the kernel refused it because the interface is down (EIO).
+
+        Raises TunGoneError if the interface was deleted.
+        """
+        try:
+            os.write(self.fd, packet)
+        except OSError as exc:
+            if exc.errno == errno.EIO:
+                self.dropped_down += 1
+                return False
+            if exc.errno == errno.EBADFD:
+                raise self._gone(exc) from exc
+            raise
+        return True
+
+    def gone_reason(self) -> str | None:
+        """None while the TUN is usable; otherwise why the engine should stop serving it."""
+        if self.fd < 0:
+            return "closed"
+        try:
+            fcntl.ioctl(self.fd, TUNGETIFF, bytes(IFREQ_SIZE))
+        except OSError as exc:
+            if exc.errno in (errno.EBADFD, errno.EIO):
+                return f"interface {self.name} was deleted"
+            raise
+        try:
+            _ifname(self._control, self.ifindex)
+        except OSError as exc:
+            if exc.errno == errno.ENODEV:
+                return f"ifindex {self.ifindex} no longer exists in its namespace"
+            raise
+        if self.netns is not None:
+            try:
+                current = netns_identity(self.netns)
+            except OSError:
+                current = None
+            if current != self._netns_id:
+                return f"network namespace {self.netns} was deleted"
+        return None
+
+    def is_alive(self) -> bool:
+        """True while the interface exists and its namespace is still reachable by its path."""
+        return self.gone_reason() is None
+
+    def close(self) -> None:
+        """Close the fd (which deletes the interface) and the control socket. Idempotent."""
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+        self._control.close()
+
+
+def open_tun(
+    name: str, netns: str | None = None, vnet_hdr: bool = False, *, device_path: str = TUN_DEVICE_PATH
+) -> Tun:
+    """Create TUN interface `name` inside network namespace `netns` (a name or path; None = current).
+
+    The calling thread enters the namespace only while creating the device and returns to its own.
+    The interface is created down, with no addresses (see netconfig.configure_interface).
+    Raises NamespaceNotFoundError, InterfaceExistsError if `name` is taken in that namespace, or
+    TunError.
+    """
+    _check_name(name)
+    path = resolve_netns(netns)
+    ensure_tun_device(device_path)
+    flags = IFF_TUN | IFF_NO_PI | IFF_TUN_EXCL | (IFF_VNET_HDR if vnet_hdr else 0)
+    where = f"network namespace {netns!r}" if netns is not None else "the current network namespace"
+    with in_netns(path):
+        control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        try:
+            if _exists(control, name):
+                raise InterfaceExistsError(errno.EEXIST, f"interface {name} already exists in {where}")
+            try:
+                fd = os.open(device_path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as exc:
+                raise TunError(exc.errno, f"cannot open {device_path}: {exc.strerror}") from exc
+            try:
+                try:
+                    reply = fcntl.ioctl(fd, TUNSETIFF, _ifreq_flags(name, flags))
+                except OSError as exc:
+                    if exc.errno in (errno.EBUSY, errno.EINVAL, errno.EEXIST) and _exists(control, name):
+                        raise InterfaceExistsError(
+                            exc.errno,
+                            f"interface {name} already exists in {where} (TUNSETIFF: {exc.strerror})",
+                        ) from exc
+                    raise TunError(exc.errno, f"TUNSETIFF {name} in {where}: {exc.strerror}") from exc
+                actual = reply[:IFNAMSIZ].split(b"\0", 1)[0].decode()
+                ifindex = _ifindex(control, actual)
+            except BaseException:
+                os.close(fd)
+                raise
+        except BaseException:
+            control.close()
+            raise
+    return Tun(fd, actual, ifindex, path, control, vnet_hdr)
