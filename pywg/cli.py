@@ -125,10 +125,27 @@ def _add_pubkey(subcommands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_pubkey)
 
 
+def _run_demo(args: argparse.Namespace) -> int:
+    from pywg.runtime.demo import run_local_demo
+
+    return run_local_demo(args.packets)
+
+
+def _add_demo(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser(
+        "demo",
+        help="run two WireGuard devices against each other in memory",
+        description="Two pywg devices handshake and exchange packets in one process, on the real clock.",
+    )
+    parser.add_argument("--packets", type=int, default=2000, help="data packets to send (default 2000)")
+    parser.set_defaults(run=_run_demo)
+
+
 _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_genkey,
     _add_genpsk,
     _add_pubkey,
+    _add_demo,
 )
 
 

@@ -18,6 +18,7 @@ from pywg.clock import Clock
 from pywg.constants import (
     DEFAULT_MTU,
     MAX_PEERS,
+    MAX_STAGED_PACKETS,
     MAX_QUEUED_INCOMING_HANDSHAKES,
     MESSAGE_COOKIE_REPLY,
     MESSAGE_DATA,
@@ -181,6 +182,8 @@ class Device:
             elif peer.endpoint is None:
                 self.count_drop("no_endpoint")
             else:
+                if len(peer.staged) == MAX_STAGED_PACKETS:
+                    peer.send_staged(now)  # a big batch: flush before the queue overflows
                 peer.stage(packet)
                 touched[peer] = None
         for peer in touched:

@@ -221,3 +221,14 @@ def test_malformed_datagrams_of_every_type_and_length() -> None:
         b.receive_datagram(bytes(reserved), A)
     assert sum(b.drops.values()) > dropped_before
     assert b.drops["malformed"] >= count // 4
+
+
+def test_batch_larger_than_staged_queue_is_sent_whole() -> None:
+    net, a, _ = _pair()
+    a.send_packet(ipv4_packet("10.0.0.1", "10.0.0.2"))
+    net.pump()
+    packets = [ipv4_packet("10.0.0.1", "10.0.0.2", i.to_bytes(2, "big")) for i in range(1000)]
+    a.send_packets(packets)
+    net.pump()
+    assert net.delivered[B][1:] == packets
+    assert not a.drops

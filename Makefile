@@ -1,0 +1,17 @@
+PYTHON ?= python3
+
+.PHONY: deps demo test lint
+
+deps:
+	bash scripts/install-deps.sh
+
+demo: deps
+	$(PYTHON) -m pywg demo
+
+test: deps
+	$(PYTHON) -m ruff check pywg cni tests benchmarks
+	$(PYTHON) -m pytest -q
+
+lint:
+	$(PYTHON) -m ruff check pywg cni tests benchmarks
+	$(PYTHON) -m ruff format --check pywg cni tests benchmarks

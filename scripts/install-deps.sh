@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what pywg, its demo and its tests need on Debian 12 (run as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=(wireguard-tools wireguard-go iproute2 iputils-ping iperf3 gcc libc6-dev)
+missing=()
+for package in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e '.[test]'
