@@ -18,8 +18,8 @@ from pywg.clock import Clock
 from pywg.constants import (
     DEFAULT_MTU,
     MAX_PEERS,
-    MAX_STAGED_PACKETS,
     MAX_QUEUED_INCOMING_HANDSHAKES,
+    MAX_STAGED_PACKETS,
     MESSAGE_COOKIE_REPLY,
     MESSAGE_DATA,
     MESSAGE_DATA_HEADER_SIZE,
