@@ -141,7 +141,48 @@ def _add_demo(subcommands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_demo)
 
 
+def _run_up(args: argparse.Namespace) -> int:
+    from pywg.runtime.commands import up
+
+    return up(args.config, args.interface, args.netns, args.foreground, args.name)
+
+
+def _add_up(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser(
+        "up",
+        help="bring up a tunnel from a config file",
+        description=(
+            "Create TUN interface NAME in a network namespace, configure its addresses and routes from "
+            "CONFIG (the Kubernetes Secret JSON or wg-quick INI) and run the tunnel. Returns once the "
+            "tunnel is ready, then runs in the background unless --foreground."
+        ),
+    )
+    parser.add_argument("config", help="config.json or a wg-quick .conf file")
+    parser.add_argument("--interface", "-i", default="net1", help="interface name (default net1)")
+    parser.add_argument("--netns", help="network namespace: a name under /run/netns or a path")
+    parser.add_argument("--name", help="UAPI name for `wg` (default: the interface name)")
+    parser.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground")
+    parser.set_defaults(run=_run_up)
+
+
+def _run_down(args: argparse.Namespace) -> int:
+    from pywg.runtime.commands import down
+
+    return down(args.interface, args.netns)
+
+
+def _add_down(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser(
+        "down", help="stop a tunnel started by `pywg up`", description="Stop a tunnel and remove all it made."
+    )
+    parser.add_argument("interface", help="the interface name given to `pywg up`")
+    parser.add_argument("--netns", help="the namespace given to `pywg up`")
+    parser.set_defaults(run=_run_down)
+
+
 _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_up,
+    _add_down,
     _add_genkey,
     _add_genpsk,
     _add_pubkey,
@@ -196,3 +237,22 @@ def _silence_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError, AttributeError):
         pass
+
+
+def userspace_main(argv: list[str] | None = None) -> int:
+    """`pywg-userspace [-f] IFNAME`: a drop-in for wireguard-go (wg-quick runs it)."""
+    parser = argparse.ArgumentParser(
+        prog="pywg-userspace",
+        description="Create TUN IFNAME, serve the WireGuard UAPI for it and run until it is deleted.",
+    )
+    parser.add_argument("-f", "--foreground", action="store_true", help="do not daemonize")
+    parser.add_argument("interface", metavar="IFNAME")
+    args = parser.parse_args(argv)
+    foreground = args.foreground or os.environ.get("WG_PROCESS_FOREGROUND") == "1"
+    from pywg.runtime.commands import userspace
+
+    try:
+        return userspace(args.interface, foreground)
+    except CommandError as exc:
+        print(f"pywg-userspace: {exc}", file=sys.stderr)
+        return 1

@@ -321,6 +321,30 @@ def remove_routes(netns: str | None, ifname: str, routes: Iterable[IPNetwork]) -
     return _with_iproute(netns, body)
 
 
+def remove_addresses(netns: str | None, ifname: str, addresses: Iterable[IPInterface]) -> int:
+    """Remove `addresses` from `ifname`; ones already gone are not an error. Returns how many went."""
+    address_list = list(addresses)
+
+    def body(ipr: IPRoute) -> int:
+        index = _ifindex(ipr, ifname)
+        if index is None:
+            return 0
+        removed = 0
+        for address in address_list:
+            try:
+                ipr.addr("del", index=index, address=str(address.ip), prefixlen=address.network.prefixlen)
+            except NetlinkError as exc:
+                if exc.code in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ENODEV):
+                    continue
+                raise NetconfigError(
+                    exc.code, f"removing {address} from {ifname} in {_where(netns)}: {os.strerror(exc.code)}"
+                ) from exc
+            removed += 1
+        return removed
+
+    return _with_iproute(netns, body)
+
+
 def delete_link(netns: str | None, ifname: str) -> bool:
     """Delete interface `ifname`; False if it (or its whole namespace) was already gone."""
 

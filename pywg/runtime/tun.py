@@ -122,6 +122,9 @@ class Tun:
         self.dropped_down = 0  # packets written while the interface was administratively down
         self._control = control  # a socket in the TUN's namespace, for interface ioctls
         self._netns_id = netns_identity(netns) if netns is not None else None
+        # True when the interface may be moved to another namespace (`ip link set
+        # netns`, as wg-quick users do): then only a detached fd means it is gone.
+        self.movable = False
 
     def fileno(self) -> int:
         return self.fd
@@ -184,6 +187,8 @@ class Tun:
             if exc.errno in (errno.EBADFD, errno.EIO):
                 return f"interface {self.name} was deleted"
             raise
+        if self.movable:
+            return None  # it may live in another namespace now: attached is alive
         try:
             _ifname(self._control, self.ifindex)
         except OSError as exc:

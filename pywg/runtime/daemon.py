@@ -1,0 +1,132 @@
+"""Detaching into the background once ready, and the state files that let `pywg down` find us.
+
+`detach()` forks twice; the original process waits on a pipe until the
+engine says "ready" or reports an error, so `pywg up` exits 0 only when the
+tunnel works and non-zero with one line when it does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+STATE_DIR = Path("/run/pywg")
+
+
+class Notifier:
+    """The daemon's end of the readiness pipe."""
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+
+    def ready(self, message: str) -> None:
+        self._send(f"ok {message}")
+
+    def failed(self, message: str) -> None:
+        self._send(f"error {message}")
+
+    def _send(self, text: str) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.write(self._fd, text.encode() + b"\n")
+            os.close(self._fd)
+        self._fd = None
+
+
+def detach(log_path: Path | None) -> Notifier | int:
+    """In the daemon, return its Notifier; in the caller, wait and return the exit status."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child:
+        os.close(write_end)
+        message = _read_all(read_end)
+        os.waitpid(child, 0)
+        if message.startswith("ok "):
+            print(message[3:])
+            return 0
+        error = message[6:] if message.startswith("error ") else "the engine exited before it was ready"
+        print(error, file=sys.stderr)
+        return 1
+    os.close(read_end)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    _redirect_stdio(log_path)
+    return Notifier(write_end)
+
+
+def _read_all(fd: int) -> str:
+    chunks = []
+    while chunk := os.read(fd, 4096):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks).decode(errors="replace").strip()
+
+
+def _redirect_stdio(log_path: Path | None) -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    target = null
+    if log_path is not None:
+        log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        target = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(target, 1)
+    os.dup2(target, 2)
+    for fd in {null, target}:
+        if fd > 2:
+            os.close(fd)
+
+
+@dataclass
+class State:
+    """What `pywg down` needs to find a running tunnel."""
+
+    name: str
+    interface: str
+    netns: str | None
+    pid: int
+    config: str | None
+
+    def save(self, state_dir: Path = STATE_DIR) -> Path:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        path = state_dir / f"{self.name}.json"
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            json.dump(asdict(self), handle)
+        return path
+
+    def remove(self, state_dir: Path = STATE_DIR) -> None:
+        (state_dir / f"{self.name}.json").unlink(missing_ok=True)
+
+
+def find_state(interface: str, netns: str | None, state_dir: Path = STATE_DIR) -> State | None:
+    """The state of the live tunnel for `interface` in `netns` (a resolved path or None)."""
+    if not state_dir.is_dir():
+        return None
+    for path in sorted(state_dir.glob("*.json")):
+        try:
+            state = State(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            continue
+        if (state.interface, state.netns) == (interface, netns):
+            if _alive(state.pid):
+                return state
+            path.unlink(missing_ok=True)  # left by a process that died
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

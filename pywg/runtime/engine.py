@@ -1,0 +1,193 @@
+"""The asyncio adapter: drives one sans-I/O Device from a TUN, UDP sockets and timers.
+
+Everything is single-threaded on the loop: the TUN fd and each UDP socket are
+watched with add_reader, each wake-up handles a batch, then `flush` sends what
+the device produced and re-arms the one timer for its next deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from collections.abc import Callable
+
+import uvloop
+
+from pywg.device import Device, EndpointChanged, HandshakeCompleted, HandshakeGaveUp, KeysZeroed
+from pywg.endpoint import format_endpoint
+from pywg.keys import encode_key
+from pywg.runtime.tun import Tun, TunGoneError
+from pywg.runtime.uapi_server import UapiServer
+from pywg.runtime.udp import UdpSockets
+from pywg.uapi import UapiHooks
+
+BATCH = 64
+WATCH_INTERVAL = 1.0
+_log = logging.getLogger("pywg")
+
+
+class Engine:
+    def __init__(self, device: Device, tun: Tun, udp: UdpSockets, name: str) -> None:
+        self.device = device
+        self.tun = tun
+        self.udp = udp
+        self.name = name
+        self.uapi = UapiServer(name, device, self.uapi_hooks())
+        self.stopped: asyncio.Future[str] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline: float | None = None
+        self._watched: list[int] = []
+
+    def uapi_hooks(self) -> UapiHooks:
+        return UapiHooks(
+            set_listen_port=self.set_listen_port, set_fwmark=self.udp.set_fwmark, after_set=self.flush
+        )
+
+    # Lifecycle.
+    async def run(self, on_ready: Callable[[], None] | None = None) -> str:
+        """Serve until stopped; returns why. `on_ready` runs once the UAPI is served."""
+        self._loop = asyncio.get_running_loop()
+        self.stopped = self._loop.create_future()
+        self._loop.add_reader(self.tun.fd, self._tun_readable)
+        self._watch_udp()
+        await self.uapi.start()
+        self._loop.call_later(WATCH_INTERVAL, self._watchdog)
+        self.flush()
+        if on_ready is not None:
+            on_ready()
+        reason = await self.stopped
+        self._teardown()
+        return reason
+
+    def stop(self, reason: str) -> None:
+        if self.stopped is not None and not self.stopped.done():
+            self.stopped.set_result(reason)
+
+    def _teardown(self) -> None:
+        assert self._loop is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        for fd in self._watched:
+            self._loop.remove_reader(fd)
+        if self.tun.fd >= 0:
+            self._loop.remove_reader(self.tun.fd)
+        self.uapi.close()
+
+    def _watchdog(self) -> None:
+        reason = self.tun.gone_reason()
+        if reason is None and not self.uapi.still_there():
+            reason = f"UAPI socket {self.uapi.path} was removed"
+        if reason is not None:
+            self.stop(reason)
+        elif self._loop is not None:
+            self._loop.call_later(WATCH_INTERVAL, self._watchdog)
+
+    def _watch_udp(self) -> None:
+        assert self._loop is not None
+        for fd in self._watched:
+            self._loop.remove_reader(fd)
+        self._watched = []
+        for sock in self.udp.sockets:
+            self._loop.add_reader(sock.fileno(), self._udp_readable, sock)
+            self._watched.append(sock.fileno())
+
+    def set_listen_port(self, port: int) -> int:
+        self.udp.bind(port)
+        if self._loop is not None:
+            self._watch_udp()
+        return self.udp.port
+
+    # Data paths.
+    def _tun_readable(self) -> None:
+        try:
+            packets = self.tun.read_batch(BATCH)
+        except TunGoneError as error:
+            self.stop(str(error))
+            return
+        if packets:
+            self.device.send_packets(packets)
+            self.flush()
+
+    def _udp_readable(self, sock: socket.socket) -> None:
+        receive = self.device.receive_datagram
+        for data, source, local in self.udp.receive(sock, BATCH):
+            receive(data, source, local)
+        self.flush()
+
+    def flush(self) -> None:
+        """Send what the device produced, deliver what it decrypted, re-arm the timer."""
+        device = self.device
+        if device.outbox:
+            send = self.udp.send
+            for data, endpoint, source in device.datagrams_to_send():
+                if not send(data, endpoint, source):
+                    _forget_source(device, source)
+        if device.inbox:
+            write = self.tun.write
+            try:
+                for packet in device.packets_to_deliver():
+                    write(packet)
+            except TunGoneError as error:
+                self.stop(str(error))
+        if device.events:
+            _log_events(device)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        deadline = self.device.next_deadline()
+        if deadline == self._timer_deadline or self._loop is None:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_deadline = deadline
+        if deadline is not None:
+            delay = max(0.0, deadline - self.device.clock.monotonic())
+            self._timer = self._loop.call_at(self._loop.time() + delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_deadline = None
+        self.device.handle_timers()
+        self.flush()
+
+
+def _forget_source(device: Device, source: str | None) -> None:
+    for peer in device.peers.values():
+        if peer.endpoint_source == source:
+            peer.endpoint_source = None
+
+
+def _log_events(device: Device) -> None:
+    for event in iter(device.next_event, None):
+        who = encode_key(event.peer.public_key)
+        if isinstance(event, HandshakeCompleted):
+            _log.info("peer %s: handshake completed", who)
+        elif isinstance(event, HandshakeGaveUp):
+            _log.info("peer %s: no handshake answer after 20 attempts; giving up for now", who)
+        elif isinstance(event, KeysZeroed):
+            _log.info("peer %s: session keys zeroed after 540 s without a new handshake", who)
+        elif isinstance(event, EndpointChanged):
+            _log.info("peer %s: endpoint is now %s", who, format_endpoint(event.endpoint))
+
+
+def run_engine(
+    engine: Engine,
+    on_ready: Callable[[], None] | None = None,
+    on_reload: Callable[[], None] | None = None,
+) -> str:
+    """Run `engine` on a uvloop loop until it stops. SIGTERM and SIGINT stop it,
+    SIGHUP calls `on_reload`."""
+
+    async def main() -> str:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, engine.stop, f"signal {signal.Signals(signum).name}")
+        if on_reload is not None:
+            loop.add_signal_handler(signal.SIGHUP, on_reload)
+        return await engine.run(on_ready)
+
+    return uvloop.run(main())

@@ -1,0 +1,165 @@
+"""`pywg up`: turn an InterfaceConfig into a running tunnel, reload it, take it down.
+
+Setting up is all-or-nothing: whatever step fails, what the earlier steps
+created is removed before the error is reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network
+
+from pywg.config import ConfigError, InterfaceConfig
+from pywg.constants import DEFAULT_MTU
+from pywg.device import Device
+from pywg.endpoint import Endpoint
+from pywg.runtime import netconfig
+from pywg.runtime.engine import Engine
+from pywg.runtime.netns import resolve_netns
+from pywg.runtime.system import SystemClock, system_rng
+from pywg.runtime.tun import Tun, open_tun
+from pywg.runtime.udp import UdpSockets
+
+_log = logging.getLogger("pywg")
+
+
+class SetupError(Exception):
+    """One line for the user: what failed and why."""
+
+
+@dataclass
+class Tunnel:
+    config: InterfaceConfig
+    interface: str
+    netns: str | None
+    name: str
+    tun: Tun
+    udp: UdpSockets
+    device: Device
+    engine: Engine
+    routes: list[IPv4Network | IPv6Network] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Remove everything: closing the TUN deletes the link with its addresses and routes."""
+        self.engine.uapi.close()
+        self.tun.close()
+        self.udp.close()
+
+
+def resolve_endpoints(cfg: InterfaceConfig) -> list[Endpoint | None]:
+    """Numeric endpoints for every peer; host names resolved like wg does (first answer)."""
+    resolved: list[Endpoint | None] = []
+    for index, peer in enumerate(cfg.peers):
+        if peer.endpoint is None:
+            resolved.append(None)
+            continue
+        try:
+            answers = socket.getaddrinfo(peer.endpoint.host, peer.endpoint.port, type=socket.SOCK_DGRAM)
+        except OSError as error:
+            raise ConfigError(
+                f"peers[{index}].endpoint: cannot resolve {peer.endpoint.host!r}: {error.strerror or error}"
+            ) from None
+        address = answers[0][4]
+        resolved.append((str(address[0]), int(address[1])))
+    return resolved
+
+
+def allowed_routes(cfg: InterfaceConfig) -> list[IPv4Network | IPv6Network]:
+    routes: list[IPv4Network | IPv6Network] = []
+    for peer in cfg.peers:
+        routes += [net for net in peer.allowed_ips if net not in routes]
+    return routes
+
+
+def apply_peers(device: Device, cfg: InterfaceConfig, endpoints: list[Endpoint | None]) -> None:
+    """Make the device's peers exactly those of `cfg`; unchanged peers keep their sessions."""
+    now = device.clock.monotonic()
+    wanted = {peer.public_key for peer in cfg.peers}
+    for public_key in [key for key in device.peers if key not in wanted]:
+        device.remove_peer(public_key)
+    for peer_cfg, endpoint in zip(cfg.peers, endpoints, strict=True):
+        peer = device.peers.get(peer_cfg.public_key)
+        if peer is None:
+            peer = device.add_peer(peer_cfg.public_key, peer_cfg.preshared_key, endpoint)
+        else:
+            peer.preshared_key = peer_cfg.preshared_key
+            if endpoint is not None:
+                peer.set_endpoint(endpoint)
+        current = set(device.allowed_ips.entries_for(peer))
+        for network in current - set(peer_cfg.allowed_ips):
+            device.allowed_ips.remove(network, peer)
+        for network in peer_cfg.allowed_ips:
+            if network not in current:
+                device.allowed_ips.insert(network, peer)
+        if peer.persistent_keepalive != peer_cfg.persistent_keepalive:
+            peer.set_persistent_keepalive(peer_cfg.persistent_keepalive, now)
+
+
+def build_tunnel(cfg: InterfaceConfig, interface: str, netns_spec: str | None, name: str) -> Tunnel:
+    """Create and configure everything; on any failure remove what was made and raise SetupError."""
+    endpoints = resolve_endpoints(cfg)
+    try:
+        netns = resolve_netns(netns_spec)
+    except OSError as error:
+        raise SetupError(str(error)) from None
+    where = f" in network namespace {netns_spec}" if netns_spec else ""
+    if netconfig.link_exists(netns, interface):
+        raise SetupError(f"interface {interface} already exists{where}")
+    mtu = cfg.mtu or DEFAULT_MTU
+    cleanup = contextlib.ExitStack()
+    with cleanup:
+        try:
+            tun = open_tun(interface, netns)
+        except OSError as error:
+            raise SetupError(f"cannot create TUN {interface}{where}: {error}") from None
+        cleanup.callback(tun.close)
+        routes = allowed_routes(cfg)
+        try:
+            netconfig.configure_interface(netns, interface, mtu, cfg.addresses, routes)
+        except OSError as error:
+            raise SetupError(f"cannot configure {interface}{where}: {error}") from None
+        try:
+            udp = UdpSockets(cfg.listen_port or 0, cfg.fwmark)
+        except OSError as error:
+            port = cfg.listen_port or 0
+            raise SetupError(f"cannot listen on UDP port {port}: {error.strerror or error}") from None
+        cleanup.callback(udp.close)
+        device = Device(cfg.private_key, clock=SystemClock(), rng=system_rng, mtu=mtu)
+        device.listen_port, device.fwmark = udp.port, cfg.fwmark
+        engine = Engine(device, tun, udp, name)
+        try:
+            engine.uapi.bind()
+        except OSError as error:
+            raise SetupError(f"cannot serve UAPI as {name!r}: {error}; choose another with --name") from None
+        cleanup.callback(engine.uapi.close)
+        apply_peers(device, cfg, endpoints)
+        cleanup.pop_all()
+    return Tunnel(cfg, interface, netns, name, tun, udp, device, engine, routes)
+
+
+def reload_tunnel(tunnel: Tunnel, cfg: InterfaceConfig) -> None:
+    """Apply a changed config in place, as `wg syncconf` plus address and route changes."""
+    endpoints = resolve_endpoints(cfg)
+    device = tunnel.device
+    device.set_private_key(cfg.private_key)
+    if (cfg.listen_port or 0) not in (0, tunnel.udp.port):
+        device.listen_port = tunnel.engine.set_listen_port(cfg.listen_port or 0)
+    if cfg.fwmark != tunnel.udp.fwmark:
+        tunnel.udp.set_fwmark(cfg.fwmark)
+        device.fwmark = cfg.fwmark
+    apply_peers(device, cfg, endpoints)
+    routes = allowed_routes(cfg)
+    stale = [route for route in tunnel.routes if route not in routes]
+    mtu = cfg.mtu or DEFAULT_MTU
+    netconfig.remove_routes(tunnel.netns, tunnel.interface, stale)
+    netconfig.remove_addresses(
+        tunnel.netns, tunnel.interface, [a for a in tunnel.config.addresses if a not in cfg.addresses]
+    )
+    netconfig.configure_interface(tunnel.netns, tunnel.interface, mtu, cfg.addresses, routes)
+    device.mtu = mtu
+    tunnel.config, tunnel.routes = cfg, routes
+    tunnel.engine.flush()
+    _log.info("configuration reloaded: %d peers, %d routes", len(cfg.peers), len(routes))
