@@ -126,18 +126,31 @@ def _add_pubkey(subcommands: argparse._SubParsersAction) -> None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from pywg.runtime.demo import run_local_demo
+    from pywg.runtime.demo import run_local_demo, run_netns_demo
 
-    return run_local_demo(args.packets)
+    if args.in_memory:
+        return run_local_demo(args.packets)
+    return run_netns_demo()
 
 
 def _add_demo(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser(
         "demo",
-        help="run two WireGuard devices against each other in memory",
-        description="Two pywg devices handshake and exchange packets in one process, on the real clock.",
+        help="run WireGuard between two network namespaces: pywg <-> pywg, then pywg <-> wireguard-go",
+        description=(
+            "As root: make two network namespaces joined by a veth pair, bring up `pywg up` in both, "
+            "ping through the tunnel (IPv4 and IPv6), show `wg show` and an iperf3 throughput figure; "
+            "then replace one end with wireguard-go and do it again. Everything is removed at the end, "
+            "also on failure or Ctrl-C. With --in-memory (no root needed): two pywg devices in one "
+            "process, on the real clock."
+        ),
     )
-    parser.add_argument("--packets", type=int, default=2000, help="data packets to send (default 2000)")
+    parser.add_argument(
+        "--in-memory", action="store_true", help="run two devices in one process instead (no root needed)"
+    )
+    parser.add_argument(
+        "--packets", type=int, default=2000, help="with --in-memory: data packets to send (default 2000)"
+    )
     parser.set_defaults(run=_run_demo)
 
 

@@ -1,13 +1,39 @@
-"""`pywg demo`: two devices handshake and exchange packets in memory, on the real clock."""
+"""`pywg demo`: WireGuard between two network namespaces; `pywg demo --in-memory`: two devices in memory.
+
+The namespace demo (`run_netns_demo`, what `sudo make demo` runs) joins two fresh namespaces with a veth
+pair, runs `pywg up` in both, pings through the tunnel both ways over IPv4 and IPv6, shows `wg show` for
+both ends and measures TCP throughput with iperf3; then it replaces one end with Debian's wireguard-go and
+does it again. Every name it makes carries a random tag (namespaces `pywgdemo-<tag>-a/b`, interfaces and
+UAPI names `pywg-a-<tag>`, `pywg-b-<tag>`, `wggo-b-<tag>`: /var/run/wireguard is shared by all
+namespaces), every command runs with a time bound, and `NetnsDemo.cleanup` removes what was made, also
+after a failure, Ctrl-C or SIGTERM. Keys are generated here and reach pywg and wg only through 0600 files
+in a 0700 temporary directory.
+
+The in-memory demo (`run_local_demo`) needs no root: two devices in one process on the real clock.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
 import struct
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
+from pathlib import Path
 
 from pywg.device import Device, HandshakeCompleted
-from pywg.keys import encode_key, generate_private_key
+from pywg.keys import encode_key, generate_private_key, public_key_for
+from pywg.runtime.daemon import STATE_DIR
 from pywg.runtime.system import SystemClock, system_rng
 
 
@@ -76,3 +102,485 @@ def run_local_demo(packets: int = 2000) -> int:
     )
     print(f"drops: alice {dict(alice.drops) or 'none'}, bob {dict(bob.drops) or 'none'}")
     return 0 if received == packets else 1
+
+
+# --------------------------------------------------------------------------------------------
+# The real thing: two network namespaces, pywg against pywg, then pywg against wireguard-go
+
+UNDERLAY = {"a": "192.168.77.1", "b": "192.168.77.2"}
+UNDERLAY_PREFIX = 24
+INNER = {"a": ("10.77.0.1", "fd77::1"), "b": ("10.77.0.2", "fd77::2")}
+INNER_NETWORKS = ("10.77.0.0/24", "fd77::/64")
+WG_PORT = 51820
+WG_MTU = 1420
+IPERF_PORT = 5201
+IPERF_SECONDS = 3
+PING_DEADLINE = 12.0  # the first handshake, and one retry after REKEY_TIMEOUT if a message was lost
+TOOLS = ("ip", "ping", "wg", "wireguard-go", "iperf3", "ss")
+WG_SOCKET_DIR = Path("/var/run/wireguard")
+NETNS_DIR = Path("/run/netns")
+INDENT = "   "
+
+
+class DemoFailed(Exception):
+    """A step failed: one line for the user."""
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def _child_env() -> dict[str, str]:
+    """Our environment, with this pywg importable by `python -m pywg` wherever we run from."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env["LOG_LEVEL"] = "error"  # wireguard-go
+    return env
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def _why(done: subprocess.CompletedProcess[str]) -> str:
+    """The last line a failed command printed, from stderr if there is any."""
+    return _last_line(done.stderr if done.stderr.strip() else done.stdout)
+
+
+def _run(argv: Sequence[str], what: str, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
+    """Run a command with a time bound; raise DemoFailed (naming `what`) if it fails or hangs."""
+    try:
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=_child_env(),
+        )
+    except subprocess.TimeoutExpired:
+        raise DemoFailed(f"{what} failed: no answer within {timeout:.0f} s") from None
+    except OSError as error:
+        raise DemoFailed(f"{what} failed: {argv[0]}: {error.strerror or error}") from None
+    if done.returncode != 0:
+        raise DemoFailed(f"{what} failed: {_why(done)}")
+    return done
+
+
+def _try(argv: Sequence[str], timeout: float = 10.0) -> subprocess.CompletedProcess[str] | None:
+    """Run a command with a time bound; None if it could not run or timed out."""
+    try:
+        return subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, env=_child_env()
+        )
+    except (subprocess.TimeoutExpired, OSError):
+        return None
+
+
+def _write_secret(path: Path, text: str) -> Path:
+    """A file only root can read: keys reach pywg and wg through these, never argv or environment."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(text)
+    return path
+
+
+def _stop_process(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout)
+
+
+def _pids_with_argument(names: Iterable[str]) -> list[int]:
+    """Processes with one of `names` (unique to this run) as a whole command-line argument."""
+    wanted = {name.encode() for name in names}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if wanted.intersection(argv):
+            found.append(int(entry.name))
+    return found
+
+
+@dataclass
+class Side:
+    """One end of the tunnel: a network namespace and the WireGuard device running in it."""
+
+    label: str  # "a" or "b"
+    netns: str
+    private_key: bytes
+
+    @property
+    def public_key(self) -> bytes:
+        return public_key_for(self.private_key)
+
+    @property
+    def underlay(self) -> str:
+        return UNDERLAY[self.label]
+
+    @property
+    def inner(self) -> tuple[str, str]:
+        return INNER[self.label]
+
+
+def _pywg_down_argv(side: Side, name: str) -> list[str]:
+    return ["ip", "netns", "exec", side.netns, sys.executable, "-m", "pywg", "down", name]
+
+
+@dataclass
+class Results:
+    throughput: dict[str, float] = field(default_factory=dict)  # pair -> Mbit/s
+
+
+class NetnsDemo:
+    """Everything the demo makes is recorded as it is made, so `cleanup` can undo exactly that."""
+
+    def __init__(self) -> None:
+        self.tag = secrets.token_hex(3)
+        self.sides = {
+            label: Side(label, f"pywgdemo-{self.tag}-{label}", generate_private_key(os.urandom))
+            for label in ("a", "b")
+        }
+        self.pywg_name = {label: f"pywg-{label}-{self.tag}" for label in self.sides}  # <= 15 chars
+        self.go_name = f"wggo-b-{self.tag}"
+        self.workdir: Path | None = None
+        self.namespaces: list[str] = []
+        self.pywg_started: list[Side] = []
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.results = Results()
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.pywg_name.values(), self.go_name]
+
+    # ---- the story
+
+    def run(self) -> None:
+        a, b = self.sides["a"], self.sides["b"]
+        _say("pywg demo: a WireGuard tunnel between two network namespaces,")
+        _say("first pywg <-> pywg, then pywg <-> wireguard-go (the reference userspace implementation).")
+        _say()
+        self.make_network()
+        _say(f"Network  namespaces {a.netns} (a) and {b.netns} (b), joined by a veth pair:")
+        _say(
+            f"         a = {a.underlay}, b = {b.underlay}; the tunnel runs over this link, UDP port {WG_PORT}"
+        )
+        _say(f"Tunnel   a = {', '.join(a.inner)}    b = {', '.join(b.inner)}")
+        _say(f"Keys     a fresh key pair per side; the configs are 0600 files in {self.workdir}")
+        _say()
+        _say("1. pywg <-> pywg")
+        for side in (a, b):
+            self.pywg_up(side)
+        self.ping_all([(a, b), (b, a)], "pywg")
+        self.wg_show(a, self.pywg_name["a"])
+        self.wg_show(b, self.pywg_name["b"])
+        self.throughput(a, b, "pywg <-> pywg", "pywg")
+        _say()
+        _say("2. pywg <-> wireguard-go")
+        _say(
+            f"{INDENT}b's pywg makes way for wireguard-go with the same key and port; a's pywg keeps running"
+        )
+        self.pywg_down(b)
+        self.wireguard_go_up(b, a)
+        # b's wireguard-go has no session yet and a still holds the old one: b starts the handshake.
+        self.ping_all([(b, a), (a, b)], "pywg <-> wireguard-go")
+        self.wg_show(a, self.pywg_name["a"])
+        self.wg_show(b, self.go_name)
+        self.throughput(a, b, "pywg <-> wireguard-go", "pywg <-> wireguard-go")
+        _say()
+
+    # ---- the network
+
+    def make_network(self) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"pywgdemo-{self.tag}-"))  # mode 0700
+        for side in self.sides.values():
+            self.namespaces.append(side.netns)
+            _run(["ip", "netns", "add", side.netns], f"creating network namespace {side.netns}")
+            _run(["ip", "-n", side.netns, "link", "set", "lo", "up"], f"bringing up lo in {side.netns}")
+        a, b = self.sides["a"], self.sides["b"]
+        veth = ["ip", "link", "add", "veth0", "netns", a.netns, "type", "veth"]
+        _run([*veth, "peer", "name", "veth0", "netns", b.netns], "creating the veth pair")
+        for side in (a, b):
+            address = f"{side.underlay}/{UNDERLAY_PREFIX}"
+            _run(["ip", "-n", side.netns, "addr", "add", address, "dev", "veth0"], f"adding {address}")
+            _run(["ip", "-n", side.netns, "link", "set", "veth0", "up"], f"bringing up veth0 in {side.netns}")
+
+    # ---- the devices
+
+    def peer_of(self, side: Side) -> Side:
+        return self.sides["b" if side.label == "a" else "a"]
+
+    def pywg_up(self, side: Side) -> None:
+        assert self.workdir is not None
+        peer = self.peer_of(side)
+        config = {
+            "address": [f"{side.inner[0]}/32", f"{side.inner[1]}/128"],
+            "privateKey": encode_key(side.private_key),
+            "listenPort": WG_PORT,
+            "peers": [
+                {
+                    "endpoint": f"{peer.underlay}:{WG_PORT}",
+                    "publicKey": encode_key(peer.public_key),
+                    "allowedIPs": list(INNER_NETWORKS),
+                }
+            ],
+        }
+        name = self.pywg_name[side.label]
+        path = _write_secret(self.workdir / f"{name}.json", json.dumps(config, indent=2))
+        self.pywg_started.append(side)
+        # Inside the namespace, not `--netns`: that moves only the TUN there, and the UDP socket stays
+        # where pywg starts (WireGuard's "birthplace" namespace); here both belong in the namespace.
+        argv = ["ip", "netns", "exec", side.netns, sys.executable, "-m", "pywg", "up", str(path)]
+        _run([*argv, "--name", name, "--interface", name], f"pywg up in {side.netns}", timeout=20)
+        _say(f"{INDENT}pywg up {name} in namespace {side.label}: ready")
+
+    def pywg_down(self, side: Side) -> None:
+        name = self.pywg_name[side.label]
+        self.pywg_started.remove(side)
+        _run(_pywg_down_argv(side, name), f"pywg down {name}", timeout=20)
+        _say(f"{INDENT}pywg down {name} in namespace {side.label}: stopped")
+
+    def wireguard_go_up(self, side: Side, peer: Side) -> None:
+        assert self.workdir is not None
+        name = self.go_name
+        with open(self.workdir / f"{name}.log", "wb") as log:
+            process = subprocess.Popen(
+                ["ip", "netns", "exec", side.netns, "wireguard-go", "-f", name],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=_child_env(),
+                start_new_session=True,  # Ctrl-C is ours to handle: we stop it in cleanup
+            )
+        self.processes.append(process)
+        deadline = time.monotonic() + 10.0
+        uapi_socket = WG_SOCKET_DIR / f"{name}.sock"
+        while not uapi_socket.exists():
+            if process.poll() is not None:
+                text = (self.workdir / f"{name}.log").read_text(errors="replace")
+                raise DemoFailed(f"wireguard-go exited with status {process.returncode}: {_last_line(text)}")
+            if time.monotonic() > deadline:
+                raise DemoFailed("wireguard-go did not create its UAPI socket within 10 s")
+            time.sleep(0.05)
+        ini = (
+            f"[Interface]\nPrivateKey = {encode_key(side.private_key)}\nListenPort = {WG_PORT}\n\n"
+            f"[Peer]\nPublicKey = {encode_key(peer.public_key)}\n"
+            f"AllowedIPs = {', '.join(INNER_NETWORKS)}\nEndpoint = {peer.underlay}:{WG_PORT}\n"
+        )
+        path = _write_secret(self.workdir / f"{name}.conf", ini)
+        exec_in = ["ip", "netns", "exec", side.netns]
+        _run([*exec_in, "wg", "setconf", name, str(path)], f"wg setconf {name}")
+        ip = ["ip", "-n", side.netns]
+        _run([*ip, "link", "set", name, "mtu", str(WG_MTU), "up"], f"bringing up {name}")
+        _run([*ip, "addr", "add", f"{side.inner[0]}/32", "dev", name], f"adding {side.inner[0]} to {name}")
+        _run([*ip, "addr", "add", f"{side.inner[1]}/128", "dev", name, "nodad"], f"adding {side.inner[1]}")
+        for network in INNER_NETWORKS:
+            _run([*ip, "route", "add", network, "dev", name], f"adding the route {network} via {name}")
+        _say(f"{INDENT}wireguard-go {name} in namespace {side.label}: ready (wg setconf, then ip addr/route)")
+
+    # ---- traffic
+
+    def ping_all(self, pairs: Sequence[tuple[Side, Side]], tunnel: str) -> None:
+        first = True
+        for source, target in pairs:
+            for address in target.inner:
+                self.ping(source, target, address, tunnel, first)
+                first = False
+
+    def ping(self, source: Side, target: Side, address: str, tunnel: str, first: bool) -> None:
+        """Ping until the first reply (the handshake happens on the way), within PING_DEADLINE."""
+        started = time.monotonic()
+        argv = ["ip", "netns", "exec", source.netns, "ping", "-n", "-c", "1", "-W", "1", address]
+        while True:
+            done = _try(argv, timeout=5)
+            if done is not None and done.returncode == 0:
+                break
+            if time.monotonic() - started > PING_DEADLINE:
+                raise DemoFailed(
+                    f"ping through the {tunnel} tunnel failed: no reply from {address} "
+                    f"({source.label} -> {target.label}) within {PING_DEADLINE:.0f} s"
+                )
+            time.sleep(0.2)
+        waited = time.monotonic() - started
+        rtt = re.search(r"time=([\d.]+) ms", done.stdout)
+        detail = f"reply in {rtt.group(1)} ms" if rtt else "reply"
+        if waited > 1.5:
+            detail += f" (after {waited:.1f} s of retries, handshake included)"
+        elif first:
+            detail += " (the first packet: the handshake came first)"
+        _say(f"{INDENT}ping {source.label} -> {target.label} {address:<10} ok, {detail}")
+
+    def wg_show(self, side: Side, name: str) -> None:
+        done = _run(["ip", "netns", "exec", side.netns, "wg", "show", name], f"wg show {name}")
+        _say(f"{INDENT}wg show {name} (namespace {side.label}):")
+        for line in done.stdout.rstrip().splitlines():
+            _say(f"{INDENT}  {line}" if line.strip() else "")
+
+    def throughput(self, client: Side, server: Side, pair: str, tunnel: str) -> None:
+        """iperf3 -t 3, TCP, one stream, from `client` to `server` through the tunnel."""
+        what = f"the throughput test through the {tunnel} tunnel"
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", server.netns, "iperf3", "-s", "-1", "-p", str(IPERF_PORT)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=_child_env(),
+            start_new_session=True,
+        )
+        self.processes.append(process)
+        self._wait_for_listener(server, process, what)
+        address = server.inner[0]
+        argv = ["ip", "netns", "exec", client.netns, "iperf3", "-c", address, "-p", str(IPERF_PORT)]
+        done = _try([*argv, "-t", str(IPERF_SECONDS), "-P", "1", "-J"], timeout=IPERF_SECONDS + 15)
+        _stop_process(process)
+        self.processes.remove(process)
+        if done is None:
+            raise DemoFailed(f"{what} failed: iperf3 did not finish within {IPERF_SECONDS + 15} s")
+        mbits = _received_mbits(done)
+        if isinstance(mbits, str):
+            raise DemoFailed(f"{what} failed: {mbits}")
+        self.results.throughput[pair] = mbits
+        how = f"{address}, TCP, one stream, {IPERF_SECONDS} s"
+        _say(f"{INDENT}iperf3 {client.label} -> {server.label} ({how}): {mbits:.0f} Mbit/s")
+
+    def _wait_for_listener(self, side: Side, process: subprocess.Popen[bytes], what: str) -> None:
+        argv = ["ip", "netns", "exec", side.netns, "ss", "-Hltn", f"sport = :{IPERF_PORT}"]
+        deadline = time.monotonic() + 5.0
+        while True:
+            done = _try(argv, timeout=5)
+            if done is not None and done.stdout.strip():
+                return
+            if process.poll() is not None:
+                raise DemoFailed(f"{what} failed: the iperf3 server exited with status {process.returncode}")
+            if time.monotonic() > deadline:
+                raise DemoFailed(f"{what} failed: the iperf3 server did not listen within 5 s")
+            time.sleep(0.05)
+
+    # ---- cleanup
+
+    def cleanup(self) -> list[str]:
+        """Remove everything this run made, whatever state it is in; return what could not be removed."""
+        problems: list[str] = []
+        for process in self.processes:
+            _stop_process(process)
+        for side in self.pywg_started:
+            name = self.pywg_name[side.label]
+            _try(_pywg_down_argv(side, name), timeout=20)
+        # Anything of ours still running (a `pywg up` interrupted while it daemonized, say).
+        for _ in range(20):
+            pids = _pids_with_argument(self.names)
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+        else:
+            problems.append(f"processes {pids} would not stop")
+        for netns in self.namespaces:
+            done = _try(["ip", "netns", "pids", netns], timeout=5)
+            for pid in done.stdout.split() if done else []:
+                with contextlib.suppress(OSError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            _try(["ip", "netns", "delete", netns], timeout=10)
+            if (NETNS_DIR / netns).exists():
+                problems.append(f"network namespace {netns} could not be deleted")
+        for name in self.names:
+            (WG_SOCKET_DIR / f"{name}.sock").unlink(missing_ok=True)
+            for suffix in (".json", ".log"):
+                (STATE_DIR / f"{name}{suffix}").unlink(missing_ok=True)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            if self.workdir.exists():
+                problems.append(f"{self.workdir} could not be removed")
+        return problems
+
+
+def _received_mbits(done: subprocess.CompletedProcess[str]) -> float | str:
+    """Mbit/s received, from `iperf3 -J` output; or why there is no figure."""
+    try:
+        report = json.loads(done.stdout)
+    except ValueError:
+        return _why(done)
+    if not isinstance(report, dict):
+        return "iperf3 printed no report"
+    if report.get("error") or done.returncode != 0:
+        return str(report.get("error") or f"iperf3 exited with status {done.returncode}")
+    try:
+        mbits = float(report["end"]["sum_received"]["bits_per_second"]) / 1e6
+    except (KeyError, TypeError, ValueError):
+        return "iperf3 reported no throughput"
+    return mbits if mbits > 0 else "no data got through"
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_netns_demo() -> int:
+    """The demo `sudo make demo` runs. Exit status 0, or 1 (130 on Ctrl-C) with one line on stderr."""
+    if os.geteuid() != 0:
+        print(
+            "pywg demo: needs root for network namespaces (sudo make demo); "
+            "`pywg demo --in-memory` runs without",
+            file=sys.stderr,
+        )
+        return 1
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        print(f"pywg demo: {', '.join(missing)} not found; `sudo make deps` installs them", file=sys.stderr)
+        return 1
+    started = time.monotonic()
+    demo = NetnsDemo()
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    failure, status = "", 0
+    problems: list[str] = []
+    try:
+        try:
+            demo.run()
+        finally:
+            problems = _cleanup_uninterrupted(demo)
+    except DemoFailed as error:
+        failure, status = str(error), 1
+    except KeyboardInterrupt:
+        failure, status = "interrupted" if problems else "interrupted; everything it made is removed", 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if problems:
+        for problem in problems:
+            print(f"pywg demo: cleanup: {problem}", file=sys.stderr)
+        status = status or 1
+    if failure:
+        print(f"pywg demo: {failure}", file=sys.stderr)
+        return status
+    seconds = time.monotonic() - started
+    rates = ", ".join(f"{pair} {mbits:.0f} Mbit/s" for pair, mbits in demo.results.throughput.items())
+    _say(f"Done in {seconds:.0f} s: {rates}. Nothing is left behind.")
+    return status
+
+
+def _cleanup_uninterrupted(demo: NetnsDemo) -> list[str]:
+    """Cleanup with Ctrl-C and SIGTERM held off, so a second Ctrl-C cannot leave half of it behind."""
+    handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with contextlib.suppress(OSError):  # stdout may be a closed pipe by now
+            _say("Cleaning up ...")
+        return demo.cleanup()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
