@@ -1,6 +1,9 @@
-"""Build script. The cffi extension for the per-packet hot path is added here
-by the C hot-path work; until then this installs the pure-Python package."""
+"""Build script: the package, plus the cffi extension `pywg._hotpath` (the C hot path).
+
+The extension links OpenSSL's libcrypto; building it needs gcc, the Python headers and
+libssl-dev (scripts/install-deps.sh installs them).
+"""
 
 from setuptools import setup
 
-setup()
+setup(cffi_modules=["pywg/_hotpath_build.py:ffibuilder"])

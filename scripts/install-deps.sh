@@ -3,7 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(wireguard-tools wireguard-go iproute2 iputils-ping iperf3 gcc libc6-dev)
+# gcc, libc6-dev and libssl-dev build the C hot path (pywg/_hotpath, linked to libcrypto).
+apt_packages=(wireguard-tools wireguard-go iproute2 iputils-ping iperf3 gcc libc6-dev libssl-dev)
+# ... and the Python headers: a python3 from Debian needs python3-dev (pyenv's ships its own).
+python3 -c 'import os, sysconfig; os.stat(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' \
+    2>/dev/null || apt_packages+=(python3-dev)
 missing=()
 for package in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -9,7 +9,7 @@ import pywg
 
 PACKAGE = Path(pywg.__file__).parent
 # Adapters around the core may do I/O; everything else in pywg/ is core.
-ADAPTERS = {"cli.py", "__main__.py", "runtime"}
+ADAPTERS = {"cli.py", "__main__.py", "runtime", "hotpath.py"}
 FORBIDDEN_MODULES = {
     "socket",
     "asyncio",

@@ -1,0 +1,84 @@
+"""cffi builder of `pywg._hotpath`, the C hot path (API mode, linked against OpenSSL's libcrypto).
+
+setup.py names it in `cffi_modules`, so `pip install -e .` compiles it (it needs gcc, the Python
+headers and libssl-dev). `python pywg/_hotpath_build.py` compiles it in place by hand. The C lives
+beside this file in hotpath.c/hotpath.h; pywg/hotpath.py is the Python side.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cffi import FFI
+
+HERE = Path(__file__).parent
+
+CDEF = """
+#define WG_HEADER_SIZE ...
+#define WG_TAG_SIZE ...
+#define WG_KEY_SIZE ...
+#define WG_REPLAY_WORDS ...
+#define WG_MAX_PLAINTEXT ...
+#define WG_REJECT_AFTER_MESSAGES ...
+
+#define WG_ERR_BUSY ...
+#define WG_ERR_CLOSED ...
+#define WG_ERR_CRYPTO ...
+#define WG_ERR_ARGS ...
+
+#define WG_SEAL_DONE ...
+#define WG_SEAL_COUNTER_EXHAUSTED ...
+#define WG_SEAL_NO_SPACE ...
+#define WG_SEAL_BAD_INPUT ...
+
+#define WG_RX_DATA ...
+#define WG_RX_KEEPALIVE ...
+#define WG_RX_MALFORMED_INNER ...
+#define WG_RX_REPLAY ...
+#define WG_RX_AUTH_FAILED ...
+#define WG_RX_MALFORMED ...
+
+typedef struct {
+    uint64_t counter;
+    uint64_t words[128];
+} wg_replay;
+
+typedef struct wg_aead wg_aead;
+
+typedef struct {
+    uint64_t counter;
+    uint32_t inner_offset;
+    uint32_t inner_length;
+    uint32_t source_offset;
+    uint8_t source_length;
+    uint8_t status;
+} wg_rx_result;
+
+wg_aead *wg_aead_new(const uint8_t *key, int encrypt);
+void wg_aead_zero(wg_aead *aead);
+void wg_aead_free(wg_aead *aead);
+
+long wg_seal_batch(wg_aead *aead, uint32_t receiver, uint64_t counter, uint32_t mtu, const uint8_t *in,
+                   size_t in_size, const uint32_t *in_off, const uint32_t *in_len, size_t n, uint8_t *out,
+                   size_t out_size, uint32_t *out_off, uint32_t *out_len, int *stop);
+long wg_open_batch(wg_aead *aead, wg_replay *replay, uint8_t *buf, size_t size, const uint32_t *off,
+                   const uint32_t *len, size_t n, wg_rx_result *results);
+
+int wg_replay_validate(wg_replay *replay, uint64_t counter);
+void wg_replay_reset(wg_replay *replay);
+"""
+
+ffibuilder = FFI()
+ffibuilder.cdef(CDEF)
+ffibuilder.set_source(
+    "pywg._hotpath",
+    '#include "hotpath.h"',
+    sources=[str(HERE / "hotpath.c")],
+    include_dirs=[str(HERE)],
+    depends=[str(HERE / "hotpath.h")],
+    libraries=["crypto"],
+    extra_compile_args=["-O2", "-Wall", "-Wextra"],
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(tmpdir=str(HERE.parent), verbose=True)
