@@ -119,7 +119,18 @@ def _running(pid: int) -> bool:
     try:
         return os.waitpid(pid, os.WNOHANG) == (0, 0)
     except ChildProcessError:
+        return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """True if `pid` has exited and waits for its parent to reap it. The daemon's parent is init,
+    which in a container may reap late or never: `pywg down` must not wait for that."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            text = stat.read()
+    except OSError:
         return True
+    return text[text.rindex(")") + 2] in "ZX"
 
 
 def userspace(interface: str, foreground: bool) -> int:

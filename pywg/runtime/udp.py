@@ -49,7 +49,13 @@ class UdpSockets:
         return [s for s in (self.v4, self.v6) if s is not None]
 
     def bind(self, port: int) -> None:
-        """(Re)bind both families to `port`; 0 picks one free on both."""
+        """(Re)bind both families to `port`; 0 picks one free on both.
+
+        The port already bound is kept as it is: `wg setconf`/`syncconf` repeat an unchanged
+        ListenPort, and binding it a second time would fail with EADDRINUSE.
+        """
+        if port and port == self.port and self.sockets:
+            return
         last_error: OSError | None = None
         for _ in range(_BIND_ATTEMPTS if port == 0 else 1):
             try:
