@@ -4,7 +4,10 @@ The TUN is created while the calling thread is inside the target namespace (`in_
 the device to the namespace of the task that opened /dev/net/tun. The fd then works from any namespace,
 so the engine can keep its UDP socket in the root namespace and the TUN in a pod's.
 
-Lifetime. The device is not persistent: closing the fd deletes the interface. When someone deletes the
+Lifetime. By default the device is not persistent: closing the fd deletes the interface. A persistent
+one (`open_tun(..., persist=True)`, TUNSETPERSIST) outlives the fd and the process, keeping its addresses
+and routes (without a reader it just has no carrier and drops what is routed to it); `attach_tun`
+re-opens it by name, and `Tun.delete` (TUNSETPERSIST off, then close) removes it. When someone deletes the
 interface (`ip link del`), the fd stays open but is detached: read, write and ioctls fail with EBADFD
 and poll reports POLLERR, which `Tun` turns into `TunGoneError`. Deleting the namespace's name
 (`ip netns del`, a CNI runtime tearing down a pod) does *not* delete the interface: our fds keep the
@@ -14,6 +17,7 @@ the TUN lives in, so the engine can exit instead of serving an orphaned namespac
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -29,6 +33,7 @@ TUN_MAJOR, TUN_MINOR = 10, 200
 # <linux/if_tun.h>
 TUNSETIFF = 0x400454CA
 TUNGETIFF = 0x800454D2
+TUNSETPERSIST = 0x400454CB
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
@@ -125,6 +130,7 @@ class Tun:
         # True when the interface may be moved to another namespace (`ip link set
         # netns`, as wg-quick users do): then only a detached fd means it is gone.
         self.movable = False
+        self.persistent = False  # TUNSETPERSIST is on: closing the fd leaves the interface
 
     def fileno(self) -> int:
         return self.fd
@@ -208,34 +214,88 @@ class Tun:
         """True while the interface exists and its namespace is still reachable by its path."""
         return self.gone_reason() is None
 
+    def set_persist(self, persist: bool) -> None:
+        """Turn TUNSETPERSIST on or off: a persistent interface stays when the fd is closed."""
+        try:
+            fcntl.ioctl(self.fd, TUNSETPERSIST, int(persist))
+        except OSError as exc:
+            if exc.errno in (errno.EBADFD, errno.EIO):
+                raise self._gone(exc) from exc
+            raise TunError(exc.errno, f"TUNSETPERSIST {int(persist)} on {self.name}: {exc.strerror}") from exc
+        self.persistent = persist
+
     def close(self) -> None:
-        """Close the fd (which deletes the interface) and the control socket. Idempotent."""
+        """Close the fd and the control socket. Idempotent.
+
+        Closing deletes the interface unless it is persistent (see `delete`).
+        """
         if self.fd >= 0:
             fd, self.fd = self.fd, -1
             os.close(fd)
         self._control.close()
 
+    def delete(self) -> None:
+        """Close the fd and make sure the interface goes with it, persistent or not. Idempotent."""
+        if self.fd >= 0 and self.persistent:
+            with contextlib.suppress(TunGoneError):  # deleted already
+                self.set_persist(False)
+        self.close()
+
 
 def open_tun(
-    name: str, netns: str | None = None, vnet_hdr: bool = False, *, device_path: str = TUN_DEVICE_PATH
+    name: str,
+    netns: str | None = None,
+    vnet_hdr: bool = False,
+    *,
+    device_path: str = TUN_DEVICE_PATH,
+    persist: bool = False,
 ) -> Tun:
     """Create TUN interface `name` inside network namespace `netns` (a name or path; None = current).
 
     The calling thread enters the namespace only while creating the device and returns to its own.
-    The interface is created down, with no addresses (see netconfig.configure_interface).
+    The interface is created down, with no addresses (see netconfig.configure_interface). With
+    `persist` it is made persistent (TUNSETPERSIST) before this returns, so it outlives the fd.
     Raises NamespaceNotFoundError, InterfaceExistsError if `name` is taken in that namespace, or
     TunError.
     """
+    tun = _open(name, netns, vnet_hdr, device_path, attach=False)
+    if persist:
+        try:
+            tun.set_persist(True)
+        except BaseException:
+            tun.close()
+            raise
+    return tun
+
+
+def attach_tun(
+    name: str, netns: str | None = None, vnet_hdr: bool = False, *, device_path: str = TUN_DEVICE_PATH
+) -> Tun:
+    """Re-open the existing persistent TUN `name` in `netns` (left by a process that ended).
+
+    Its addresses, routes and link state are as they were. Raises NamespaceNotFoundError, TunError
+    with ENODEV if there is no such interface, or with EBUSY if another fd is still attached to it
+    (another process serves it), or EINVAL if `name` is not a TUN (IFF_TUN) device.
+    """
+    tun = _open(name, netns, vnet_hdr, device_path, attach=True)
+    tun.persistent = True
+    return tun
+
+
+def _open(name: str, netns: str | None, vnet_hdr: bool, device_path: str, attach: bool) -> Tun:
     _check_name(name)
     path = resolve_netns(netns)
     ensure_tun_device(device_path)
-    flags = IFF_TUN | IFF_NO_PI | IFF_TUN_EXCL | (IFF_VNET_HDR if vnet_hdr else 0)
+    flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0) | (0 if attach else IFF_TUN_EXCL)
     where = f"network namespace {netns!r}" if netns is not None else "the current network namespace"
     with in_netns(path):
         control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         try:
-            if _exists(control, name):
+            exists = _exists(control, name)
+            if exists and not attach:
                 raise InterfaceExistsError(errno.EEXIST, f"interface {name} already exists in {where}")
+            if attach and not exists:
+                raise TunError(errno.ENODEV, f"there is no TUN {name} to re-attach to in {where}")
             try:
                 fd = os.open(device_path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
             except OSError as exc:
@@ -244,6 +304,13 @@ def open_tun(
                 try:
                     reply = fcntl.ioctl(fd, TUNSETIFF, _ifreq_flags(name, flags))
                 except OSError as exc:
+                    if attach:
+                        why = exc.strerror
+                        if exc.errno == errno.EBUSY:
+                            why = "another process is attached to it"
+                        elif exc.errno == errno.EINVAL:
+                            why = "it is not a TUN device (or its flags differ)"
+                        raise TunError(exc.errno, f"cannot re-attach to {name} in {where}: {why}") from exc
                     if exc.errno in (errno.EBUSY, errno.EINVAL, errno.EEXIST) and _exists(control, name):
                         raise InterfaceExistsError(
                             exc.errno,

@@ -121,10 +121,33 @@ def build_tunnel(cfg: InterfaceConfig, interface: str, netns_spec: str | None, n
             netconfig.configure_interface(netns, interface, mtu, cfg.addresses, routes)
         except OSError as error:
             raise SetupError(f"cannot configure {interface}{where}: {error}") from None
+        tunnel = tunnel_on_tun(cfg, tun, name, endpoints, routes)
+        cleanup.pop_all()
+    return tunnel
+
+
+def tunnel_on_tun(
+    cfg: InterfaceConfig,
+    tun: Tun,
+    name: str,
+    endpoints: list[Endpoint | None],
+    routes: list[IPv4Network | IPv6Network],
+    listen_port: int | None = None,
+) -> Tunnel:
+    """The UDP sockets, device, engine and UAPI socket for an open TUN whose interface is configured.
+
+    For callers that make the TUN themselves (a persistent one, one re-attached with attach_tun).
+    The UDP sockets are opened in the calling thread's namespace, on `listen_port` if given, else
+    the config's port, else a free one. On failure what this made is removed, the TUN is left to the
+    caller, and SetupError is raised; on success the Tunnel owns the TUN.
+    """
+    mtu = cfg.mtu or DEFAULT_MTU
+    port = listen_port if listen_port is not None else cfg.listen_port or 0
+    cleanup = contextlib.ExitStack()
+    with cleanup:
         try:
-            udp = UdpSockets(cfg.listen_port or 0, cfg.fwmark)
+            udp = UdpSockets(port, cfg.fwmark)
         except OSError as error:
-            port = cfg.listen_port or 0
             raise SetupError(f"cannot listen on UDP port {port}: {error.strerror or error}") from None
         cleanup.callback(udp.close)
         device = Device(cfg.private_key, clock=SystemClock(), rng=system_rng, mtu=mtu)
@@ -137,7 +160,7 @@ def build_tunnel(cfg: InterfaceConfig, interface: str, netns_spec: str | None, n
         cleanup.callback(engine.uapi.close)
         apply_peers(device, cfg, endpoints)
         cleanup.pop_all()
-    return Tunnel(cfg, interface, netns, name, tun, udp, device, engine, routes)
+    return Tunnel(cfg, tun.name, tun.netns, name, tun, udp, device, engine, routes)
 
 
 def reload_tunnel(tunnel: Tunnel, cfg: InterfaceConfig) -> None:

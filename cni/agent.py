@@ -1,0 +1,945 @@
+"""The pywg node agent: every userspace WireGuard tunnel of a node, in one process.
+
+    python -m cni.agent [--state-dir /run/pywg-cni] [--socket /run/pywg-cni/agent.sock] [--supervise]
+
+One uvloop loop runs one pywg Engine per attachment (a Pod's `net1`), so tunnels outlive the CNI
+plugin process and whatever ran it (kubelet's runtime, the Multus thick-mode daemon), and idle tunnels
+cost a few hundred kilobytes each instead of a process each. With `--supervise` a small supervisor
+runs the agent as a child and restarts it at once (backoff capped at 1 s) whenever it dies; in
+Kubernetes the DaemonSet does the same.
+
+Protocol. A unix stream socket, mode 0600 (root only); one JSON object per line in, one per line out,
+any number of requests per connection, answered in order. Every reply has `ok`; a failed operation
+has `{"ok": false, "code": <CNI error code, cni/spec.py>, "msg": "<one line>"}`.
+
+* `{"op": "add", "container_id", "ifname", "netns", "pod": "ns/name", "config": "<config JSON>"}`
+  creates a persistent TUN `ifname` in `netns` with the MTU, every address and a route for every
+  allowed-IPs prefix; UDP sockets in the agent's namespace (listenPort, or a free port); the UAPI
+  socket /var/run/wireguard/<name>.sock (name = "cni" + 12 hex digits of
+  sha256("<container_id>/<ifname>"), so `wg show <name>` works); then runs its engine. Reply:
+  `{"ok": true, "name", "listen_port", "interface", "netns", "mtu", "public_key", "addresses": [...],
+  "routes": [...], "warnings": [...]}`. All or nothing: a failed add leaves no link, socket or state.
+  A private key already used by another attachment of this node is refused, naming that pod.
+* `{"op": "del", "container_id", "ifname", "netns"?}`: stop the engine, delete the link (when its
+  namespace still exists), remove the UAPI socket and the state. Succeeds when there is nothing to
+  remove (repeated DEL, namespace gone, DEL after a failed ADD). Reply `{"ok": true, "removed": bool}`.
+* `{"op": "check", "container_id", "ifname", "netns"}` → `{"ok": bool, "problems": [...]}`: the engine
+  runs and serves this config (key, peers, allowed IPs); the link exists, is up and has carrier; the
+  addresses and routes are there.
+* `{"op": "gc", "valid": [{"containerID", "ifname"}, ...]}` removes every other attachment; it goes
+  on past errors: `{"ok": bool, "removed": [names], "errors": [...]}` (+ code and msg when not ok).
+* `{"op": "status"}` → `{"ok": true, "tunnels": <running engines>, "attachments": n, "pid": <agent>}`.
+* `{"op": "list"}` → `{"ok": true, "attachments": [{"container_id", "ifname", "pod", "name", "netns",
+  "listen_port", "running"}]}`.
+
+Routes. Every allowed-IPs prefix is routed through the interface in the Pod's main table. A prefix the
+Pod already routes elsewhere with the same metric (typically its default route via eth0 when a config
+allows 0.0.0.0/0) is added with metric SHADOWED_METRIC instead: both routes exist, the Pod's own one
+keeps precedence so its cluster networking is not hijacked, and the reply's `warnings` says so. To
+send all traffic through the tunnel, the Pod changes its routes itself.
+
+State. One 0600 file per attachment, `<state-dir>/<name>.json`, in a 0700 directory: it holds the
+private key. It is written (marked incomplete) before anything is created and completed before an add
+replies ok; del removes it. On start the agent re-attaches every attachment whose namespace still
+exists (same namespace, by inode): it re-opens the persistent TUN, whose addresses and routes are still
+there, and rebuilds the device from the stored config on the stored UDP port; sessions re-handshake
+on the next packet. Attachments whose namespace is gone, and incomplete ones, are removed. SIGTERM stops
+the agent but keeps the tunnels' links and state, so an upgrade or a restart resumes them. An engine
+that stops on its own (its namespace or link deleted, its UAPI socket removed) is torn down; its
+attachment stays, reported by check, until del or gc.
+
+Concurrency. Operations are serialized on the loop; their blocking parts (netlink, TUN ioctls, name
+resolution) run in a worker thread so the other tunnels keep forwarding meanwhile. Key material is
+never in argv, the environment or the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_interface
+from pathlib import Path
+from typing import Any, TypeVar
+
+import uvloop
+from pyroute2 import IPRoute
+
+from cni.spec import (
+    DECODING_FAILURE,
+    INTERNAL,
+    INVALID_ENVIRONMENT,
+    INVALID_NETNS,
+    INVALID_NETWORK_CONFIG,
+    UNSUPPORTED_FIELD,
+)
+from pywg.config import ConfigError, InterfaceConfig, parse_config, to_json
+from pywg.constants import DEFAULT_MTU
+from pywg.endpoint import Endpoint
+from pywg.keys import encode_key
+from pywg.runtime import netconfig
+from pywg.runtime.netns import NamespaceNotFoundError, in_netns, netns_identity, resolve_netns, same_netns
+from pywg.runtime.tun import Tun, TunError, attach_tun, open_tun
+from pywg.runtime.tunnel import SetupError, Tunnel, allowed_routes, resolve_endpoints, tunnel_on_tun
+from pywg.runtime.uapi_server import socket_in_use, socket_path
+
+DEFAULT_STATE_DIR = Path("/run/pywg-cni")
+DEFAULT_SOCKET = DEFAULT_STATE_DIR / "agent.sock"
+SHADOWED_METRIC = 4096
+STATE_VERSION = 1
+MAX_REQUEST = 1 << 20
+READY_TIMEOUT = 10.0
+EXIT_ALREADY_RUNNING = 3  # another agent serves this state dir or socket: the supervisor gives up
+EXIT_USAGE = 2
+RESTART_BACKOFF_MAX = 1.0
+STABLE_RUN = 1.0  # a worker that ran this long is restarted at once; quicker deaths back off
+RESTART_BACKOFF_MIN = 0.05
+IFF_UP = 0x1
+IFF_LOWER_UP = 0x10000
+
+_CONTAINER_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
+_log = logging.getLogger("pywg-cni-agent")
+T = TypeVar("T")
+Network = IPv4Network | IPv6Network
+Key = tuple[str, str]
+
+
+class OpError(Exception):
+    """An operation failed; `code` is a CNI error code, the message one line for the user."""
+
+    def __init__(self, code: int, msg: str) -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+
+
+def attachment_name(container_id: str, ifname: str) -> str:
+    """The UAPI name: "cni" + 12 hex digits of sha256("<container_id>/<ifname>"), 15 characters."""
+    return "cni" + hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()[:12]
+
+
+# --- attachments and their state files ---------------------------------------------------------
+
+
+@dataclass
+class Attachment:
+    container_id: str
+    ifname: str
+    netns: str
+    netns_id: tuple[int, int]
+    pod: str
+    cfg: InterfaceConfig
+    endpoints: list[Endpoint | None]
+    listen_port: int | None = None
+    complete: bool = False
+    routes: list[Network] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # IPv6 routes left out: IPv6 is off in the Pod
+    shadowed: list[str] = field(default_factory=list)  # routes added with SHADOWED_METRIC
+    tunnel: Tunnel | None = None
+    task: asyncio.Task[str] | None = None
+    stopping: bool = False
+    dead_reason: str | None = None
+
+    @property
+    def key(self) -> Key:
+        return (self.container_id, self.ifname)
+
+    @property
+    def name(self) -> str:
+        return attachment_name(self.container_id, self.ifname)
+
+    @property
+    def running(self) -> bool:
+        return self.tunnel is not None and self.task is not None and not self.task.done()
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "container_id": self.container_id,
+            "ifname": self.ifname,
+            "netns": self.netns,
+            "netns_id": list(self.netns_id),
+            "pod": self.pod,
+            "complete": self.complete,
+            "listen_port": self.listen_port,
+            "endpoints": [list(e) if e is not None else None for e in self.endpoints],
+            "config": to_json(self.cfg),
+        }
+
+    @classmethod
+    def from_state(cls, doc: dict[str, Any]) -> Attachment:
+        cid, ifname = str(doc["container_id"]), str(doc["ifname"])
+        cfg = parse_config(str(doc["config"]), source=f"state of {attachment_name(cid, ifname)}")
+        endpoints: list[Endpoint | None] = [
+            (str(e[0]), int(e[1])) if e is not None else None for e in doc.get("endpoints") or []
+        ]
+        if len(endpoints) != len(cfg.peers):
+            endpoints = [None] * len(cfg.peers)
+        dev, ino = doc["netns_id"]
+        port = doc.get("listen_port")
+        return cls(
+            container_id=cid,
+            ifname=ifname,
+            netns=str(doc["netns"]),
+            netns_id=(int(dev), int(ino)),
+            pod=str(doc.get("pod") or ""),
+            cfg=cfg,
+            endpoints=endpoints,
+            listen_port=int(port) if port else None,
+            complete=bool(doc.get("complete")),
+        )
+
+
+class StateStore:
+    """`<dir>/<name>.json`, 0600, written through a temporary file and a rename."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+
+    def path(self, name: str) -> Path:
+        return self.dir / f"{name}.json"
+
+    def save(self, att: Attachment) -> None:
+        final = self.path(att.name)
+        temporary = self.dir / f".{att.name}.tmp"
+        temporary.unlink(missing_ok=True)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(att.state(), handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, final)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+
+    def remove(self, name: str) -> None:
+        self.path(name).unlink(missing_ok=True)
+        (self.dir / f".{name}.tmp").unlink(missing_ok=True)
+
+    def load(self) -> list[Attachment]:
+        found = []
+        for path in sorted(self.dir.glob("cni*.json")):
+            try:
+                att = Attachment.from_state(json.loads(path.read_text()))
+                if path.name != f"{att.name}.json":
+                    raise ValueError("its name does not match its container id and interface")
+            except (OSError, ValueError, KeyError, TypeError, ConfigError) as error:
+                _log.error("removing unreadable state file %s: %s", path.name, type(error).__name__)
+                path.unlink(missing_ok=True)
+                continue
+            found.append(att)
+        for stale in self.dir.glob(".cni*.tmp"):
+            stale.unlink(missing_ok=True)
+        return found
+
+
+# --- blocking work, run in a worker thread -----------------------------------------------------
+
+
+def _configure(att: Attachment) -> None:
+    """MTU, addresses, link up and routes; a route the Pod has elsewhere gets SHADOWED_METRIC."""
+    mtu = att.cfg.mtu or DEFAULT_MTU
+    addresses, routes = att.cfg.addresses, att.routes
+    att.skipped, att.shadowed = [], []
+    try:
+        result = netconfig.configure_interface(att.netns, att.ifname, mtu, addresses, routes)
+    except netconfig.RouteConflictError:
+        pass  # find out which ones, route by route
+    else:
+        att.skipped = [str(r) for r in result.routes_skipped]
+        return
+    for route in routes:
+        try:
+            result = netconfig.configure_interface(att.netns, att.ifname, mtu, addresses, [route])
+        except netconfig.RouteConflictError:
+            result = netconfig.configure_interface(
+                att.netns, att.ifname, mtu, addresses, [route], metric=SHADOWED_METRIC
+            )
+            att.shadowed.append(str(route))
+        att.skipped += [str(r) for r in result.routes_skipped]
+
+
+def _open_udp_and_device(att: Attachment, tun: Tun) -> Tunnel:
+    port = att.cfg.listen_port or att.listen_port
+    try:
+        return tunnel_on_tun(att.cfg, tun, att.name, att.endpoints, att.routes, listen_port=port)
+    except SetupError:
+        if att.cfg.listen_port or not att.listen_port:
+            raise
+        _log.warning("%s: UDP port %d is taken now; using a free one", att.name, att.listen_port)
+        return tunnel_on_tun(att.cfg, tun, att.name, att.endpoints, att.routes, listen_port=0)
+
+
+def build_new(att: Attachment) -> Tunnel:
+    """Create the persistent TUN and everything else; on failure remove all of it and raise."""
+    att.endpoints = resolve_endpoints(att.cfg)
+    att.routes = allowed_routes(att.cfg)
+    if netconfig.link_exists(att.netns, att.ifname):
+        raise OpError(INTERNAL, f"interface {att.ifname} already exists in network namespace {att.netns}")
+    try:
+        tun = open_tun(att.ifname, att.netns, persist=True)
+    except NamespaceNotFoundError as error:
+        raise OpError(INVALID_NETNS, str(error)) from None
+    except OSError as error:
+        raise OpError(INTERNAL, f"cannot create TUN {att.ifname} in {att.netns}: {error}") from None
+    try:
+        _configure(att)
+        return _open_udp_and_device(att, tun)
+    except BaseException:
+        tun.delete()
+        raise
+
+
+def build_again(att: Attachment) -> Tunnel:
+    """Re-attach to the persistent TUN (or make it again if it went) and rebuild the device."""
+    try:
+        att.endpoints = resolve_endpoints(att.cfg)
+    except ConfigError as error:
+        _log.warning("%s: %s; using the addresses resolved before", att.name, error)
+    att.routes = allowed_routes(att.cfg)
+    try:
+        tun = attach_tun(att.ifname, att.netns)
+        fresh = False
+    except TunError as error:
+        if error.errno != errno.ENODEV:
+            raise
+        _log.warning("%s: %s is gone from %s; creating it again", att.name, att.ifname, att.netns)
+        tun = open_tun(att.ifname, att.netns, persist=True)
+        fresh = True
+    try:
+        _configure(att)
+        return _open_udp_and_device(att, tun)
+    except BaseException:
+        tun.delete() if fresh else tun.close()
+        raise
+
+
+def remove_leftover_link(netns: str, netns_id: tuple[int, int] | None, ifname: str) -> bool:
+    """Delete an unattached persistent TUN `ifname` in `netns` (left by a crash or a dead engine).
+
+    Only a TUN nobody serves is touched (attach_tun refuses anything else), and only when `netns`
+    still names the namespace it should.
+    """
+    try:
+        if netns_id is not None and netns_identity(netns) != netns_id:
+            return False
+        tun = attach_tun(ifname, netns)
+    except (OSError, ValueError):
+        return False
+    tun.delete()
+    return True
+
+
+def release(tunnel: Tunnel, delete_link: bool) -> None:
+    """Close the fds of a stopped engine (see `_unwatch`); delete the link too, or leave it for a
+    later agent. The UAPI server belongs to the loop and is closed there."""
+    try:
+        tunnel.tun.delete() if delete_link else tunnel.tun.close()
+    finally:
+        tunnel.udp.close()
+
+
+def inspect_link(netns: str, ifname: str) -> tuple[bool, int, set[str]]:
+    """(exists, link flags, addresses as "addr/len") of `ifname` in `netns`."""
+    with in_netns(netns), IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            return False, 0, set()
+        index = int(found[0])
+        flags = int(ipr.link("get", index=index)[0]["flags"])
+        addresses = set()
+        for message in ipr.addr("dump"):
+            if message["index"] != index:
+                continue
+            address = message.get("IFA_LOCAL") or message.get("IFA_ADDRESS")
+            addresses.add(str(ip_interface(f"{address}/{message['prefixlen']}")))
+        return True, flags, addresses
+
+
+# --- the agent -------------------------------------------------------------------------------
+
+
+class Agent:
+    def __init__(self, state_dir: Path) -> None:
+        self.store = StateStore(state_dir)
+        self.attachments: dict[Key, Attachment] = {}
+        self.lock = asyncio.Lock()
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pywg-agent")
+        self.stopped = asyncio.Event()
+
+    async def blocking(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, work)
+
+    # requests
+
+    async def handle(self, request: Any) -> dict[str, Any]:
+        if not isinstance(request, dict):
+            return _error(DECODING_FAILURE, "a request must be a JSON object")
+        op = request.get("op")
+        handlers: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
+            "add": self.op_add,
+            "del": self.op_del,
+            "check": self.op_check,
+            "gc": self.op_gc,
+        }
+        try:
+            if op == "status":
+                return self.op_status()
+            if op == "list":
+                return self.op_list()
+            if op not in handlers:
+                return _error(
+                    UNSUPPORTED_FIELD, f"unknown op {op!r}; expected add, del, check, gc, status, list"
+                )
+            async with self.lock:
+                return await handlers[op](request)
+        except OpError as error:
+            _log.info("op %s refused: %s", op, error.msg)
+            return _error(error.code, error.msg)
+        except Exception as error:
+            _log.exception("op %s failed", op)
+            return _error(INTERNAL, f"internal error in the node agent ({type(error).__name__}: {error})")
+
+    async def op_add(self, request: dict[str, Any]) -> dict[str, Any]:
+        cid, ifname = _attachment_key(request)
+        netns_spec = _string(request, "netns")
+        text = _string(request, "config")
+        pod = str(request.get("pod") or f"container {cid[:12]}")
+        try:
+            cfg = parse_config(text, source="config")
+        except ConfigError as error:
+            raise OpError(INVALID_NETWORK_CONFIG, str(error)) from None
+        existing = self.attachments.get((cid, ifname))
+        if existing is not None:
+            raise OpError(
+                INVALID_ENVIRONMENT,
+                f"container {cid} already has {ifname} from this agent (pod {existing.pod})",
+            )
+        public = cfg.public_key
+        for other in [a for a in self.attachments.values() if a.cfg.public_key == public]:
+            if not _netns_present(other):
+                # Its sandbox is gone but its DEL never came (Multus skips DEL without its cache):
+                # the Pod's next sandbox must not be locked out of its own config.
+                _log.info("removing %s of pod %s: its namespace is gone", other.name, other.pod)
+                await self.remove(other)
+            else:
+                raise OpError(
+                    INVALID_NETWORK_CONFIG,
+                    f"config already in use by pod {other.pod} on this node; "
+                    "each Pod needs its own WireGuard config",
+                )
+        try:
+            netns = resolve_netns(netns_spec)
+            assert netns is not None
+            netns_id = netns_identity(netns)
+            own = same_netns(netns)
+        except OSError as error:
+            raise OpError(INVALID_NETNS, str(error)) from None
+        if own:
+            raise OpError(INVALID_NETNS, f"{netns_spec} is the node agent's own network namespace")
+        att = Attachment(cid, ifname, netns, netns_id, pod, cfg, [None] * len(cfg.peers))
+        self.store.save(att)  # incomplete: a crash from here on is cleaned up at the next start
+        try:
+            att.tunnel = await self.blocking(lambda: build_new(att))
+        except BaseException as error:
+            self.store.remove(att.name)
+            if isinstance(error, ConfigError | netconfig.IPv6UnavailableError):
+                raise OpError(INVALID_NETWORK_CONFIG, str(error)) from None
+            if isinstance(error, SetupError | OSError):
+                raise OpError(INTERNAL, str(error)) from None
+            raise
+        att.listen_port = att.tunnel.udp.port
+        att.complete = True
+        try:
+            self.store.save(att)
+            await self.start_engine(att)
+        except BaseException:
+            await self.stop_engine(att, delete_link=True)
+            self.store.remove(att.name)
+            raise
+        self.attachments[att.key] = att
+        _log.info("added %s: %s in %s for pod %s, UDP port %d", att.name, ifname, netns, pod, att.listen_port)
+        warnings = list(cfg.warnings)
+        warnings += [
+            f"route {r} already goes elsewhere in the pod; added through {ifname} with metric "
+            f"{SHADOWED_METRIC}, so the pod's own route keeps precedence"
+            for r in att.shadowed
+        ]
+        warnings += [f"route {r} left out: IPv6 is disabled in the pod" for r in att.skipped]
+        return {
+            "ok": True,
+            "name": att.name,
+            "listen_port": att.listen_port,
+            "interface": ifname,
+            "netns": netns,
+            "mtu": cfg.mtu or DEFAULT_MTU,
+            "public_key": encode_key(public),
+            "addresses": [str(a) for a in cfg.addresses],
+            "routes": [str(r) for r in att.routes if str(r) not in att.skipped],
+            "warnings": warnings,
+        }
+
+    async def op_del(self, request: dict[str, Any]) -> dict[str, Any]:
+        cid, ifname = _attachment_key(request)
+        netns = request.get("netns") or None
+        att = self.attachments.get((cid, ifname))
+        if att is not None:
+            await self.remove(att)
+            return {"ok": True, "removed": True}
+        name = attachment_name(cid, ifname)
+        self.store.remove(name)
+        removed = False
+        if isinstance(netns, str):
+            removed = await self.blocking(lambda: remove_leftover_link(netns, None, ifname))
+        _remove_stale_uapi(name)
+        return {"ok": True, "removed": removed}
+
+    async def op_check(self, request: dict[str, Any]) -> dict[str, Any]:
+        cid, ifname = _attachment_key(request)
+        netns_spec = request.get("netns")
+        att = self.attachments.get((cid, ifname))
+        if att is None:
+            return {"ok": False, "problems": [f"the node agent has no {ifname} for container {cid}"]}
+        problems = []
+        if isinstance(netns_spec, str) and netns_spec:
+            try:
+                if netns_identity(netns_spec) != att.netns_id:
+                    problems.append(f"{ifname} was added in another network namespace than {netns_spec}")
+            except OSError as error:
+                problems.append(str(error))
+        problems += self.engine_problems(att)
+        try:
+            problems += await self.blocking(lambda: link_problems(att))
+        except OSError as error:
+            problems.append(f"cannot inspect {ifname} in {att.netns}: {error}")
+        return {"ok": not problems, "problems": problems}
+
+    def engine_problems(self, att: Attachment) -> list[str]:
+        if att.tunnel is None or not att.running:
+            return [f"the tunnel of {att.ifname} is not running: {att.dead_reason or 'stopped'}"]
+        problems = []
+        tunnel = att.tunnel
+        gone = tunnel.tun.gone_reason()
+        if gone is not None:
+            problems.append(f"the TUN of {att.ifname}: {gone}")
+        if not tunnel.engine.uapi.still_there():
+            problems.append(f"the UAPI socket {tunnel.engine.uapi.path} is gone")
+        device, cfg = tunnel.device, att.cfg
+        if device.public_key != cfg.public_key:
+            problems.append("the engine serves another private key than the config's")
+        wanted = {peer.public_key: peer for peer in cfg.peers}
+        for key in wanted.keys() - device.peers.keys():
+            problems.append(f"peer {encode_key(key)} is missing from the engine")
+        for key in device.peers.keys() - wanted.keys():
+            problems.append(f"the engine has peer {encode_key(key)}, which is not in the config")
+        for key in wanted.keys() & device.peers.keys():
+            serving = set(device.allowed_ips.entries_for(device.peers[key]))
+            if serving != set(wanted[key].allowed_ips):
+                shown = ", ".join(sorted(map(str, serving))) or "none"
+                problems.append(f"peer {encode_key(key)} has allowed IPs {shown}, not those of the config")
+        return problems
+
+    async def op_gc(self, request: dict[str, Any]) -> dict[str, Any]:
+        valid_list = request.get("valid")
+        if not isinstance(valid_list, list):
+            raise OpError(INVALID_NETWORK_CONFIG, "gc: valid must be a list of {containerID, ifname}")
+        valid = set()
+        for item in valid_list:
+            if isinstance(item, dict):
+                cid = item.get("containerID", item.get("container_id"))
+                valid.add((str(cid), str(item.get("ifname"))))
+        removed, errors = [], []
+        for att in [a for a in self.attachments.values() if a.key not in valid]:
+            try:
+                await self.remove(att)
+                removed.append(att.name)
+            except Exception as error:
+                _log.exception("gc of %s failed", att.name)
+                errors.append(f"{att.ifname} of container {att.container_id}: {error}")
+        reply: dict[str, Any] = {"ok": not errors, "removed": removed, "errors": errors}
+        if errors:
+            reply |= {"code": INTERNAL, "msg": "gc: " + "; ".join(errors)}
+        return reply
+
+    def op_status(self) -> dict[str, Any]:
+        running = sum(1 for att in self.attachments.values() if att.running)
+        return {"ok": True, "tunnels": running, "attachments": len(self.attachments), "pid": os.getpid()}
+
+    def op_list(self) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "attachments": [
+                {
+                    "container_id": att.container_id,
+                    "ifname": att.ifname,
+                    "pod": att.pod,
+                    "name": att.name,
+                    "netns": att.netns,
+                    "listen_port": att.listen_port,
+                    "running": att.running,
+                }
+                for att in self.attachments.values()
+            ],
+        }
+
+    # engines
+
+    async def start_engine(self, att: Attachment) -> None:
+        """Run the attachment's engine on this loop; return once its UAPI socket is served."""
+        assert att.tunnel is not None
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def on_ready() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        att.stopping, att.dead_reason = False, None
+        att.task = loop.create_task(att.tunnel.engine.run(on_ready), name=f"engine {att.name}")
+        att.task.add_done_callback(lambda task: self.engine_ended(att, task))
+        waiting: set[asyncio.Future[Any]] = {ready, att.task}
+        await asyncio.wait(waiting, timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            raise OpError(INTERNAL, f"the engine of {att.ifname} did not start: {self.task_outcome(att)}")
+
+    @staticmethod
+    def task_outcome(att: Attachment) -> str:
+        task = att.task
+        if task is None or not task.done():
+            return "timed out"
+        if task.cancelled():
+            return "cancelled"
+        error = task.exception()
+        return f"{type(error).__name__}: {error}" if error is not None else task.result()
+
+    def engine_ended(self, att: Attachment, task: asyncio.Task[str]) -> None:
+        if att.stopping or att.task is not task:
+            return
+        att.dead_reason = self.task_outcome(att)
+        _log.warning("engine of %s (pod %s) stopped: %s", att.name, att.pod, att.dead_reason)
+        tunnel, att.tunnel = att.tunnel, None
+        if tunnel is not None:
+            _unwatch(tunnel)
+            asyncio.get_running_loop().create_task(self.release_dead(att, tunnel))
+
+    async def release_dead(self, att: Attachment, tunnel: Tunnel) -> None:
+        try:
+            await self.blocking(lambda: release(tunnel, delete_link=True))
+        except Exception as error:
+            _log.error("%s: releasing the stopped tunnel failed: %s", att.name, error)
+
+    async def stop_engine(self, att: Attachment, delete_link: bool) -> None:
+        """Stop the engine, then close its TUN (deleting the link or leaving it) and sockets."""
+        att.stopping = True
+        tunnel, task = att.tunnel, att.task
+        if tunnel is not None:
+            tunnel.engine.stop("stopped by the node agent")
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), READY_TIMEOUT)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+        att.tunnel = None
+        if tunnel is not None:
+            _unwatch(tunnel)
+            await self.blocking(lambda: release(tunnel, delete_link))
+
+    async def remove(self, att: Attachment) -> None:
+        """del: engine, link, UAPI socket, state, in that order; missing pieces are fine."""
+        had_tunnel = att.tunnel is not None
+        await self.stop_engine(att, delete_link=True)
+        if not had_tunnel:  # a dead engine or a failed re-attach may have left the link
+            await self.blocking(lambda: remove_leftover_link(att.netns, att.netns_id, att.ifname))
+        _remove_stale_uapi(att.name)
+        self.store.remove(att.name)
+        self.attachments.pop(att.key, None)
+        _log.info("removed %s (%s of pod %s)", att.name, att.ifname, att.pod)
+
+    # start and stop
+
+    async def restore(self) -> None:
+        """Re-attach what the state dir lists; clean up what can no longer be served."""
+        async with self.lock:
+            for att in self.store.load():
+                await self.restore_one(att)
+
+    async def restore_one(self, att: Attachment) -> None:
+        present = _netns_present(att)
+        if not present or not att.complete:
+            why = "its network namespace is gone" if not present else "its add never completed"
+            _log.info("cleaning up %s (pod %s): %s", att.name, att.pod, why)
+            if present:
+                await self.blocking(lambda: remove_leftover_link(att.netns, att.netns_id, att.ifname))
+            _remove_stale_uapi(att.name)
+            self.store.remove(att.name)
+            return
+        self.attachments[att.key] = att
+        try:
+            att.tunnel = await self.blocking(lambda: build_again(att))
+            att.listen_port = att.tunnel.udp.port
+            self.store.save(att)
+            await self.start_engine(att)
+        except Exception as error:
+            att.dead_reason = f"re-attaching after a restart failed: {error}"
+            _log.error("%s (pod %s): %s", att.name, att.pod, att.dead_reason)
+            await self.stop_engine(att, delete_link=False)
+            return
+        _log.info("re-attached %s: %s in %s for pod %s", att.name, att.ifname, att.netns, att.pod)
+
+    async def shutdown(self) -> None:
+        """Stop every engine but keep the links and the state: the next agent resumes them."""
+        async with self.lock:
+            for att in list(self.attachments.values()):
+                await self.stop_engine(att, delete_link=False)
+        self.executor.shutdown(wait=True)
+
+
+def _netns_present(att: Attachment) -> bool:
+    """True while the attachment's netns path still names the namespace it was added in."""
+    try:
+        return netns_identity(att.netns) == att.netns_id
+    except OSError:
+        return False
+
+
+def link_problems(att: Attachment) -> list[str]:
+    if not _netns_present(att):
+        return [f"network namespace {att.netns} is gone"]
+    exists, flags, addresses = inspect_link(att.netns, att.ifname)
+    if not exists:
+        return [f"{att.ifname} does not exist in {att.netns}"]
+    problems = []
+    if not flags & IFF_UP:
+        problems.append(f"{att.ifname} is down")
+    elif not flags & IFF_LOWER_UP:
+        problems.append(f"{att.ifname} has no carrier: no engine is attached to its TUN")
+    for address in att.cfg.addresses:
+        if str(address) not in addresses:
+            problems.append(f"{att.ifname} lacks address {address}")
+    present = {route.dst for route in netconfig.list_routes(att.netns, att.ifname)}
+    for route in att.routes:
+        if route not in present and str(route) not in att.skipped:
+            problems.append(f"route {route} through {att.ifname} is missing")
+    return problems
+
+
+def _unwatch(tunnel: Tunnel) -> None:
+    """On the loop: stop watching the tunnel's fds and close its UAPI server, before `release`.
+
+    A normally ended engine has done this itself; one that raised or was cancelled may not have.
+    """
+    loop = asyncio.get_running_loop()
+    for fd in [tunnel.tun.fd, *(sock.fileno() for sock in tunnel.udp.sockets)]:
+        if fd >= 0:
+            loop.remove_reader(fd)
+    tunnel.engine.uapi.close()
+
+
+def _remove_stale_uapi(name: str) -> None:
+    path = socket_path(name)
+    if path.exists() and not socket_in_use(path):
+        path.unlink(missing_ok=True)
+
+
+def _error(code: int, msg: str) -> dict[str, Any]:
+    return {"ok": False, "code": code, "msg": msg}
+
+
+def _string(request: dict[str, Any], key: str) -> str:
+    value = request.get(key)
+    if not isinstance(value, str) or not value:
+        raise OpError(INVALID_ENVIRONMENT, f"{request.get('op')}: {key} is required (a non-empty string)")
+    return value
+
+
+def _attachment_key(request: dict[str, Any]) -> Key:
+    cid, ifname = _string(request, "container_id"), _string(request, "ifname")
+    if not _CONTAINER_ID.fullmatch(cid):
+        raise OpError(INVALID_ENVIRONMENT, f"container_id {cid[:80]!r} has characters the CNI spec forbids")
+    raw = ifname.encode()
+    if len(raw) > 15 or ifname in (".", "..") or any(c in ifname for c in "/: \t\n\0"):
+        raise OpError(INVALID_ENVIRONMENT, f"ifname {ifname[:40]!r} is not a valid interface name")
+    return cid, ifname
+
+
+# --- serving the socket ------------------------------------------------------------------------
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+
+
+def bind_socket(path: Path) -> socket.socket:
+    """The listening socket at `path` (0600; a stale one is replaced, a live one refused)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        if socket_in_use(path):
+            raise FileExistsError(errno.EADDRINUSE, f"another node agent already serves {path}")
+        path.unlink()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    os.chmod(path, 0o600)
+    listener.listen(64)
+    listener.setblocking(False)
+    return listener
+
+
+async def serve(agent: Agent, sock_path: Path) -> int:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, agent.stopped.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: None)
+    listener = bind_socket(sock_path)
+    inode = sock_path.stat().st_ino
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                try:
+                    request = json.loads(line)
+                except ValueError:
+                    reply = _error(DECODING_FAILURE, "a request must be one JSON object on one line")
+                else:
+                    reply = await agent.handle(request)
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+        except ValueError:  # a line over the limit
+            writer.write(json.dumps(_error(DECODING_FAILURE, "request too long")).encode() + b"\n")
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    server = await asyncio.start_unix_server(client, sock=listener, limit=MAX_REQUEST)
+    _log.info("serving %s (pid %d)", sock_path, os.getpid())
+    await agent.restore()
+    _log.info("%d attachments after start", len(agent.attachments))
+    await agent.stopped.wait()
+    _log.info("stopping: the tunnels' links and state stay for the next agent")
+    server.close()
+    with contextlib.suppress(OSError):
+        if sock_path.stat().st_ino == inode:
+            sock_path.unlink()
+    await agent.shutdown()
+    return 0
+
+
+def _lock(state_dir: Path) -> int | None:
+    fd = os.open(state_dir / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def run_agent(state_dir: Path, sock_path: Path) -> int:
+    os.umask(0o077)
+    _private_dir(state_dir)
+    lock = _lock(state_dir)
+    if lock is None:
+        _log.error("another node agent uses %s", state_dir)
+        return EXIT_ALREADY_RUNNING
+
+    async def main() -> int:
+        return await serve(Agent(state_dir), sock_path)
+
+    try:
+        return uvloop.run(main())
+    except FileExistsError as error:
+        _log.error("%s", error.strerror)
+        return EXIT_ALREADY_RUNNING
+    finally:
+        os.close(lock)
+
+
+# --- the supervisor --------------------------------------------------------------------------
+
+
+def supervise(worker_argv: list[str]) -> int:
+    """Run the agent as a child and restart it whenever it dies, until SIGTERM or SIGINT."""
+    stopping = threading.Event()
+    child: subprocess.Popen[bytes] | None = None
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stopping.set()
+        if child is not None and child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    command = [sys.executable, "-m", "cni.agent", *worker_argv]
+    quick_deaths = 0
+    while not stopping.is_set():
+        started = time.monotonic()
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        if stopping.is_set():  # the signal came before `child` was set
+            child.terminate()
+        _log.info("supervisor %d: agent worker %d started", os.getpid(), child.pid)
+        status = child.wait()
+        if stopping.is_set():
+            break
+        if status in (EXIT_ALREADY_RUNNING, EXIT_USAGE):
+            _log.error("agent worker exited with status %d; not restarting it", status)
+            return status
+        quick_deaths = 0 if time.monotonic() - started >= STABLE_RUN else quick_deaths + 1
+        # at once after a good run or a first quick death; then 0.05 s, 0.1 s, ... up to 1 s
+        delay = 0.0
+        if quick_deaths > 1:
+            delay = min(RESTART_BACKOFF_MAX, RESTART_BACKOFF_MIN * 2 ** (quick_deaths - 2))
+        _log.warning("agent worker %d exited with status %d; restarting in %.2f s", child.pid, status, delay)
+        stopping.wait(delay)
+    if child is not None and child.poll() is None:
+        try:
+            child.wait(30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cni.agent", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    parser.add_argument("--socket", type=Path, default=None, help="default: <state-dir>/agent.sock")
+    parser.add_argument("--supervise", action="store_true", help="run the agent as a restarted child")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s pywg-cni-agent[%(process)d] %(levelname)s %(message)s"
+    )
+    state_dir = args.state_dir.absolute()
+    sock_path = (args.socket or state_dir / "agent.sock").absolute()
+    if args.supervise:
+        worker = ["--state-dir", str(state_dir), "--socket", str(sock_path), "--log-level", args.log_level]
+        return supervise(worker)
+    return run_agent(state_dir, sock_path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
