@@ -81,7 +81,7 @@ WG_PORT = 51820
 # parallel run caught between bind() and listen() is never mistaken for a dead one.
 STALE_SOCKET_AGE = 10.0
 
-_TAGGED = re.compile(r"pywgt-(\d+-\d+)-[0-9a-z]+")
+_TAGGED = re.compile(r"pywgt-(\d+-\d+)-[0-9a-z_]+")
 _OUR_SOCKET = re.compile(rf"{IFNAME_PREFIX}[0-9a-f]{{8}}\.sock")
 
 
