@@ -193,9 +193,45 @@ def _add_down(subcommands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_down)
 
 
+def _run_stats(args: argparse.Namespace) -> int:
+    import socket
+
+    path = f"/var/run/wireguard/{args.name}.sock"
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+            client.settimeout(5)
+            client.connect(path)
+            client.sendall(b"stats=1\n\n")
+            reply = b""
+            while not reply.endswith(b"\n\n"):
+                chunk = client.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+    except OSError as error:
+        raise CommandError(f"cannot reach {path}: {error.strerror or error}") from None
+    lines = reply.decode().splitlines()
+    if "errno=0" not in lines:
+        raise CommandError(f"{args.name} is not a pywg interface (it refused the stats request)")
+    drops = [line.removeprefix("drop_").replace("=", ": ") for line in lines if line.startswith("drop_")]
+    print(f"{args.name}: dropped " + (", ".join(drops) if drops else "nothing"))
+    return 0
+
+
+def _add_stats(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser(
+        "stats",
+        help="show what a running pywg interface dropped, and why",
+        description="Show the counters of datagrams and packets a running pywg interface dropped, by reason.",
+    )
+    parser.add_argument("name", help="the UAPI name (as for `wg show`)")
+    parser.set_defaults(run=_run_stats)
+
+
 _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_up,
     _add_down,
+    _add_stats,
     _add_genkey,
     _add_genpsk,
     _add_pubkey,

@@ -146,6 +146,8 @@ def handle_request(device: Device, request: bytes | str, hooks: UapiHooks | None
             return _get(device, hooks)
         if operation == "set=1":
             return _set(device, body, hooks)
+        if operation == "stats=1" and not body:
+            return _stats(device)
         raise _Failure(ERROR_INVALID, "unknown operation (expected get=1 or set=1)")
     except _Failure as failure:
         log.info("UAPI request refused: %s", failure.reason)
@@ -153,6 +155,15 @@ def handle_request(device: Device, request: bytes | str, hooks: UapiHooks | None
     except Exception as exc:  # a bug: answer, and log where without any values
         _log_bug("request", exc)
         return _reply(ERROR_UNKNOWN)
+
+
+def _stats(device: Device) -> bytes:
+    """pywg's own operation (`pywg stats`): datagrams and packets dropped, by reason.
+
+    wg never sends it; it answers in the same key=value form as get.
+    """
+    lines = [f"drop_{reason}={count}\n" for reason, count in sorted(device.drops.items())]
+    return ("".join(lines) + "errno=0\n\n").encode()
 
 
 def _log_bug(where: str, exc: BaseException) -> None:

@@ -143,6 +143,22 @@ def test_up_returns_when_ready_and_down_removes_everything(world: World) -> None
     _assert_clean_failure(done.stderr, done.stdout, pywg.ifname, "pywg down")
 
 
+def test_stats_counts_dropped_datagrams(world: World) -> None:
+    pywg = PywgUp(world.a, world.cfg_a)
+    pywg.up()
+    # The kernel's own IPv6 chatter (router solicitations) may already be dropped as no_route.
+    assert "malformed" not in world.a.run(pywg_argv("stats", pywg.name)).stdout
+    port = int(pywg.wg("show", pywg.name, "listen-port"))
+    garbage = "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+    garbage += f"[s.sendto(b'garbage', ('127.0.0.1', {port})) for _ in range(3)]"
+    world.a.run(["python3", "-c", garbage])
+    wait_until(
+        lambda: "malformed: 3" in world.a.run(pywg_argv("stats", pywg.name)).stdout, 5.0, "drops counted"
+    )
+    done = world.a.run(pywg_argv("stats", "nosuchname"), check=False)
+    assert done.returncode == 1 and one_line(done.stderr).startswith("pywg stats: cannot reach")
+
+
 def test_down_for_an_unknown_interface_is_one_clear_line(host: Host) -> None:
     done = host.run(pywg_argv("down", "wg7", "--netns", host.name), check=False)
     assert done.returncode != 0 and done.stdout == ""
