@@ -133,7 +133,7 @@ class Engine:
             except TunGoneError as error:
                 self.stop(str(error))
         if device.events:
-            _log_events(device)
+            _log_events(self.name, device)
         self._arm_timer()
 
     def _arm_timer(self) -> None:
@@ -161,17 +161,17 @@ def _forget_source(device: Device, source: str | None) -> None:
             peer.endpoint_source = None
 
 
-def _log_events(device: Device) -> None:
+def _log_events(name: str, device: Device) -> None:
     for event in iter(device.next_event, None):
-        who = encode_key(event.peer.public_key)
+        who = f"{name}: peer {encode_key(event.peer.public_key)}"
         if isinstance(event, HandshakeCompleted):
-            _log.info("peer %s: handshake completed", who)
+            _log.info("%s: handshake completed", who)
         elif isinstance(event, HandshakeGaveUp):
-            _log.info("peer %s: no handshake answer after 20 attempts; giving up for now", who)
+            _log.info("%s: no handshake answer after 20 attempts; giving up for now", who)
         elif isinstance(event, KeysZeroed):
-            _log.info("peer %s: session keys zeroed after 540 s without a new handshake", who)
+            _log.info("%s: session keys zeroed after 540 s without a new handshake", who)
         elif isinstance(event, EndpointChanged):
-            _log.info("peer %s: endpoint is now %s", who, format_endpoint(event.endpoint))
+            _log.info("%s: endpoint is now %s", who, format_endpoint(event.endpoint))
 
 
 def run_engine(
