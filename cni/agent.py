@@ -31,6 +31,14 @@ has `{"ok": false, "code": <CNI error code, cni/spec.py>, "msg": "<one line>"}`.
 * `{"op": "status"}` → `{"ok": true, "tunnels": <running engines>, "attachments": n, "pid": <agent>}`.
 * `{"op": "list"}` → `{"ok": true, "attachments": [{"container_id", "ifname", "pod", "name", "netns",
   "listen_port", "running"}]}`.
+* `{"op": "cni", "env": {"CNI_COMMAND": ..., ...}, "stdin": "<network config>"}` runs the CNI plugin
+  (cni/plugin.py) for the compiled entrypoint (cni/entrypoint.c), which runtimes execute on nodes
+  without Python: `{"ok": true, "status": <exit status>, "stdout": "<what to print>"}`. stdin's bytes
+  that are not UTF-8 come as lone surrogates (surrogateescape); only CNI_* variables are used. The
+  plugin runs in a thread of its own small pool, outside the op lock, and its add/del/check/gc come
+  back to this agent through the socket: the config's `agentSocket` is set to this agent's socket
+  (the path the node sees may differ from the one the agent's container sees), so the plugin
+  neither calls another agent nor starts one.
 
 Routes. Every allowed-IPs prefix is routed through the interface in the Pod's main table. A prefix the
 Pod already routes elsewhere with the same metric (typically its default route via eth0 when a config
@@ -81,6 +89,7 @@ from typing import Any, TypeVar
 import uvloop
 from pyroute2 import IPRoute
 
+from cni import plugin
 from cni.spec import (
     DECODING_FAILURE,
     INTERNAL,
@@ -112,6 +121,7 @@ STABLE_RUN = 1.0  # a worker that ran this long is restarted at once; quicker de
 RESTART_BACKOFF_MIN = 0.05
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
+CNI_WORKERS = 16  # concurrent `cni` ops; each mostly waits for its own add/del on the socket
 
 _CONTAINER_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
 _log = logging.getLogger("pywg-cni-agent")
@@ -383,6 +393,8 @@ class Agent:
         self.attachments: dict[Key, Attachment] = {}
         self.lock = asyncio.Lock()
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pywg-agent")
+        self.socket_path = DEFAULT_SOCKET  # set by `serve`
+        self.cni_executor = ThreadPoolExecutor(max_workers=CNI_WORKERS, thread_name_prefix="pywg-agent-cni")
         self.stopped = asyncio.Event()
 
     async def blocking(self, work: Callable[[], T]) -> T:
@@ -405,9 +417,11 @@ class Agent:
                 return self.op_status()
             if op == "list":
                 return self.op_list()
+            if op == "cni":
+                return await self.op_cni(request)
             if op not in handlers:
                 return _error(
-                    UNSUPPORTED_FIELD, f"unknown op {op!r}; expected add, del, check, gc, status, list"
+                    UNSUPPORTED_FIELD, f"unknown op {op!r}; expected add, del, check, gc, status, list, cni"
                 )
             async with self.lock:
                 return await handlers[op](request)
@@ -579,6 +593,20 @@ class Agent:
             reply |= {"code": INTERNAL, "msg": "gc: " + "; ".join(errors)}
         return reply
 
+    async def op_cni(self, request: dict[str, Any]) -> dict[str, Any]:
+        """One CNI invocation for cni/entrypoint.c; not under the lock (the plugin calls back)."""
+        env, text = request.get("env"), request.get("stdin", "")
+        if not isinstance(env, dict) or not isinstance(text, str):
+            raise OpError(DECODING_FAILURE, "cni: env must be an object and stdin a string")
+        cni_env = {k: v for k, v in env.items() if isinstance(v, str) and k.startswith("CNI_")}
+        try:
+            stdin = _with_agent_socket(text.encode("utf-8", "surrogateescape"), self.socket_path)
+        except UnicodeEncodeError:
+            raise OpError(DECODING_FAILURE, "cni: stdin holds a surrogate that escapes no byte") from None
+        loop = asyncio.get_running_loop()
+        status, output = await loop.run_in_executor(self.cni_executor, plugin.run, cni_env, stdin)
+        return {"ok": True, "status": status, "stdout": "" if output is None else json.dumps(output) + "\n"}
+
     def op_status(self) -> dict[str, Any]:
         running = sum(1 for att in self.attachments.values() if att.running)
         return {"ok": True, "tunnels": running, "attachments": len(self.attachments), "pid": os.getpid()}
@@ -710,6 +738,7 @@ class Agent:
             for att in list(self.attachments.values()):
                 await self.stop_engine(att, delete_link=False)
         self.executor.shutdown(wait=True)
+        self.cni_executor.shutdown(wait=False, cancel_futures=True)  # running ones end with the loop
 
 
 def _netns_present(att: Attachment) -> bool:
@@ -757,6 +786,19 @@ def _remove_stale_uapi(name: str) -> None:
     path = socket_path(name)
     if path.exists() and not socket_in_use(path):
         path.unlink(missing_ok=True)
+
+
+def _with_agent_socket(stdin: bytes, path: Path) -> bytes:
+    """The network config with `agentSocket` set to `path`; stdin that is no JSON object as it is
+    (the plugin reports it). Blank stdin is the empty config, as the plugin reads it."""
+    try:
+        config = json.loads(stdin.decode("utf-8")) if stdin.strip() else {}
+    except ValueError:
+        return stdin
+    if not isinstance(config, dict):
+        return stdin
+    config["agentSocket"] = str(path)
+    return json.dumps(config).encode()
 
 
 def _error(code: int, msg: str) -> dict[str, Any]:
@@ -810,6 +852,7 @@ async def serve(agent: Agent, sock_path: Path) -> int:
         loop.add_signal_handler(signum, agent.stopped.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: None)
     listener = bind_socket(sock_path)
+    agent.socket_path = sock_path
     inode = sock_path.stat().st_ino
 
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
