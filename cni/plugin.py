@@ -1,0 +1,238 @@
+"""pywg-cni: the CNI plugin (also installed under the type name `wg-cni`).
+
+ADD finds the Pod's WireGuard config (its Secret, named by the annotation
+`wgcni.schu.io/configsecret`, or a static file, or an inline object in the
+network config), then creates CNI_IFNAME in the Pod's namespace: a kernel
+WireGuard link when the node has the module, otherwise a TUN driven by the
+pywg node agent. Errors are CNI error JSON on stdout, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
+from typing import Any
+
+from cni import agent_client
+from cni.spec import (
+    INTERNAL,
+    INVALID_NETWORK_CONFIG,
+    NOT_AVAILABLE,
+    UNSUPPORTED_FIELD,
+    CniError,
+    Interface,
+    IPConfig,
+    Request,
+    Result,
+    Route,
+    parse_request,
+    parse_result,
+    version_answer,
+)
+from pywg.config import ConfigError, InterfaceConfig, parse_config, to_json
+
+ANNOTATION = "wgcni.schu.io/configsecret"
+MODES = ("auto", "kernel", "userspace")
+TUN_DEVICE = Path("/dev/net/tun")
+_log = logging.getLogger("pywg-cni")
+
+
+class NetConf:
+    """The plugin's own keys in the network configuration."""
+
+    def __init__(self, raw: Mapping[str, Any]) -> None:
+        self.raw = raw
+        self.mode = self._string("mode", "auto")
+        if self.mode not in MODES:
+            raise CniError(UNSUPPORTED_FIELD, f'mode: "{self.mode}" is not one of {", ".join(MODES)}')
+        self.kubeconfig = self._string("kubeConfigPath", "")
+        self.static_config = self._string("staticConfigPath", "")
+        self.agent_socket = self._string("agentSocket", str(agent_client.DEFAULT_SOCKET))
+        inline = raw.get("wireguard")
+        if inline is not None and not isinstance(inline, dict):
+            raise CniError(INVALID_NETWORK_CONFIG, "wireguard: must be an object in the config.json format")
+        self.inline: dict[str, Any] | None = inline
+        self.prev_result = parse_result(raw["prevResult"]) if raw.get("prevResult") else None
+
+    def _string(self, key: str, default: str) -> str:
+        value = self.raw.get(key, default)
+        if not isinstance(value, str):
+            raise CniError(INVALID_NETWORK_CONFIG, f"{key}: must be a string")
+        return value
+
+
+def wireguard_config(request: Request, conf: NetConf) -> InterfaceConfig | None:
+    """The Pod's WireGuard config, or None for a chained plugin whose Pod has no annotation."""
+    if conf.inline is not None:
+        return _parse(json.dumps(conf.inline), "the network config's wireguard object")
+    if conf.static_config:
+        try:
+            text = Path(conf.static_config).read_text()
+        except OSError as error:
+            raise CniError(
+                INVALID_NETWORK_CONFIG, f"staticConfigPath {conf.static_config}: {error.strerror}"
+            ) from None
+        return _parse(text, conf.static_config)
+    from cni import k8s
+
+    namespace, name = request.args.get("K8S_POD_NAMESPACE", ""), request.args.get("K8S_POD_NAME", "")
+    if not namespace or not name:
+        raise CniError(
+            INVALID_NETWORK_CONFIG,
+            "no WireGuard config: CNI_ARGS lacks K8S_POD_NAMESPACE/K8S_POD_NAME and the network config has "
+            "neither staticConfigPath nor a wireguard object",
+        )
+    try:
+        client = k8s.load_kubeconfig(conf.kubeconfig) if conf.kubeconfig else k8s.in_cluster()
+        pod = client.get_pod(namespace, name)
+        annotations = (pod.get("metadata") or {}).get("annotations") or {}
+        secret_name = annotations.get(ANNOTATION)
+        if not secret_name:
+            if conf.prev_result is not None:
+                return None
+            raise CniError(
+                INVALID_NETWORK_CONFIG,
+                f"pod {namespace}/{name} has no annotation {ANNOTATION} naming its WireGuard Secret",
+            )
+        secret = client.get_secret(namespace, secret_name)
+        text = k8s.secret_config_text(secret, f"secret {namespace}/{secret_name}")
+    except k8s.KubernetesError as error:
+        raise CniError(error.cni_code, str(error)) from None
+    return _parse(text, f"secret {namespace}/{secret_name}")
+
+
+def _parse(text: str, source: str) -> InterfaceConfig:
+    try:
+        return parse_config(text, source=source)
+    except ConfigError as error:
+        raise CniError(INVALID_NETWORK_CONFIG, str(error)) from None
+
+
+def build_result(request: Request, conf: NetConf, cfg: InterfaceConfig, mtu: int) -> Result:
+    """The interface with its sandbox, all its addresses and routes; a chained prevResult is extended."""
+    base = conf.prev_result or Result()
+    index = len(base.interfaces)
+    routes: list[IPv4Network | IPv6Network] = []
+    for peer in cfg.peers:
+        routes += [net for net in peer.allowed_ips if net not in routes]
+    return Result(
+        interfaces=[*base.interfaces, Interface(request.ifname, sandbox=request.netns, mtu=mtu)],
+        ips=[*base.ips, *(IPConfig(address, index) for address in cfg.addresses)],
+        routes=[*base.routes, *(Route(net) for net in routes)],
+        dns=base.dns,
+    )
+
+
+def cmd_add(request: Request, conf: NetConf) -> dict[str, Any]:
+    cfg = wireguard_config(request, conf)
+    if cfg is None:
+        assert conf.prev_result is not None
+        return conf.prev_result.render(request.cni_version)
+    reply = _agent(conf, "add", _attachment(request) | {"pod": _pod(request), "config": to_json(cfg)})
+    return build_result(request, conf, cfg, int(reply.get("mtu") or cfg.mtu or 1420)).render(
+        request.cni_version
+    )
+
+
+def cmd_del(request: Request, conf: NetConf) -> None:
+    if not Path(conf.agent_socket).exists():
+        return  # no agent has ever run here: nothing of ours to remove
+    _agent(conf, "del", _attachment(request), start=False)
+
+
+def cmd_check(request: Request, conf: NetConf) -> None:
+    if conf.prev_result is None:
+        raise CniError(INVALID_NETWORK_CONFIG, "CHECK needs prevResult (the result of ADD)")
+    ours = [i for i in conf.prev_result.interfaces if i.name == request.ifname]
+    if not ours:
+        return  # a chained plugin that passed this Pod through
+    if ours[0].sandbox != request.netns:
+        raise CniError(
+            INVALID_NETWORK_CONFIG, f"{request.ifname} is in {ours[0].sandbox}, not {request.netns}"
+        )
+    reply = _agent(conf, "check", _attachment(request), start=False)
+    if reply.get("problems"):
+        raise CniError(INVALID_NETWORK_CONFIG, "; ".join(reply["problems"]))
+
+
+def cmd_status(conf: NetConf) -> None:
+    if not TUN_DEVICE.exists() and not os.access(TUN_DEVICE.parent, os.W_OK):
+        raise CniError(NOT_AVAILABLE, f"{TUN_DEVICE} is missing and cannot be created: no userspace tunnels")
+    try:
+        agent_client.ensure_agent(conf.agent_socket)
+    except agent_client.AgentError as error:
+        raise CniError(NOT_AVAILABLE, f"the pywg node agent is not available: {error}") from None
+
+
+def cmd_gc(request: Request, conf: NetConf) -> None:
+    if not Path(conf.agent_socket).exists():
+        return
+    valid = request.config.get("cni.dev/valid-attachments") or []
+    _agent(conf, "gc", {"valid": valid}, start=False)
+
+
+def _attachment(request: Request) -> dict[str, str]:
+    return {"container_id": request.container_id, "ifname": request.ifname, "netns": request.netns}
+
+
+def _pod(request: Request) -> str:
+    namespace, name = request.args.get("K8S_POD_NAMESPACE", ""), request.args.get("K8S_POD_NAME", "")
+    return f"{namespace}/{name}" if name else f"container {request.container_id[:12]}"
+
+
+def _agent(conf: NetConf, op: str, payload: dict[str, Any], start: bool = True) -> dict[str, Any]:
+    try:
+        if start:
+            agent_client.ensure_agent(conf.agent_socket)
+        reply = agent_client.call(op, payload, socket_path=conf.agent_socket)
+    except agent_client.AgentError as error:
+        raise CniError(11, f"the pywg node agent did not answer: {error}") from None
+    if not reply.get("ok", False) and op != "check":
+        raise CniError(int(reply.get("code", INTERNAL)), str(reply.get("msg", "the node agent refused")))
+    return reply
+
+
+def run(env: Mapping[str, str], stdin: bytes) -> tuple[int, dict[str, Any] | None]:
+    """Handle one invocation: (exit status, JSON to print or None)."""
+    version = "1.1.0"
+    try:
+        request = parse_request(env, stdin)
+        version = request.cni_version
+        if request.command == "VERSION":
+            return 0, version_answer(version)
+        conf = NetConf(request.config)
+        if request.command == "ADD":
+            return 0, cmd_add(request, conf)
+        if request.command == "DEL":
+            cmd_del(request, conf)
+        elif request.command == "CHECK":
+            cmd_check(request, conf)
+        elif request.command == "STATUS":
+            cmd_status(conf)
+        elif request.command == "GC":
+            cmd_gc(request, conf)
+        return 0, None
+    except CniError as error:
+        return 1, error.to_json(version)
+    except Exception as error:
+        _log.exception("pywg-cni failed")
+        return 1, CniError(
+            INTERNAL, f"internal error in pywg-cni ({type(error).__name__}); see the node's log"
+        ).to_json(version)
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="pywg-cni: %(message)s", stream=sys.stderr)
+    status, output = run(os.environ, sys.stdin.buffer.read())
+    if output is not None:
+        sys.stdout.write(json.dumps(output) + "\n")
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
