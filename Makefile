@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: deps demo test lint
+.PHONY: deps demo test lint entrypoint
 
 deps:
 	bash scripts/install-deps.sh
@@ -15,3 +15,6 @@ test: deps
 lint:
 	$(PYTHON) -m ruff check pywg cni tests benchmarks
 	$(PYTHON) -m ruff format --check pywg cni tests benchmarks
+
+entrypoint:
+	$(PYTHON) cni/build_entrypoint.py --out build/pywg-cni-entrypoint
