@@ -18,7 +18,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any
 
-from cni import agent_client
+from cni import agent_client, k8s
 from cni.spec import (
     INTERNAL,
     INVALID_NETWORK_CONFIG,
@@ -39,6 +39,10 @@ from pywg.config import ConfigError, InterfaceConfig, parse_config, to_json
 ANNOTATION = "wgcni.schu.io/configsecret"
 MODES = ("auto", "kernel", "userspace")
 TUN_DEVICE = Path("/dev/net/tun")
+# A TUN (and a kernel WireGuard link) has no hardware address, but podman's CNI backend fails a result
+# whose sandbox interface lacks a MAC it can parse ("invalid MAC address"); Multus copies the value into
+# the network-status annotation as it is. So the result says all zeros, the "no address" of loopback.
+NO_MAC = "00:00:00:00:00:00"
 _log = logging.getLogger("pywg-cni")
 
 
@@ -78,8 +82,6 @@ def wireguard_config(request: Request, conf: NetConf) -> InterfaceConfig | None:
                 INVALID_NETWORK_CONFIG, f"staticConfigPath {conf.static_config}: {error.strerror}"
             ) from None
         return _parse(text, conf.static_config)
-    from cni import k8s
-
     namespace, name = request.args.get("K8S_POD_NAMESPACE", ""), request.args.get("K8S_POD_NAME", "")
     if not namespace or not name:
         raise CniError(
@@ -88,7 +90,7 @@ def wireguard_config(request: Request, conf: NetConf) -> InterfaceConfig | None:
             "neither staticConfigPath nor a wireguard object",
         )
     try:
-        client = k8s.load_kubeconfig(conf.kubeconfig) if conf.kubeconfig else k8s.in_cluster()
+        client = _api_client(conf.kubeconfig)
         pod = client.get_pod(namespace, name)
         annotations = (pod.get("metadata") or {}).get("annotations") or {}
         secret_name = annotations.get(ANNOTATION)
@@ -106,6 +108,19 @@ def wireguard_config(request: Request, conf: NetConf) -> InterfaceConfig | None:
     return _parse(text, f"secret {namespace}/{secret_name}")
 
 
+def _api_client(kubeconfig: str) -> k8s.ApiClient:
+    """The kubeconfig the network config names, or the service account of the pod we run in.
+
+    NetworkAttachmentDefinitions written for schu/wireguard-cni name a kubeconfig on the
+    node (/etc/kubernetes/wg-cni.kubeconfig). Inside the node agent's pod that file is not
+    there, and the agent's own service account is the right identity: fall back to it.
+    """
+    in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    if kubeconfig and (Path(kubeconfig).exists() or not in_pod):
+        return k8s.load_kubeconfig(kubeconfig)
+    return k8s.in_cluster()
+
+
 def _parse(text: str, source: str) -> InterfaceConfig:
     try:
         return parse_config(text, source=source)
@@ -121,7 +136,7 @@ def build_result(request: Request, conf: NetConf, cfg: InterfaceConfig, mtu: int
     for peer in cfg.peers:
         routes += [net for net in peer.allowed_ips if net not in routes]
     return Result(
-        interfaces=[*base.interfaces, Interface(request.ifname, sandbox=request.netns, mtu=mtu)],
+        interfaces=[*base.interfaces, Interface(request.ifname, sandbox=request.netns, mac=NO_MAC, mtu=mtu)],
         ips=[*base.ips, *(IPConfig(address, index) for address in cfg.addresses)],
         routes=[*base.routes, *(Route(net) for net in routes)],
         dns=base.dns,
@@ -182,7 +197,9 @@ def _attachment(request: Request) -> dict[str, str]:
 
 def _pod(request: Request) -> str:
     namespace, name = request.args.get("K8S_POD_NAMESPACE", ""), request.args.get("K8S_POD_NAME", "")
-    return f"{namespace}/{name}" if name else f"container {request.container_id[:12]}"
+    if namespace and name:
+        return f"{namespace}/{name}"
+    return name or f"container {request.container_id[:12]}"  # podman passes K8S_POD_NAME only
 
 
 def _agent(conf: NetConf, op: str, payload: dict[str, Any], start: bool = True) -> dict[str, Any]:

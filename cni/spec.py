@@ -181,7 +181,7 @@ class Result:
         legacy = version in ("0.3.0", "0.3.1", "0.4.0")
         out: dict[str, Any] = {"cniVersion": version}
         if self.interfaces:
-            out["interfaces"] = [_render_interface(i) for i in self.interfaces]
+            out["interfaces"] = [_render_interface(i, version == "1.1.0") for i in self.interfaces]
         if self.ips:
             out["ips"] = [_render_ip(ip, legacy) for ip in self.ips]
         if self.routes:
@@ -190,11 +190,11 @@ class Result:
         return out
 
 
-def _render_interface(interface: Interface) -> dict[str, Any]:
+def _render_interface(interface: Interface, extended: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"name": interface.name}
     if interface.mac:
         out["mac"] = interface.mac
-    if interface.mtu:
+    if interface.mtu and extended:  # interfaces[].mtu came with 1.1.0
         out["mtu"] = interface.mtu
     if interface.sandbox:
         out["sandbox"] = interface.sandbox

@@ -5,6 +5,9 @@ cd "$(dirname "$0")/.."
 
 # gcc, libc6-dev and libssl-dev build the C hot path (pywg/_hotpath, linked to libcrypto).
 apt_packages=(wireguard-tools wireguard-go iproute2 iputils-ping iperf3 gcc libc6-dev libssl-dev)
+# tests/test_podman.py: podman 4.3 with its CNI backend runs a busybox-static root filesystem. runc too:
+# podman pulls in crun, which refuses hybrid cgroup hosts ("cgroups in hybrid mode not supported").
+apt_packages+=(podman containernetworking-plugins busybox-static runc)
 # ... and the Python headers: a python3 from Debian needs python3-dev (pyenv's ships its own).
 python3 -c 'import os, sysconfig; os.stat(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' \
     2>/dev/null || apt_packages+=(python3-dev)
