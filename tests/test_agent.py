@@ -480,7 +480,8 @@ def test_restart_resumes_live_pods_and_cleans_up_gone_ones(lab: Lab) -> None:
     lab.agent.start()
     attachments = lab.agent.call("list")["attachments"]
     assert [a["name"] for a in attachments] == [live_name]
-    assert lab.agent.state_files() == [f"{live_name}.json"]
+    # The gone pod's leftovers are removed while the agent already serves.
+    wait_until(lambda: lab.agent.state_files() == [f"{live_name}.json"], 5.0, "the gone pod's state to go")
     assert not socket_path(gone_name).exists()
     assert live.host.ping("10.99.0.1", timeout=RECOVERY_LIMIT)
     assert assert_ok(lab.check(live))["problems"] == []
