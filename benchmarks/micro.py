@@ -2,8 +2,8 @@
 
 Not a test: `python benchmarks/micro.py [--rounds N]`. Each row is the median over rounds of one
 batch of 64 packets (C: one call per batch; Python: the per-packet path of pywg/peer.py and
-pywg/device.py, i.e. `_pad` + `Keypair.seal`, and `Keypair.open` + `ReplayWindow.validate` +
-`_inner_packet`). The C open includes the replay window and the inner header check too.
+pywg/device.py, i.e. `pad` + `Keypair.seal`, and `Keypair.open` + `ReplayWindow.validate` +
+`inner_packet` (pywg/transport.py)). The C open includes the replay window and the inner header check too.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from collections.abc import Callable
 
 from pywg import hotpath
 from pywg.constants import DEFAULT_MTU, MESSAGE_DATA_HEADER_SIZE
-from pywg.device import _inner_packet
 from pywg.keypair import Keypair
-from pywg.peer import _pad
+from pywg.transport import inner_packet, pad
 
 PACKET_SIZE = 1420
 BATCH = 64
@@ -49,7 +48,7 @@ def median_ns_per_packet(run: Callable[[], None], rounds: int) -> float:
 def python_seal(kp: Keypair, packets: list[bytes]) -> Callable[[], None]:
     def run() -> None:
         for packet in packets:
-            kp.seal(_pad(packet, DEFAULT_MTU))
+            kp.seal(pad(packet, DEFAULT_MTU))
 
     return run
 
@@ -61,7 +60,7 @@ def python_open(kp: Keypair, messages: list[bytes]) -> Callable[[], None]:
             counter = int.from_bytes(message[8:16], "little")
             plaintext = kp.open(counter, message[MESSAGE_DATA_HEADER_SIZE:])
             assert plaintext is not None and kp.replay.validate(counter)
-            assert _inner_packet(plaintext) is not None
+            assert inner_packet(plaintext) is not None
 
     return run
 
@@ -110,7 +109,7 @@ def main() -> None:
     key = os.urandom(32)
     packets = [ipv4_packet(PACKET_SIZE) for _ in range(BATCH)]
     sender = keypair(key)
-    messages = [m for p in packets if (m := sender.seal(_pad(p, DEFAULT_MTU))) is not None]
+    messages = [m for p in packets if (m := sender.seal(pad(p, DEFAULT_MTU))) is not None]
 
     rows = [
         ("seal", median_ns_per_packet(python_seal(keypair(key), packets), args.rounds),

@@ -66,6 +66,8 @@ long wg_open_batch(wg_aead *aead, wg_replay *replay, uint8_t *buf, size_t size, 
 
 int wg_replay_validate(wg_replay *replay, uint64_t counter);
 void wg_replay_reset(wg_replay *replay);
+
+const char *wg_crypto_version(void);
 """
 
 ffibuilder = FFI()

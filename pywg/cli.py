@@ -17,7 +17,7 @@ import os
 import stat
 import sys
 from collections.abc import Callable
-from typing import BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from pywg import __version__
 from pywg.keys import (
@@ -193,6 +193,42 @@ def _add_down(subcommands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_down)
 
 
+def version_text() -> str:
+    """`pywg version`: the release and the data path the engine would use here."""
+    from pywg import hotpath
+
+    return f"{PROG} {__version__}\ndata path: {hotpath.describe()}"
+
+
+def _run_version(args: argparse.Namespace) -> int:
+    print(version_text())
+    return 0
+
+
+def _add_version(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser(
+        "version",
+        help="print the version and which data path is active (C hot path or pure Python)",
+        description=(
+            "Print pywg's version and the data path `pywg up` would use: the C hot path "
+            "(pywg._hotpath with its OpenSSL version) or pure Python, with the reason "
+            "(not built, or PYWG_NO_EXT=1)."
+        ),
+    )
+    parser.set_defaults(run=_run_version)
+
+
+class _VersionAction(argparse.Action):
+    """`--version`: the same text as `pywg version` (argparse's own would re-wrap its lines)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(version_text())
+        parser.exit()
+
+
 def _run_stats(args: argparse.Namespace) -> int:
     import socket
 
@@ -236,6 +272,7 @@ _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_genpsk,
     _add_pubkey,
     _add_demo,
+    _add_version,
 )
 
 
@@ -245,7 +282,9 @@ _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="A userspace WireGuard implementation.")
-    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument(
+        "--version", action=_VersionAction, help="show the version and the data path, and exit"
+    )
     subcommands = parser.add_subparsers(dest="command", metavar="<command>")
     for add in _SUBCOMMANDS:
         add(subcommands)

@@ -1,16 +1,23 @@
 """The sans-I/O WireGuard device (kernel device.c, receive.c): the one object adapters drive.
 
-Feed it datagrams from the UDP side (`receive_datagram`), IP packets from the
+Feed it datagrams from the UDP side (`receive_datagrams`), IP packets from the
 TUN side (`send_packets`) and timer ticks (`handle_timers`); drain datagrams
 to send, packets to deliver and events; sleep until `next_deadline()`. The
-clock and the random source are injected, so a test can run hours of
-protocol time in milliseconds.
+clock, the random source and the data-message crypto (pywg/transport.py) are
+injected, so a test can run hours of protocol time in milliseconds and an
+adapter can hand in the C hot path.
+
+Both directions work in batches, as wireguard-go does: `send_packets` seals
+each peer's packets in one call, and `receive_datagrams` opens each run of
+consecutive data messages for one receiver index in one call, then does the
+per-peer bookkeeping (endpoint, timers, key freshness) once per run, while the
+allowed-IPs check on the inner source stays per packet.
 """
 
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from pywg.allowedips import AllowedIPs
@@ -22,7 +29,7 @@ from pywg.constants import (
     MAX_STAGED_PACKETS,
     MESSAGE_COOKIE_REPLY,
     MESSAGE_DATA,
-    MESSAGE_DATA_HEADER_SIZE,
+    MESSAGE_DATA_MIN_SIZE,
     MESSAGE_INITIATION,
     REKEY_TIMEOUT_JITTER_MAX,
     UNDER_LOAD_AFTER_TIME,
@@ -31,22 +38,34 @@ from pywg.constants import (
 from pywg.cookie import CookieChecker, MacState
 from pywg.crypto import StaticKey
 from pywg.endpoint import Endpoint, cookie_source
-from pywg.keypair import Keypair
+from pywg.keypair import PYTHON_CRYPTO, Keypair
 from pywg.messages import (
     CookieReply,
     Initiation,
     Response,
     mac1_offset,
     message_type,
-    parse_data_header,
 )
 from pywg.noise import Handshake, InitiationBody, ResponseBody, consume_initiation
 from pywg.peer import Peer
 from pywg.ratelimiter import RateLimiter
+from pywg.transport import Crypto, RxStatus
 
 # An outgoing datagram: bytes, the peer's endpoint, and the local source
 # address to send from (None: let the OS choose).
 Datagram = tuple[bytes, Endpoint, str | None]
+# An incoming datagram: bytes, the sender, and the local address it arrived on (None: unknown).
+Received = tuple[bytes, Endpoint, str | None]
+
+# Data messages opened in one call at most; a longer run is split.
+MAX_RECEIVE_BATCH = 128
+_DATA_TYPE = MESSAGE_DATA.to_bytes(4, "little")
+_DROP_REASON = {
+    RxStatus.MALFORMED_INNER: "malformed_inner",
+    RxStatus.REPLAY: "replay",
+    RxStatus.AUTH_FAILED: "decrypt_failed",
+    RxStatus.MALFORMED: "malformed",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +101,13 @@ class Device:
         rng: Callable[[int], bytes],
         mtu: int = DEFAULT_MTU,
         under_load_threshold: int = UNDER_LOAD_HANDSHAKES_PER_SECOND,
+        crypto: Crypto = PYTHON_CRYPTO,
     ) -> None:
         self.clock = clock
         self.rng = rng
         self.mtu = mtu
+        # Seals and opens data messages: the pure-Python reference unless the adapter passes another.
+        self.crypto = crypto
         self.static: StaticKey | None = None
         self.peers: dict[bytes, Peer] = {}
         self.allowed_ips: AllowedIPs[Peer] = AllowedIPs()
@@ -155,36 +177,68 @@ class Device:
     # Inputs.
     def receive_datagram(self, data: bytes, source: Endpoint, local: str | None = None) -> None:
         """A UDP datagram from `source`, received on local address `local`."""
-        kind = message_type(data)
-        if kind is None:
-            self.count_drop("malformed")
-            return
+        self.receive_datagrams(((data, source, local),))
+
+    def receive_datagrams(self, datagrams: Iterable[Received]) -> None:
+        """Datagrams read in one wake-up, in arrival order: (data, source, local address).
+
+        Consecutive data messages for the same receiver index are opened in one call;
+        handshake messages go one by one, in their place in the order.
+        """
         now = self.clock.monotonic()
-        if kind == MESSAGE_DATA:
-            self._receive_data(data, source, local, now)
-        elif self.static is None:
-            self.count_drop("no_private_key")
-        elif kind == MESSAGE_COOKIE_REPLY:
-            self._receive_cookie_reply(data, now)
-        else:
-            self._receive_handshake(kind, data, source, local, now)
+        run: list[Received] = []
+        run_index = b""
+        for datagram in datagrams:
+            data = datagram[0]
+            if data.startswith(_DATA_TYPE) and len(data) >= MESSAGE_DATA_MIN_SIZE:
+                index = data[4:8]
+                if run and (index != run_index or len(run) == MAX_RECEIVE_BATCH):
+                    self._receive_data(run_index, run, now)
+                    run = []
+                run_index = index
+                run.append(datagram)
+                continue
+            if run:
+                self._receive_data(run_index, run, now)
+                run = []
+            kind = message_type(data)
+            if kind is None:
+                self.count_drop("malformed")
+            elif self.static is None:
+                self.count_drop("no_private_key")
+            elif kind == MESSAGE_COOKIE_REPLY:
+                self._receive_cookie_reply(data, now)
+            else:
+                self._receive_handshake(kind, data, datagram[1], datagram[2], now)
+        if run:
+            self._receive_data(run_index, run, now)
 
     def send_packets(self, packets: Iterable[bytes]) -> None:
-        """Inner IP packets read from the TUN: route, stage, encrypt, send."""
+        """Inner IP packets read from the TUN: route, stage, then seal and send each peer's batch."""
         now = self.clock.monotonic()
         touched: dict[Peer, None] = {}
         lookup = self.allowed_ips.lookup
+        routed: bytes | None = None  # the last destination looked up, and its peer
+        peer: Peer | None = None
         for packet in packets:
             destination = _destination(packet)
-            peer = lookup(destination) if destination is not None else None
+            if destination is None:
+                self.count_drop("malformed_inner")
+                continue
+            if destination != routed:
+                routed, peer = destination, lookup(destination)
             if peer is None:
-                self.count_drop("no_route" if destination is not None else "malformed_inner")
+                self.count_drop("no_route")
             elif peer.endpoint is None:
                 self.count_drop("no_endpoint")
             else:
-                if len(peer.staged) == MAX_STAGED_PACKETS:
+                staged = peer.staged
+                if len(staged) == MAX_STAGED_PACKETS:
                     peer.send_staged(now)  # a big batch: flush before the queue overflows
-                peer.stage(packet)
+                if len(staged) < MAX_STAGED_PACKETS:
+                    staged.append(packet)
+                else:
+                    peer.stage(packet)  # still full (no session yet): the oldest goes
                 touched[peer] = None
         for peer in touched:
             peer.send_staged(now)
@@ -221,38 +275,53 @@ class Device:
         return self.events.popleft() if self.events else None
 
     # Receive paths.
-    def _receive_data(self, data: bytes, source: Endpoint, local: str | None, now: float) -> None:
-        receiver, counter = parse_data_header(data)
-        keypair = self.indices.get(receiver)
+    def _receive_data(self, index: bytes, run: Sequence[Received], now: float) -> None:
+        """Data messages for receiver `index`: open them in one call, then the bookkeeping.
+
+        Per message, in order: the replay window (in the crypto, after the AEAD), promotion of
+        a `next` keypair, the inner header and the allowed-IPs check of its source. Once per
+        run (wireguard-go RoutineSequentialReceiver): the endpoint of the last accepted message,
+        key freshness, the timers and the bytes received.
+        """
+        keypair = self.indices.get(int.from_bytes(index, "little"))
         if not isinstance(keypair, Keypair):
-            self.count_drop("unknown_index")
+            self.count_drop("unknown_index", len(run))
             return
         if not keypair.can_receive(now):
-            self.count_drop("expired_keypair")
+            self.count_drop("expired_keypair", len(run))
             return
-        plaintext = keypair.open(counter, data[MESSAGE_DATA_HEADER_SIZE:])
-        if plaintext is None:
-            self.count_drop("decrypt_failed")
-            return
-        if not keypair.replay.validate(counter):
-            self.count_drop("replay")
-            return
+        results = keypair.open_batch([datagram[0] for datagram in run])
         peer = keypair.peer
-        peer.set_endpoint(source, local)
-        peer.received_data_with(keypair, now)
-        peer.received_authenticated(now, len(data))
-        if not plaintext:
-            return  # a keepalive
-        peer.timers.data_received(now)
-        inner = _inner_packet(plaintext)
-        if inner is None:
-            self.count_drop("malformed_inner")
-            return
-        packet, inner_source = inner
-        if self.allowed_ips.lookup(inner_source) is not peer:
-            self.count_drop("inner_source_not_allowed")
-            return
-        self.inbox.append(packet)
+        lookup, inbox = self.allowed_ips.lookup, self.inbox
+        confirming = peer.keypairs.next is keypair
+        checked: bytes | None = None  # the last inner source looked up, and whether it is allowed
+        allowed = False
+        last = None
+        received = 0
+        data_received = False
+        for datagram, (status, packet, source) in zip(run, results, strict=True):
+            if status > RxStatus.MALFORMED_INNER:
+                self.count_drop(_DROP_REASON[status])
+                continue
+            last = datagram
+            received += len(datagram[0])
+            if confirming:
+                peer.received_with(keypair, datagram[1], datagram[2], now)
+                confirming = peer.keypairs.next is keypair
+            if status == RxStatus.KEEPALIVE:
+                continue
+            data_received = True
+            if packet is None or source is None:
+                self.count_drop("malformed_inner")
+                continue
+            if source != checked:
+                checked, allowed = source, lookup(source) is peer
+            if allowed:
+                inbox.append(packet)
+            else:
+                self.count_drop("inner_source_not_allowed")
+        if last is not None:
+            peer.received_data_batch(last[1], last[2], received, data_received, now)
 
     def _receive_handshake(
         self, kind: int, data: bytes, source: Endpoint, local: str | None, now: float
@@ -363,8 +432,8 @@ class Device:
                 del self.indices[keypair.local_index]
             keypair.zero()
 
-    def count_drop(self, reason: str) -> None:
-        self.drops[reason] += 1
+    def count_drop(self, reason: str, count: int = 1) -> None:
+        self.drops[reason] += count
 
     def endpoint_changed(self, peer: Peer) -> None:
         if peer.endpoint is not None:
@@ -385,19 +454,4 @@ def _destination(packet: bytes) -> bytes | None:
         return packet[16:20]
     if len(packet) >= 40 and packet[0] >> 4 == 6:
         return packet[24:40]
-    return None
-
-
-def _inner_packet(plaintext: bytes) -> tuple[bytes, bytes] | None:
-    """The inner packet trimmed of padding, and its source address; None if malformed."""
-    length = len(plaintext)
-    version = plaintext[0] >> 4
-    if version == 4 and length >= 20:
-        total = int.from_bytes(plaintext[2:4], "big")
-        if 20 <= total <= length:
-            return plaintext[:total], plaintext[12:16]
-    elif version == 6 and length >= 40:
-        total = 40 + int.from_bytes(plaintext[4:6], "big")
-        if total <= length:
-            return plaintext[:total], plaintext[8:24]
     return None

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #define NONCE_SIZE 12
@@ -313,4 +314,13 @@ long wg_open_batch(wg_aead *aead, wg_replay *replay, uint8_t *buf, size_t size, 
     }
     release(aead);
     return accepted;
+}
+
+const char *wg_crypto_version(void)
+{
+#ifdef OPENSSL_VERSION_STRING
+    return OpenSSL_version(OPENSSL_VERSION_STRING); /* OpenSSL 3: "3.0.15" */
+#else
+    return OpenSSL_version(OPENSSL_VERSION); /* "OpenSSL 1.1.1w  11 Sep 2023" */
+#endif
 }

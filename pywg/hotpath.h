@@ -107,4 +107,7 @@ int wg_replay_validate(wg_replay *replay, uint64_t counter);
 /* Start over with a fresh window. */
 void wg_replay_reset(wg_replay *replay);
 
+/* The version of the libcrypto loaded at run time, e.g. "3.0.15". */
+const char *wg_crypto_version(void);
+
 #endif

@@ -1,8 +1,8 @@
 """The C hot path, `pywg._hotpath`, with Python types: batches of packets sealed and opened in C.
 
 An adapter like the runtime: the protocol core never imports it, and the pure-Python path
-(pywg/keypair.py, pywg/replay.py, pywg/device.py `_inner_packet`, pywg/peer.py `_pad`) stays the
-reference that tests/test_hotpath.py holds this one to.
+(pywg/transport.py `PythonSession`, `pad`, `inner_packet`, and pywg/replay.py) stays the
+reference that tests/test_hotpath.py and tests/test_datapath.py hold this one to.
 
 Packets travel in a `PacketBatch`: one preallocated buffer plus u32 offset and length arrays, so
 a call handles a whole batch with the GIL released and C allocates nothing per packet.
@@ -18,15 +18,32 @@ One handle is meant for one thread at a time (like a Keypair); a call that finds
 inside the same handle raises `HotpathError` instead of sharing the cipher context. `zero()`
 frees the cipher context at once (or when a running call returns); the handle's memory goes
 with the Python object.
+
+The device uses all this through `CCrypto`, the C implementation of the core's `Crypto`
+strategy (pywg/transport.py): `data_path_crypto()` gives the engine `CCrypto` when `available()`,
+else the pure-Python `PythonCrypto`, and `describe()` says which in words.
 """
 
 from __future__ import annotations
 
 import enum
 import os
+import struct
+from collections.abc import Sequence
+from itertools import accumulate
 from typing import Any, NamedTuple
 
-from pywg.constants import KEY_LEN, MESSAGE_DATA_MIN_SIZE, REJECT_AFTER_MESSAGES
+from pywg.constants import (
+    KEY_LEN,
+    MESSAGE_DATA,
+    MESSAGE_DATA_HEADER_SIZE,
+    MESSAGE_DATA_MIN_SIZE,
+    MESSAGE_PADDING_MULTIPLE,
+    REJECT_AFTER_MESSAGES,
+    TAG_LEN,
+)
+from pywg.messages import DATA_HEADER
+from pywg.transport import Crypto, Opened, PythonCrypto, RxStatus
 
 DISABLE_ENV = "PYWG_NO_EXT"
 BUILD_HINT = (
@@ -39,6 +56,9 @@ try:
     from pywg._hotpath import lib as _lib
 
     _NOT_BUILT: str | None = None
+    if not hasattr(_lib, "wg_crypto_version"):  # built from an older hotpath.c
+        _ffi = _lib = None
+        _NOT_BUILT = f"the C extension pywg._hotpath is out of date; re{BUILD_HINT}"
 except ImportError as error:  # not compiled, or libcrypto missing at run time
     _ffi = _lib = None
     _NOT_BUILT = f"the C extension pywg._hotpath is not built ({error}); {BUILD_HINT}"
@@ -61,6 +81,28 @@ def unavailable_reason() -> str | None:
 def available() -> bool:
     """Whether the engine may use the C path: it is built and PYWG_NO_EXT is not set."""
     return unavailable_reason() is None
+
+
+_C_DESCRIPTION = "C hot path (pywg._hotpath, OpenSSL {})"
+
+
+def crypto_version() -> str:
+    """The version of the libcrypto the extension runs with, e.g. "3.0.15"."""
+    _, lib = _require()
+    return str(_ffi.string(lib.wg_crypto_version()).decode()).removeprefix("OpenSSL ")
+
+
+def describe() -> str:
+    """Which data path the engine uses, in words (for `pywg version` and the engine's log)."""
+    reason = unavailable_reason()
+    return _C_DESCRIPTION.format(crypto_version()) if reason is None else f"pure Python ({reason})"
+
+
+def data_path_crypto() -> Crypto:
+    """The Crypto the engine hands its Device: `CCrypto` when `available()`, else `PythonCrypto`."""
+    if available():
+        return CCrypto()
+    return PythonCrypto(describe())
 
 
 # hotpath.h WG_ERR_*
@@ -93,18 +135,8 @@ class SealStop(enum.IntEnum):
     BAD_INPUT = 3  # a packet lies outside its batch's buffer or is longer than 16 MiB
 
 
-class RxStatus(enum.IntEnum):
-    """What `COpener.open` found per message (hotpath.h WG_RX_*).
-
-    DATA, KEEPALIVE and MALFORMED_INNER authenticated and passed the replay window.
-    """
-
-    DATA = 0  # an inner IP packet: `OpenResults.inner` and `.source`
-    KEEPALIVE = 1
-    MALFORMED_INNER = 2  # counted as "malformed_inner" by the device
-    REPLAY = 3
-    AUTH_FAILED = 4  # its plaintext area is zeroed
-    MALFORMED = 5  # shorter than a keepalive, not type 4, or outside the buffer
+# `RxStatus` (from pywg/transport.py, re-exported here) names what `COpener.open` found per
+# message: its values are hotpath.h's WG_RX_*.
 
 
 class SealResult(NamedTuple):
@@ -332,3 +364,192 @@ class COpener(_Aead):
         results.count = messages.count
         results.batch = messages
         return int(accepted)
+
+
+# The device's data path: CCrypto, the C implementation of pywg/transport.py's Crypto.
+
+# Room a sealed message needs beyond its packet: header, tag, at most 15 bytes of padding.
+_SEAL_OVERHEAD = MESSAGE_DATA_MIN_SIZE + MESSAGE_PADDING_MULTIPLE - 1
+# wg_rx_result: counter, inner_offset, inner_length, source_offset, source_length, status.
+_RESULT = struct.Struct("=QIIIBB2x")
+
+
+class _Scratch:
+    """The arrays and output buffer one CCrypto reuses for every call: nothing per packet.
+
+    Grown on demand, never shrunk below the first size; one thread at a time, like the Device.
+    """
+
+    def __init__(self, capacity: int = 128, size: int = 64 * 1024) -> None:
+        ffi, _ = _require()
+        assert ffi.sizeof("wg_rx_result") == _RESULT.size and ffi.offsetof("wg_rx_result", "status") == 21
+        self.capacity = 0
+        self.stop = ffi.new("int *")
+        self._arrays(capacity)
+        self._output(size)
+
+    def _arrays(self, capacity: int) -> None:
+        ffi = _ffi
+        self.capacity = capacity
+        self.in_off = ffi.new("uint32_t[]", capacity)
+        self.in_len = ffi.new("uint32_t[]", capacity)
+        self.out_off = ffi.new("uint32_t[]", capacity)
+        self.out_len = ffi.new("uint32_t[]", capacity)
+        self.results = ffi.new("wg_rx_result[]", capacity)
+
+    def _output(self, size: int) -> None:
+        self.out = bytearray(size)
+        self.out_data = _ffi.from_buffer("uint8_t[]", self.out, require_writable=True)
+        self.out_view = memoryview(self.out)
+
+    def reserve(self, count: int, size: int = 0) -> None:
+        if count > self.capacity:
+            self._arrays(max(count, 2 * self.capacity))
+        if size > len(self.out):
+            self.out_view.release()
+            self._output(max(size, 2 * len(self.out)))
+
+
+class CSession:
+    """One keypair's keys in C: a CSealer, a COpener and a CReplayWindow, used in batches.
+
+    The pywg/transport.py SessionCrypto, byte for byte what PythonSession does.
+    """
+
+    __slots__ = ("_opener", "_scratch", "_sealer", "replay")
+
+    def __init__(self, sending_key: bytes, receiving_key: bytes, scratch: _Scratch) -> None:
+        self._sealer = CSealer(sending_key)
+        self._opener = COpener(receiving_key)
+        self.replay = CReplayWindow()
+        self._scratch = scratch
+
+    def seal(self, receiver: int, counter: int, padded: bytes) -> bytes | None:
+        # An MTU of the plaintext's own length: C adds no padding to what is padded already.
+        sealed = self._seal(receiver, counter, (padded,), [len(padded)], max(1, len(padded)))
+        return sealed[0] if sealed else None
+
+    def seal_batch(self, packets: Sequence[bytes], receiver: int, counter: int, mtu: int) -> list[bytes]:
+        return self._seal(receiver, counter, packets, [len(packet) for packet in packets], mtu)
+
+    def _seal(
+        self, receiver: int, counter: int, packets: Sequence[bytes], lengths: list[int], mtu: int
+    ) -> list[bytes]:
+        """One wg_seal_batch over the joined packets into the scratch buffer."""
+        count = len(lengths)
+        if not count or counter >= REJECT_AFTER_MESSAGES:
+            return []
+        plain = b"".join(packets)
+        scratch = self._scratch
+        scratch.reserve(count, len(plain) + count * _SEAL_OVERHEAD)
+        scratch.in_len[0:count] = lengths
+        scratch.in_off[0:count] = list(accumulate(lengths, initial=0))[:count]
+        written = _lib.wg_seal_batch(
+            self._sealer._handle,
+            receiver,
+            counter,
+            mtu,
+            _ffi.from_buffer("uint8_t[]", plain),
+            len(plain),
+            scratch.in_off,
+            scratch.in_len,
+            count,
+            scratch.out_data,
+            len(scratch.out),
+            scratch.out_off,
+            scratch.out_len,
+            scratch.stop,
+        )
+        if written < 0:
+            if written == _lib.WG_ERR_CLOSED:
+                return []  # zeroed: like PythonSession, nothing more is sealed
+            raise HotpathError(written)
+        if scratch.stop[0] in (SealStop.NO_SPACE, SealStop.BAD_INPUT):
+            raise HotpathError(-4)  # cannot happen: the buffer was sized for the batch
+        sizes = _ffi.unpack(scratch.out_len, written)
+        ends = list(accumulate(sizes))
+        raw = scratch.out_view[: ends[-1] if ends else 0].tobytes()
+        return [raw[end - size : end] for size, end in zip(sizes, ends, strict=True)]
+
+    def open(self, counter: int, ciphertext: bytes) -> bytes | None:
+        # The same C call on a message rebuilt around the ciphertext, with a throwaway window.
+        if len(ciphertext) < MESSAGE_DATA_MIN_SIZE - MESSAGE_DATA_HEADER_SIZE or not 0 <= counter < 1 << 64:
+            return None
+        batch = PacketBatch(1, MESSAGE_DATA_HEADER_SIZE + len(ciphertext))
+        batch.append(DATA_HEADER.pack(MESSAGE_DATA, 0, counter) + ciphertext)
+        results = OpenResults(1)
+        try:
+            self._opener.open(batch, CReplayWindow(), results)
+        except HotpathError as error:
+            if error.code == _lib.WG_ERR_CLOSED:
+                return None
+            raise
+        if results.status(0) is RxStatus.AUTH_FAILED:
+            return None
+        return bytes(batch.buffer[MESSAGE_DATA_HEADER_SIZE : len(batch.buffer) - TAG_LEN])
+
+    def open_batch(self, messages: Sequence[bytes]) -> list[Opened]:
+        count = len(messages)
+        if not count:
+            return []
+        lengths = [len(message) for message in messages]
+        buffer = bytearray().join(messages)  # opened in place
+        scratch = self._scratch
+        scratch.reserve(count)
+        scratch.in_len[0:count] = lengths
+        scratch.in_off[0:count] = list(accumulate(lengths, initial=0))[:count]
+        accepted = _lib.wg_open_batch(
+            self._opener._handle,
+            self.replay.state,
+            _ffi.from_buffer("uint8_t[]", buffer, require_writable=True),
+            len(buffer),
+            scratch.in_off,
+            scratch.in_len,
+            count,
+            scratch.results,
+        )
+        if accepted < 0:
+            if accepted == _lib.WG_ERR_CLOSED:  # zeroed: nothing authenticates, as in PythonSession
+                return [(_closed_status(message), None, None) for message in messages]
+            raise HotpathError(accepted)
+        view = memoryview(buffer)
+        opened: list[Opened] = []
+        append = opened.append
+        for _, start, length, source, source_length, status in _RESULT.iter_unpack(
+            _ffi.buffer(scratch.results, count * _RESULT.size)
+        ):
+            if status:
+                append((status, None, None))
+            else:
+                packet = view[start : start + length].tobytes()
+                append((status, packet, view[source : source + source_length].tobytes()))
+        return opened
+
+    def zero(self) -> None:
+        self._sealer.zero()
+        self._opener.zero()
+        self.replay.reset()
+
+
+def _closed_status(message: bytes) -> int:
+    if len(message) < MESSAGE_DATA_MIN_SIZE or DATA_HEADER.unpack_from(message)[0] != MESSAGE_DATA:
+        return RxStatus.MALFORMED
+    return RxStatus.AUTH_FAILED
+
+
+class CCrypto:
+    """The C hot path as the core's Crypto: every keypair gets a CSession; the scratch is shared.
+
+    One per Device (the device is single-threaded, and so is this).
+    """
+
+    def __init__(self) -> None:
+        self._description = _C_DESCRIPTION.format(crypto_version())
+        self._scratch = _Scratch()
+
+    @property
+    def description(self) -> str:
+        return self._description
+
+    def session(self, sending_key: bytes, receiving_key: bytes) -> CSession:
+        return CSession(sending_key, receiving_key, self._scratch)

@@ -2,34 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-
-from pywg.constants import (
-    MESSAGE_DATA,
-    REJECT_AFTER_MESSAGES,
-    REJECT_AFTER_TIME,
-)
-from pywg.crypto import aead_nonce
-from pywg.messages import DATA_HEADER
-from pywg.replay import ReplayWindow
+from pywg.constants import REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME
+from pywg.transport import Crypto, Opened, PythonCrypto, ReplayFilter
 
 if TYPE_CHECKING:
     from pywg.peer import Peer
+
+# The default for keypairs made without a device's crypto (tests, tools).
+PYTHON_CRYPTO = PythonCrypto()
 
 
 class Keypair:
     """One session: a key and counter each way, and the indices naming it.
 
-    The C hot path reads `sending_key`/`receiving_key` and advances
-    `sending_counter` and `replay` under the same rules as the methods here.
+    The ciphers and the replay window come from the device's Crypto (pywg/transport.py): the
+    pure-Python reference by default, the C hot path when the adapter passes it. Either way the
+    counters and validity flags live here and follow the same rules.
     """
 
     __slots__ = (
-        "_opener",
-        "_sealer",
         "created",
         "i_am_initiator",
         "local_index",
@@ -37,10 +31,10 @@ class Keypair:
         "receiving_key",
         "receiving_valid",
         "remote_index",
-        "replay",
         "sending_counter",
         "sending_key",
         "sending_valid",
+        "session",
     )
 
     def __init__(
@@ -52,11 +46,11 @@ class Keypair:
         remote_index: int,
         created: float,
         peer: Peer,
+        crypto: Crypto = PYTHON_CRYPTO,
     ) -> None:
         self.sending_key = bytearray(sending_key)
         self.receiving_key = bytearray(receiving_key)
-        self._sealer: ChaCha20Poly1305 | None = ChaCha20Poly1305(sending_key)
-        self._opener: ChaCha20Poly1305 | None = ChaCha20Poly1305(receiving_key)
+        self.session = crypto.session(bytes(sending_key), bytes(receiving_key))
         self.i_am_initiator = i_am_initiator
         self.local_index = local_index
         self.remote_index = remote_index
@@ -65,7 +59,10 @@ class Keypair:
         self.sending_counter = 0
         self.sending_valid = True
         self.receiving_valid = True
-        self.replay = ReplayWindow()
+
+    @property
+    def replay(self) -> ReplayFilter:
+        return self.session.replay
 
     def can_send(self, now: float) -> bool:
         return (
@@ -80,28 +77,40 @@ class Keypair:
     def seal(self, padded_plaintext: bytes) -> bytes | None:
         """A transport message with the next counter; None once the counter is spent."""
         counter = self.sending_counter
-        if counter >= REJECT_AFTER_MESSAGES or self._sealer is None:
+        message = None
+        if counter < REJECT_AFTER_MESSAGES:
+            message = self.session.seal(self.remote_index, counter, padded_plaintext)
+        if message is None:
             self.sending_valid = False
             return None
         self.sending_counter = counter + 1
-        header = DATA_HEADER.pack(MESSAGE_DATA, self.remote_index, counter)
-        return header + self._sealer.encrypt(aead_nonce(counter), padded_plaintext, None)
+        return message
+
+    def seal_batch(self, packets: Sequence[bytes], mtu: int) -> list[bytes]:
+        """Pad and seal `packets` in order with the next counters, in one call.
+
+        Returns fewer messages than packets once the counter is spent (or the key zeroed); then,
+        as with `seal`, this keypair stops sending.
+        """
+        messages = self.session.seal_batch(packets, self.remote_index, self.sending_counter, mtu)
+        self.sending_counter += len(messages)
+        if len(messages) < len(packets):
+            self.sending_valid = False
+        return messages
 
     def open(self, counter: int, ciphertext: bytes) -> bytes | None:
         """Decrypt; the caller checks the replay window only after this succeeds."""
-        if self._opener is None:
-            return None
-        try:
-            return self._opener.decrypt(aead_nonce(counter), ciphertext, None)
-        except InvalidTag:
-            return None
+        return self.session.open(counter, ciphertext)
+
+    def open_batch(self, messages: Sequence[bytes]) -> list[Opened]:
+        """Open whole data messages: AEAD, replay window, inner header check; one result each."""
+        return self.session.open_batch(messages)
 
     def zero(self) -> None:
-        """Forget the keys: overwrite our copies and drop the cipher objects."""
+        """Forget the keys: overwrite our copies and zero the ciphers (C handles included)."""
         self.sending_key[:] = bytes(len(self.sending_key))
         self.receiving_key[:] = bytes(len(self.receiving_key))
-        self._sealer = None
-        self._opener = None
+        self.session.zero()
         self.sending_valid = False
         self.receiving_valid = False
 

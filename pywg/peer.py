@@ -13,7 +13,6 @@ from pywg.constants import (
     KEY_LEN,
     MAX_STAGED_PACKETS,
     MAX_TIMER_HANDSHAKES,
-    MESSAGE_PADDING_MULTIPLE,
     REKEY_AFTER_MESSAGES,
     REKEY_AFTER_TIME,
     REKEY_ON_RECEIVE_AGE,
@@ -109,23 +108,20 @@ class Peer:
         if keypair is None or not keypair.can_send(now):
             self.send_initiation(now, is_retry=False)
             return
-        messages: list[bytes] = []
-        data_sent = False
-        mtu = self.device.mtu
-        while self.staged:
-            packet = self.staged[0]
-            message = keypair.seal(_pad(packet, mtu))
-            if message is None:  # counter exhausted: keep the rest for the next session
-                break
-            self.staged.popleft()
-            messages.append(message)
-            data_sent |= bool(packet)
+        # One batch: padded and sealed in one call. If the counter runs out part way, the rest
+        # stays staged for the next session.
+        packets = list(self.staged)
+        messages = keypair.seal_batch(packets, self.device.mtu)
+        if len(messages) == len(packets):
+            self.staged.clear()
+        else:
+            for _ in messages:
+                self.staged.popleft()
         if messages:
             self.timers.any_authenticated_packet_traversal(now)
             self.timers.any_authenticated_packet_sent()
-            for message in messages:
-                self._send(message)
-            if data_sent:
+            self._send_all(messages)
+            if any(packets[: len(messages)]):
                 self.timers.data_sent(now)
         if self.staged:
             self.send_initiation(now, is_retry=False)
@@ -185,6 +181,15 @@ class Peer:
         self.tx_bytes += len(message)
         self.device.outbox.append((message, self.endpoint, self.endpoint_source))
 
+    def _send_all(self, messages: list[bytes]) -> None:
+        endpoint = self.endpoint
+        if endpoint is None:
+            self.device.count_drop("no_endpoint", len(messages))
+            return
+        source = self.endpoint_source
+        self.tx_bytes += sum(map(len, messages))
+        self.device.outbox += [(message, endpoint, source) for message in messages]
+
     def _keep_key_fresh_after_send(self, now: float) -> None:
         keypair = self.keypairs.current
         if (
@@ -209,6 +214,7 @@ class Peer:
             self.handshake.remote_index,
             now,
             self,
+            self.device.crypto,
         )
         self.device.assign_index(keypair.local_index, keypair)
         self.handshake_index = None
@@ -227,14 +233,30 @@ class Peer:
         self.timers.any_authenticated_packet_received()
         self.timers.any_authenticated_packet_traversal(now)
 
-    def received_data_with(self, keypair: Keypair, now: float) -> None:
-        """Bookkeeping for a data packet that decrypted and passed the replay check."""
+    def received_with(self, keypair: Keypair, endpoint: Endpoint, local: str | None, now: float) -> None:
+        """A data message decrypted under `keypair` and passed the replay window (kernel
+        receive.c, wg_noise_received_with_keypair): if `keypair` was `next`, the handshake is
+        confirmed; staged packets leave at once, towards the endpoint that just proved itself."""
+        if self.keypairs.next is not keypair:
+            return
         promoted, dropped = self.keypairs.received_with(keypair)
         self.device.forget_keypairs(dropped)
         if promoted:
+            self.set_endpoint(endpoint, local)
             self.handshake_completed(now)
             self.send_staged(now)
+
+    def received_data_batch(
+        self, endpoint: Endpoint, local: str | None, length: int, data: bool, now: float
+    ) -> None:
+        """Once per batch of accepted data messages, as wireguard-go does (commit 7c20311): the
+        endpoint of the last one, key freshness, the timers, `length` bytes received; `data` if any
+        carried more than a keepalive."""
+        self.set_endpoint(endpoint, local)
         self._keep_key_fresh_after_receive(now)
+        self.received_authenticated(now, length)
+        if data:
+            self.timers.data_received(now)
 
     def _keep_key_fresh_after_receive(self, now: float) -> None:
         if self.sent_lastminute_handshake:
@@ -313,13 +335,3 @@ _TIMER_HANDLERS = {
     Timer.ZERO_KEY_MATERIAL: Peer._zero_key_material,
     Timer.PERSISTENT_KEEPALIVE: Peer._persistent_keepalive,
 }
-
-
-def _pad(packet: bytes, mtu: int) -> bytes:
-    """Zero padding to a multiple of 16, never past the MTU (kernel send.c)."""
-    length = len(packet)
-    if not length:
-        return packet
-    last_unit = length % mtu if length > mtu else length
-    padded = min(mtu, (last_unit + MESSAGE_PADDING_MULTIPLE - 1) & ~(MESSAGE_PADDING_MULTIPLE - 1))
-    return packet + bytes(padded - last_unit) if padded > last_unit else packet

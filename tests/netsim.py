@@ -1,4 +1,9 @@
-"""An in-memory network of sans-I/O devices on a fake clock, for tests."""
+"""An in-memory network of sans-I/O devices on a fake clock, for tests.
+
+Devices get the data path the engine would use: the C hot path when it is built, pure Python
+with PYWG_NO_EXT=1 (CI runs the device, timer and interop tests both ways), unless a test
+passes `crypto=` itself.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,10 @@ import struct
 from collections.abc import Callable
 from ipaddress import ip_address, ip_network
 
+from pywg import hotpath
 from pywg.clock import FakeClock
 from pywg.crypto import clamp, public_key
-from pywg.device import Device
+from pywg.device import Device, Received
 from pywg.endpoint import Endpoint
 from pywg.messages import message_type
 
@@ -68,6 +74,8 @@ class Network:
 
     def device(self, endpoint: Endpoint, seed: int, **kwargs: object) -> Device:
         key = clamp(random.Random(seed).randbytes(32))
+        if "crypto" not in kwargs:
+            kwargs["crypto"] = hotpath.data_path_crypto()
         device = Device(key, clock=self.clock, rng=SeededRng(seed), **kwargs)  # type: ignore[arg-type]
         self.devices[endpoint] = device
         self.addresses[id(device)] = endpoint
@@ -80,9 +88,12 @@ class Network:
         self.delivered[new] = self.delivered.pop(old)
 
     def pump(self, rounds: int = 50) -> None:
+        """Move datagrams until none are left: what a device sent reaches each target in one
+        `receive_datagrams` batch, in the order it was sent."""
         for _ in range(rounds):
             moved = False
             for endpoint, device in list(self.devices.items()):
+                batches: dict[Endpoint, list[Received]] = {}
                 for data, destination, _source in device.datagrams_to_send():
                     moved = True
                     self.sent.append((data, endpoint, destination))
@@ -90,9 +101,11 @@ class Network:
                     source: Endpoint | None = endpoint
                     if self.filter is not None:
                         source = self.filter(data, endpoint, destination)
-                    target = self.devices.get(destination)
-                    if source is not None and target is not None:
-                        target.receive_datagram(data, source)
+                    if source is not None and destination in self.devices:
+                        batches.setdefault(destination, []).append((data, source, None))
+                for destination, batch in batches.items():
+                    self.devices[destination].receive_datagrams(batch)
+            for endpoint, device in self.devices.items():
                 self.delivered[endpoint] += device.packets_to_deliver()
             if not moved:
                 return

@@ -1,7 +1,7 @@
 """The C hot path (pywg._hotpath) held to the pure-Python reference, byte for byte.
 
-Sealing against `Keypair.seal` with `peer._pad`, opening against `Keypair.open` +
-`ReplayWindow.validate` + `device._inner_packet`, the C replay window against `ReplayWindow`
+Sealing against `Keypair.seal` with `transport.pad`, opening against `Keypair.open` +
+`ReplayWindow.validate` + `transport.inner_packet`, the C replay window against `ReplayWindow`
 on the kernel's self-test sequence and on generated ones.
 
 CI builds the extension, so an unbuilt one is a failure here, never a skip.
@@ -31,7 +31,6 @@ from pywg.constants import (
     REJECT_AFTER_MESSAGES,
     TAG_LEN,
 )
-from pywg.device import _inner_packet
 from pywg.hotpath import (
     COpener,
     CReplayWindow,
@@ -44,8 +43,8 @@ from pywg.hotpath import (
 )
 from pywg.keypair import Keypair
 from pywg.messages import message_type, parse_data_header
-from pywg.peer import _pad
 from pywg.replay import ReplayWindow
+from pywg.transport import inner_packet, pad
 from tests.test_replay import deltas, expand, load_vectors
 
 BATCH = 64
@@ -91,7 +90,7 @@ def seal_python(key: bytes, packets: list[bytes], receiver: int, counter: int, m
     sender.sending_counter = counter
     out: list[bytes] = []
     for packet in packets:
-        message = sender.seal(_pad(packet, mtu))
+        message = sender.seal(pad(packet, mtu))
         if message is None:
             break
         out.append(message)
@@ -237,7 +236,7 @@ def open_python(receiver: Keypair, messages: list[bytes]) -> list[Row]:
             rows.append((RxStatus.REPLAY, None, None))
         elif not plaintext:
             rows.append((RxStatus.KEEPALIVE, b"", None))
-        elif (inner := _inner_packet(plaintext)) is None:
+        elif (inner := inner_packet(plaintext)) is None:
             rows.append((RxStatus.MALFORMED_INNER, plaintext, None))
         else:
             rows.append((RxStatus.DATA, inner[0], inner[1]))
@@ -303,7 +302,7 @@ def test_python_opens_what_c_sealed(mtu: int) -> None:
     receiver = keypair(key, key)
     for counter, (packet, message) in enumerate(zip(packets, messages, strict=True), 77):
         assert parse_data_header(message) == (5, counter)
-        assert receiver.open(counter, message[MESSAGE_DATA_HEADER_SIZE:]) == _pad(packet, mtu)
+        assert receiver.open(counter, message[MESSAGE_DATA_HEADER_SIZE:]) == pad(packet, mtu)
 
 
 def test_tampered_messages_fail_and_leave_no_trace() -> None:
@@ -373,7 +372,7 @@ def test_open_batches_match_python(arrivals: list[tuple[int, str, int]], seed: i
     messages = []
     for counter, fate, size in arrivals:
         sender.sending_counter = counter
-        message = sender.seal(_pad(ip_packet(rng, size), 1420))
+        message = sender.seal(pad(ip_packet(rng, size), 1420))
         assert message is not None
         if fate == "tampered":
             message = message[:-1] + bytes([message[-1] ^ 1])
@@ -409,7 +408,7 @@ def test_inner_validation_matches_python(plaintext: bytes) -> None:
     message = keypair(key, key).seal(plaintext)  # unpadded on purpose: any length reaches C
     assert message is not None
     [(status, inner, source)] = open_c(COpener(key), CReplayWindow(), [message])
-    expected = _inner_packet(plaintext)
+    expected = inner_packet(plaintext)
     if expected is None:
         assert (status, inner, source) == (RxStatus.MALFORMED_INNER, plaintext, None)
     else:

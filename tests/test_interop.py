@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 
+from pywg import hotpath
 from pywg.config import Endpoint, InterfaceConfig
 from pywg.keys import encode_key
 from tests.pywg_proc import Pywg
@@ -167,6 +168,11 @@ def test_pywg_to_pywg(pair: Pair) -> None:
     pywg_a.wait_for_handshake(pywg_b.public_key)
     pywg_b.wait_for_handshake(pywg_a.public_key)
     assert_counters_agree(pywg_a, pywg_b)
+    # Both ran the data path this test run asks for (CI runs this file with and without PYWG_NO_EXT).
+    expected = f"data path: {hotpath.describe()}"
+    for pywg in (pywg_a, pywg_b):
+        assert expected in pywg.log(), f"{pywg} did not log {expected!r}:\n{pywg.log()}"
+        assert f"UDP port {WG_PORT}: GSO " in pywg.log()  # which offloads the kernel offers
     assert pywg_b.stop() == 0
     assert pywg_a.stop() == 0
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from pywg.cli import CommandError
 from pywg.config import ConfigError, load_config
 from pywg.device import Device
+from pywg.hotpath import data_path_crypto
 from pywg.runtime import netconfig
 from pywg.runtime.daemon import STATE_DIR, Notifier, State, detach, find_state
 from pywg.runtime.engine import Engine, run_engine
@@ -141,7 +142,7 @@ def userspace(interface: str, foreground: bool) -> int:
         raise CommandError(f"cannot create TUN {interface}: {error}") from None
     tun.movable = True  # `ip link set IFNAME netns OTHER` must keep it working
     udp = UdpSockets(0)
-    device = Device(None, clock=SystemClock(), rng=system_rng)
+    device = Device(None, clock=SystemClock(), rng=system_rng, crypto=data_path_crypto())
     device.listen_port = udp.port
     engine = Engine(device, tun, udp, interface)
     try:

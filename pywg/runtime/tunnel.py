@@ -16,6 +16,7 @@ from pywg.config import ConfigError, InterfaceConfig
 from pywg.constants import DEFAULT_MTU
 from pywg.device import Device
 from pywg.endpoint import Endpoint
+from pywg.hotpath import data_path_crypto
 from pywg.runtime import netconfig
 from pywg.runtime.engine import Engine
 from pywg.runtime.netns import resolve_netns
@@ -150,7 +151,8 @@ def tunnel_on_tun(
         except OSError as error:
             raise SetupError(f"cannot listen on UDP port {port}: {error.strerror or error}") from None
         cleanup.callback(udp.close)
-        device = Device(cfg.private_key, clock=SystemClock(), rng=system_rng, mtu=mtu)
+        crypto = data_path_crypto()
+        device = Device(cfg.private_key, clock=SystemClock(), rng=system_rng, mtu=mtu, crypto=crypto)
         device.listen_port, device.fwmark = udp.port, cfg.fwmark
         engine = Engine(device, tun, udp, name)
         try:

@@ -4,42 +4,80 @@ Replies leave from the address the peer last reached (sticky source, as the
 kernel and wireguard-go do on Linux): received datagrams carry IP_PKTINFO /
 IPV6_PKTINFO, and sends put it back as a control message. When that address
 is gone the send is retried with the source left to the kernel.
+
+Batching, each with a fallback that never loses a batch (wireguard-go
+conn/bind_std.go, conn/features_linux.go, conn/errors_linux.go):
+- UDP GSO on send: consecutive datagrams of one size to one endpoint from one
+  source (the last may be shorter), at most 64 and 65507 bytes (IPv4) or 65527
+  (IPv6), leave in one sendmsg with a UDP_SEGMENT control message. EIO (a
+  device without TX checksum offload) turns GSO off for good; EMSGSIZE (or
+  EINVAL: a segment over the path MTU) turns it off for that endpoint. Either
+  way the batch is sent again datagram by datagram.
+- UDP GRO on receive (UDP_GRO, kernel >= 5.12 like wireguard-go): one recvmsg
+  may return many datagrams of one sender glued together, with the segment size
+  in a control message; they are split again here.
+Both are probed once when the sockets are made; the engine logs what is on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import logging
+import os
 import socket
 import struct
+from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address
 
+from pywg.device import Datagram, Received
 from pywg.endpoint import Endpoint
 
 IP_PKTINFO = 8  # Linux; not exported by Python's socket module
 IPV6_RECVPKTINFO = socket.IPV6_RECVPKTINFO
 IPV6_PKTINFO = socket.IPV6_PKTINFO
 SO_MARK = 36
+SOL_UDP = 17
+UDP_SEGMENT = 103  # <linux/udp.h>
+UDP_GRO = 104
 SOCKET_BUFFER = 7 << 20  # as wireguard-go
+GSO_MAX_SEGMENTS = 64  # wireguard-go udpSegmentMaxDatagrams; the kernel allows 64 (UDP_MAX_SEGMENTS 128)
+# Largest UDP payload in one send (wireguard-go maxIPv4PayloadLen, maxIPv6PayloadLen).
+GSO_MAX_PAYLOAD = {socket.AF_INET: (1 << 16) - 1 - 20 - 8, socket.AF_INET6: (1 << 16) - 1 - 8}
+GRO_MIN_KERNEL = (5, 12)
+# Destinations without GSO after EMSGSIZE, at most this many (then forgotten, and probed again).
+GSO_OFF_MAX_DESTINATIONS = 1024
 _IN_PKTINFO = struct.Struct("=i4s4s")
 _IN6_PKTINFO = struct.Struct("=16si")
-_CMSG_SPACE = socket.CMSG_SPACE(max(_IN_PKTINFO.size, _IN6_PKTINFO.size))
+_INT = struct.Struct("=i")
+_SEGMENT = struct.Struct("=H")
+_CMSG_SPACE = socket.CMSG_SPACE(max(_IN_PKTINFO.size, _IN6_PKTINFO.size)) + socket.CMSG_SPACE(_INT.size)
+_RECEIVE_SIZE = 65535
 _BIND_ATTEMPTS = 16
 # errnos that mean "this source address is no longer ours / usable".
 _SOURCE_GONE = {errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH}
-# A received datagram: payload, sender, local address it arrived on.
-Received = tuple[bytes, Endpoint, str | None]
+# errnos after which a datagram is simply lost, as on the wire (a full queue).
+_LOST = {errno.EAGAIN, errno.ENOBUFS}
+_log = logging.getLogger("pywg")
 
 
 class UdpSockets:
     """An IPv4 and an IPv6 socket on the same port; either may be missing
-    (IPv6 disabled on the host), never both."""
+    (IPv6 disabled on the host), never both.
 
-    def __init__(self, port: int = 0, fwmark: int = 0) -> None:
+    `offload=False` leaves GSO and GRO off (one datagram per system call).
+    """
+
+    def __init__(self, port: int = 0, fwmark: int = 0, offload: bool = True) -> None:
         self.v4: socket.socket | None = None
         self.v6: socket.socket | None = None
         self.port = 0
         self.fwmark = 0
+        self.offload = offload
+        self.gso = False  # UDP_SEGMENT on send; probed in `bind`, off for good after EIO
+        self.gro = False  # UDP_GRO on receive; probed in `bind`
+        self.gso_off: set[Endpoint] = set()  # destinations that answered EMSGSIZE
         self.bind(port)
         if fwmark:
             self.set_fwmark(fwmark)
@@ -69,27 +107,116 @@ class UdpSockets:
             self.v4, self.v6, self.port = v4, v6, bound
             if self.fwmark:
                 self.set_fwmark(self.fwmark)
+            self._probe_offloads()
             return
         assert last_error is not None
         raise last_error
+
+    def _probe_offloads(self) -> None:
+        """Find out once what the kernel offers these sockets (the engine logs it)."""
+        sockets = self.sockets
+        self.gso = self.offload and all(_supports_gso(sock) for sock in sockets)
+        self.gro = self.offload and _kernel_at_least(GRO_MIN_KERNEL) and all(_enable_gro(s) for s in sockets)
+        self.gso_off.clear()
+
+    def describe_offloads(self) -> str:
+        """What the probe found, for the engine's log: e.g. "GSO on, GRO on"."""
+        return f"GSO {'on' if self.gso else 'off'}, GRO {'on' if self.gro else 'off'}"
 
     def set_fwmark(self, mark: int) -> None:
         for sock in self.sockets:
             sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
         self.fwmark = mark
 
+    # Receiving.
     def receive(self, sock: socket.socket, limit: int) -> list[Received]:
-        """Up to `limit` datagrams waiting on `sock`."""
+        """Datagrams waiting on `sock`, about `limit` of them (GRO may add up to 63 past it)."""
         out: list[Received] = []
         for _ in range(limit):
             try:
-                data, ancillary, _flags, address = sock.recvmsg(65535, _CMSG_SPACE)
+                data, ancillary, flags, address = sock.recvmsg(_RECEIVE_SIZE, _CMSG_SPACE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:  # ICMP errors reported on the socket; nothing to read
                 continue
-            out.append((data, (address[0], address[1]), _local_address(ancillary)))
+            if flags & socket.MSG_TRUNC:
+                continue
+            local, segment = _parse_ancillary(ancillary)
+            source = (address[0], address[1])
+            if segment and len(data) > segment:
+                out += [(data[i : i + segment], source, local) for i in range(0, len(data), segment)]
+            else:
+                out.append((data, source, local))
+            if len(out) >= limit:
+                break
         return out
+
+    # Sending.
+    def send_batch(self, datagrams: Sequence[Datagram]) -> list[str]:
+        """Send in order, coalescing runs for GSO; returns the sources that could not be used
+        (each once: the caller forgets them)."""
+        gone: list[str] = []
+        count = len(datagrams)
+        i = 0
+        while i < count:
+            data, endpoint, source = datagrams[i]
+            end = i + 1
+            if self.gso and endpoint not in self.gso_off:
+                end = self._gso_run(datagrams, i)
+            if end - i == 1:
+                sent = self.send(data, endpoint, source)
+            else:
+                sent = self._send_segments([d[0] for d in datagrams[i:end]], endpoint, source)
+            if not sent and source is not None and source not in gone:
+                gone.append(source)
+            i = end
+        return gone
+
+    def _gso_run(self, datagrams: Sequence[Datagram], start: int) -> int:
+        """The end of the run starting at `start` that one GSO send may carry."""
+        data, endpoint, source = datagrams[start]
+        size = total = len(data)
+        limit = GSO_MAX_PAYLOAD[socket.AF_INET6 if ":" in endpoint[0] else socket.AF_INET]
+        end = start + 1
+        stop = min(len(datagrams), start + GSO_MAX_SEGMENTS)
+        while end < stop:
+            following, to, via = datagrams[end]
+            length = len(following)
+            if to != endpoint or via != source or length > size or total + length > limit:
+                break
+            total += length
+            end += 1
+            if length < size:
+                break  # a shorter segment can only be the last
+        return end
+
+    def _send_segments(self, segments: list[bytes], endpoint: Endpoint, source: str | None) -> bool:
+        """One GSO send; on failure the same datagrams one by one (never a lost batch)."""
+        sock = self.v6 if ":" in endpoint[0] else self.v4
+        if sock is None:
+            return True  # no socket of that family: drop, as the kernel does
+        ancillary = [(SOL_UDP, UDP_SEGMENT, _SEGMENT.pack(len(segments[0])))]
+        if source is not None:
+            ancillary.append(_pktinfo(source))
+        try:
+            self._sendmsg(sock, [b"".join(segments)], ancillary, endpoint)
+            return True
+        except OSError as error:
+            failure = error.errno
+        if failure in _LOST:
+            return True
+        if failure == errno.EIO:
+            self.gso = False
+            _log.info("UDP GSO turned off: the kernel refused it with EIO (no TX checksum offload?)")
+        sent = True
+        for segment in segments:
+            sent = self.send(segment, endpoint, source if sent else None) and sent
+        if failure == errno.EMSGSIZE or (failure == errno.EINVAL and sent):
+            if len(self.gso_off) >= GSO_OFF_MAX_DESTINATIONS:
+                self.gso_off.clear()
+            self.gso_off.add(endpoint)
+            _log.info("UDP GSO turned off towards %s: %s", endpoint, os.strerror(failure))
+        return sent
 
     def send(self, data: bytes, endpoint: Endpoint, source: str | None) -> bool:
         """Send; returns False if `source` could not be used (the caller forgets it)."""
@@ -98,7 +225,7 @@ class UdpSockets:
             return True  # no socket of that family: drop, as the kernel does
         if source is not None:
             try:
-                sock.sendmsg([data], [_pktinfo(source)], 0, endpoint)
+                self._sendmsg(sock, [data], [_pktinfo(source)], endpoint)
                 return True
             except OSError as error:
                 if error.errno not in _SOURCE_GONE:
@@ -107,6 +234,13 @@ class UdpSockets:
             return False
         self._send_plain(sock, data, endpoint)
         return True
+
+    @staticmethod
+    def _sendmsg(
+        sock: socket.socket, buffers: list[bytes], ancillary: list[tuple[int, int, bytes]], endpoint: Endpoint
+    ) -> None:
+        """Every send with control messages goes through here (tests replace it to inject errors)."""
+        sock.sendmsg(buffers, ancillary, 0, endpoint)
 
     @staticmethod
     def _send_plain(sock: socket.socket, data: bytes, endpoint: Endpoint) -> None:
@@ -164,18 +298,57 @@ def _open(family: int, port: int) -> socket.socket | None:
     return sock
 
 
-def _local_address(ancillary: list[tuple[int, int, bytes]]) -> str | None:
+def _parse_ancillary(ancillary: list[tuple[int, int, bytes]]) -> tuple[str | None, int]:
+    """The local address a datagram arrived on, and the GRO segment size (0: not coalesced)."""
+    local: str | None = None
+    segment = 0
     for level, kind, data in ancillary:
         if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= _IN_PKTINFO.size:
             _ifindex, spec_dst, _addr = _IN_PKTINFO.unpack_from(data)
-            return str(IPv4Address(spec_dst))
-        if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(data) >= _IN6_PKTINFO.size:
+            local = _address_text(spec_dst)
+        elif level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(data) >= _IN6_PKTINFO.size:
             address, _ifindex = _IN6_PKTINFO.unpack_from(data)
-            return str(IPv6Address(address))
-    return None
+            local = _address_text(address)
+        elif level == SOL_UDP and kind == UDP_GRO and len(data) >= _INT.size:
+            segment = _INT.unpack_from(data)[0]
+    return local, segment
 
 
+@functools.lru_cache(maxsize=256)
+def _address_text(packed: bytes) -> str:
+    """A local address as text (a handful of them, one per received datagram: cached)."""
+    return str(IPv4Address(packed) if len(packed) == 4 else IPv6Address(packed))
+
+
+def _supports_gso(sock: socket.socket) -> bool:
+    """UDP_SEGMENT is known to this kernel (wireguard-go conn/features_linux.go)."""
+    try:
+        sock.getsockopt(SOL_UDP, UDP_SEGMENT)
+    except OSError:
+        return False
+    return True
+
+
+def _enable_gro(sock: socket.socket) -> bool:
+    try:
+        sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+    except OSError:
+        return False
+    return True
+
+
+def _kernel_at_least(version: tuple[int, int]) -> bool:
+    release = os.uname().release
+    try:
+        numbers = tuple(int(part) for part in release.split("-", 1)[0].split(".")[:2])
+    except ValueError:
+        return False
+    return numbers >= version
+
+
+@functools.lru_cache(maxsize=256)
 def _pktinfo(source: str) -> tuple[int, int, bytes]:
+    """The control message that sends from `source` (a handful of local addresses: cached)."""
     if ":" in source:
         return socket.IPPROTO_IPV6, IPV6_PKTINFO, _IN6_PKTINFO.pack(IPv6Address(source).packed, 0)
     return socket.IPPROTO_IP, IP_PKTINFO, _IN_PKTINFO.pack(0, IPv4Address(source).packed, bytes(4))
