@@ -168,7 +168,10 @@ class NodeAgent:
             return ""
 
     def call(self, op: str, **payload: Any) -> dict[str, Any]:
-        return agent_client.call(op, payload, socket_path=self.socket, timeout=60.0)
+        reply = agent_client.call(op, payload, socket_path=self.socket, timeout=60.0)
+        if op == "add" and reply.get("ok"):
+            self.names.add(reply["name"])
+        return reply
 
     def worker_pid(self) -> int:
         return int(self.call("status")["pid"])
@@ -181,6 +184,12 @@ class NodeAgent:
     def state_files(self) -> list[str]:
         return sorted(p.name for p in self.state_dir.glob("*.json"))
 
+    def terminate(self) -> None:
+        """SIGTERM the supervisor (the agent keeps links and state for its next start)."""
+        if self.process is not None:
+            stop_process(self.process, 15.0)
+            self.process = None
+
     def stop(self) -> None:
         if self.process is None:
             return
@@ -188,8 +197,7 @@ class NodeAgent:
             with contextlib.suppress(agent_client.AgentError):
                 for att in self.attachments():
                     self.call("del", container_id=att["container_id"], ifname=att["ifname"])
-        stop_process(self.process, 15.0)
-        self.process = None
+        self.terminate()
         for name in self.names:
             path = socket_path(name)
             if path.exists() and not agent_client.agent_running(path):

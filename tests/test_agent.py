@@ -15,7 +15,6 @@ import secrets
 import signal
 import socket
 import stat
-import subprocess
 import sys
 import threading
 import time
@@ -31,6 +30,7 @@ from cni import agent_client
 from cni.spec import INTERNAL, INVALID_NETNS, INVALID_NETWORK_CONFIG
 from pywg.config import Endpoint, InterfaceConfig, PeerConfig, to_json
 from pywg.runtime.uapi_server import socket_path
+from tests.cni_run import NodeAgent
 from tests.topology import (
     NETNS_DIR,
     Host,
@@ -39,7 +39,6 @@ from tests.topology import (
     WireguardGo,
     link,
     run,
-    stop_process,
     wait_until,
 )
 
@@ -71,70 +70,6 @@ def rss_kib(pid: int) -> int:
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
-class Agent:
-    """`python -m cni.agent --supervise` inside `node`; `stop` (also run by the node's close) removes
-    every attachment, ends the agent and any UAPI socket it left."""
-
-    def __init__(self, node: Host) -> None:
-        self.node = node
-        self.state_dir = node.tmpdir / "state"
-        self.socket = node.tmpdir / "run" / "agent.sock"
-        self.log_path = node.tmpdir / "agent.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.names: set[str] = set()
-        node.on_close(self.stop)
-
-    def start(self) -> Agent:
-        command = [sys.executable, "-m", "cni.agent", "--supervise"]
-        command += ["--state-dir", str(self.state_dir), "--socket", str(self.socket)]
-        with open(self.log_path, "ab") as log:
-            self.process = self.node.popen(command, stdout=log, stderr=subprocess.STDOUT)
-        process = self.process
-
-        def answers() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"the agent exited with {process.returncode}:\n{self.log()}")
-            return agent_client.agent_running(self.socket)
-
-        wait_until(answers, 20.0, "the agent's socket")
-        return self
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def call(self, op: str, **payload: Any) -> dict[str, Any]:
-        reply = agent_client.call(op, payload, socket_path=self.socket, timeout=60.0)
-        if op == "add" and reply.get("ok"):
-            self.names.add(reply["name"])
-        return reply
-
-    def worker_pid(self) -> int:
-        return int(self.call("status")["pid"])
-
-    def state_files(self) -> list[str]:
-        return sorted(p.name for p in self.state_dir.glob("*.json"))
-
-    def terminate(self) -> None:
-        """SIGTERM the supervisor (the agent keeps links and state for its next start)."""
-        if self.process is not None:
-            stop_process(self.process, 15.0)
-            self.process = None
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(agent_client.AgentError):
-                for att in self.call("list")["attachments"]:
-                    self.call("del", container_id=att["container_id"], ifname=att["ifname"])
-        self.terminate()
-        for name in self.names:
-            path = socket_path(name)
-            if path.exists() and not agent_client.agent_running(path):
-                path.unlink(missing_ok=True)
-
-
 @dataclass
 class Pod:
     host: Host
@@ -158,7 +93,7 @@ class Lab:
     topology: Topology
     node: Host
     peer: Host
-    agent: Agent
+    agent: NodeAgent
     peer_keys: KeyPair = field(default_factory=KeyPair.generate)
     wg: WireguardGo | None = None
 
@@ -223,7 +158,7 @@ def lab(topology: Topology) -> Iterator[Lab]:
     node = topology.host("node")
     peer = topology.host("peer")
     link(node, peer, [f"{NODE_IP}/24"], [f"{PEER_IP}/24"])
-    yield Lab(topology, node, peer, Agent(node).start())
+    yield Lab(topology, node, peer, NodeAgent(node).start())
 
 
 def assert_gone(lab: Lab, pod: Pod, name: str) -> None:
