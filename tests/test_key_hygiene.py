@@ -46,9 +46,10 @@ from pywg.config import Endpoint, InterfaceConfig, PeerConfig, to_json
 from pywg.constants import REKEY_AFTER_TIME, ZERO_KEY_MATERIAL_AFTER
 from pywg.noise import HandshakeState
 from pywg.runtime.uapi_server import socket_path
+from tests.cni_run import NodeAgent
 from tests.netsim import Network, connect, ipv4_packet
 from tests.pywg_run import STATE_DIR, PywgUp, pids_with_argument, pywg_argv
-from tests.test_agent import Agent, netns_path
+from tests.test_agent import netns_path
 from tests.topology import (
     KeyPair,
     Topology,
@@ -359,7 +360,7 @@ def _files(directory: Path) -> Iterable[Path]:
 def test_node_agent_keeps_keys_in_its_state_files_only(topology: Topology) -> None:
     node, peer = topology.host("node"), topology.host("peer")
     link(node, peer, [f"{NODE_IP}/24"], [f"{PEER_IP}/24"])
-    agent = Agent(node).start()
+    agent = NodeAgent(node).start()
     pod_host = topology.host("pod")
     pod_keys, peer_keys, psk = KeyPair.generate(), KeyPair.generate(), generate_psk()
     keys = Secrets({"pod-private": pod_keys.private, "psk": psk, "peer-private": peer_keys.private})
