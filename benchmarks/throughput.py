@@ -38,7 +38,6 @@ import json
 import os
 import platform
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -46,21 +45,36 @@ import ssl
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pywg.keys import encode_key, generate_private_key, public_key_for
+from pywg.keys import encode_key
+from pywg.runtime.lab import (
+    WG_SOCKET_DIR,
+    Lab,
+    LabFailed,
+    Side,
+    attempt,
+    child_env,
+    cleanup_uninterrupted,
+    cpu_seconds,
+    last_line,
+    raise_interrupt,
+    run,
+    status_kb,
+    stop_process,
+    write_secret,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "latest.json"
 MICRO = ROOT / "benchmarks" / "micro.py"
 
 UNDERLAY = {"a": "192.168.78.1", "b": "192.168.78.2"}
-INNER = {"a": "10.78.0.1", "b": "10.78.0.2"}
+INNER = {"a": ("10.78.0.1",), "b": ("10.78.0.2",)}
 INNER_NETWORK = "10.78.0.0/24"
 WG_PORT = 51820
 WG_MTU = 1420
@@ -73,10 +87,6 @@ START_DEADLINE = 20.0
 STOP_TIMEOUT = 5.0
 SETTLE = 0.3  # seconds between transfers, so queues left by one do not slow the next
 TOOLS = ("ip", "ping", "wg", "wireguard-go", "iperf3", "ss")
-WG_SOCKET_DIR = Path("/var/run/wireguard")
-PYWG_STATE_DIR = Path("/run/pywg")
-NETNS_DIR = Path("/run/netns")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 REFERENCE = "go-go"
 
 
@@ -129,120 +139,13 @@ METRICS = (
 )
 
 
-class BenchFailed(Exception):
-    """A step failed: one line for the user."""
-
-
 def say(text: str = "") -> None:
     """Progress, on stderr, so that stdout carries only the report."""
     print(text, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------
-# commands
-
-
-def child_env(extra: Mapping[str, str] | None = None, drop: Iterable[str] = ()) -> dict[str, str]:
-    """Our environment, this checkout importable by `python -m pywg`, plus `extra`, less `drop`."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    env["LOG_LEVEL"] = "error"  # wireguard-go
-    for name in drop:
-        env.pop(name, None)
-    env.update(extra or {})
-    return env
-
-
-def last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "no output"
-
-
-def run(argv: Sequence[str], what: str, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
-    """Run a command with a time bound; BenchFailed (naming `what`) if it fails or hangs."""
-    done = attempt(argv, timeout)
-    if done is None:
-        raise BenchFailed(f"{what} failed: {argv[0]} did not finish within {timeout:.0f} s or did not start")
-    if done.returncode != 0:
-        raise BenchFailed(f"{what} failed: {last_line(done.stderr or done.stdout)}")
-    return done
-
-
-def attempt(argv: Sequence[str], timeout: float = 10.0) -> subprocess.CompletedProcess[str] | None:
-    """Run a command with a time bound; None if it could not start or timed out."""
-    try:
-        return subprocess.run(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=child_env(),
-        )
-    except (subprocess.TimeoutExpired, OSError):
-        return None
-
-
-def stop_process(process: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT) -> None:
-    """SIGTERM, wait up to `timeout`, then SIGKILL."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout)
-    for pipe in (process.stdin, process.stdout, process.stderr):
-        if pipe is not None:
-            pipe.close()
-
-
-def write_secret(path: Path, text: str) -> Path:
-    """A 0600 file: keys reach pywg and wg through these, never argv or environment."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(text)
-    return path
-
-
-def pids_with_argument(names: Iterable[str]) -> list[int]:
-    """Processes with one of `names` (unique to this run) as a whole command-line argument."""
-    wanted = {name.encode() for name in names}
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if wanted.intersection(argv):
-            found.append(int(entry.name))
-    return found
-
-
-# --------------------------------------------------------------------------------------------
 # /proc figures of a running tunnel process
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the whole process (all threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as handle:
-        text = handle.read()
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15 of proc(5)
-
-
-def status_kb(pid: int, key: str) -> int:
-    """A `kB` line of /proc/PID/status (VmHWM, VmRSS)."""
-    with open(f"/proc/{pid}/status") as handle:
-        for line in handle:
-            if line.startswith(f"{key}:"):
-                return int(line.split()[1])
-    raise BenchFailed(f"/proc/{pid}/status has no {key}")
 
 
 def maps_mention(pid: int, needle: str) -> bool:
@@ -253,20 +156,6 @@ def maps_mention(pid: int, needle: str) -> bool:
 
 # --------------------------------------------------------------------------------------------
 # the network and the tunnel processes
-
-
-@dataclass
-class Side:
-    label: str  # "a" or "b"
-    netns: str
-    private_key: bytes
-
-    @property
-    def public_key(self) -> bytes:
-        return public_key_for(self.private_key)
-
-    def exec_argv(self, argv: Sequence[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.netns, *argv]
 
 
 @dataclass
@@ -286,7 +175,7 @@ class Engine:
     def check_running(self) -> None:
         if self.process.poll() is not None:
             why = last_line(self.log.read_text(errors="replace")) if self.log.exists() else "no log"
-            raise BenchFailed(
+            raise LabFailed(
                 f"{self.kind} {self.name} in {self.side.label} exited ({self.process.returncode}): {why}"
             )
 
@@ -306,42 +195,15 @@ class Transfer:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
-class Bench:
-    """Everything made is recorded as it is made, so `cleanup` can undo exactly that."""
+class Bench(Lab):
+    """The benchmark's lab: tunnel processes started and stopped per case, in the two namespaces."""
 
     def __init__(self, seconds: float, ping_count: int) -> None:
+        super().__init__("pwbench", UNDERLAY, INNER)
         self.seconds = seconds
         self.ping_count = ping_count
-        self.tag = secrets.token_hex(3)
-        self.sides = {
-            label: Side(label, f"pwbench-{self.tag}-{label}", generate_private_key(os.urandom))
-            for label in ("a", "b")
-        }
-        self.workdir: Path | None = None
-        self.namespaces: list[str] = []
-        self.names: list[str] = []
         self.engines: list[Engine] = []
-        self.processes: list[subprocess.Popen[bytes]] = []
         self._count = 0
-
-    # ---- network
-
-    def make_network(self) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"pwbench-{self.tag}-"))  # mode 0700
-        for side in self.sides.values():
-            self.namespaces.append(side.netns)
-            run(["ip", "netns", "add", side.netns], f"creating network namespace {side.netns}")
-            run(["ip", "-n", side.netns, "link", "set", "lo", "up"], f"bringing up lo in {side.netns}")
-        a, b = self.sides["a"], self.sides["b"]
-        veth = ["ip", "link", "add", "veth0", "netns", a.netns, "type", "veth"]
-        run([*veth, "peer", "name", "veth0", "netns", b.netns], "creating the veth pair")
-        for side in (a, b):
-            address = f"{UNDERLAY[side.label]}/24"
-            run(["ip", "-n", side.netns, "addr", "add", address, "dev", "veth0"], f"adding {address}")
-            run(["ip", "-n", side.netns, "link", "set", "veth0", "up"], f"bringing up veth0 in {side.netns}")
-
-    def peer_of(self, side: Side) -> Side:
-        return self.sides["b" if side.label == "a" else "a"]
 
     def new_name(self, side: Side) -> str:
         self._count += 1
@@ -357,7 +219,7 @@ class Bench:
         self.engines.append(engine)
         self.wait_for_uapi(engine)
         if kind == "go":
-            self.configure_wireguard_go(engine)
+            self.configure_go_engine(engine)
         return engine
 
     def launch_pywg(self, side: Side, kind: str) -> Engine:
@@ -365,13 +227,13 @@ class Bench:
         peer = self.peer_of(side)
         name = self.new_name(side)
         config = {
-            "address": [f"{INNER[side.label]}/24"],
+            "address": [f"{side.inner[0]}/24"],
             "privateKey": encode_key(side.private_key),
             "listenPort": WG_PORT,
             "mtu": WG_MTU,
             "peers": [
                 {
-                    "endpoint": f"{UNDERLAY[peer.label]}:{WG_PORT}",
+                    "endpoint": f"{peer.underlay}:{WG_PORT}",
                     "publicKey": encode_key(peer.public_key),
                     "allowedIPs": [INNER_NETWORK],
                 }
@@ -381,49 +243,23 @@ class Bench:
         env = child_env({"PYWG_NO_EXT": "1"}) if kind == "pywg-py" else child_env(drop=["PYWG_NO_EXT"])
         argv = [sys.executable, "-m", "pywg", "up", str(path), "--name", name, "--interface", name]
         log = self.workdir / f"{name}.log"
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                side.exec_argv([*argv, "--foreground"]),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # Ctrl-C is ours to handle: we stop it ourselves
-            )
-        self.processes.append(process)
+        process = self.spawn(side, [*argv, "--foreground"], log, env)
         return Engine(kind, side, name, process, log)
 
     def launch_wireguard_go(self, side: Side) -> Engine:
         assert self.workdir is not None
         name = self.new_name(side)
         log = self.workdir / f"{name}.log"
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                side.exec_argv(["wireguard-go", "-f", name]),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=child_env(),
-                start_new_session=True,
-            )
-        self.processes.append(process)
+        process = self.spawn(side, ["wireguard-go", "-f", name], log, child_env())
         return Engine("go", side, name, process, log)
 
-    def configure_wireguard_go(self, engine: Engine) -> None:
+    def configure_go_engine(self, engine: Engine) -> None:
         """`wg setconf` from a 0600 file, then the MTU, the address and the link up with `ip`."""
-        assert self.workdir is not None
         side, name = engine.side, engine.name
-        peer = self.peer_of(side)
-        ini = (
-            f"[Interface]\nPrivateKey = {encode_key(side.private_key)}\nListenPort = {WG_PORT}\n\n"
-            f"[Peer]\nPublicKey = {encode_key(peer.public_key)}\n"
-            f"AllowedIPs = {INNER_NETWORK}\nEndpoint = {UNDERLAY[peer.label]}:{WG_PORT}\n"
-        )
-        path = write_secret(self.workdir / f"{name}.conf", ini)
-        run(side.exec_argv(["wg", "setconf", name, str(path)]), f"wg setconf {name}")
+        self.configure_wireguard_go(side, name, WG_PORT, [INNER_NETWORK])
         ip = ["ip", "-n", side.netns]
         run([*ip, "link", "set", name, "mtu", str(WG_MTU), "up"], f"bringing up {name}")
-        run([*ip, "addr", "add", f"{INNER[side.label]}/24", "dev", name], f"adding an address to {name}")
+        run([*ip, "addr", "add", f"{side.inner[0]}/24", "dev", name], f"adding an address to {name}")
 
     def wait_for_uapi(self, engine: Engine) -> None:
         """Until the UAPI socket accepts and the interface exists (so the process is ready)."""
@@ -434,7 +270,7 @@ class Bench:
             if socket_accepts(path) and self.has_link(engine.side, engine.name):
                 return
             if time.monotonic() > deadline:
-                raise BenchFailed(f"{engine.kind} {engine.name} was not ready within {START_DEADLINE:.0f} s")
+                raise LabFailed(f"{engine.kind} {engine.name} was not ready within {START_DEADLINE:.0f} s")
             time.sleep(0.05)
 
     def has_link(self, side: Side, name: str) -> bool:
@@ -452,11 +288,6 @@ class Bench:
             attempt(["ip", "-n", engine.side.netns, "link", "del", "dev", engine.name], timeout=5)
         self.forget(engine.name)
 
-    def forget(self, name: str) -> None:
-        (WG_SOCKET_DIR / f"{name}.sock").unlink(missing_ok=True)
-        for suffix in (".json", ".log"):
-            (PYWG_STATE_DIR / f"{name}{suffix}").unlink(missing_ok=True)
-
     # ---- traffic
 
     def wait_for_handshake(self, source: Side, address: str) -> None:
@@ -469,7 +300,7 @@ class Bench:
             if done is not None and done.returncode == 0:
                 return
             if time.monotonic() - started > HANDSHAKE_DEADLINE:
-                raise BenchFailed(f"no ping reply from {address} within {HANDSHAKE_DEADLINE:.0f} s")
+                raise LabFailed(f"no ping reply from {address} within {HANDSHAKE_DEADLINE:.0f} s")
             time.sleep(0.1)
 
     def ping_median_ms(self, source: Side, address: str) -> float | None:
@@ -495,7 +326,7 @@ class Bench:
         )
         self.processes.append(process)
         try:
-            self.wait_for_listener(server, process)
+            self.wait_for_listener(server, process, IPERF_PORT, "iperf3")
             client = self.peer_of(server)
             argv = ["iperf3", "-c", address, "-p", str(IPERF_PORT), "-t", f"{self.seconds:g}", "-J"]
             argv += ["--connect-timeout", "5000", *args]
@@ -506,28 +337,15 @@ class Bench:
             stop_process(process, timeout=2.0)
             self.processes.remove(process)
         if done is None:
-            raise BenchFailed(f"iperf3 {' '.join(args)} did not finish within {self.seconds + 30:.0f} s")
+            raise LabFailed(f"iperf3 {' '.join(args)} did not finish within {self.seconds + 30:.0f} s")
         try:
             report = json.loads(done.stdout)
         except ValueError:
-            raise BenchFailed(f"iperf3 {' '.join(args)}: {last_line(done.stderr or done.stdout)}") from None
+            raise LabFailed(f"iperf3 {' '.join(args)}: {last_line(done.stderr or done.stdout)}") from None
         if not isinstance(report, dict) or report.get("error") or done.returncode != 0:
             error = report.get("error") if isinstance(report, dict) else None
-            raise BenchFailed(f"iperf3 {' '.join(args)}: {error or f'exit status {done.returncode}'}")
+            raise LabFailed(f"iperf3 {' '.join(args)}: {error or f'exit status {done.returncode}'}")
         return report, {label: round(after[label] - before[label], 3) for label in after}
-
-    def wait_for_listener(self, side: Side, process: subprocess.Popen[bytes]) -> None:
-        argv = side.exec_argv(["ss", "-Hltn", f"sport = :{IPERF_PORT}"])
-        deadline = time.monotonic() + 5.0
-        while True:
-            done = attempt(argv, timeout=5)
-            if done is not None and done.stdout.strip():
-                return
-            if process.poll() is not None:
-                raise BenchFailed(f"the iperf3 server exited with status {process.returncode}")
-            if time.monotonic() > deadline:
-                raise BenchFailed("the iperf3 server did not listen within 5 s")
-            time.sleep(0.05)
 
     def tcp(self, server: Side, address: str, args: Sequence[str]) -> Transfer:
         report, cpu = self.iperf(server, address, args)
@@ -562,10 +380,10 @@ class Bench:
             if case.a is not None and case.b is not None:
                 engines.append(self.start(case.a, a))
                 engines.append(self.start(case.b, b))
-                self.wait_for_handshake(a, INNER["b"])
-                self.wait_for_handshake(b, INNER["a"])
+                self.wait_for_handshake(a, b.inner[0])
+                self.wait_for_handshake(b, a.inner[0])
                 values["idle_rss_mb"] = {e.side.label: status_kb(e.pid, "VmRSS") / 1024 for e in engines}
-            target = INNER["b"] if engines else UNDERLAY["b"]
+            target = b.inner[0] if engines else b.underlay
             values["rtt_ms"] = self.ping_median_ms(a, target)
             transfers: dict[str, Transfer] = {}
             steps: list[tuple[str, Callable[[], Transfer]]] = [
@@ -576,7 +394,7 @@ class Bench:
                 time.sleep(SETTLE)
                 try:
                     transfers[key] = step()
-                except BenchFailed as error:
+                except LabFailed as error:
                     values["errors"].append(f"{key}: {error}")
                 except (KeyError, TypeError, ValueError) as error:  # an iperf3 report without a figure
                     values["errors"].append(f"{key}: iperf3 report without {error}")
@@ -592,7 +410,7 @@ class Bench:
                     )
             if engines:
                 values["rss_total_mb"] = sum(values[f"rss_{e.side.label}_mb"] for e in engines)
-        except BenchFailed as error:
+        except LabFailed as error:
             values["errors"].append(str(error))
         except OSError as error:  # /proc of a tunnel process that just died
             values["errors"].append(f"reading {error.filename}: {error.strerror}")
@@ -611,38 +429,8 @@ class Bench:
     # ---- cleanup
 
     def cleanup(self) -> list[str]:
-        """Remove everything this run made, whatever state it is in; return what could not be removed."""
-        problems: list[str] = []
-        for process in list(self.processes):
-            stop_process(process)
-        self.processes.clear()
         self.engines.clear()
-        pids: list[int] = []
-        for _ in range(20):  # anything of ours still running
-            pids = pids_with_argument(self.names)
-            if not pids:
-                break
-            for pid in pids:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.1)
-        else:
-            problems.append(f"processes {pids} would not stop")
-        for netns in self.namespaces:
-            done = attempt(["ip", "netns", "pids", netns], timeout=5)
-            for pid in done.stdout.split() if done else []:
-                with contextlib.suppress(OSError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-            attempt(["ip", "netns", "delete", netns], timeout=10)
-            if (NETNS_DIR / netns).exists():
-                problems.append(f"network namespace {netns} could not be deleted")
-        for name in self.names:
-            self.forget(name)
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            if self.workdir.exists():
-                problems.append(f"{self.workdir} could not be removed")
-        return problems
+        return super().cleanup()
 
 
 def log_complaints(log: Path, limit: int = 5) -> list[str]:
@@ -986,21 +774,6 @@ def load_average() -> list[float]:
 # main
 
 
-def raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def cleanup_uninterrupted(bench: Bench) -> list[str]:
-    """Cleanup with Ctrl-C and SIGTERM held off, so a second Ctrl-C cannot leave half of it behind."""
-    handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        say("cleaning up ...")
-        return bench.cleanup()
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Throughput, packet rate, RTT, memory and CPU: pywg against wireguard-go over veth.",
@@ -1074,8 +847,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench.make_network()
             run_rounds(bench, args.case_list, args.rounds, raw)
         finally:
-            problems = cleanup_uninterrupted(bench)
-    except BenchFailed as error:
+            problems = cleanup_uninterrupted(bench, say)
+    except LabFailed as error:
         failure, status = str(error), 1
     except KeyboardInterrupt:
         failure, status = "interrupted; partial results", 130

@@ -5,35 +5,45 @@ pair, runs `pywg up` in both, pings through the tunnel both ways over IPv4 and I
 both ends and measures TCP throughput with iperf3; then it replaces one end with Debian's wireguard-go and
 does it again. Every name it makes carries a random tag (namespaces `pywgdemo-<tag>-a/b`, interfaces and
 UAPI names `pywg-a-<tag>`, `pywg-b-<tag>`, `wggo-b-<tag>`: /var/run/wireguard is shared by all
-namespaces), every command runs with a time bound, and `NetnsDemo.cleanup` removes what was made, also
-after a failure, Ctrl-C or SIGTERM. Keys are generated here and reach pywg and wg only through 0600 files
-in a 0700 temporary directory.
+namespaces), every command runs with a time bound, and the lab (pywg/runtime/lab.py) removes what was
+made, also after a failure, Ctrl-C or SIGTERM. Keys are generated here and reach pywg and wg only
+through 0600 files in a 0700 temporary directory.
 
 The in-memory demo (`run_local_demo`) needs no root: two devices in one process on the real clock.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
-from pathlib import Path
 
 from pywg.device import Device, HandshakeCompleted
-from pywg.keys import encode_key, generate_private_key, public_key_for
-from pywg.runtime.daemon import STATE_DIR
+from pywg.keys import encode_key, generate_private_key
+from pywg.runtime.lab import (
+    WG_SOCKET_DIR,
+    Lab,
+    LabFailed,
+    Side,
+    attempt,
+    child_env,
+    cleanup_uninterrupted,
+    last_line,
+    raise_interrupt,
+    run,
+    stop_process,
+    why,
+    write_secret,
+)
 from pywg.runtime.system import SystemClock, system_rng
 
 
@@ -108,7 +118,6 @@ def run_local_demo(packets: int = 2000) -> int:
 # The real thing: two network namespaces, pywg against pywg, then pywg against wireguard-go
 
 UNDERLAY = {"a": "192.168.77.1", "b": "192.168.77.2"}
-UNDERLAY_PREFIX = 24
 INNER = {"a": ("10.77.0.1", "fd77::1"), "b": ("10.77.0.2", "fd77::2")}
 INNER_NETWORKS = ("10.77.0.0/24", "fd77::/64")
 WG_PORT = 51820
@@ -117,129 +126,15 @@ IPERF_PORT = 5201
 IPERF_SECONDS = 3
 PING_DEADLINE = 12.0  # the first handshake, and one retry after REKEY_TIMEOUT if a message was lost
 TOOLS = ("ip", "ping", "wg", "wireguard-go", "iperf3", "ss")
-WG_SOCKET_DIR = Path("/var/run/wireguard")
-NETNS_DIR = Path("/run/netns")
 INDENT = "   "
-
-
-class DemoFailed(Exception):
-    """A step failed: one line for the user."""
 
 
 def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
-def _child_env() -> dict[str, str]:
-    """Our environment, with this pywg importable by `python -m pywg` wherever we run from."""
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    env["LOG_LEVEL"] = "error"  # wireguard-go
-    return env
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "no output"
-
-
-def _why(done: subprocess.CompletedProcess[str]) -> str:
-    """The last line a failed command printed, from stderr if there is any."""
-    return _last_line(done.stderr if done.stderr.strip() else done.stdout)
-
-
-def _run(argv: Sequence[str], what: str, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
-    """Run a command with a time bound; raise DemoFailed (naming `what`) if it fails or hangs."""
-    try:
-        done = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=_child_env(),
-        )
-    except subprocess.TimeoutExpired:
-        raise DemoFailed(f"{what} failed: no answer within {timeout:.0f} s") from None
-    except OSError as error:
-        raise DemoFailed(f"{what} failed: {argv[0]}: {error.strerror or error}") from None
-    if done.returncode != 0:
-        raise DemoFailed(f"{what} failed: {_why(done)}")
-    return done
-
-
-def _try(argv: Sequence[str], timeout: float = 10.0) -> subprocess.CompletedProcess[str] | None:
-    """Run a command with a time bound; None if it could not run or timed out."""
-    try:
-        return subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, env=_child_env()
-        )
-    except (subprocess.TimeoutExpired, OSError):
-        return None
-
-
-def _write_secret(path: Path, text: str) -> Path:
-    """A file only root can read: keys reach pywg and wg through these, never argv or environment."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(text)
-    return path
-
-
-def _stop_process(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        process.terminate()
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout)
-
-
-def _pids_with_argument(names: Iterable[str]) -> list[int]:
-    """Processes with one of `names` (unique to this run) as a whole command-line argument."""
-    wanted = {name.encode() for name in names}
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if wanted.intersection(argv):
-            found.append(int(entry.name))
-    return found
-
-
-@dataclass
-class Side:
-    """One end of the tunnel: a network namespace and the WireGuard device running in it."""
-
-    label: str  # "a" or "b"
-    netns: str
-    private_key: bytes
-
-    @property
-    def public_key(self) -> bytes:
-        return public_key_for(self.private_key)
-
-    @property
-    def underlay(self) -> str:
-        return UNDERLAY[self.label]
-
-    @property
-    def inner(self) -> tuple[str, str]:
-        return INNER[self.label]
-
-
 def _pywg_down_argv(side: Side, name: str) -> list[str]:
-    return ["ip", "netns", "exec", side.netns, sys.executable, "-m", "pywg", "down", name]
+    return side.exec_argv([sys.executable, "-m", "pywg", "down", name])
 
 
 @dataclass
@@ -247,26 +142,16 @@ class Results:
     throughput: dict[str, float] = field(default_factory=dict)  # pair -> Mbit/s
 
 
-class NetnsDemo:
-    """Everything the demo makes is recorded as it is made, so `cleanup` can undo exactly that."""
+class NetnsDemo(Lab):
+    """The demo's story, told in a `Lab`; `cleanup` also takes the `pywg up` daemons down."""
 
     def __init__(self) -> None:
-        self.tag = secrets.token_hex(3)
-        self.sides = {
-            label: Side(label, f"pywgdemo-{self.tag}-{label}", generate_private_key(os.urandom))
-            for label in ("a", "b")
-        }
+        super().__init__("pywgdemo", UNDERLAY, INNER)
         self.pywg_name = {label: f"pywg-{label}-{self.tag}" for label in self.sides}  # <= 15 chars
         self.go_name = f"wggo-b-{self.tag}"
-        self.workdir: Path | None = None
-        self.namespaces: list[str] = []
+        self.names += [*self.pywg_name.values(), self.go_name]
         self.pywg_started: list[Side] = []
-        self.processes: list[subprocess.Popen[bytes]] = []
         self.results = Results()
-
-    @property
-    def names(self) -> list[str]:
-        return [*self.pywg_name.values(), self.go_name]
 
     # ---- the story
 
@@ -296,7 +181,7 @@ class NetnsDemo:
             f"{INDENT}b's pywg makes way for wireguard-go with the same key and port; a's pywg keeps running"
         )
         self.pywg_down(b)
-        self.wireguard_go_up(b, a)
+        self.wireguard_go_up(b)
         # b's wireguard-go has no session yet and a still holds the old one: b starts the handshake.
         self.ping_all([(b, a), (a, b)], "pywg <-> wireguard-go")
         self.wg_show(a, self.pywg_name["a"])
@@ -304,26 +189,7 @@ class NetnsDemo:
         self.throughput(a, b, "pywg <-> wireguard-go", "pywg <-> wireguard-go")
         _say()
 
-    # ---- the network
-
-    def make_network(self) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"pywgdemo-{self.tag}-"))  # mode 0700
-        for side in self.sides.values():
-            self.namespaces.append(side.netns)
-            _run(["ip", "netns", "add", side.netns], f"creating network namespace {side.netns}")
-            _run(["ip", "-n", side.netns, "link", "set", "lo", "up"], f"bringing up lo in {side.netns}")
-        a, b = self.sides["a"], self.sides["b"]
-        veth = ["ip", "link", "add", "veth0", "netns", a.netns, "type", "veth"]
-        _run([*veth, "peer", "name", "veth0", "netns", b.netns], "creating the veth pair")
-        for side in (a, b):
-            address = f"{side.underlay}/{UNDERLAY_PREFIX}"
-            _run(["ip", "-n", side.netns, "addr", "add", address, "dev", "veth0"], f"adding {address}")
-            _run(["ip", "-n", side.netns, "link", "set", "veth0", "up"], f"bringing up veth0 in {side.netns}")
-
     # ---- the devices
-
-    def peer_of(self, side: Side) -> Side:
-        return self.sides["b" if side.label == "a" else "a"]
 
     def pywg_up(self, side: Side) -> None:
         assert self.workdir is not None
@@ -341,56 +207,40 @@ class NetnsDemo:
             ],
         }
         name = self.pywg_name[side.label]
-        path = _write_secret(self.workdir / f"{name}.json", json.dumps(config, indent=2))
+        path = write_secret(self.workdir / f"{name}.json", json.dumps(config, indent=2))
         self.pywg_started.append(side)
         # Inside the namespace, not `--netns`: that moves only the TUN there, and the UDP socket stays
         # where pywg starts (WireGuard's "birthplace" namespace); here both belong in the namespace.
-        argv = ["ip", "netns", "exec", side.netns, sys.executable, "-m", "pywg", "up", str(path)]
-        _run([*argv, "--name", name, "--interface", name], f"pywg up in {side.netns}", timeout=20)
+        argv = side.exec_argv([sys.executable, "-m", "pywg", "up", str(path)])
+        run([*argv, "--name", name, "--interface", name], f"pywg up in {side.netns}", timeout=20)
         _say(f"{INDENT}pywg up {name} in namespace {side.label}: ready")
 
     def pywg_down(self, side: Side) -> None:
         name = self.pywg_name[side.label]
         self.pywg_started.remove(side)
-        _run(_pywg_down_argv(side, name), f"pywg down {name}", timeout=20)
+        run(_pywg_down_argv(side, name), f"pywg down {name}", timeout=20)
         _say(f"{INDENT}pywg down {name} in namespace {side.label}: stopped")
 
-    def wireguard_go_up(self, side: Side, peer: Side) -> None:
+    def wireguard_go_up(self, side: Side) -> None:
         assert self.workdir is not None
         name = self.go_name
-        with open(self.workdir / f"{name}.log", "wb") as log:
-            process = subprocess.Popen(
-                ["ip", "netns", "exec", side.netns, "wireguard-go", "-f", name],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=_child_env(),
-                start_new_session=True,  # Ctrl-C is ours to handle: we stop it in cleanup
-            )
-        self.processes.append(process)
+        log = self.workdir / f"{name}.log"
+        process = self.spawn(side, ["wireguard-go", "-f", name], log, child_env())
         deadline = time.monotonic() + 10.0
-        uapi_socket = WG_SOCKET_DIR / f"{name}.sock"
-        while not uapi_socket.exists():
+        while not (WG_SOCKET_DIR / f"{name}.sock").exists():
             if process.poll() is not None:
-                text = (self.workdir / f"{name}.log").read_text(errors="replace")
-                raise DemoFailed(f"wireguard-go exited with status {process.returncode}: {_last_line(text)}")
+                text = log.read_text(errors="replace")
+                raise LabFailed(f"wireguard-go exited with status {process.returncode}: {last_line(text)}")
             if time.monotonic() > deadline:
-                raise DemoFailed("wireguard-go did not create its UAPI socket within 10 s")
+                raise LabFailed("wireguard-go did not create its UAPI socket within 10 s")
             time.sleep(0.05)
-        ini = (
-            f"[Interface]\nPrivateKey = {encode_key(side.private_key)}\nListenPort = {WG_PORT}\n\n"
-            f"[Peer]\nPublicKey = {encode_key(peer.public_key)}\n"
-            f"AllowedIPs = {', '.join(INNER_NETWORKS)}\nEndpoint = {peer.underlay}:{WG_PORT}\n"
-        )
-        path = _write_secret(self.workdir / f"{name}.conf", ini)
-        exec_in = ["ip", "netns", "exec", side.netns]
-        _run([*exec_in, "wg", "setconf", name, str(path)], f"wg setconf {name}")
+        self.configure_wireguard_go(side, name, WG_PORT, INNER_NETWORKS)
         ip = ["ip", "-n", side.netns]
-        _run([*ip, "link", "set", name, "mtu", str(WG_MTU), "up"], f"bringing up {name}")
-        _run([*ip, "addr", "add", f"{side.inner[0]}/32", "dev", name], f"adding {side.inner[0]} to {name}")
-        _run([*ip, "addr", "add", f"{side.inner[1]}/128", "dev", name, "nodad"], f"adding {side.inner[1]}")
+        run([*ip, "link", "set", name, "mtu", str(WG_MTU), "up"], f"bringing up {name}")
+        run([*ip, "addr", "add", f"{side.inner[0]}/32", "dev", name], f"adding {side.inner[0]} to {name}")
+        run([*ip, "addr", "add", f"{side.inner[1]}/128", "dev", name, "nodad"], f"adding {side.inner[1]}")
         for network in INNER_NETWORKS:
-            _run([*ip, "route", "add", network, "dev", name], f"adding the route {network} via {name}")
+            run([*ip, "route", "add", network, "dev", name], f"adding the route {network} via {name}")
         _say(f"{INDENT}wireguard-go {name} in namespace {side.label}: ready (wg setconf, then ip addr/route)")
 
     # ---- traffic
@@ -405,13 +255,13 @@ class NetnsDemo:
     def ping(self, source: Side, target: Side, address: str, tunnel: str, first: bool) -> None:
         """Ping until the first reply (the handshake happens on the way), within PING_DEADLINE."""
         started = time.monotonic()
-        argv = ["ip", "netns", "exec", source.netns, "ping", "-n", "-c", "1", "-W", "1", address]
+        argv = source.exec_argv(["ping", "-n", "-c", "1", "-W", "1", address])
         while True:
-            done = _try(argv, timeout=5)
+            done = attempt(argv, timeout=5)
             if done is not None and done.returncode == 0:
                 break
             if time.monotonic() - started > PING_DEADLINE:
-                raise DemoFailed(
+                raise LabFailed(
                     f"ping through the {tunnel} tunnel failed: no reply from {address} "
                     f"({source.label} -> {target.label}) within {PING_DEADLINE:.0f} s"
                 )
@@ -426,89 +276,39 @@ class NetnsDemo:
         _say(f"{INDENT}ping {source.label} -> {target.label} {address:<10} ok, {detail}")
 
     def wg_show(self, side: Side, name: str) -> None:
-        done = _run(["ip", "netns", "exec", side.netns, "wg", "show", name], f"wg show {name}")
+        done = run(side.exec_argv(["wg", "show", name]), f"wg show {name}")
         _say(f"{INDENT}wg show {name} (namespace {side.label}):")
         for line in done.stdout.rstrip().splitlines():
             _say(f"{INDENT}  {line}" if line.strip() else "")
 
     def throughput(self, client: Side, server: Side, pair: str, tunnel: str) -> None:
         """iperf3 -t 3, TCP, one stream, from `client` to `server` through the tunnel."""
+        assert self.workdir is not None
         what = f"the throughput test through the {tunnel} tunnel"
-        process = subprocess.Popen(
-            ["ip", "netns", "exec", server.netns, "iperf3", "-s", "-1", "-p", str(IPERF_PORT)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=_child_env(),
-            start_new_session=True,
-        )
-        self.processes.append(process)
-        self._wait_for_listener(server, process, what)
+        iperf_server = ["iperf3", "-s", "-1", "-p", str(IPERF_PORT)]
+        process = self.spawn(server, iperf_server, self.workdir / "iperf3.log", child_env())
+        self.wait_for_listener(server, process, IPERF_PORT, what)
         address = server.inner[0]
-        argv = ["ip", "netns", "exec", client.netns, "iperf3", "-c", address, "-p", str(IPERF_PORT)]
-        done = _try([*argv, "-t", str(IPERF_SECONDS), "-P", "1", "-J"], timeout=IPERF_SECONDS + 15)
-        _stop_process(process)
+        argv = client.exec_argv(["iperf3", "-c", address, "-p", str(IPERF_PORT)])
+        done = attempt([*argv, "-t", str(IPERF_SECONDS), "-P", "1", "-J"], timeout=IPERF_SECONDS + 15)
+        stop_process(process)
         self.processes.remove(process)
         if done is None:
-            raise DemoFailed(f"{what} failed: iperf3 did not finish within {IPERF_SECONDS + 15} s")
+            raise LabFailed(f"{what} failed: iperf3 did not finish within {IPERF_SECONDS + 15} s")
         mbits = _received_mbits(done)
         if isinstance(mbits, str):
-            raise DemoFailed(f"{what} failed: {mbits}")
+            raise LabFailed(f"{what} failed: {mbits}")
         self.results.throughput[pair] = mbits
         how = f"{address}, TCP, one stream, {IPERF_SECONDS} s"
         _say(f"{INDENT}iperf3 {client.label} -> {server.label} ({how}): {mbits:.0f} Mbit/s")
 
-    def _wait_for_listener(self, side: Side, process: subprocess.Popen[bytes], what: str) -> None:
-        argv = ["ip", "netns", "exec", side.netns, "ss", "-Hltn", f"sport = :{IPERF_PORT}"]
-        deadline = time.monotonic() + 5.0
-        while True:
-            done = _try(argv, timeout=5)
-            if done is not None and done.stdout.strip():
-                return
-            if process.poll() is not None:
-                raise DemoFailed(f"{what} failed: the iperf3 server exited with status {process.returncode}")
-            if time.monotonic() > deadline:
-                raise DemoFailed(f"{what} failed: the iperf3 server did not listen within 5 s")
-            time.sleep(0.05)
-
     # ---- cleanup
 
     def cleanup(self) -> list[str]:
-        """Remove everything this run made, whatever state it is in; return what could not be removed."""
-        problems: list[str] = []
-        for process in self.processes:
-            _stop_process(process)
+        """Stop the `pywg up` daemons the way a user would, then remove everything else made."""
         for side in self.pywg_started:
-            name = self.pywg_name[side.label]
-            _try(_pywg_down_argv(side, name), timeout=20)
-        # Anything of ours still running (a `pywg up` interrupted while it daemonized, say).
-        for _ in range(20):
-            pids = _pids_with_argument(self.names)
-            if not pids:
-                break
-            for pid in pids:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.1)
-        else:
-            problems.append(f"processes {pids} would not stop")
-        for netns in self.namespaces:
-            done = _try(["ip", "netns", "pids", netns], timeout=5)
-            for pid in done.stdout.split() if done else []:
-                with contextlib.suppress(OSError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-            _try(["ip", "netns", "delete", netns], timeout=10)
-            if (NETNS_DIR / netns).exists():
-                problems.append(f"network namespace {netns} could not be deleted")
-        for name in self.names:
-            (WG_SOCKET_DIR / f"{name}.sock").unlink(missing_ok=True)
-            for suffix in (".json", ".log"):
-                (STATE_DIR / f"{name}{suffix}").unlink(missing_ok=True)
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            if self.workdir.exists():
-                problems.append(f"{self.workdir} could not be removed")
-        return problems
+            attempt(_pywg_down_argv(side, self.pywg_name[side.label]), timeout=20)
+        return super().cleanup()
 
 
 def _received_mbits(done: subprocess.CompletedProcess[str]) -> float | str:
@@ -516,7 +316,7 @@ def _received_mbits(done: subprocess.CompletedProcess[str]) -> float | str:
     try:
         report = json.loads(done.stdout)
     except ValueError:
-        return _why(done)
+        return why(done)
     if not isinstance(report, dict):
         return "iperf3 printed no report"
     if report.get("error") or done.returncode != 0:
@@ -526,10 +326,6 @@ def _received_mbits(done: subprocess.CompletedProcess[str]) -> float | str:
     except (KeyError, TypeError, ValueError):
         return "iperf3 reported no throughput"
     return mbits if mbits > 0 else "no data got through"
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def run_netns_demo() -> int:
@@ -547,15 +343,15 @@ def run_netns_demo() -> int:
         return 1
     started = time.monotonic()
     demo = NetnsDemo()
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
     failure, status = "", 0
     problems: list[str] = []
     try:
         try:
             demo.run()
         finally:
-            problems = _cleanup_uninterrupted(demo)
-    except DemoFailed as error:
+            problems = cleanup_uninterrupted(demo, _say)
+    except LabFailed as error:
         failure, status = str(error), 1
     except KeyboardInterrupt:
         failure, status = "interrupted" if problems else "interrupted; everything it made is removed", 130
@@ -572,15 +368,3 @@ def run_netns_demo() -> int:
     rates = ", ".join(f"{pair} {mbits:.0f} Mbit/s" for pair, mbits in demo.results.throughput.items())
     _say(f"Done in {seconds:.0f} s: {rates}. Nothing is left behind.")
     return status
-
-
-def _cleanup_uninterrupted(demo: NetnsDemo) -> list[str]:
-    """Cleanup with Ctrl-C and SIGTERM held off, so a second Ctrl-C cannot leave half of it behind."""
-    handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with contextlib.suppress(OSError):  # stdout may be a closed pipe by now
-            _say("Cleaning up ...")
-        return demo.cleanup()
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
