@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from pyroute2 import IPRoute
 
+from pywg.runtime.daemon import State
 from pywg.runtime.netconfig import (
     IPv6UnavailableError,
     LinkNotFoundError,
@@ -553,3 +554,15 @@ def test_netconfig_from_a_running_event_loop(netns: str, tuns: Callable[..., Tun
 
     assert asyncio.run(main())
     assert ip_network("10.1.2.0/24") in {r.dst for r in list_routes(netns, IFNAME)}
+
+
+def test_state_files_tighten_modes_left_by_an_older_run(tmp_path: Path) -> None:
+    state_dir = tmp_path / "pywg"
+    state_dir.mkdir(mode=0o755)
+    os.chmod(state_dir, 0o755)
+    stale = state_dir / "wg0.json"
+    stale.write_text("{}")
+    os.chmod(stale, 0o644)
+    State("wg0", "wg0", None, os.getpid(), None).save(state_dir)
+    assert stat.S_IMODE(state_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(stale.stat().st_mode) == 0o600

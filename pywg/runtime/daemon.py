@@ -70,13 +70,20 @@ def _read_all(fd: int) -> str:
     return b"".join(chunks).decode(errors="replace").strip()
 
 
+def private_dir(path: Path) -> None:
+    """`path` as a directory only root can enter, also when it existed with a looser mode."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
 def _redirect_stdio(log_path: Path | None) -> None:
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     target = null
     if log_path is not None:
-        log_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        target = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        private_dir(log_path.parent)
+        target = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
+        os.fchmod(target, 0o600)  # a log left by an older run keeps its mode otherwise
     os.dup2(target, 1)
     os.dup2(target, 2)
     for fd in {null, target}:
@@ -95,9 +102,10 @@ class State:
     config: str | None
 
     def save(self, state_dir: Path = STATE_DIR) -> Path:
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(state_dir)
         path = state_dir / f"{self.name}.json"
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        os.fchmod(descriptor, 0o600)
         with os.fdopen(descriptor, "w") as handle:
             json.dump(asdict(self), handle)
         return path
