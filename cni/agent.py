@@ -12,25 +12,30 @@ Protocol. A unix stream socket, mode 0600 (root only); one JSON object per line 
 any number of requests per connection, answered in order. Every reply has `ok`; a failed operation
 has `{"ok": false, "code": <CNI error code, cni/spec.py>, "msg": "<one line>"}`.
 
-* `{"op": "add", "container_id", "ifname", "netns", "pod": "ns/name", "config": "<config JSON>"}`
-  creates a persistent TUN `ifname` in `netns` with the MTU, every address and a route for every
-  allowed-IPs prefix; UDP sockets in the agent's namespace (listenPort, or a free port); the UAPI
-  socket /var/run/wireguard/<name>.sock (name = "cni" + 12 hex digits of
-  sha256("<container_id>/<ifname>"), so `wg show <name>` works); then runs its engine. Reply:
-  `{"ok": true, "name", "listen_port", "interface", "netns", "mtu", "public_key", "addresses": [...],
-  "routes": [...], "warnings": [...]}`. All or nothing: a failed add leaves no link, socket or state.
-  A private key already used by another attachment of this node is refused, naming that pod.
+* `{"op": "add", "container_id", "ifname", "netns", "pod": "ns/name", "config": "<config JSON>",
+  "mode"?: "auto" | "kernel" | "userspace"}`. Userspace: creates a persistent TUN `ifname` in `netns`
+  with the MTU, every address and a route for every allowed-IPs prefix; UDP sockets in the agent's
+  namespace (listenPort, or a free port); the UAPI socket /var/run/wireguard/<name>.sock (name = "cni"
+  + 12 hex digits of sha256("<container_id>/<ifname>"), so `wg show <name>` works); then runs its
+  engine. Kernel: a WireGuard link made and configured in the agent's namespace (so its UDP socket is
+  there), moved into `netns` as `ifname`, with the same MTU, addresses and routes (cni/kernel.py).
+  auto (the default) is kernel when this kernel can make a WireGuard link (probed once), else
+  userspace; kernel on a kernel without WireGuard is refused. Reply: `{"ok": true, "name", "mode",
+  "listen_port", "interface", "netns", "mtu", "public_key", "addresses": [...], "routes": [...],
+  "warnings": [...]}`. All or nothing: a failed add leaves no link, socket or state. A private key
+  already used by another attachment of this node is refused, naming that pod.
 * `{"op": "del", "container_id", "ifname", "netns"?}`: stop the engine, delete the link (when its
   namespace still exists), remove the UAPI socket and the state. Succeeds when there is nothing to
   remove (repeated DEL, namespace gone, DEL after a failed ADD). Reply `{"ok": true, "removed": bool}`.
 * `{"op": "check", "container_id", "ifname", "netns"}` → `{"ok": bool, "problems": [...]}`: the engine
-  runs and serves this config (key, peers, allowed IPs); the link exists, is up and has carrier; the
-  addresses and routes are there.
+  runs and serves this config (key, peers, allowed IPs; in kernel mode, the WireGuard link has them);
+  the link exists, is up and has carrier; the addresses and routes are there.
 * `{"op": "gc", "valid": [{"containerID", "ifname"}, ...]}` removes every other attachment; it goes
   on past errors: `{"ok": bool, "removed": [names], "errors": [...]}` (+ code and msg when not ok).
-* `{"op": "status"}` → `{"ok": true, "tunnels": <running engines>, "attachments": n, "pid": <agent>}`.
-* `{"op": "list"}` → `{"ok": true, "attachments": [{"container_id", "ifname", "pod", "name", "netns",
-  "listen_port", "running"}]}`.
+* `{"op": "status"}` → `{"ok": true, "tunnels": <running engines>, "kernel_links": n, "attachments": n,
+  "pid": <agent>}`.
+* `{"op": "list"}` → `{"ok": true, "attachments": [{"container_id", "ifname", "pod", "name", "mode",
+  "netns", "listen_port", "running"}]}`; a kernel attachment is always `running` (the kernel runs it).
 * `{"op": "cni", "env": {"CNI_COMMAND": ..., ...}, "stdin": "<network config>"}` runs the CNI plugin
   (cni/plugin.py) for the compiled entrypoint (cni/entrypoint.c), which runtimes execute on nodes
   without Python: `{"ok": true, "status": <exit status>, "stdout": "<what to print>"}`. stdin's bytes
@@ -51,8 +56,10 @@ private key. It is written (marked incomplete) before anything is created and co
 replies ok; del removes it. On start the agent re-attaches every attachment whose namespace still
 exists (same namespace, by inode): it re-opens the persistent TUN, whose addresses and routes are still
 there, and rebuilds the device from the stored config on the stored UDP port; sessions re-handshake
-on the next packet. Attachments whose namespace is gone, and incomplete ones, are removed. SIGTERM stops
-the agent but keeps the tunnels' links and state, so an upgrade or a restart resumes them. An engine
+on the next packet. Attachments whose namespace is gone, and incomplete ones, are removed. A kernel
+attachment needs nothing re-attached: its link lives in the Pod's namespace by itself; an incomplete
+one's link is deleted wherever it got to (the state holds its temporary name). SIGTERM stops the
+agent but keeps the tunnels' links and state, so an upgrade or a restart resumes them. An engine
 that stops on its own (its namespace or link deleted, its UAPI socket removed) is torn down; its
 attachment stays, reported by check, until del or gc.
 
@@ -89,13 +96,14 @@ from typing import Any, TypeVar
 import uvloop
 from pyroute2 import IPRoute
 
-from cni import plugin
+from cni import kernel, plugin
 from cni.spec import (
     DECODING_FAILURE,
     INTERNAL,
     INVALID_ENVIRONMENT,
     INVALID_NETNS,
     INVALID_NETWORK_CONFIG,
+    IO_FAILURE,
     UNSUPPORTED_FIELD,
 )
 from pywg.config import ConfigError, InterfaceConfig, parse_config, to_json
@@ -122,6 +130,7 @@ RESTART_BACKOFF_MIN = 0.05
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
 CNI_WORKERS = 16  # concurrent `cni` ops; each mostly waits for its own add/del on the socket
+KERNEL, USERSPACE = "kernel", "userspace"
 
 _CONTAINER_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
 _log = logging.getLogger("pywg-cni-agent")
@@ -156,6 +165,8 @@ class Attachment:
     pod: str
     cfg: InterfaceConfig
     endpoints: list[Endpoint | None]
+    mode: str = USERSPACE
+    link: str = ""  # kernel mode: the link's name in the agent's namespace until it moves to the Pod
     listen_port: int | None = None
     complete: bool = False
     routes: list[Network] = field(default_factory=list)
@@ -176,6 +187,8 @@ class Attachment:
 
     @property
     def running(self) -> bool:
+        if self.mode == KERNEL:
+            return self.complete  # the kernel forwards by itself; check inspects the link
         return self.tunnel is not None and self.task is not None and not self.task.done()
 
     def state(self) -> dict[str, Any]:
@@ -187,6 +200,8 @@ class Attachment:
             "netns_id": list(self.netns_id),
             "pod": self.pod,
             "complete": self.complete,
+            "mode": self.mode,
+            "link": self.link,
             "listen_port": self.listen_port,
             "endpoints": [list(e) if e is not None else None for e in self.endpoints],
             "config": to_json(self.cfg),
@@ -211,6 +226,8 @@ class Attachment:
             pod=str(doc.get("pod") or ""),
             cfg=cfg,
             endpoints=endpoints,
+            mode=KERNEL if doc.get("mode") == KERNEL else USERSPACE,
+            link=str(doc.get("link") or ""),
             listen_port=int(port) if port else None,
             complete=bool(doc.get("complete")),
         )
@@ -226,6 +243,16 @@ class StateStore:
         return self.dir / f"{name}.json"
 
     def save(self, att: Attachment) -> None:
+        # A full or read-only state dir is the node's fault, not a bug: CNI code 5 naming the file
+        # and the reason, instead of "internal error" and a traceback.
+        try:
+            self._write(att)
+        except OSError as error:
+            raise OpError(
+                IO_FAILURE, f"cannot write the state file {self.path(att.name)}: {error.strerror or error}"
+            ) from None
+
+    def _write(self, att: Attachment) -> None:
         final = self.path(att.name)
         temporary = self.dir / f".{att.name}.tmp"
         temporary.unlink(missing_ok=True)
@@ -241,8 +268,14 @@ class StateStore:
             raise
 
     def remove(self, name: str) -> None:
-        self.path(name).unlink(missing_ok=True)
-        (self.dir / f".{name}.tmp").unlink(missing_ok=True)
+        for path in (self.path(name), self.dir / f".{name}.tmp"):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as error:  # EROFS even when there is nothing to remove
+                if os.path.lexists(path):  # as in save: code 5, and the DEL can be retried
+                    raise OpError(
+                        IO_FAILURE, f"cannot remove the state file {path}: {error.strerror or error}"
+                    ) from None
 
     def load(self) -> list[Attachment]:
         found = []
@@ -253,11 +286,13 @@ class StateStore:
                     raise ValueError("its name does not match its container id and interface")
             except (OSError, ValueError, KeyError, TypeError, ConfigError) as error:
                 _log.error("removing unreadable state file %s: %s", path.name, type(error).__name__)
-                path.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # a read-only state dir: the agent must start still
+                    path.unlink(missing_ok=True)
                 continue
             found.append(att)
         for stale in self.dir.glob(".cni*.tmp"):
-            stale.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                stale.unlink(missing_ok=True)
         return found
 
 
@@ -298,12 +333,16 @@ def _open_udp_and_device(att: Attachment, tun: Tun) -> Tunnel:
         return tunnel_on_tun(att.cfg, tun, att.name, att.endpoints, att.routes, listen_port=0)
 
 
-def build_new(att: Attachment) -> Tunnel:
-    """Create the persistent TUN and everything else; on failure remove all of it and raise."""
+def _prepare_new(att: Attachment) -> None:
     att.endpoints = resolve_endpoints(att.cfg)
     att.routes = allowed_routes(att.cfg)
     if netconfig.link_exists(att.netns, att.ifname):
         raise OpError(INTERNAL, f"interface {att.ifname} already exists in network namespace {att.netns}")
+
+
+def build_new(att: Attachment) -> Tunnel:
+    """Create the persistent TUN and everything else; on failure remove all of it and raise."""
+    _prepare_new(att)
     try:
         tun = open_tun(att.ifname, att.netns, persist=True)
     except NamespaceNotFoundError as error:
@@ -340,6 +379,37 @@ def build_again(att: Attachment) -> Tunnel:
     except BaseException:
         tun.delete() if fresh else tun.close()
         raise
+
+
+def build_kernel(att: Attachment) -> None:
+    """Kernel mode: the WireGuard link (cni/kernel.py), then MTU, addresses and routes as for a TUN;
+    on failure the link is deleted and the error raised."""
+    _prepare_new(att)
+    kernel.create(att.cfg, att.endpoints, att.link, att.netns, att.ifname)
+    try:
+        _configure(att)
+        att.listen_port = kernel.listen_port(att.netns, att.ifname)
+    except BaseException as error:
+        kernel.delete(att.netns, att.ifname)
+        if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:  # the link binds it when up
+            raise OpError(
+                INTERNAL, f"listenPort {att.cfg.listen_port} is already in use on the node"
+            ) from None
+        raise
+
+
+def remove_kernel_link(att: Attachment) -> bool:
+    """Kernel mode: delete the link in the Pod (while `netns` still names its namespace), and one an
+    interrupted add left under its temporary name, here or in the Pod."""
+    removed = bool(att.link) and kernel.remove_temporary(att.link)
+    if _netns_present(att):
+        for name in {att.ifname, att.link} - {""}:
+            removed = kernel.delete(att.netns, name) or removed
+    return removed
+
+
+def kernel_problems(att: Attachment) -> list[str]:
+    return kernel.problems(att.cfg, att.netns, att.ifname) if _netns_present(att) else []
 
 
 def remove_leftover_link(netns: str, netns_id: tuple[int, int] | None, ifname: str) -> bool:
@@ -470,9 +540,11 @@ class Agent:
         if own:
             raise OpError(INVALID_NETNS, f"{netns_spec} is the node agent's own network namespace")
         att = Attachment(cid, ifname, netns, netns_id, pod, cfg, [None] * len(cfg.peers))
+        att.mode = await self.pick_mode(request.get("mode"))
+        att.link = kernel.temporary_name() if att.mode == KERNEL else ""
         self.store.save(att)  # incomplete: a crash from here on is cleaned up at the next start
         try:
-            att.tunnel = await self.blocking(lambda: build_new(att))
+            await self.build(att)
         except BaseException as error:
             self.store.remove(att.name)
             if isinstance(error, ConfigError | netconfig.IPv6UnavailableError):
@@ -480,17 +552,21 @@ class Agent:
             if isinstance(error, SetupError | OSError):
                 raise OpError(INTERNAL, str(error)) from None
             raise
-        att.listen_port = att.tunnel.udp.port
         att.complete = True
         try:
             self.store.save(att)
-            await self.start_engine(att)
+            if att.mode == USERSPACE:
+                await self.start_engine(att)
         except BaseException:
-            await self.stop_engine(att, delete_link=True)
+            if att.mode == KERNEL:
+                await self.blocking(lambda: remove_kernel_link(att))
+            else:
+                await self.stop_engine(att, delete_link=True)
             self.store.remove(att.name)
             raise
         self.attachments[att.key] = att
-        _log.info("added %s: %s in %s for pod %s, UDP port %d", att.name, ifname, netns, pod, att.listen_port)
+        what = (att.name, ifname, att.mode, netns, pod, att.listen_port)
+        _log.info("added %s: %s (%s) in %s for pod %s, UDP port %s", *what)
         warnings = list(cfg.warnings)
         warnings += [
             f"route {r} already goes elsewhere in the pod; added through {ifname} with metric "
@@ -501,6 +577,7 @@ class Agent:
         return {
             "ok": True,
             "name": att.name,
+            "mode": att.mode,
             "listen_port": att.listen_port,
             "interface": ifname,
             "netns": netns,
@@ -510,6 +587,32 @@ class Agent:
             "routes": [str(r) for r in att.routes if str(r) not in att.skipped],
             "warnings": warnings,
         }
+
+    async def pick_mode(self, requested: Any) -> str:
+        """kernel or userspace for the request's `mode`; auto is kernel where the node can make a
+        WireGuard link (probed once), else userspace."""
+        requested = requested or "auto"
+        if requested not in plugin.MODES:
+            choices = ", ".join(plugin.MODES)
+            raise OpError(UNSUPPORTED_FIELD, f"mode: {str(requested)[:40]!r} is not one of {choices}")
+        if requested == USERSPACE:
+            return USERSPACE
+        why = await self.blocking(kernel.missing)
+        if why is None:
+            return KERNEL
+        if requested == KERNEL:
+            raise OpError(
+                UNSUPPORTED_FIELD,
+                f'mode "kernel": {why}; use "mode": "userspace", or "auto" to use the kernel where it can',
+            )
+        return USERSPACE
+
+    async def build(self, att: Attachment) -> None:
+        if att.mode == KERNEL:
+            await self.blocking(lambda: build_kernel(att))
+            return
+        att.tunnel = await self.blocking(lambda: build_new(att))
+        att.listen_port = att.tunnel.udp.port
 
     async def op_del(self, request: dict[str, Any]) -> dict[str, Any]:
         cid, ifname = _attachment_key(request)
@@ -539,9 +642,12 @@ class Agent:
                     problems.append(f"{ifname} was added in another network namespace than {netns_spec}")
             except OSError as error:
                 problems.append(str(error))
-        problems += self.engine_problems(att)
+        if att.mode == USERSPACE:
+            problems += self.engine_problems(att)
         try:
             problems += await self.blocking(lambda: link_problems(att))
+            if att.mode == KERNEL:
+                problems += await self.blocking(lambda: kernel_problems(att))
         except OSError as error:
             problems.append(f"cannot inspect {ifname} in {att.netns}: {error}")
         return {"ok": not problems, "problems": problems}
@@ -608,8 +714,15 @@ class Agent:
         return {"ok": True, "status": status, "stdout": "" if output is None else json.dumps(output) + "\n"}
 
     def op_status(self) -> dict[str, Any]:
-        running = sum(1 for att in self.attachments.values() if att.running)
-        return {"ok": True, "tunnels": running, "attachments": len(self.attachments), "pid": os.getpid()}
+        running = sum(1 for att in self.attachments.values() if att.mode == USERSPACE and att.running)
+        links = sum(1 for att in self.attachments.values() if att.mode == KERNEL)
+        return {
+            "ok": True,
+            "tunnels": running,
+            "kernel_links": links,
+            "attachments": len(self.attachments),
+            "pid": os.getpid(),
+        }
 
     def op_list(self) -> dict[str, Any]:
         return {
@@ -620,6 +733,7 @@ class Agent:
                     "ifname": att.ifname,
                     "pod": att.pod,
                     "name": att.name,
+                    "mode": att.mode,
                     "netns": att.netns,
                     "listen_port": att.listen_port,
                     "running": att.running,
@@ -694,7 +808,9 @@ class Agent:
         """del: engine, link, UAPI socket, state, in that order; missing pieces are fine."""
         had_tunnel = att.tunnel is not None
         await self.stop_engine(att, delete_link=True)
-        if not had_tunnel:  # a dead engine or a failed re-attach may have left the link
+        if att.mode == KERNEL:
+            await self.blocking(lambda: remove_kernel_link(att))
+        elif not had_tunnel:  # a dead engine or a failed re-attach may have left the link
             await self.blocking(lambda: remove_leftover_link(att.netns, att.netns_id, att.ifname))
         _remove_stale_uapi(att.name)
         self.store.remove(att.name)
@@ -707,23 +823,36 @@ class Agent:
         """Re-attach what the state dir lists; clean up what can no longer be served."""
         async with self.lock:
             for att in self.store.load():
-                await self.restore_one(att)
+                try:
+                    await self.restore_one(att)
+                except OpError as error:  # its state file cannot go (a read-only state dir): serve the rest
+                    _log.error("%s (pod %s): %s", att.name, att.pod, error.msg)
 
     async def restore_one(self, att: Attachment) -> None:
         present = _netns_present(att)
         if not present or not att.complete:
             why = "its network namespace is gone" if not present else "its add never completed"
             _log.info("cleaning up %s (pod %s): %s", att.name, att.pod, why)
-            if present:
+            if att.mode == KERNEL:
+                await self.blocking(lambda: remove_kernel_link(att))
+            elif present:
                 await self.blocking(lambda: remove_leftover_link(att.netns, att.netns_id, att.ifname))
             _remove_stale_uapi(att.name)
             self.store.remove(att.name)
             return
         self.attachments[att.key] = att
+        if att.mode == KERNEL:  # the link lives in the Pod by itself: nothing to re-attach
+            _log.info(
+                "kept %s: kernel WireGuard %s in %s for pod %s", att.name, att.ifname, att.netns, att.pod
+            )
+            return
         try:
             att.tunnel = await self.blocking(lambda: build_again(att))
             att.listen_port = att.tunnel.udp.port
-            self.store.save(att)
+            try:
+                self.store.save(att)
+            except OpError as error:  # a full or read-only state dir must not keep the tunnel down
+                _log.warning("%s: %s; its state file stays as it was", att.name, error.msg)
             await self.start_engine(att)
         except Exception as error:
             att.dead_reason = f"re-attaching after a restart failed: {error}"
@@ -759,7 +888,8 @@ def link_problems(att: Attachment) -> list[str]:
     if not flags & IFF_UP:
         problems.append(f"{att.ifname} is down")
     elif not flags & IFF_LOWER_UP:
-        problems.append(f"{att.ifname} has no carrier: no engine is attached to its TUN")
+        why = ": no engine is attached to its TUN" if att.mode == USERSPACE else ""
+        problems.append(f"{att.ifname} has no carrier{why}")
     for address in att.cfg.addresses:
         if str(address) not in addresses:
             problems.append(f"{att.ifname} lacks address {address}")
@@ -793,7 +923,7 @@ def _with_agent_socket(stdin: bytes, path: Path) -> bytes:
     (the plugin reports it). Blank stdin is the empty config, as the plugin reads it."""
     try:
         config = json.loads(stdin.decode("utf-8")) if stdin.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply
         return stdin
     if not isinstance(config, dict):
         return stdin
@@ -860,7 +990,7 @@ async def serve(agent: Agent, sock_path: Path) -> int:
             while line := await reader.readline():
                 try:
                     request = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):  # not JSON, or nested too deeply
                     reply = _error(DECODING_FAILURE, "a request must be one JSON object on one line")
                 else:
                     reply = await agent.handle(request)
@@ -890,7 +1020,9 @@ async def serve(agent: Agent, sock_path: Path) -> int:
 
 
 def _lock(state_dir: Path) -> int | None:
-    fd = os.open(state_dir / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    # Read-only: flock needs no write access, and a file open for writing would keep the state dir's
+    # filesystem from being remounted read-only, or the agent from starting on one.
+    fd = os.open(state_dir / "agent.lock", os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

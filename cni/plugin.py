@@ -20,6 +20,7 @@ from typing import Any
 
 from cni import agent_client, k8s
 from cni.spec import (
+    DECODING_FAILURE,
     INTERNAL,
     INVALID_NETWORK_CONFIG,
     NOT_AVAILABLE,
@@ -92,8 +93,7 @@ def wireguard_config(request: Request, conf: NetConf) -> InterfaceConfig | None:
     try:
         client = _api_client(conf.kubeconfig)
         pod = client.get_pod(namespace, name)
-        annotations = (pod.get("metadata") or {}).get("annotations") or {}
-        secret_name = annotations.get(ANNOTATION)
+        secret_name = _secret_name(pod, f"{namespace}/{name}")
         if not secret_name:
             if conf.prev_result is not None:
                 return None
@@ -106,6 +106,15 @@ def wireguard_config(request: Request, conf: NetConf) -> InterfaceConfig | None:
     except k8s.KubernetesError as error:
         raise CniError(error.cni_code, str(error)) from None
     return _parse(text, f"secret {namespace}/{secret_name}")
+
+
+def _secret_name(pod: dict[str, Any], pod_name: str) -> str:
+    """The Secret the Pod's annotation names, "" if none."""
+    metadata = pod.get("metadata") or {}
+    annotations = (metadata.get("annotations") or {}) if isinstance(metadata, dict) else None
+    if not isinstance(annotations, dict) or not isinstance(annotations.get(ANNOTATION, ""), str):
+        raise CniError(DECODING_FAILURE, f"the API server sent pod {pod_name} with annotations not all text")
+    return annotations.get(ANNOTATION) or ""
 
 
 def _api_client(kubeconfig: str) -> k8s.ApiClient:
@@ -148,7 +157,8 @@ def cmd_add(request: Request, conf: NetConf) -> dict[str, Any]:
     if cfg is None:
         assert conf.prev_result is not None
         return conf.prev_result.render(request.cni_version)
-    reply = _agent(conf, "add", _attachment(request) | {"pod": _pod(request), "config": to_json(cfg)})
+    payload = {"pod": _pod(request), "config": to_json(cfg), "mode": conf.mode}
+    reply = _agent(conf, "add", _attachment(request) | payload)
     return build_result(request, conf, cfg, int(reply.get("mtu") or cfg.mtu or 1420)).render(
         request.cni_version
     )
@@ -176,7 +186,8 @@ def cmd_check(request: Request, conf: NetConf) -> None:
 
 
 def cmd_status(conf: NetConf) -> None:
-    if not TUN_DEVICE.exists() and not os.access(TUN_DEVICE.parent, os.W_OK):
+    tun_needed = conf.mode != "kernel"  # kernel WireGuard links need no TUN
+    if tun_needed and not TUN_DEVICE.exists() and not os.access(TUN_DEVICE.parent, os.W_OK):
         raise CniError(NOT_AVAILABLE, f"{TUN_DEVICE} is missing and cannot be created: no userspace tunnels")
     try:
         agent_client.ensure_agent(conf.agent_socket)
