@@ -34,6 +34,7 @@ import shutil
 import socket
 import ssl
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,8 @@ def parse_yaml(text: str, *, typed: bool = True) -> Any:
             return json.loads(text)
         except json.JSONDecodeError as error:
             raise YamlError(error.lineno, f"invalid JSON: {error.msg}") from None
+        except (RecursionError, ValueError):  # too deep, or a number with more digits than int() takes
+            raise YamlError(1, "invalid JSON: nested too deeply or a number too long") from None
     return _YamlParser(text, typed).document()
 
 
@@ -398,7 +401,7 @@ class _YamlParser:
         for candidate in candidates:
             try:
                 return json.loads(candidate)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # not JSON, too deep, a number too long
                 continue
         raise YamlError(i + 1, "flow collections must be written as JSON (or use block style)")
 
@@ -797,12 +800,25 @@ class ApiClient:
                 raise _Timeout("connect") from None
             assert conn.sock is not None
             conn.sock.settimeout(self.read_timeout)
+            # The socket timeout bounds each recv only: a server trickling its answer a byte at a
+            # time would hold the ADD as long as it liked. The whole answer gets read_timeout too.
+            expired = threading.Event()
+            timer = threading.Timer(self.read_timeout, _cut, (conn.sock, expired))
+            timer.start()
             try:
                 conn.request("GET", path, headers=dict(headers))
                 response = conn.getresponse()
                 body = response.read(MAX_BODY + 1)
             except TimeoutError:
                 raise _Timeout("read") from None
+            except (OSError, http.client.HTTPException):
+                if expired.is_set():
+                    raise _Timeout("read") from None
+                raise
+            finally:
+                timer.cancel()
+            if expired.is_set():
+                raise _Timeout("read")
             if len(body) > MAX_BODY:
                 raise KubernetesError(
                     DECODING_FAILURE, f"the API server {self.server} answered GET {path} with over 16 MiB"
@@ -834,7 +850,7 @@ class ApiClient:
     def _json(self, body: bytes, path: str) -> Any:
         try:
             return json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, too deep, a number too long
             raise KubernetesError(
                 DECODING_FAILURE,
                 f"the API server {self.server} answered GET {path} with something that is not JSON: is "
@@ -850,6 +866,13 @@ class ApiClient:
             if len(secret) >= 8:
                 text = text.replace(secret, "<redacted>")
         return text
+
+
+def _cut(sock: socket.socket, expired: threading.Event) -> None:
+    """In a timer thread: end a read that took too long (the blocked recv sees end of file)."""
+    expired.set()
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the fd itself, not SSLSocket's unwrap
 
 
 class _Timeout(Exception):
@@ -905,7 +928,7 @@ def _clip(text: str, limit: int = 300) -> str:
 def _status_object(body: bytes) -> dict[str, Any]:
     try:
         obj = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, too deep, a number too long
         return {}
     if isinstance(obj, dict) and obj.get("kind") == "Status":
         details = obj.get("details")
@@ -1203,7 +1226,12 @@ class _Kubeconfig:
             return self.fail(f"{where} is not valid base64", DECODING_FAILURE)
 
     def resolve(self, name: str) -> Path:
-        path = Path(name).expanduser()
+        if "\0" in name:
+            self.fail(f"names a file {name!r} with a NUL character in it")
+        try:
+            path = Path(name).expanduser()
+        except RuntimeError:  # ~user of an unknown user
+            return self.fail(f"names a file {name!r} in the home directory of an unknown user")
         return path if path.is_absolute() else self.base / path
 
 

@@ -197,6 +197,7 @@ class FakeKubernetes:
     drop_with_reset: bool = False  # RST right after accept; else read the request, then close (FIN)
     dropped: int = 0
     failures: list[int] = field(default_factory=list)  # HTTP codes to answer the next requests with
+    trickle: dict[str, float] = field(default_factory=dict)  # resource -> seconds between body bytes
     seen: list[Seen] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -553,7 +554,7 @@ class FakeKubernetes:
                 404, _status(404, "NotFound", f'{resource} "{name}" not found', resource, name)
             )
             return
-        handler.send_json(200, obj)
+        handler.send_json(200, obj, trickle=self.trickle.get(resource, 0.0), stop=self._stop)
 
     def _reset_now(self) -> bool:
         with self._lock:
@@ -660,7 +661,15 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def send_json(self, code: int, obj: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> None:
+    def send_json(
+        self,
+        code: int,
+        obj: Mapping[str, Any],
+        headers: Mapping[str, str] | None = None,
+        trickle: float = 0.0,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Answer `obj`; with `trickle`, its body one byte every `trickle` seconds (until `stop`)."""
         body = json.dumps(obj).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
@@ -669,8 +678,18 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.end_headers()
-        self.wfile.write(body)
         self.close_connection = True
+        if not trickle:
+            self.wfile.write(body)
+            return
+        for index in range(len(body)):
+            if stop is not None and stop.wait(trickle):
+                return
+            try:
+                self.wfile.write(body[index : index + 1])
+                self.wfile.flush()
+            except OSError:  # the client gave up
+                return
 
     def send_status(self, code: int, status: Mapping[str, Any], retry_after: int | None = None) -> None:
         self.send_json(code, status, {"Retry-After": str(retry_after)} if retry_after else None)
