@@ -1,5 +1,10 @@
 """Talking to the pywg node agent (cni/agent.py), and starting it when a node has no DaemonSet for it.
 
+    python -m cni.agent_client [--socket PATH] [--json] status|list
+
+prints the agent's status, or its attachments as a table (`--json`: the agent's reply as it came).
+Exit status 0, EXIT_NOT_RUNNING when nothing serves the socket, 1 for any other failure.
+
 `call` sends one request line and reads one reply line. `ensure_agent` starts
 `python -m cni.agent --supervise` detached (its own session, stdin from /dev/null, stdout and stderr
 to a 0600 log file, no inherited fds, CNI_* variables dropped) when the socket does not answer, and
@@ -9,6 +14,7 @@ multus-daemon pod's cgroup and PID namespace and dies with it; there the agent b
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import json
@@ -17,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +35,8 @@ DEFAULT_TIMEOUT = 60.0  # an add may wait behind other adds
 START_TIMEOUT = 20.0
 PROBE_TIMEOUT = 2.0
 MAX_REPLY = 1 << 20
+EXIT_NOT_RUNNING = 3
+CLI_TIMEOUT = 10.0
 
 
 class AgentError(Exception):
@@ -166,3 +175,73 @@ def _log_tail(log: Path, lines: int = 5) -> str:
     except OSError:
         return "(no log)"
     return " | ".join(text[-lines:]) or "(empty log)"
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+def format_status(reply: dict[str, Any], socket_path: Path) -> str:
+    parts = [f"{reply['tunnels']} userspace tunnel(s) running"]
+    if reply.get("kernel_links"):
+        parts.append(f"{reply['kernel_links']} kernel interface(s)")
+    head = f"node agent pid {reply['pid']} on {socket_path}: {reply['attachments']} attachment(s)"
+    return f"{head}; {', '.join(parts)}"
+
+
+def format_list(attachments: list[dict[str, Any]]) -> str:
+    """One row per attachment; the container ID cut to 12 characters, as crictl shows it."""
+    if not attachments:
+        return "no attachments"
+    headers = ("NAME", "POD", "IFNAME", "MODE", "PORT", "RUNNING", "CONTAINER", "NETNS")
+    rows = [
+        (
+            str(att["name"]),
+            str(att["pod"] or "-"),
+            str(att["ifname"]),
+            str(att.get("mode", "userspace")),
+            str(att["listen_port"] or "-"),
+            "yes" if att["running"] else "no",
+            str(att["container_id"])[:12],
+            str(att["netns"]),
+        )
+        for att in attachments
+    ]
+    widths = [max(len(row[i]) for row in (headers, *rows)) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in (headers, *rows)
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m cni.agent_client", description="Ask the pywg node agent."
+    )
+    parser.add_argument(
+        "command", choices=("status", "list"), help="status: the agent; list: its attachments"
+    )
+    parser.add_argument("--socket", type=Path, default=DEFAULT_SOCKET, help=f"default: {DEFAULT_SOCKET}")
+    parser.add_argument("--json", action="store_true", help="print the agent's reply as JSON")
+    args = parser.parse_args(argv)
+    try:
+        reply = call(args.command, socket_path=args.socket, timeout=CLI_TIMEOUT)
+    except AgentNotRunning as error:
+        print(f"agent_client: {error}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    except AgentError as error:
+        print(f"agent_client: {error}", file=sys.stderr)
+        return 1
+    if not reply.get("ok"):
+        print(f"agent_client: the agent refused {args.command}: {reply.get('msg', reply)}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(reply, indent=2))
+    elif args.command == "status":
+        print(format_status(reply, args.socket))
+    else:
+        print(format_list(reply["attachments"]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

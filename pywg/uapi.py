@@ -158,11 +158,14 @@ def handle_request(device: Device, request: bytes | str, hooks: UapiHooks | None
 
 
 def _stats(device: Device) -> bytes:
-    """pywg's own operation (`pywg stats`): datagrams and packets dropped, by reason.
+    """pywg's own operation (`pywg stats`): datagrams and packets dropped, by reason, then the
+    number of live session indices and keypairs (for leak checks, benchmarks/soak.py).
 
     wg never sends it; it answers in the same key=value form as get.
     """
     lines = [f"drop_{reason}={count}\n" for reason, count in sorted(device.drops.items())]
+    keypairs = sum(len(peer.keypairs.all()) for peer in device.peers.values())
+    lines.append(f"indices={len(device.indices)}\nkeypairs={keypairs}\n")
     return ("".join(lines) + "errno=0\n\n").encode()
 
 
@@ -515,9 +518,10 @@ def _endpoint(value: str) -> Endpoint:
     return _address_text(address), port
 
 
-# What an interface name or index can look like (Linux dev_valid_name, IFNAMSIZ): nothing
-# that would make the "[address%zone]:port" text ambiguous to wg's parser.
-_ZONE = re.compile(r"[^\s\[\]/:%=]{1,15}", re.ASCII)
+# What an interface name or index can look like (Linux dev_valid_name, IFNAMSIZ): printable
+# ASCII (get answers in ASCII), and nothing that would make the "[address%zone]:port" text
+# ambiguous to wg's parser.
+_ZONE = re.compile(r"(?:(?![\[\]/:%=])[!-~]){1,15}")
 
 
 def _address_text(address: IPv4Address | IPv6Address) -> str:

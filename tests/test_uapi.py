@@ -1168,8 +1168,8 @@ def test_differential_against_wireguard_go() -> None:
 
 def test_stats_operation_reports_drops() -> None:
     device = new_device()
-    assert handle_request(device, b"stats=1\n\n") == b"errno=0\n\n"
+    assert handle_request(device, b"stats=1\n\n") == b"indices=0\nkeypairs=0\nerrno=0\n\n"
     device.receive_datagram(b"\x09\x00\x00\x00", ("192.0.2.1", 1))
     device.receive_datagram(b"short", ("192.0.2.1", 1))
-    assert handle_request(device, b"stats=1\n\n") == b"drop_malformed=2\nerrno=0\n\n"
+    assert handle_request(device, b"stats=1\n\n") == b"drop_malformed=2\nindices=0\nkeypairs=0\nerrno=0\n\n"
     assert handle_request(device, b"stats=1\nx=1\n\n") == EINVAL
