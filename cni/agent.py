@@ -5,7 +5,8 @@
 One uvloop loop runs one pywg Engine per attachment (a Pod's `net1`), so tunnels outlive the CNI
 plugin process and whatever ran it (kubelet's runtime, the Multus thick-mode daemon), and idle tunnels
 cost a few hundred kilobytes each instead of a process each. With `--supervise` a small supervisor
-runs the agent as a child and restarts it at once (backoff capped at 1 s) whenever it dies; in
+runs the agent as a child and restarts it at once (backoff capped at 1 s) whenever it dies (it execs
+cni/supervisor.py, a bare interpreter, so it costs ~15 MB instead of a second agent's ~45 MB); in
 Kubernetes the DaemonSet does the same.
 
 Protocol. A unix stream socket, mode 0600 (root only); one JSON object per line in, one per line out,
@@ -82,10 +83,7 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import sys
-import threading
-import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -106,6 +104,7 @@ from cni.spec import (
     IO_FAILURE,
     UNSUPPORTED_FIELD,
 )
+from cni.supervisor import EXIT_ALREADY_RUNNING
 from pywg.config import ConfigError, InterfaceConfig, parse_config, to_json
 from pywg.constants import DEFAULT_MTU
 from pywg.endpoint import Endpoint
@@ -122,11 +121,6 @@ SHADOWED_METRIC = 4096
 STATE_VERSION = 1
 MAX_REQUEST = 1 << 20
 READY_TIMEOUT = 10.0
-EXIT_ALREADY_RUNNING = 3  # another agent serves this state dir or socket: the supervisor gives up
-EXIT_USAGE = 2
-RESTART_BACKOFF_MAX = 1.0
-STABLE_RUN = 1.0  # a worker that ran this long is restarted at once; quicker deaths back off
-RESTART_BACKOFF_MIN = 0.05
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
 CNI_WORKERS = 16  # concurrent `cni` ops; each mostly waits for its own add/del on the socket
@@ -1051,53 +1045,6 @@ def run_agent(state_dir: Path, sock_path: Path) -> int:
         os.close(lock)
 
 
-# --- the supervisor --------------------------------------------------------------------------
-
-
-def supervise(worker_argv: list[str]) -> int:
-    """Run the agent as a child and restart it whenever it dies, until SIGTERM or SIGINT."""
-    stopping = threading.Event()
-    child: subprocess.Popen[bytes] | None = None
-
-    def on_signal(signum: int, _frame: object) -> None:
-        stopping.set()
-        if child is not None and child.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                child.send_signal(signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_signal)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    command = [sys.executable, "-m", "cni.agent", *worker_argv]
-    quick_deaths = 0
-    while not stopping.is_set():
-        started = time.monotonic()
-        child = subprocess.Popen(command, stdin=subprocess.DEVNULL)
-        if stopping.is_set():  # the signal came before `child` was set
-            child.terminate()
-        _log.info("supervisor %d: agent worker %d started", os.getpid(), child.pid)
-        status = child.wait()
-        if stopping.is_set():
-            break
-        if status in (EXIT_ALREADY_RUNNING, EXIT_USAGE):
-            _log.error("agent worker exited with status %d; not restarting it", status)
-            return status
-        quick_deaths = 0 if time.monotonic() - started >= STABLE_RUN else quick_deaths + 1
-        # at once after a good run or a first quick death; then 0.05 s, 0.1 s, ... up to 1 s
-        delay = 0.0
-        if quick_deaths > 1:
-            delay = min(RESTART_BACKOFF_MAX, RESTART_BACKOFF_MIN * 2 ** (quick_deaths - 2))
-        _log.warning("agent worker %d exited with status %d; restarting in %.2f s", child.pid, status, delay)
-        stopping.wait(delay)
-    if child is not None and child.poll() is None:
-        try:
-            child.wait(30)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cni.agent", description=__doc__.split("\n\n")[0])
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
@@ -1111,8 +1058,10 @@ def main(argv: list[str] | None = None) -> int:
     state_dir = args.state_dir.absolute()
     sock_path = (args.socket or state_dir / "agent.sock").absolute()
     if args.supervise:
+        # The supervisor needs none of what this module imports: exec it afresh, so that the
+        # process that stays beside the worker is a bare interpreter (~10 MB, not ~45 MB).
         worker = ["--state-dir", str(state_dir), "--socket", str(sock_path), "--log-level", args.log_level]
-        return supervise(worker)
+        os.execv(sys.executable, [sys.executable, "-m", "cni.supervisor", *worker])
     return run_agent(state_dir, sock_path)
 
 

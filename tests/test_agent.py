@@ -398,6 +398,18 @@ def test_twenty_idle_tunnels_in_one_agent(lab: Lab) -> None:
 # --- restarts -------------------------------------------------------------------------------------
 
 
+def test_the_supervisor_is_a_bare_interpreter(lab: Lab) -> None:
+    """The process kept beside the worker has exec'd cni.supervisor and loaded no engine modules."""
+    assert lab.agent.process is not None
+    supervisor = lab.agent.process.pid
+    argv = Path(f"/proc/{supervisor}/cmdline").read_bytes().split(b"\0")
+    assert b"cni.supervisor" in argv
+    maps = Path(f"/proc/{supervisor}/maps").read_text()
+    assert "uvloop" not in maps and "_hotpath" not in maps and "_cffi_backend" not in maps
+    worker = lab.agent.worker_pid()
+    print(f"\nsupervisor RSS {rss_kib(supervisor) / 1024:.1f} MiB, worker {rss_kib(worker) / 1024:.1f} MiB")
+
+
 def test_restart_resumes_live_pods_and_cleans_up_gone_ones(lab: Lab) -> None:
     live = lab.pod("pod-live", ["10.99.0.2/32"], ["10.99.0.1/32"])
     gone = lab.pod("pod-gone", ["10.99.0.3/32"], ["10.99.0.1/32"])
