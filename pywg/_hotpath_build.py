@@ -2,7 +2,8 @@
 
 setup.py names it in `cffi_modules`, so `pip install -e .` compiles it (it needs gcc, the Python
 headers and libssl-dev). `python pywg/_hotpath_build.py` compiles it in place by hand. The C lives
-beside this file in hotpath.c/hotpath.h; pywg/hotpath.py is the Python side.
+beside this file: hotpath.c/hotpath.h (sealing, opening) and offload.c/offload.h (TUN offloads);
+pywg/hotpath.py and pywg/runtime/tun_offload.py are the Python side.
 """
 
 from __future__ import annotations
@@ -68,16 +69,50 @@ int wg_replay_validate(wg_replay *replay, uint64_t counter);
 void wg_replay_reset(wg_replay *replay);
 
 const char *wg_crypto_version(void);
+
+#define WG_VNET_HDR_LEN ...
+#define WG_MAX_IP_PACKET ...
+#define WG_MAX_FRAME ...
+#define WG_SPLIT_MALFORMED ...
+#define WG_MERGE_TCP ...
+#define WG_MERGE_UDP ...
+#define WG_VNET_GSO_TCPV4 ...
+#define WG_VNET_GSO_TCPV6 ...
+#define WG_VNET_GSO_UDP_L4 ...
+
+typedef struct {
+    uint32_t length;
+    uint32_t emitted;
+    uint64_t malformed;
+    uint64_t superframes;
+    ...;
+} wg_tun_reader;
+
+typedef struct {
+    uint32_t head;
+    uint32_t next;
+    ...;
+} wg_gro_slot;
+
+long wg_tun_split(const uint8_t *frame, uint32_t length, uint32_t first, uint8_t *out, size_t out_size,
+                  size_t *position, uint32_t *out_off, uint32_t *out_len, size_t slots, int *done);
+long wg_tun_read(wg_tun_reader *reader, int fd, uint8_t *out, size_t out_size, uint32_t *out_off,
+                 uint32_t *out_len, size_t slots, int *error);
+long wg_tun_coalesce(const uint8_t *in, const uint32_t *in_off, const uint32_t *in_len, size_t n, int merge,
+                     wg_gro_slot *slots, uint8_t *out, size_t out_size, uint32_t *out_off, uint32_t *out_len,
+                     uint32_t *frame_of);
+long wg_tun_write(int fd, const uint8_t *buf, const uint32_t *off, const uint32_t *len, size_t n, int *error,
+                  uint32_t *lost);
 """
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "pywg._hotpath",
-    '#include "hotpath.h"',
-    sources=[str(HERE / "hotpath.c")],
+    '#include "hotpath.h"\n#include "offload.h"',
+    sources=[str(HERE / "hotpath.c"), str(HERE / "offload.c")],
     include_dirs=[str(HERE)],
-    depends=[str(HERE / "hotpath.h")],
+    depends=[str(HERE / "hotpath.h"), str(HERE / "offload.h")],
     libraries=["crypto"],
     extra_compile_args=["-O2", "-Wall", "-Wextra"],
 )

@@ -150,6 +150,12 @@ def _require() -> tuple[Any, Any]:
     return _ffi, _lib
 
 
+def extension() -> tuple[Any, Any]:
+    """cffi's `ffi` and `lib` of pywg._hotpath, for the other adapters wrapping its C
+    (pywg/runtime/tun_offload.py); raises HotpathUnavailable when it is not built."""
+    return _require()
+
+
 class PacketBatch:
     """Up to `capacity` packets in one buffer of `size` bytes, with u32 offset and length arrays.
 

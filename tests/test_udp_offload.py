@@ -80,9 +80,11 @@ def gso_only(
 
 
 def datagrams(tag: int, sizes: list[int]) -> list[bytes]:
-    """Distinct payloads: a tag byte, the index, then filler up to the size."""
+    """Distinct payloads: 4 (a data message: the kernel steers it to the data socket, not the
+    handshake socket), a tag byte, the index, then filler up to the size."""
     return [
-        (bytes([tag]) + i.to_bytes(2, "big") + bytes([i % 251]) * size)[:size] for i, size in enumerate(sizes)
+        (bytes([4, tag]) + i.to_bytes(2, "big") + bytes([i % 251]) * size)[:size]
+        for i, size in enumerate(sizes)
     ]
 
 
@@ -232,7 +234,7 @@ SMALL_MTU_SCRIPT = """
 import json, select
 from pywg.runtime.udp import UdpSockets
 sender, receiver = UdpSockets(0), UdpSockets(0)
-payloads = [bytes([i]) * 1452 for i in range(100)]
+payloads = [bytes([4, i]) * 726 for i in range(100)]  # 4: data messages, for the data socket
 to = ("127.0.0.1", receiver.port)
 sender.send_batch([(p, to, None) for p in payloads])
 got = []

@@ -13,7 +13,7 @@ from pywg.cli import CommandError
 from pywg.config import ConfigError, load_config
 from pywg.device import Device
 from pywg.hotpath import data_path_crypto
-from pywg.runtime import netconfig
+from pywg.runtime import netconfig, tun_offload
 from pywg.runtime.daemon import STATE_DIR, Notifier, State, detach, find_state
 from pywg.runtime.engine import Engine, run_engine
 from pywg.runtime.netns import resolve_netns
@@ -137,7 +137,7 @@ def _zombie(pid: int) -> bool:
 def userspace(interface: str, foreground: bool) -> int:
     """wireguard-go's contract: create the TUN, serve UAPI, run until the interface goes."""
     try:
-        tun = open_tun(interface)
+        tun = open_tun(interface, vnet_hdr=tun_offload.available())
     except OSError as error:
         raise CommandError(f"cannot create TUN {interface}: {error}") from None
     tun.movable = True  # `ip link set IFNAME netns OTHER` must keep it working

@@ -6,6 +6,18 @@ UDP reads with GRO, up to a bound each), the device seals or opens it in one
 call per peer or receiver index (the C hot path when built: pywg/hotpath.py),
 then `flush` sends what the device produced (GSO runs) and re-arms the one
 timer for its next deadline.
+
+A TUN opened with IFF_VNET_HDR (pywg/runtime/tun_offload.py, when the C
+extension is built) hands out TCP/UDP super-packets: `TunReader` splits them in
+C into IP packets before the device sees them, and `TunWriter` merges the TCP
+segments (and UDP datagrams) the device decrypted into super-packets before
+they go to the TUN.
+The device's allowed-IPs check and per-peer batching see single packets either way.
+
+Bounds per wake-up: TUN_BATCH packets (READ_SLOTS split packets in at most
+READ_BUFFER bytes with offloads, buffers allocated once), UDP_BATCH datagrams
+per socket plus one GRO run; what the device delivers for the TUN is at most
+that much, written from one buffer that grows to the largest batch once.
 """
 
 from __future__ import annotations
@@ -22,12 +34,16 @@ from pywg.device import Device, EndpointChanged, HandshakeCompleted, HandshakeGa
 from pywg.endpoint import format_endpoint
 from pywg.keys import encode_key
 from pywg.runtime.tun import Tun, TunGoneError
+from pywg.runtime.tun_offload import TunReader, TunWriter
 from pywg.runtime.uapi_server import UapiServer
 from pywg.runtime.udp import UdpSockets
 from pywg.uapi import UapiHooks
 
 TUN_BATCH = 128  # packets read from the TUN per wake-up (MAX_STAGED_PACKETS per peer)
 UDP_BATCH = 256  # datagrams read per socket per wake-up (GRO segments counted)
+# Handshake messages read per wake-up of their own sockets (pywg/runtime/udp.py): under a flood each
+# costs tens of microseconds, so a small batch lets the data sockets be read every few milliseconds.
+HANDSHAKE_BATCH = 32
 WATCH_INTERVAL = 1.0
 _log = logging.getLogger("pywg")
 
@@ -44,6 +60,9 @@ class Engine:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
         self._watched: list[int] = []
+        # With IFF_VNET_HDR every read and write carries a virtio_net_hdr: the C offload path.
+        self._reader = TunReader(tun) if tun.vnet_hdr else None
+        self._writer = TunWriter(tun) if tun.vnet_hdr else None
 
     def uapi_hooks(self) -> UapiHooks:
         return UapiHooks(
@@ -57,8 +76,10 @@ class Engine:
         self.stopped = self._loop.create_future()
         _log.info("%s: data path: %s", self.name, self.device.crypto.description)
         _log.info("%s: UDP port %d: %s", self.name, self.udp.port, self.udp.describe_offloads())
+        _log.info("%s: TUN %s: %s", self.name, self.tun.name, self.tun.describe_offloads())
         self._loop.add_reader(self.tun.fd, self._tun_readable)
         self._watch_udp()
+        self._prioritize_known_peers()
         await self.uapi.start()
         self._loop.call_later(WATCH_INTERVAL, self._watchdog)
         self.flush()
@@ -81,6 +102,13 @@ class Engine:
         if self.tun.fd >= 0:
             self._loop.remove_reader(self.tun.fd)
         self.uapi.close()
+        if self._reader is not None and self._writer is not None:
+            _log.info(
+                "%s: TUN offloads: %d super-packets split, %d packets merged into others",
+                self.name,
+                self._reader.superframes,
+                self._writer.coalesced,
+            )
 
     def _watchdog(self) -> None:
         reason = self.tun.gone_reason()
@@ -89,7 +117,14 @@ class Engine:
         if reason is not None:
             self.stop(reason)
         elif self._loop is not None:
+            self._prioritize_known_peers()
             self._loop.call_later(WATCH_INTERVAL, self._watchdog)
+
+    def _prioritize_known_peers(self) -> None:
+        """Handshake messages from the peers' endpoint addresses get the priority socket (udp.py);
+        checked every WATCH_INTERVAL, so a new or moved endpoint gets it within a second."""
+        peers = self.device.peers.values()
+        self.udp.prioritize(peer.endpoint[0] for peer in peers if peer.endpoint is not None)
 
     def _watch_udp(self) -> None:
         assert self._loop is not None
@@ -97,7 +132,8 @@ class Engine:
             self._loop.remove_reader(fd)
         self._watched = []
         for sock in self.udp.sockets:
-            self._loop.add_reader(sock.fileno(), self._udp_readable, sock)
+            batch = UDP_BATCH if sock in self.udp.data_sockets else HANDSHAKE_BATCH
+            self._loop.add_reader(sock.fileno(), self._udp_readable, sock, batch)
             self._watched.append(sock.fileno())
 
     def set_listen_port(self, port: int) -> int:
@@ -110,7 +146,7 @@ class Engine:
     # Data paths.
     def _tun_readable(self) -> None:
         try:
-            packets = self.tun.read_batch(TUN_BATCH)
+            packets = self.tun.read_batch(TUN_BATCH) if self._reader is None else self._read_split()
         except TunGoneError as error:
             self.stop(str(error))
             return
@@ -118,8 +154,21 @@ class Engine:
             self.device.send_packets(packets)
             self.flush()
 
-    def _udp_readable(self, sock: socket.socket) -> None:
-        datagrams = self.udp.receive(sock, UDP_BATCH)
+    def _read_split(self) -> list[bytes]:
+        """A batch from the vnet_hdr TUN, super-packets split (C)."""
+        reader = self._reader
+        assert reader is not None and self._loop is not None
+        packets = reader.read()
+        malformed = reader.take_malformed()
+        if malformed:
+            self.device.count_drop("malformed_tun_frame", malformed)
+        if reader.pending:
+            # The rest of a super-packet waits in the reader, not in the fd: come back for it.
+            self._loop.call_soon(self._tun_readable)
+        return packets
+
+    def _udp_readable(self, sock: socket.socket, batch: int) -> None:
+        datagrams = self.udp.receive(sock, batch)
         if datagrams:
             self.device.receive_datagrams(datagrams)
         self.flush()
@@ -131,15 +180,25 @@ class Engine:
             for source in self.udp.send_batch(device.datagrams_to_send()):
                 _forget_source(device, source)
         if device.inbox:
-            write = self.tun.write
             try:
-                for packet in device.packets_to_deliver():
-                    write(packet)
+                self._deliver(device.packets_to_deliver())
             except TunGoneError as error:
                 self.stop(str(error))
         if device.events:
             _log_events(self.name, device)
         self._arm_timer()
+
+    def _deliver(self, packets: list[bytes]) -> None:
+        writer = self._writer
+        if writer is None:
+            write = self.tun.write
+            for packet in packets:
+                write(packet)
+            return
+        failed = writer.failed
+        writer.write(packets)
+        if writer.failed != failed:
+            self.device.count_drop("tun_write_refused", writer.failed - failed)
 
     def _arm_timer(self) -> None:
         deadline = self.device.next_deadline()

@@ -34,10 +34,33 @@ TUN_MAJOR, TUN_MINOR = 10, 200
 TUNSETIFF = 0x400454CA
 TUNGETIFF = 0x800454D2
 TUNSETPERSIST = 0x400454CB
+TUNSETOFFLOAD = 0x400454D0
+TUNSETVNETHDRSZ = 0x400454D8
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_VNET_HDR = 0x4000
 IFF_TUN_EXCL = 0x8000  # fail with EBUSY instead of attaching to an existing device
+# TUNSETOFFLOAD flags: what the kernel may hand a vnet_hdr TUN unfinished (partial checksums,
+# TCP and UDP super-packets). USO needs Linux >= 6.2; an older kernel refuses unknown flags with EINVAL.
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
+TUN_F_USO4 = 0x20
+TUN_F_USO6 = 0x40
+TUN_OFFLOAD_NAMES = {
+    TUN_F_CSUM: "CSUM",
+    TUN_F_TSO4: "TSO4",
+    TUN_F_TSO6: "TSO6",
+    TUN_F_USO4: "USO4",
+    TUN_F_USO6: "USO6",
+}
+# Tried in order until the kernel accepts one (each drops a feature the previous one added).
+TUN_OFFLOAD_CHOICES = (
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6,
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6,
+    TUN_F_CSUM,
+    0,
+)
 # <linux/sockios.h>
 SIOCGIFNAME = 0x8910
 SIOCGIFINDEX = 0x8933
@@ -112,16 +135,27 @@ def ensure_tun_device(path: str = TUN_DEVICE_PATH) -> None:
 
 
 class Tun:
-    """An open, non-blocking TUN fd (IFF_TUN | IFF_NO_PI): one IP packet per read and per write."""
+    """An open, non-blocking TUN fd (IFF_TUN | IFF_NO_PI): one IP packet per read and per write,
+    after a virtio_net_hdr with IFF_VNET_HDR."""
 
     def __init__(
-        self, fd: int, name: str, ifindex: int, netns: str | None, control: socket.socket, vnet_hdr: bool
+        self,
+        fd: int,
+        name: str,
+        ifindex: int,
+        netns: str | None,
+        control: socket.socket,
+        vnet_hdr: bool,
+        offloads: int = 0,
     ) -> None:
         self.fd = fd
         self.name = name
         self.ifindex = ifindex
         self.netns = netns
+        # With vnet_hdr every read starts with a struct virtio_net_hdr and every write needs one
+        # (pywg/offload.h); `offloads` are the TUN_F_* flags the kernel accepted for it.
         self.vnet_hdr = vnet_hdr
+        self.offloads = offloads
         # Every read gets a buffer this large; a packet larger than it is truncated by the kernel.
         self.read_size = MAX_IP_PACKET + (VIRTIO_NET_HDR_LEN if vnet_hdr else 0)
         self.dropped_down = 0  # packets written while the interface was administratively down
@@ -134,6 +168,13 @@ class Tun:
 
     def fileno(self) -> int:
         return self.fd
+
+    def describe_offloads(self) -> str:
+        """For the engine's log: e.g. "IFF_VNET_HDR, offloads CSUM TSO4 TSO6"."""
+        if not self.vnet_hdr:
+            return "no IFF_VNET_HDR: one packet per read and write"
+        names = [name for flag, name in TUN_OFFLOAD_NAMES.items() if self.offloads & flag]
+        return f"IFF_VNET_HDR, offloads {' '.join(names) or 'none'}"
 
     def __enter__(self) -> Tun:
         return self
@@ -253,8 +294,10 @@ def open_tun(
     """Create TUN interface `name` inside network namespace `netns` (a name or path; None = current).
 
     The calling thread enters the namespace only while creating the device and returns to its own.
-    The interface is created down, with no addresses (see netconfig.configure_interface). With
-    `persist` it is made persistent (TUNSETPERSIST) before this returns, so it outlives the fd.
+    With `vnet_hdr` the TUN gets IFF_VNET_HDR and the offloads of TUN_OFFLOAD_CHOICES the kernel
+    accepts (pywg/runtime/tun_offload.py handles the frames). The interface is created down, with
+    no addresses (see netconfig.configure_interface). With `persist` it is made persistent
+    (TUNSETPERSIST) before this returns, so it outlives the fd.
     Raises NamespaceNotFoundError, InterfaceExistsError if `name` is taken in that namespace, or
     TunError.
     """
@@ -319,10 +362,36 @@ def _open(name: str, netns: str | None, vnet_hdr: bool, device_path: str, attach
                     raise TunError(exc.errno, f"TUNSETIFF {name} in {where}: {exc.strerror}") from exc
                 actual = reply[:IFNAMSIZ].split(b"\0", 1)[0].decode()
                 ifindex = _ifindex(control, actual)
+                offloads = _set_offloads(fd) if vnet_hdr else _clear_offloads(fd)
             except BaseException:
                 os.close(fd)
                 raise
         except BaseException:
             control.close()
             raise
-    return Tun(fd, actual, ifindex, path, control, vnet_hdr)
+    return Tun(fd, actual, ifindex, path, control, vnet_hdr, offloads)
+
+
+def _clear_offloads(fd: int) -> int:
+    """TUNSETOFFLOAD 0: a persistent TUN keeps the offloads of the last process that served it,
+    and super-packets without a virtio_net_hdr would be unusable. Best effort, as before."""
+    with contextlib.suppress(OSError):
+        fcntl.ioctl(fd, TUNSETOFFLOAD, 0)
+    return 0
+
+
+def _set_offloads(fd: int) -> int:
+    """TUNSETOFFLOAD with the first of TUN_OFFLOAD_CHOICES the kernel accepts; returns it.
+
+    The header size is set too: a persistent TUN keeps whatever its last owner chose.
+    """
+    fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VIRTIO_NET_HDR_LEN))
+    for flags in TUN_OFFLOAD_CHOICES:
+        try:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, flags)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            continue
+        return flags
+    return 0

@@ -17,7 +17,7 @@ from pywg.constants import DEFAULT_MTU
 from pywg.device import Device
 from pywg.endpoint import Endpoint
 from pywg.hotpath import data_path_crypto
-from pywg.runtime import netconfig
+from pywg.runtime import netconfig, tun_offload
 from pywg.runtime.engine import Engine
 from pywg.runtime.netns import resolve_netns
 from pywg.runtime.system import SystemClock, system_rng
@@ -113,7 +113,7 @@ def build_tunnel(cfg: InterfaceConfig, interface: str, netns_spec: str | None, n
     cleanup = contextlib.ExitStack()
     with cleanup:
         try:
-            tun = open_tun(interface, netns)
+            tun = open_tun(interface, netns, vnet_hdr=tun_offload.available())
         except OSError as error:
             raise SetupError(f"cannot create TUN {interface}{where}: {error}") from None
         cleanup.callback(tun.close)

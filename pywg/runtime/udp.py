@@ -17,18 +17,30 @@ conn/bind_std.go, conn/features_linux.go, conn/errors_linux.go):
   may return many datagrams of one sender glued together, with the segment size
   in a control message; they are split again here.
 Both are probed once when the sockets are made; the engine logs what is on.
+
+Handshake messages have queues of their own, as in the kernel (receive.c):
+three sockets of a family share the port through SO_REUSEPORT, and a classic BPF
+program on the group steers data messages to the data socket, other datagrams
+from known peers' endpoint addresses (`prioritize`) to a priority socket, and
+the rest to a handshake socket. A flood of initiations then fills only the
+handshake socket's (smaller) buffer: data messages and known peers' handshakes
+keep their queues, and the engine reads the two handshake queues in small
+batches so the data path gets its turn between them. A flood spoofing a peer's
+address lands in the priority socket, which is then no worse than without it.
+Where the kernel refuses this, all comes in on the data socket, as before.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import functools
 import logging
 import os
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from ipaddress import IPv4Address, IPv6Address
 
 from pywg.device import Datagram, Received
@@ -59,6 +71,15 @@ _BIND_ATTEMPTS = 16
 _SOURCE_GONE = {errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH}
 # errnos after which a datagram is simply lost, as on the wire (a full queue).
 _LOST = {errno.EAGAIN, errno.ENOBUFS}
+SO_ATTACH_REUSEPORT_CBPF = 51
+# The handshake queue: about 1300 initiations (the kernel queues at most 4096 handshake messages).
+HANDSHAKE_SOCKET_BUFFER = 1 << 20
+# Known peers' addresses whose handshake messages get the priority socket, per family (the BPF
+# program compares them one by one: 3 instructions each for IPv4, 9 for IPv6, of at most 4096).
+PRIORITY_MAX = 256
+# Where a classic BPF program finds the IP header (SKF_NET_OFF), and the source address's words in it.
+_SKF_NET_OFF = -0x100000
+_SOURCE_WORDS = {socket.AF_INET: (12,), socket.AF_INET6: (8, 12, 16, 20)}
 _log = logging.getLogger("pywg")
 
 
@@ -72,6 +93,10 @@ class UdpSockets:
     def __init__(self, port: int = 0, fwmark: int = 0, offload: bool = True) -> None:
         self.v4: socket.socket | None = None
         self.v6: socket.socket | None = None
+        # Receive-only (module docstring): indices 1 and 2 of each family's SO_REUSEPORT group.
+        self.handshake_sockets: list[socket.socket] = []
+        self.priority_sockets: list[socket.socket] = []
+        self._priority: frozenset[str] = frozenset()
         self.port = 0
         self.fwmark = 0
         self.offload = offload
@@ -84,6 +109,11 @@ class UdpSockets:
 
     @property
     def sockets(self) -> list[socket.socket]:
+        return self.data_sockets + self.handshake_sockets + self.priority_sockets
+
+    @property
+    def data_sockets(self) -> list[socket.socket]:
+        """The sockets that send, and receive data messages: index 0 of each group."""
         return [s for s in (self.v4, self.v6) if s is not None]
 
     def bind(self, port: int) -> None:
@@ -105,6 +135,11 @@ class UdpSockets:
                 continue
             self.close()
             self.v4, self.v6, self.port = v4, v6, bound
+            queues = [q for s in (v4, v6) if s is not None and (q := _queue_sockets(s))]
+            self.handshake_sockets = [handshake for handshake, _ in queues]
+            self.priority_sockets = [priority for _, priority in queues]
+            if self._priority:
+                self._steer()
             if self.fwmark:
                 self.set_fwmark(self.fwmark)
             self._probe_offloads()
@@ -123,8 +158,22 @@ class UdpSockets:
         """What the probe found, for the engine's log: e.g. "GSO on, GRO on"."""
         return f"GSO {'on' if self.gso else 'off'}, GRO {'on' if self.gro else 'off'}"
 
+    def prioritize(self, addresses: Iterable[str]) -> None:
+        """Handshake messages from `addresses` (known peers' endpoints) go to the priority sockets."""
+        wanted = frozenset(addresses)
+        if wanted != self._priority:
+            self._priority = wanted
+            self._steer()
+
+    def _steer(self) -> None:
+        for sock in self.handshake_sockets:  # a program attached to one member serves the group
+            try:
+                _attach_program(sock, _steering_program(sock.family, self._priority))
+            except OSError as error:
+                _log.info("handshake messages not steered: %s", os.strerror(error.errno or 0))
+
     def set_fwmark(self, mark: int) -> None:
-        for sock in self.sockets:
+        for sock in self.data_sockets:
             sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
         self.fwmark = mark
 
@@ -252,6 +301,8 @@ class UdpSockets:
         for sock in self.sockets:
             sock.close()
         self.v4 = self.v6 = None
+        self.handshake_sockets = []
+        self.priority_sockets = []
 
 
 def _bind_pair(port: int) -> tuple[socket.socket | None, socket.socket | None, int]:
@@ -269,6 +320,83 @@ def _bind_pair(port: int) -> tuple[socket.socket | None, socket.socket | None, i
     if v4 is not None:
         port = v4.getsockname()[1]
     return v4, v6, port
+
+
+def _queue_sockets(data: socket.socket) -> tuple[socket.socket, socket.socket] | None:
+    """The handshake and priority sockets sharing `data`'s port; None if the kernel refuses.
+
+    `data` was bound without SO_REUSEPORT, so the kernel picked (or granted) a port nobody else
+    held; only then is SO_REUSEPORT set on it, for these two to join. Another socket could join
+    only by binding this very port with SO_REUSEPORT as the same user (root); nothing in pywg does,
+    and another pywg's data socket, bound without it, gets EADDRINUSE here as before.
+    """
+    joined: list[socket.socket] = []
+    try:
+        data.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        for _ in range(2):
+            joined.append(_join(data))
+        _attach_program(joined[0], _steering_program(data.family, ()))
+    except OSError as error:
+        for sock in joined:
+            sock.close()
+        data.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 0)
+        _log.info("handshake messages share the data socket: %s", os.strerror(error.errno or 0))
+        return None
+    return joined[0], joined[1]
+
+
+def _join(data: socket.socket) -> socket.socket:
+    """A receive-only socket in `data`'s SO_REUSEPORT group, with the local-address option."""
+    family = data.family
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, HANDSHAKE_SOCKET_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.setblocking(False)
+        sock.bind(data.getsockname()[:2])
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _steering_program(family: int, priority: Iterable[str]) -> bytes:
+    """Classic BPF choosing the socket of the group (0 data, 1 handshake, 2 priority) by the first
+    payload byte (4: data) and, for the others, the source address. Instructions: code, jt, jf, k."""
+    program = [(0x30, 0, 0, 0), (0x15, 0, 1, 4), (0x06, 0, 0, 0)]  # ldb [0]; jeq #4; ret #0
+    offsets = _SOURCE_WORDS[family]
+    for packed in sorted(_packed(family, priority))[:PRIORITY_MAX]:
+        words = struct.unpack(f"!{len(offsets)}I", packed)
+        for i, (offset, word) in enumerate(zip(offsets, words, strict=True)):
+            program.append((0x20, 0, 0, (_SKF_NET_OFF + offset) & 0xFFFFFFFF))  # ld [net + offset]
+            program.append((0x15, 0, 2 * (len(words) - i) - 1, word))  # jeq: on, or past ret #2
+        program.append((0x06, 0, 0, 2))
+    program.append((0x06, 0, 0, 1))
+    return b"".join(struct.pack("=HBBI", *insn) for insn in program)
+
+
+def _packed(family: int, addresses: Iterable[str]) -> set[bytes]:
+    """The addresses of `family` among `addresses`, packed (others, e.g. with a scope, left out)."""
+    packed = set()
+    for address in addresses:
+        with contextlib.suppress(OSError):
+            packed.add(socket.inet_pton(family, address))
+    return packed
+
+
+def _attach_program(sock: socket.socket, program: bytes) -> None:
+    """SO_ATTACH_REUSEPORT_CBPF: a struct sock_fprog (length, pointer) to the instructions."""
+    code = ctypes.create_string_buffer(program)
+    sock.setsockopt(
+        socket.SOL_SOCKET,
+        SO_ATTACH_REUSEPORT_CBPF,
+        struct.pack("HL", len(program) // 8, ctypes.addressof(code)),
+    )
 
 
 def _open(family: int, port: int) -> socket.socket | None:

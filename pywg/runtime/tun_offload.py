@@ -1,0 +1,219 @@
+"""TUN offloads: the engine's TUN side for a TUN opened with IFF_VNET_HDR (C in pywg/offload.c).
+
+The kernel hands such a TUN TCP (and, from Linux 6.2, UDP) super-packets of up to 64 KiB with
+their transport checksum left open; `TunReader` reads them and splits them in C into the IP
+packets the device seals, one per message, just before encryption. `TunWriter` does the reverse
+with what the device decrypted: consecutive TCP segments of one flow (and UDP datagrams, where
+the kernel took USO) are merged in C into one super-packet the kernel takes as if its GRO had
+built it, the rest is written one by one. So a bulk transfer costs one TUN read and one TUN
+write per ~44 segments instead of one each.
+
+It needs the C extension (`available()`); the pure-Python path (PYWG_NO_EXT=1) and
+PYWG_NO_TUN_OFFLOAD=1 open the TUN without IFF_VNET_HDR instead, and the wire sees the same
+packets either way: every packet the device seals is at most the TUN's MTU, as without offloads.
+
+Buffers, all allocated once per engine (bounded, no per-packet allocation in C):
+- reading: one 64 KiB + 10 frame buffer inside the C reader and READ_BUFFER bytes for at most
+  READ_SLOTS packets per call (a frame that does not fit is finished on the next call);
+- writing: an output buffer and arrays that grow to the largest batch the device delivered once
+  (at most UDP_BATCH + 63 datagrams' worth, see engine.py) and are reused from then on.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from itertools import accumulate
+
+from pywg import hotpath
+from pywg.runtime.tun import TUN_F_USO4, TUN_F_USO6, Tun, TunGoneError
+
+DISABLE_ENV = "PYWG_NO_TUN_OFFLOAD"
+READ_SLOTS = 512  # packets per read call at most: a 64 KiB super-packet of 128-byte segments fits
+READ_BUFFER = 1 << 20  # bytes of those packets (at least one 64 KiB packet)
+WRITE_SLOTS = 256  # packets per write call the arrays start with; they grow to the largest batch
+WRITE_BUFFER = 512 * 1024  # bytes the output starts with; grows likewise
+_GONE = (errno.EBADFD, errno.EIO)
+_USO = TUN_F_USO4 | TUN_F_USO6
+_log = logging.getLogger("pywg")
+
+
+def unavailable_reason() -> str | None:
+    """Why a TUN should be opened without IFF_VNET_HDR, or None if the engine can handle it."""
+    reason = hotpath.unavailable_reason()
+    if reason is not None:
+        return reason
+    if not hasattr(hotpath.extension()[1], "wg_tun_read"):  # built from an older hotpath
+        return "the C extension predates TUN offloads"
+    if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
+        return f"turned off by {DISABLE_ENV}={os.environ[DISABLE_ENV]}"
+    return None
+
+
+def available() -> bool:
+    """Whether to open TUNs with IFF_VNET_HDR (`open_tun(..., vnet_hdr=available())`)."""
+    return unavailable_reason() is None
+
+
+class TunReader:
+    """Reads a vnet_hdr TUN in batches; super-packets come out split into IP packets."""
+
+    def __init__(self, tun: Tun) -> None:
+        ffi, self._lib = hotpath.extension()
+        self._tun = tun
+        self._reader = ffi.new("wg_tun_reader *")  # zeroed: no frame pending
+        self._out = bytearray(READ_BUFFER)
+        self._data = ffi.from_buffer("uint8_t[]", self._out, require_writable=True)
+        self._view = memoryview(self._out)
+        self._off = ffi.new("uint32_t[]", READ_SLOTS)
+        self._len = ffi.new("uint32_t[]", READ_SLOTS)
+        self._error = ffi.new("int *")
+        self._ffi = ffi
+        self._malformed_seen = 0
+
+    @property
+    def pending(self) -> bool:
+        """A frame was only partly handed out; `read` again even if the fd is not readable."""
+        return bool(self._reader.length)
+
+    @property
+    def superframes(self) -> int:
+        """Super-packets split so far."""
+        return int(self._reader.superframes)
+
+    def take_malformed(self) -> int:
+        """Frames dropped as malformed since the last call (the engine counts them as drops)."""
+        total = int(self._reader.malformed)
+        new, self._malformed_seen = total - self._malformed_seen, total
+        return new
+
+    def read(self) -> list[bytes]:
+        """IP packets read until the TUN is empty or READ_SLOTS/READ_BUFFER are full.
+
+        Raises TunGoneError if the interface was deleted and nothing was read in this call.
+        """
+        count = self._lib.wg_tun_read(
+            self._reader, self._tun.fd, self._data, READ_BUFFER, self._off, self._len, READ_SLOTS, self._error
+        )
+        error = self._error[0]
+        if error and not count:
+            failure = OSError(error, os.strerror(error))
+            if error in _GONE:
+                raise TunGoneError(error, f"TUN {self._tun.name} is gone: {failure.strerror}")
+            raise failure
+        view, unpack = self._view, self._ffi.unpack
+        return [
+            view[start : start + length].tobytes()
+            for start, length in zip(unpack(self._off, count), unpack(self._len, count), strict=True)
+        ]
+
+
+class TunWriter:
+    """Writes decrypted IP packets to a vnet_hdr TUN, TCP segments and UDP datagrams of one flow
+    merged (UDP only if the TUN took USO: the kernel takes UDP super-packets from then on).
+
+    If the kernel refuses a merged packet (EINVAL), merging that protocol is turned off for good
+    and the packets are written one by one: never a lost batch.
+    """
+
+    def __init__(self, tun: Tun) -> None:
+        ffi, lib = hotpath.extension()
+        self._ffi, self._lib = ffi, lib
+        self._tun = tun
+        self._merge_names = {
+            lib.WG_VNET_GSO_TCPV4: "TCP",
+            lib.WG_VNET_GSO_TCPV6: "TCP",
+            lib.WG_VNET_GSO_UDP_L4: "UDP",
+        }
+        self._merge_flags = {"TCP": lib.WG_MERGE_TCP, "UDP": lib.WG_MERGE_UDP}
+        uso = (tun.offloads & _USO) == _USO
+        self.merge = lib.WG_MERGE_TCP | (lib.WG_MERGE_UDP if uso else 0)  # WG_MERGE_* flags
+        self.coalesced = 0  # packets that went into a super-packet with an earlier one
+        self.failed = 0  # frames the kernel refused (dropped, counted by the engine)
+        self._error = ffi.new("int *")
+        self._lost = ffi.new("uint32_t *")
+        self._capacity = 0
+        self._arrays(WRITE_SLOTS)
+        self._output(WRITE_BUFFER)
+
+    def _arrays(self, capacity: int) -> None:
+        new = self._ffi.new
+        self._capacity = capacity
+        self._in_off = new("uint32_t[]", capacity)
+        self._in_len = new("uint32_t[]", capacity)
+        self._out_off = new("uint32_t[]", capacity)
+        self._out_len = new("uint32_t[]", capacity)
+        self._frame_of = new("uint32_t[]", capacity)
+        self._slots = new("wg_gro_slot[]", capacity)
+
+    def _output(self, size: int) -> None:
+        self._out = bytearray(size)
+        self._data = self._ffi.from_buffer("uint8_t[]", self._out, require_writable=True)
+
+    def _reserve(self, count: int, size: int) -> None:
+        if count > self._capacity:
+            self._arrays(max(count, 2 * self._capacity))
+        if size > len(self._out):
+            self._output(max(size, 2 * len(self._out)))
+
+    def write(self, packets: list[bytes]) -> None:
+        """Write `packets` (in order within each flow). Raises TunGoneError if the interface was deleted."""
+        count = len(packets)
+        if not count:
+            return
+        joined = b"".join(packets)
+        self._reserve(count, len(joined) + count * self._lib.WG_VNET_HDR_LEN)
+        lengths = [len(packet) for packet in packets]
+        self._in_len[0:count] = lengths
+        self._in_off[0:count] = list(accumulate(lengths, initial=0))[:count]
+        frames = self._lib.wg_tun_coalesce(
+            self._ffi.from_buffer("uint8_t[]", joined),
+            self._in_off,
+            self._in_len,
+            count,
+            self.merge,
+            self._slots,
+            self._data,
+            len(self._out),
+            self._out_off,
+            self._out_len,
+            self._frame_of,
+        )
+        self._write_frames(packets, frames)
+
+    def _write_frames(self, packets: list[bytes], frames: int) -> None:
+        start = 0
+        while start < frames:
+            start += self._lib.wg_tun_write(
+                self._tun.fd,
+                self._data,
+                self._out_off + start,
+                self._out_len + start,
+                frames - start,
+                self._error,
+                self._lost,
+            )
+            self._tun.dropped_down += self._lost[0]
+            if start == frames:
+                self.coalesced += len(packets) - frames
+                return
+            error = self._error[0]
+            if error in _GONE:
+                raise TunGoneError(error, f"TUN {self._tun.name} is gone: {os.strerror(error)}")
+            kind = self._merge_names.get(self._out[self._out_off[start] + 1])  # gso_type
+            if kind is not None and self.merge & self._merge_flags[kind]:
+                self._unmerge(packets, start, kind, error)
+                return
+            self.failed += 1  # a packet the kernel refuses: dropped, as a router would
+            start += 1
+
+    def _unmerge(self, packets: list[bytes], frame: int, kind: str, error: int) -> None:
+        """The kernel refused a merged packet: stop merging `kind` (TCP or UDP), write the rest again."""
+        self.merge &= ~self._merge_flags[kind]
+        why = os.strerror(error)
+        _log.info("TUN %s: merged %s packets refused (%s); no more merging them", self._tun.name, kind, why)
+        frame_of = self._frame_of
+        rest = [packet for i, packet in enumerate(packets) if frame_of[i] >= frame]
+        self.coalesced += len(packets) - len(rest) - frame  # merged into the frames written already
+        self.write(rest)
