@@ -109,7 +109,7 @@ from pywg.config import ConfigError, InterfaceConfig, parse_config, to_json
 from pywg.constants import DEFAULT_MTU
 from pywg.endpoint import Endpoint
 from pywg.keys import encode_key
-from pywg.runtime import netconfig
+from pywg.runtime import netconfig, tun_offload
 from pywg.runtime.netns import NamespaceNotFoundError, in_netns, netns_identity, resolve_netns, same_netns
 from pywg.runtime.tun import Tun, TunError, attach_tun, open_tun
 from pywg.runtime.tunnel import SetupError, Tunnel, allowed_routes, resolve_endpoints, tunnel_on_tun
@@ -338,7 +338,7 @@ def build_new(att: Attachment) -> Tunnel:
     """Create the persistent TUN and everything else; on failure remove all of it and raise."""
     _prepare_new(att)
     try:
-        tun = open_tun(att.ifname, att.netns, persist=True)
+        tun = open_tun(att.ifname, att.netns, tun_offload.available(), persist=True)
     except NamespaceNotFoundError as error:
         raise OpError(INVALID_NETNS, str(error)) from None
     except OSError as error:
@@ -359,13 +359,13 @@ def build_again(att: Attachment) -> Tunnel:
         _log.warning("%s: %s; using the addresses resolved before", att.name, error)
     att.routes = allowed_routes(att.cfg)
     try:
-        tun = attach_tun(att.ifname, att.netns)
+        tun = attach_tun(att.ifname, att.netns, tun_offload.available())
         fresh = False
     except TunError as error:
         if error.errno != errno.ENODEV:
             raise
         _log.warning("%s: %s is gone from %s; creating it again", att.name, att.ifname, att.netns)
-        tun = open_tun(att.ifname, att.netns, persist=True)
+        tun = open_tun(att.ifname, att.netns, tun_offload.available(), persist=True)
         fresh = True
     try:
         _configure(att)
