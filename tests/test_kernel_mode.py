@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PEER_V4 = "10.1.2.1"
 ALLOWED = ["10.1.2.0/24"]
 VM_TIMEOUT = 270.0  # below pytest's 300 s, so a hung VM is reported with its console
-HIDDEN_IN_VM = (Path("/tmp"), Path("/run"), Path("/proc"), Path("/sys"), Path("/dev"))
+HIDDEN_IN_VM = (Path("/run"), Path("/proc"), Path("/sys"), Path("/dev"))
 
 
 @dataclass
@@ -181,13 +181,14 @@ def test_kernel_mode_in_a_vm(tmp_path: Path) -> None:
     build(results / "pywg-cni")
     env = {
         "PATH": f"{Path(sys.executable).parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "HOME": "/tmp",
+        "HOME": "/run/tmp",
+        "TMPDIR": "/run/tmp",  # the host's /tmp is there, read-only like the rest of its root
         "LANG": "C.UTF-8",
         "PYTHONPATH": str(ROOT),
         "PYTHONDONTWRITEBYTECODE": "1",  # the root filesystem is read-only in the VM
     }
     command = (
-        f"cd {ROOT} && exec {sys.executable} -m tests.kernel_scenario /tmp/results /tmp/results/pywg-cni"
+        f"cd {ROOT} && exec {sys.executable} -m tests.kernel_scenario /run/results /run/results/pywg-cni"
     )
     started = time.monotonic()
     try:

@@ -5,7 +5,8 @@ which scripts/install-deps.sh extracts into KERNEL_CACHE (not into /boot: nothin
 boots under software emulation (TCG; this machine's KVM cannot run a stock kernel) from a small
 initramfs. Its /init loads the modules the job needs with busybox's insmod, mounts the host's root read
 only over virtio-9p (security_model=none) and a writable share for results, gives the chroot fresh
-/proc, /sys, /dev, /run and /tmp, runs the job's command there, and powers off. The console goes to a
+/proc, /sys, /dev and /run (with /run/tmp for scratch: the host's /tmp stays visible, read-only, so a
+checkout there works), runs the job's command there, and powers off. The console goes to a
 file, so a failure can show it. `run_vm` kills QEMU on every way out.
 """
 
@@ -167,15 +168,15 @@ busybox mount -t proc proc $N/proc
 busybox mount -t sysfs sys $N/sys
 busybox mount -t devtmpfs dev $N/dev
 busybox mount -t tmpfs -o mode=0755 run $N/run
-busybox mount -t tmpfs -o mode=1777 tmp $N/tmp
-busybox mkdir -p $N/tmp/results
-busybox mount -t 9p -o trans=virtio,version=9p2000.L,msize={msize} {results_tag} $N/tmp/results
+busybox mkdir -p $N/run/tmp $N/run/results
+busybox chmod 1777 $N/run/tmp
+busybox mount -t 9p -o trans=virtio,version=9p2000.L,msize={msize} {results_tag} $N/run/results
 busybox ip link set lo up
 echo "vm: running the job"
 busybox chroot $N /usr/bin/env -i {env} /bin/sh -c {command} > /dev/console 2>&1
-echo $? > $N/tmp/results/status
+echo $? > $N/run/results/status
 busybox sync
-busybox umount $N/tmp/results
+busybox umount $N/run/results
 echo "vm: done"
 busybox poweroff -f
 """
@@ -230,7 +231,7 @@ def run_vm(
     """Boot the VM, run `command` with /bin/sh in the chroot of the host's root, and return its outcome.
 
     `workdir` (on the host) holds the initramfs, the console log and `results/`, which the job sees as
-    /tmp/results. Raises VmError (with the console) when QEMU fails or `timeout` passes.
+    /run/results. Raises VmError (with the console) when QEMU fails or `timeout` passes.
     """
     if shutil.which(QEMU) is None:
         raise VmError(f"{QEMU} is missing: run scripts/install-deps.sh")
