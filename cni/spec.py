@@ -118,7 +118,9 @@ def parse_request(env: Mapping[str, str], stdin: bytes) -> Request:
 def decode_config(stdin: bytes) -> dict[str, Any]:
     try:
         config = json.loads(stdin.decode("utf-8")) if stdin.strip() else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except RecursionError:
+        raise CniError(DECODING_FAILURE, "network configuration on stdin is nested too deeply") from None
+    except ValueError as error:  # not UTF-8, not JSON, or a number with more digits than int() takes
         raise CniError(DECODING_FAILURE, f"network configuration on stdin is not JSON: {error}") from None
     if not isinstance(config, dict):
         raise CniError(DECODING_FAILURE, "network configuration on stdin must be a JSON object")
@@ -249,7 +251,7 @@ def parse_result(raw: object) -> Result:
             )
             for r in raw.get("routes", []) or []
         ]
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as error:
         raise CniError(DECODING_FAILURE, f"prevResult is malformed: {error}") from None
     dns = raw.get("dns") or {}
     return Result(interfaces, ips, routes, dns if isinstance(dns, dict) else {})

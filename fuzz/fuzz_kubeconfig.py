@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""Fuzz target: kubeconfigs, and the YAML subset they are written in (cni/k8s.py).
+
+An input is a kubeconfig file's bytes. It is written to a private temporary directory that also
+holds a CA certificate, a client certificate and key and a token file (ca.crt, client.crt,
+client.key, token, what relative names in the seeds point at) and read with `load_kubeconfig`,
+which builds the TLS context and the client without connecting. Files outside that directory
+read as missing, so the fuzzer cannot make the harness read /dev/zero; the system CA store is
+replaced by an empty context, which makes no difference to parsing and saves its load time.
+The text also goes through `parse_yaml` with typed scalars, as the plugin's other YAML does.
+
+Only `KubernetesError` (from loading) and `YamlError` (from parsing) may come out, and neither
+they nor the client's repr quote the token or PEM data.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import os
+import shutil
+import ssl
+import tempfile
+from pathlib import Path
+
+import atheris
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+with atheris.instrument_imports(include=["cni", "_common"]):
+    from _common import fuzz
+
+    from cni import k8s
+
+TOKEN = "fuzz-bearer-token.c2lnbmF0dXJl"
+# "-----BEGIN" in base64, however the PEM goes on: the start of every *-data value.
+PEM_BASE64 = "LS0tLS1CRUdJTi"
+WORKDIR = Path(tempfile.mkdtemp(prefix="pywg-fuzz-kubeconfig-"))
+atexit.register(shutil.rmtree, WORKDIR, ignore_errors=True)
+KUBECONFIG = WORKDIR / "kubeconfig"
+
+
+def self_signed() -> tuple[bytes, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fuzz")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem_key = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), pem_key
+
+
+def _read_inside(path: Path, what: str) -> bytes:
+    """k8s._read_file, with a path outside WORKDIR moved under a directory that does not exist."""
+    if WORKDIR not in Path(os.path.normpath(os.path.abspath(path))).parents:
+        path = WORKDIR / "outside" / str(path).lstrip("/")
+    return READ_FILE(path, what)
+
+
+def setup() -> None:
+    cert, key = self_signed()
+    for name, content in (("ca.crt", cert), ("client.crt", cert), ("client.key", key), ("token", TOKEN)):
+        (WORKDIR / name).write_bytes(content if isinstance(content, bytes) else content.encode())
+    k8s._read_file = _read_inside
+    ssl.create_default_context = lambda *args, **kwargs: ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+def check_quiet(text: str) -> None:
+    assert TOKEN not in text and PEM_BASE64 not in text, f"credentials in: {text}"
+
+
+def test_one_input(data: bytes) -> None:
+    KUBECONFIG.write_bytes(data)
+    try:
+        check_quiet(repr(k8s.load_kubeconfig(KUBECONFIG)))
+    except k8s.KubernetesError as error:
+        check_quiet(error.message)
+    try:
+        k8s.parse_yaml(data.decode("utf-8", "replace"))
+    except k8s.YamlError as error:
+        check_quiet(str(error))
+
+
+READ_FILE = k8s._read_file
+
+if __name__ == "__main__":
+    setup()
+    fuzz(test_one_input)
