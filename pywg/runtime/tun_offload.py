@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import mmap
 import os
 from itertools import accumulate
 
@@ -56,6 +57,13 @@ def available() -> bool:
     return unavailable_reason() is None
 
 
+def untouched_buffer(size: int) -> mmap.mmap:
+    """`size` writable bytes that cost no memory until written: anonymous pages are mapped on first
+    touch, so an idle tunnel (the node agent hosts many) keeps only what its largest batch used.
+    A bytearray would be zero-filled, i.e. resident, at once."""
+    return mmap.mmap(-1, size)
+
+
 class TunReader:
     """Reads a vnet_hdr TUN in batches; super-packets come out split into IP packets."""
 
@@ -63,7 +71,7 @@ class TunReader:
         ffi, self._lib = hotpath.extension()
         self._tun = tun
         self._reader = ffi.new("wg_tun_reader *")  # zeroed: no frame pending
-        self._out = bytearray(READ_BUFFER)
+        self._out = untouched_buffer(READ_BUFFER)
         self._data = ffi.from_buffer("uint8_t[]", self._out, require_writable=True)
         self._view = memoryview(self._out)
         self._off = ffi.new("uint32_t[]", READ_SLOTS)
@@ -148,7 +156,7 @@ class TunWriter:
         self._slots = new("wg_gro_slot[]", capacity)
 
     def _output(self, size: int) -> None:
-        self._out = bytearray(size)
+        self._out = untouched_buffer(size)
         self._data = self._ffi.from_buffer("uint8_t[]", self._out, require_writable=True)
 
     def _reserve(self, count: int, size: int) -> None:
