@@ -338,6 +338,19 @@ def test_sigterm_removes_everything(world: World, foreground: bool) -> None:
     assert world.a.ip("route", "show", "10.99.0.2/32").strip() == ""
 
 
+def test_down_after_sigkill_removes_what_the_dead_daemon_left(world: World) -> None:
+    pywg = PywgUp(world.a, world.cfg_a)
+    pywg.up()
+    daemon = pywg.pid
+    os.kill(daemon, signal.SIGKILL)
+    wait_until(lambda: not world.a.has_link(pywg.ifname), 10.0, "the daemon's TUN to go")
+    assert pywg.socket_path.exists()  # nobody removed it: the process died at once
+    done = pywg.down(check=False)
+    assert done.returncode != 0
+    _assert_clean_failure(done.stderr, done.stdout, pywg.ifname, "pywg down")
+    assert pywg.leftovers() == []
+
+
 # --- pywg-userspace -------------------------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from pywg.config import ConfigError, load_config
 from pywg.device import Device
 from pywg.hotpath import data_path_crypto
 from pywg.runtime import netconfig, tun_offload
-from pywg.runtime.daemon import STATE_DIR, Notifier, State, detach, find_state
+from pywg.runtime.daemon import STATE_DIR, Notifier, State, detach, find_state, zombie
 from pywg.runtime.engine import Engine, run_engine
 from pywg.runtime.netns import resolve_netns
 from pywg.runtime.system import SystemClock, system_rng
@@ -120,18 +120,7 @@ def _running(pid: int) -> bool:
     try:
         return os.waitpid(pid, os.WNOHANG) == (0, 0)
     except ChildProcessError:
-        return not _zombie(pid)
-
-
-def _zombie(pid: int) -> bool:
-    """True if `pid` has exited and waits for its parent to reap it. The daemon's parent is init,
-    which in a container may reap late or never: `pywg down` must not wait for that."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            text = stat.read()
-    except OSError:
-        return True
-    return text[text.rindex(")") + 2] in "ZX"
+        return not zombie(pid)
 
 
 def userspace(interface: str, foreground: bool) -> int:

@@ -14,6 +14,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pywg.runtime.uapi_server import socket_in_use, socket_path
+
 STATE_DIR = Path("/run/pywg")
 
 
@@ -126,8 +128,17 @@ def find_state(interface: str, netns: str | None, state_dir: Path = STATE_DIR) -
         if (state.interface, state.netns) == (interface, netns):
             if _alive(state.pid):
                 return state
-            path.unlink(missing_ok=True)  # left by a process that died
+            _remove_leftovers(state, path)
     return None
+
+
+def _remove_leftovers(state: State, path: Path) -> None:
+    """What a `pywg up` killed with SIGKILL left: its state file, and its UAPI socket unless a
+    live process (a newer tunnel of that name) answers on it. Its TUN went with the process."""
+    uapi_socket = socket_path(state.name)
+    if not socket_in_use(uapi_socket):
+        uapi_socket.unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -137,4 +148,15 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not zombie(pid)
+
+
+def zombie(pid: int) -> bool:
+    """True if `pid` has exited and waits for its parent to reap it. The daemon's parent is init,
+    which in a container may reap late or never: `pywg down` must not wait for that."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            text = stat.read()
+    except OSError:
+        return True
+    return text[text.rindex(")") + 2] in "ZX"
