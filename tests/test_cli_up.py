@@ -155,6 +155,7 @@ def test_stats_counts_dropped_datagrams(world: World) -> None:
     wait_until(
         lambda: "malformed: 3" in world.a.run(pywg_argv("stats", pywg.name)).stdout, 5.0, "drops counted"
     )
+    assert f"{pywg.name}: 0 keypairs, 0 session indices" in world.a.run(pywg_argv("stats", pywg.name)).stdout
     done = world.a.run(pywg_argv("stats", "nosuchname"), check=False)
     assert done.returncode == 1 and one_line(done.stderr).startswith("pywg stats: cannot reach")
 
