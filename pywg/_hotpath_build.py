@@ -2,8 +2,9 @@
 
 setup.py names it in `cffi_modules`, so `pip install -e .` compiles it (it needs gcc, the Python
 headers and libssl-dev). `python pywg/_hotpath_build.py` compiles it in place by hand. The C lives
-beside this file: hotpath.c/hotpath.h (sealing, opening) and offload.c/offload.h (TUN offloads);
-pywg/hotpath.py and pywg/runtime/tun_offload.py are the Python side.
+beside this file: hotpath.c/hotpath.h (sealing, opening), offload.c/offload.h (TUN offloads) and
+udpio.c/udpio.h (recvmmsg, sendmmsg); pywg/hotpath.py, pywg/runtime/tun_offload.py and
+pywg/runtime/udp.py are the Python side.
 """
 
 from __future__ import annotations
@@ -103,16 +104,48 @@ long wg_tun_coalesce(const uint8_t *in, const uint32_t *in_off, const uint32_t *
                      uint32_t *frame_of);
 long wg_tun_write(int fd, const uint8_t *buf, const uint32_t *off, const uint32_t *len, size_t n, int *error,
                   uint32_t *lost);
+
+#define WG_UDP_BATCH ...
+
+typedef struct {
+    uint32_t offset;
+    uint32_t length;
+    uint32_t scope;
+    uint16_t port;
+    uint16_t segment;
+    uint8_t family;
+    uint8_t truncated;
+    uint8_t local_family;
+    uint8_t reserved;
+    uint8_t source[16];
+    uint8_t local[16];
+} wg_udp_rx;
+
+typedef struct {
+    uint8_t address[16];
+    uint32_t scope;
+    uint16_t port;
+    uint8_t family;
+    uint8_t source_family;
+    uint8_t source[16];
+} wg_udp_target;
+
+typedef struct wg_udp_batch wg_udp_batch;
+size_t wg_udp_batch_size(void);
+long wg_udp_recv(wg_udp_batch *batch, int fd, uint8_t *pool, uint32_t slot, size_t n, wg_udp_rx *rx,
+                 int *error);
+long wg_udp_send(wg_udp_batch *batch, int fd, const uint8_t *buf, const uint32_t *off, const uint32_t *len,
+                 const wg_udp_target *to, size_t n, int *error);
 """
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "pywg._hotpath",
-    '#include "hotpath.h"\n#include "offload.h"',
-    sources=[str(HERE / "hotpath.c"), str(HERE / "offload.c")],
+    '#include "hotpath.h"\n#include "offload.h"\n#include "udpio.h"',
+    sources=[str(HERE / "hotpath.c"), str(HERE / "offload.c"), str(HERE / "udpio.c")],
     include_dirs=[str(HERE)],
-    depends=[str(HERE / "hotpath.h"), str(HERE / "offload.h")],
+    depends=[str(HERE / "hotpath.h"), str(HERE / "offload.h"), str(HERE / "udpio.h")],
     libraries=["crypto"],
     extra_compile_args=["-O2", "-Wall", "-Wextra"],
 )

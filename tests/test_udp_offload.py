@@ -15,6 +15,7 @@ import select
 import socket
 import sys
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -117,18 +118,17 @@ def test_gso_send_and_gro_receive_round_trip(
 ) -> None:
     sender, receiver = pair
     assert sender.gso and receiver.gro, "this kernel (>= 5.12 here) offers both"
-    assert sender.describe_offloads() == "GSO on, GRO on"
+    assert sender.describe_offloads().startswith("GSO on, GRO on, recvmmsg/sendmmsg ")
     sends = Sends()
     monkeypatch.setattr(UdpSockets, "_sendmsg", staticmethod(sends))
-    seen: list[int] = []
-    parse = udp._parse_ancillary
+    seen: list[int] = []  # the GRO segment size of each datagram or batch received (recvmsg or recvmmsg)
+    append = udp._append
 
-    def spy(ancillary: Ancillary) -> tuple[str | None, int]:
-        local, segment = parse(ancillary)
+    def spy(out: list[udp.Received], memory: Any, start: int, size: int, segment: int, *rest: Any) -> None:
         seen.append(segment)
-        return local, segment
+        append(out, memory, start, size, segment, *rest)
 
-    monkeypatch.setattr(udp, "_parse_ancillary", spy)
+    monkeypatch.setattr(udp, "_append", spy)
     to = endpoint_of(receiver, family)
     payloads = datagrams(1, SIZES)
     assert sender.send_batch([(p, to, LOOPBACK[family]) for p in payloads]) == []
@@ -175,6 +175,7 @@ def test_eio_turns_gso_off_for_good_and_loses_nothing(
 
 def test_emsgsize_turns_gso_off_for_that_destination_only(monkeypatch: pytest.MonkeyPatch) -> None:
     sender, small_path, other = UdpSockets(0), UdpSockets(0), UdpSockets(0)
+    sender.mmsg = None  # every datagram through _sendmsg, to count them (tests/test_udp_mmsg.py: with it)
     try:
         narrow, wide = endpoint_of(small_path, 4), endpoint_of(other, 4)
         sends = Sends(gso_only(errno.EMSGSIZE, narrow))
@@ -214,16 +215,21 @@ def test_lost_on_a_full_queue_like_on_the_wire(
     assert sender.gso and not sender.gso_off
 
 
-def test_offload_off_sends_and_receives_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("mmsg", [False, True])
+def test_offload_off_sends_and_receives_one_by_one(monkeypatch: pytest.MonkeyPatch, mmsg: bool) -> None:
+    """Without GSO and GRO: one datagram per system call, or up to 64 with recvmmsg/sendmmsg."""
+    monkeypatch.setenv(udp.MMSG_DISABLE_ENV, "" if mmsg else "1")
     sender, receiver = UdpSockets(0, offload=False), UdpSockets(0, offload=False)
     try:
         assert (sender.gso, sender.gro) == (False, False)
-        assert sender.describe_offloads() == "GSO off, GRO off"
+        if mmsg and sender.mmsg is None:
+            pytest.skip("no C extension with recvmmsg/sendmmsg")
+        assert sender.describe_offloads().startswith("GSO off, GRO off, recvmmsg/sendmmsg ")
         sends = Sends()
         monkeypatch.setattr(UdpSockets, "_sendmsg", staticmethod(sends))
         payloads = datagrams(9, SIZES)
         assert sender.send_batch([(p, endpoint_of(receiver, 4), "127.0.0.1") for p in payloads]) == []
-        assert sends.segments == [1] * len(payloads)
+        assert sends.segments == ([] if mmsg else [1] * len(payloads))  # sendmmsg bypasses _sendmsg
         assert [d for d, _, _ in receive_all(receiver, 4, len(payloads))] == payloads
     finally:
         sender.close()

@@ -2,7 +2,7 @@
 
 Everything is single-threaded on the loop: the TUN fd and each UDP socket are
 watched with add_reader, each wake-up handles a batch (TUN reads until EAGAIN,
-UDP reads with GRO, up to a bound each), the device seals or opens it in one
+UDP reads with GRO or recvmmsg, up to a bound each), the device seals or opens it in one
 call per peer or receiver index (the C hot path when built: pywg/hotpath.py),
 then `flush` sends what the device produced (GSO runs) and re-arms the one
 timer for its next deadline.
@@ -16,8 +16,10 @@ The device's allowed-IPs check and per-peer batching see single packets either w
 
 Bounds per wake-up: TUN_BATCH packets (READ_SLOTS split packets in at most
 READ_BUFFER bytes with offloads, buffers allocated once), UDP_BATCH datagrams
-per socket plus one GRO run; what the device delivers for the TUN is at most
-that much, written from one buffer that grows to the largest batch once.
+per socket plus one GRO run (with recvmmsg, the GRO runs of one call: at most
+GRO_SLOTS = 8 of 64 datagrams, 512 KiB, in udp.py); what the device delivers
+for the TUN is at most that much, written from one buffer that grows to the
+largest batch once.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ Buffers, all allocated once per engine (bounded, no per-packet allocation in C):
 - reading: one 64 KiB + 10 frame buffer inside the C reader and READ_BUFFER bytes for at most
   READ_SLOTS packets per call (a frame that does not fit is finished on the next call);
 - writing: an output buffer and arrays that grow to the largest batch the device delivered once
-  (at most UDP_BATCH + 63 datagrams' worth, see engine.py) and are reused from then on.
+  (bounded by what one UDP wake-up reads, see engine.py) and are reused from then on.
+Large buffers are anonymous mappings (`untouched_buffer`): resident only once written.
 """
 
 from __future__ import annotations

@@ -17,6 +17,28 @@ conn/bind_std.go, conn/features_linux.go, conn/errors_linux.go):
   may return many datagrams of one sender glued together, with the segment size
   in a control message; they are split again here.
 Both are probed once when the sockets are made; the engine logs what is on.
+GRO is asked for on the data sockets only: the handshake sockets' datagrams come
+from many senders, one or two each, which GRO would not glue anyway.
+
+Where GSO and GRO cannot batch, recvmmsg and sendmmsg do (C in pywg/udpio.c, when
+the extension is built; PYWG_NO_MMSG=1 turns them off): the handshake and priority
+sockets, and a data socket without GRO, take up to 64 datagrams per recvmmsg; a data
+socket with GRO takes up to GRO_SLOTS (8) GRO batches per recvmmsg, since a
+device that does not coalesce (a veth pair, by default) hands it single datagrams;
+datagrams that do not join a GSO run (to several endpoints in one flush, or with
+GSO off or refused) leave up to 64 per sendmmsg. A datagram sendmmsg refuses gets
+what a lone send gets (the fallback without its source, or lost as on the wire),
+and the rest of the batch goes on. The pure-Python path has no recvmmsg: it reads
+one datagram (or one GRO batch) per recvmsg_into, and sends as before, so the
+wire sees the same datagrams either way.
+
+Receive buffers are a bounded pool, mapped once per socket: RECEIVE_SLOTS (64)
+slots of 64 KiB (one datagram each), 4 MiB of address space per socket, or
+GRO_SLOTS (8) for a data socket with GRO (one GRO batch each, 512 KiB); pages
+become resident only as datagrams are written into them (one page per slot for
+datagrams of up to 4 KiB; all 16 of a slot for a full GRO batch). The pure-Python
+path uses one slot. The device gets each datagram as `bytes` copied out of its
+slot, so the slot is free again at once.
 
 Handshake messages have queues of their own, as in the kernel (receive.c):
 three sockets of a family share the port through SO_REUSEPORT, and a classic BPF
@@ -37,12 +59,16 @@ import ctypes
 import errno
 import functools
 import logging
+import mmap
 import os
 import socket
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from ipaddress import IPv4Address, IPv6Address
+from itertools import accumulate
+from typing import Any
 
+from pywg import hotpath
 from pywg.device import Datagram, Received
 from pywg.endpoint import Endpoint
 
@@ -66,6 +92,15 @@ _INT = struct.Struct("=i")
 _SEGMENT = struct.Struct("=H")
 _CMSG_SPACE = socket.CMSG_SPACE(max(_IN_PKTINFO.size, _IN6_PKTINFO.size)) + socket.CMSG_SPACE(_INT.size)
 _RECEIVE_SIZE = 65535
+RECEIVE_SLOTS = 64  # datagrams per recvmmsg (udpio.h WG_UDP_BATCH) and slots of each socket's pool
+# A GRO socket's slots: a recvmmsg then takes at most 8 GRO batches (512 KiB), about UDP_BATCH's bytes.
+GRO_SLOTS = 8
+_SLOT = 1 << 16  # a slot holds the largest datagram or GRO batch (_RECEIVE_SIZE)
+MMSG_DISABLE_ENV = "PYWG_NO_MMSG"
+# udpio.h wg_udp_rx (what recvmmsg found per datagram) and wg_udp_target (where one is sent).
+_RX = struct.Struct("=IIIHHBBBB16s16s")
+_TARGET = struct.Struct("=16sIHBB16s")
+_FAMILY_NUMBER = {socket.AF_INET: 4, socket.AF_INET6: 6}
 _BIND_ATTEMPTS = 16
 # errnos that mean "this source address is no longer ours / usable".
 _SOURCE_GONE = {errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH}
@@ -87,7 +122,8 @@ class UdpSockets:
     """An IPv4 and an IPv6 socket on the same port; either may be missing
     (IPv6 disabled on the host), never both.
 
-    `offload=False` leaves GSO and GRO off (one datagram per system call).
+    `offload=False` leaves GSO and GRO off (one datagram per system call, or up to 64 with
+    recvmmsg/sendmmsg: `mmsg`, None without the C extension or with PYWG_NO_MMSG=1).
     """
 
     def __init__(self, port: int = 0, fwmark: int = 0, offload: bool = True) -> None:
@@ -103,6 +139,8 @@ class UdpSockets:
         self.gso = False  # UDP_SEGMENT on send; probed in `bind`, off for good after EIO
         self.gro = False  # UDP_GRO on receive; probed in `bind`
         self.gso_off: set[Endpoint] = set()  # destinations that answered EMSGSIZE
+        self.mmsg = _Mmsg.create()
+        self._pools: dict[int, _Pool] = {}  # receive buffers by file descriptor, made in `bind`
         self.bind(port)
         if fwmark:
             self.set_fwmark(fwmark)
@@ -151,12 +189,28 @@ class UdpSockets:
         """Find out once what the kernel offers these sockets (the engine logs it)."""
         sockets = self.sockets
         self.gso = self.offload and all(_supports_gso(sock) for sock in sockets)
-        self.gro = self.offload and _kernel_at_least(GRO_MIN_KERNEL) and all(_enable_gro(s) for s in sockets)
+        data = self.data_sockets
+        self.gro = self.offload and _kernel_at_least(GRO_MIN_KERNEL) and all(_enable_gro(s) for s in data)
         self.gso_off.clear()
+        self._make_pools()
+
+    def _make_pools(self) -> None:
+        """A slot per datagram (or GRO batch) of one recvmmsg; one slot for recvmsg (no C extension)."""
+        if self.mmsg is None:
+            self._pools = {sock.fileno(): _Pool(1) for sock in self.sockets}
+            return
+        gro = self.data_sockets if self.gro else []
+        ffi = self.mmsg.ffi
+        self._pools = {
+            sock.fileno(): _Pool(GRO_SLOTS if sock in gro else RECEIVE_SLOTS, ffi) for sock in self.sockets
+        }
 
     def describe_offloads(self) -> str:
-        """What the probe found, for the engine's log: e.g. "GSO on, GRO on"."""
-        return f"GSO {'on' if self.gso else 'off'}, GRO {'on' if self.gro else 'off'}"
+        """What the probe found, for the engine's log: e.g. "GSO on, GRO on, recvmmsg/sendmmsg on"."""
+        mmsg = "on" if self.mmsg is not None else "off"
+        return (
+            f"GSO {'on' if self.gso else 'off'}, GRO {'on' if self.gro else 'off'}, recvmmsg/sendmmsg {mmsg}"
+        )
 
     def prioritize(self, addresses: Iterable[str]) -> None:
         """Handshake messages from `addresses` (known peers' endpoints) go to the priority sockets."""
@@ -179,32 +233,19 @@ class UdpSockets:
 
     # Receiving.
     def receive(self, sock: socket.socket, limit: int) -> list[Received]:
-        """Datagrams waiting on `sock`, about `limit` of them (GRO may add up to 63 past it)."""
-        out: list[Received] = []
-        for _ in range(limit):
-            try:
-                data, ancillary, flags, address = sock.recvmsg(_RECEIVE_SIZE, _CMSG_SPACE)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:  # ICMP errors reported on the socket; nothing to read
-                continue
-            if flags & socket.MSG_TRUNC:
-                continue
-            local, segment = _parse_ancillary(ancillary)
-            source = (address[0], address[1])
-            if segment and len(data) > segment:
-                out += [(data[i : i + segment], source, local) for i in range(0, len(data), segment)]
-            else:
-                out.append((data, source, local))
-            if len(out) >= limit:
-                break
-        return out
+        """Datagrams waiting on `sock`, about `limit` of them (GRO may add up to 63 past it with
+        recvmsg, up to GRO_SLOTS * 64 - 1 with recvmmsg)."""
+        pool = self._pools[sock.fileno()]
+        if self.mmsg is not None:
+            return self.mmsg.receive(sock.fileno(), pool, limit)
+        return _receive_each(sock, pool, limit)
 
     # Sending.
     def send_batch(self, datagrams: Sequence[Datagram]) -> list[str]:
         """Send in order, coalescing runs for GSO; returns the sources that could not be used
         (each once: the caller forgets them)."""
         gone: list[str] = []
+        lone: list[Datagram] = []  # datagrams in no GSO run, for sendmmsg (sent before the next run)
         count = len(datagrams)
         i = 0
         while i < count:
@@ -212,14 +253,47 @@ class UdpSockets:
             end = i + 1
             if self.gso and endpoint not in self.gso_off:
                 end = self._gso_run(datagrams, i)
-            if end - i == 1:
-                sent = self.send(data, endpoint, source)
+            if end - i == 1 and self.mmsg is not None:
+                lone.append(datagrams[i])
             else:
-                sent = self._send_segments([d[0] for d in datagrams[i:end]], endpoint, source)
-            if not sent and source is not None and source not in gone:
-                gone.append(source)
+                self._send_lone(lone, gone)
+                if end - i == 1:
+                    sent = self.send(data, endpoint, source)
+                else:
+                    sent = self._send_segments([d[0] for d in datagrams[i:end]], endpoint, source)
+                if not sent:
+                    _forget(gone, source)
             i = end
+        self._send_lone(lone, gone)
         return gone
+
+    def _send_lone(self, datagrams: list[Datagram], gone: list[str]) -> None:
+        """Send and clear `datagrams`: with sendmmsg, up to RECEIVE_SLOTS per call and family."""
+        if len(datagrams) == 1:
+            data, endpoint, source = datagrams[0]
+            if not self.send(data, endpoint, source):
+                _forget(gone, source)
+        elif datagrams:
+            for sock in self.data_sockets:
+                v6 = sock.family == socket.AF_INET6
+                mine = [d for d in datagrams if (":" in d[1][0]) == v6]
+                for start in range(0, len(mine), RECEIVE_SLOTS):
+                    self._sendmmsg(sock, mine[start : start + RECEIVE_SLOTS], gone)
+        datagrams.clear()
+
+    def _sendmmsg(self, sock: socket.socket, datagrams: list[Datagram], gone: list[str]) -> None:
+        """One sendmmsg (C); a datagram it refuses fares as with `send`: sent again without its
+        source if that is gone, else lost, as on the wire."""
+        assert self.mmsg is not None
+        # Without a target (not an address) a datagram is lost, as a plain send would lose it.
+        chosen = [(d, target) for d in datagrams if (target := _target(d[1], d[2])) is not None]
+        for index, failure in self.mmsg.send(
+            sock.fileno(), [d[0] for d, _ in chosen], b"".join(t for _, t in chosen)
+        ):
+            data, endpoint, source = chosen[index][0]
+            if source is not None and failure in _SOURCE_GONE:
+                self._send_plain(sock, data, endpoint)
+                _forget(gone, source)
 
     def _gso_run(self, datagrams: Sequence[Datagram], start: int) -> int:
         """The end of the run starting at `start` that one GSO send may carry."""
@@ -300,9 +374,181 @@ class UdpSockets:
     def close(self) -> None:
         for sock in self.sockets:
             sock.close()
+        self._pools = {}
         self.v4 = self.v6 = None
         self.handshake_sockets = []
         self.priority_sockets = []
+
+
+def _forget(gone: list[str], source: str | None) -> None:
+    """`source` could not be used: the caller hears of it once."""
+    if source is not None and source not in gone:
+        gone.append(source)
+
+
+class _Pool:
+    """One socket's receive buffers (module docstring): `slots` slots of _SLOT bytes, mapped once;
+    `data` is the same memory for C (None when only Python reads into it)."""
+
+    def __init__(self, slots: int, ffi: Any = None) -> None:
+        self.slots = slots
+        # Anonymous and private (not shared with a forked child): resident only where written.
+        self.memory = mmap.mmap(-1, slots * _SLOT, flags=mmap.MAP_PRIVATE)
+        self.first = memoryview(self.memory)[:_RECEIVE_SIZE]
+        self.data = None if ffi is None else ffi.from_buffer("uint8_t[]", self.memory, require_writable=True)
+
+
+def _receive_each(sock: socket.socket, pool: _Pool, limit: int) -> list[Received]:
+    """One recvmsg per datagram or GRO batch, into the pool's first slot (no C extension)."""
+    out: list[Received] = []
+    for _ in range(limit):
+        try:
+            size, ancillary, flags, address = sock.recvmsg_into([pool.first], _CMSG_SPACE)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:  # ICMP errors reported on the socket; nothing to read
+            continue
+        if flags & socket.MSG_TRUNC:
+            continue
+        local, segment = _parse_ancillary(ancillary)
+        _append(out, pool.memory, 0, size, segment, (address[0], address[1]), local)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _append(
+    out: list[Received],
+    memory: mmap.mmap,
+    start: int,
+    size: int,
+    segment: int,
+    source: Endpoint,
+    local: str | None,
+) -> None:
+    """The datagram at memory[start:start + size] (or the GRO batch there, split), copied out as bytes."""
+    end = start + size
+    if segment and size > segment:
+        out += [(memory[i : min(i + segment, end)], source, local) for i in range(start, end, segment)]
+    else:
+        out.append((memory[start:end], source, local))
+
+
+class _Mmsg:
+    """recvmmsg and sendmmsg in C (pywg/udpio.c): the message headers and the arrays of one call
+    are allocated once; a call handles up to RECEIVE_SLOTS datagrams with the GIL released."""
+
+    def __init__(self) -> None:
+        ffi, lib = hotpath.extension()
+        self.ffi, self._lib = ffi, lib
+        self._headers = ffi.new("char[]", lib.wg_udp_batch_size())
+        self._batch = ffi.cast("wg_udp_batch *", self._headers)
+        self._rx = ffi.new("wg_udp_rx[]", RECEIVE_SLOTS)
+        self._rx_view = memoryview(ffi.buffer(self._rx))
+        self._targets = ffi.new("wg_udp_target[]", RECEIVE_SLOTS)
+        self._off = ffi.new("uint32_t[]", RECEIVE_SLOTS)
+        self._len = ffi.new("uint32_t[]", RECEIVE_SLOTS)
+        self._error = ffi.new("int *")
+
+    @classmethod
+    def create(cls) -> _Mmsg | None:
+        """One, if the C extension is available with udpio.c and PYWG_NO_MMSG is not set."""
+        if not hotpath.available() or os.environ.get(MMSG_DISABLE_ENV, "") not in ("", "0"):
+            return None
+        if not hasattr(hotpath.extension()[1], "wg_udp_recv"):  # built before udpio.c
+            return None
+        return cls()
+
+    def receive(self, fd: int, pool: _Pool, limit: int) -> list[Received]:
+        """What `UdpSockets.receive` returns, read with recvmmsg into `pool`."""
+        out: list[Received] = []
+        for _ in range(limit):  # each call takes a datagram, or an error reported on the socket
+            wanted = min(pool.slots, limit - len(out))
+            count = self._lib.wg_udp_recv(self._batch, fd, pool.data, _SLOT, wanted, self._rx, self._error)
+            if count < 0:  # ICMP errors reported on the socket, EINTR: read on
+                continue
+            self._unpack(pool.memory, count, out)
+            if count < wanted or len(out) >= limit:  # fewer than asked for: the queue is empty
+                break
+        return out
+
+    def _unpack(self, memory: mmap.mmap, count: int, out: list[Received]) -> None:
+        for (
+            start,
+            size,
+            scope,
+            port,
+            segment,
+            family,
+            truncated,
+            local_family,
+            _,
+            source,
+            local,
+        ) in _RX.iter_unpack(self._rx_view[: count * _RX.size]):
+            if truncated:
+                continue  # as recvmsg's MSG_TRUNC
+            here = _address_text(local[:4] if local_family == 4 else local) if local_family else None
+            _append(out, memory, start, size, segment, (_source_text(family, source, scope), port), here)
+
+    def send(self, fd: int, payloads: list[bytes], targets: bytes) -> Iterator[tuple[int, int]]:
+        """Send payloads[k] to the k-th wg_udp_target packed in `targets` (at most RECEIVE_SLOTS);
+        yields the (index, errno) of each datagram the kernel refuses before sending the rest, so
+        the caller's fallback for it keeps its place in the order."""
+        count = len(payloads)
+        lengths = [len(payload) for payload in payloads]
+        self._len[0:count] = lengths
+        self._off[0:count] = list(accumulate(lengths, initial=0))[:count]
+        self.ffi.memmove(self._targets, targets, len(targets))
+        joined = self.ffi.from_buffer("uint8_t[]", b"".join(payloads))
+        start = 0
+        while start < count:
+            start += self._lib.wg_udp_send(
+                self._batch,
+                fd,
+                joined,
+                self._off + start,
+                self._len + start,
+                self._targets + start,
+                count - start,
+                self._error,
+            )
+            if start < count:
+                yield start, self._error[0]
+                start += 1
+
+
+@functools.lru_cache(maxsize=1024)
+def _source_text(family: int, packed: bytes, scope: int) -> str:
+    """A source address as Python's socket module names it (getnameinfo: "fe80::1%eth0" if scoped)."""
+    if family == 4:
+        return socket.inet_ntop(socket.AF_INET, packed[:4])
+    text = socket.inet_ntop(socket.AF_INET6, packed)
+    if scope:
+        text = socket.getnameinfo((text, 0, 0, scope), socket.NI_NUMERICHOST)[0]
+    return text
+
+
+@functools.lru_cache(maxsize=1024)
+def _target(endpoint: Endpoint, source: str | None) -> bytes | None:
+    """The wg_udp_target sending to `endpoint` from `source`; None if `endpoint` is not an address
+    (a plain send would fail on it too)."""
+    family = socket.AF_INET6 if ":" in endpoint[0] else socket.AF_INET
+    try:
+        address = socket.getaddrinfo(
+            endpoint[0], endpoint[1], family, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST
+        )
+        packed = socket.inet_pton(family, address[0][4][0].split("%", 1)[0])
+    except OSError:
+        return None
+    scope = address[0][4][3] if family == socket.AF_INET6 else 0
+    port = socket.htons(endpoint[1])
+    if source is None:
+        return _TARGET.pack(packed, scope, port, _FAMILY_NUMBER[family], 0, b"")
+    via = socket.AF_INET6 if ":" in source else socket.AF_INET
+    return _TARGET.pack(
+        packed, scope, port, _FAMILY_NUMBER[family], _FAMILY_NUMBER[via], socket.inet_pton(via, source)
+    )
 
 
 def _bind_pair(port: int) -> tuple[socket.socket | None, socket.socket | None, int]:
