@@ -59,6 +59,7 @@ from pywg.runtime.lab import (
     write_secret,
 )
 from pywg.runtime.netns import in_netns
+from pywg.runtime.uapi_server import query
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "soak.json"
@@ -94,16 +95,7 @@ class Engine:
 
 def uapi(name: str, request: bytes) -> dict[str, str]:
     """One request on a UAPI socket; the reply's key=value lines (the last of each key)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-        client.settimeout(5)
-        client.connect(str(WG_SOCKET_DIR / f"{name}.sock"))
-        client.sendall(request)
-        reply = b""
-        while not reply.endswith(b"\n\n"):
-            chunk = client.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
+    reply = query(WG_SOCKET_DIR / f"{name}.sock", request)
     pairs = dict(line.split("=", 1) for line in reply.decode().splitlines() if "=" in line)
     if pairs.get("errno") != "0":
         raise LabFailed(f"{name} refused {request.split(b'=')[0].decode()}: errno {pairs.get('errno')}")

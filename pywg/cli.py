@@ -230,20 +230,11 @@ class _VersionAction(argparse.Action):
 
 
 def _run_stats(args: argparse.Namespace) -> int:
-    import socket
+    from pywg.runtime.uapi_server import query, socket_path
 
-    path = f"/var/run/wireguard/{args.name}.sock"
+    path = socket_path(args.name)
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-            client.settimeout(5)
-            client.connect(path)
-            client.sendall(b"stats=1\n\n")
-            reply = b""
-            while not reply.endswith(b"\n\n"):
-                chunk = client.recv(65536)
-                if not chunk:
-                    break
-                reply += chunk
+        reply = query(path, b"stats=1\n\n")
     except OSError as error:
         raise CommandError(f"cannot reach {path}: {error.strerror or error}") from None
     lines = reply.decode().splitlines()

@@ -41,6 +41,22 @@ def socket_in_use(path: Path) -> bool:
         probe.close()
 
 
+def query(path: Path, request: bytes, timeout: float = 5.0) -> bytes:
+    """One request on a UAPI socket, as `wg` makes it: the reply up to its blank line (OSError if
+    nothing answers)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(timeout)
+        client.connect(str(path))
+        client.sendall(request)
+        reply = b""
+        while not reply.endswith(b"\n\n"):
+            chunk = client.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    return reply
+
+
 class UapiServer:
     def __init__(self, name: str, device: Device, hooks: UapiHooks, run_dir: Path = RUN_DIR) -> None:
         self.name = name
