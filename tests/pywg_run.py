@@ -32,10 +32,13 @@ from pywg.config import InterfaceConfig, format_wg_quick, to_json
 from tests.topology import (
     WG_SOCKET_DIR,
     Host,
+    PeerStatus,
     _socket_accepts,
     stop_process,
     unique_ifname,
+    wait_for_handshake,
     wait_until,
+    wg_peers,
 )
 
 PYWG_USERSPACE = str(Path(sysconfig.get_path("scripts")) / "pywg-userspace")
@@ -250,6 +253,70 @@ class PywgUp(_Running):
             stop_process(self.process, STOP_TIMEOUT)
             self.process = None
         super().close()
+
+
+class Pywg(PywgUp):
+    """A `PywgUp` whose every stop is checked: `start` runs it in the foreground, `daemon` as a
+    daemon, and `stop` ends it the matching way (SIGTERM, or `pywg down`) and asserts that it left
+    no interface, socket, state file or process and logged no exception."""
+
+    def __init__(
+        self,
+        host: Host,
+        config: InterfaceConfig,
+        ifname: str = "wg0",
+        name: str | None = None,
+        config_format: str = "ini",
+    ) -> None:
+        super().__init__(host, config, ifname, name, ".json" if config_format == "json" else ".conf")
+        self.config = config
+        self.daemon_pid: int | None = None
+
+    def __repr__(self) -> str:
+        return f"Pywg({self.ifname!r} as {self.name!r} in {self.host.name!r})"
+
+    @property
+    def public_key(self) -> bytes:
+        return self.config.public_key
+
+    def start(self, timeout: float = START_TIMEOUT) -> Pywg:
+        """`pywg up --foreground`; returns once the UAPI socket accepts."""
+        self.start_foreground(timeout)
+        return self
+
+    def daemon(self, timeout: float = START_TIMEOUT) -> subprocess.CompletedProcess[str]:
+        """`pywg up`: returns (with its output) once the daemon is ready."""
+        done = self.up(timeout=timeout)
+        self.daemon_pid = self.pid
+        return done
+
+    @property
+    def running(self) -> bool:
+        if self.process is not None:
+            return self.process.poll() is None
+        return self.daemon_pid is not None and alive(self.daemon_pid)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
+        """End it and check it removed everything; the foreground process's exit status, or None."""
+        status: int | None = None
+        if self.process is not None:
+            status = stop_process(self.process, timeout)
+            self.process = None
+        elif self.daemon_pid is not None:
+            pid, self.daemon_pid = self.daemon_pid, None
+            self.down(timeout=timeout + 5)
+            wait_until(lambda: not alive(pid), timeout, f"{self} daemon (pid {pid}) to exit")
+        else:
+            return None
+        assert self.leftovers() == [], f"{self} left {self.leftovers()}"
+        assert "Traceback" not in self.log(), f"{self} logged an exception:\n{self.log()}"
+        return status
+
+    def peers(self) -> dict[bytes, PeerStatus]:
+        return wg_peers(self.host, self.name)
+
+    def wait_for_handshake(self, peer: bytes, after: int = 0, timeout: float = 10.0) -> PeerStatus:
+        return wait_for_handshake(self.host, self.name, peer, after, timeout)
 
 
 class Userspace(_Running):

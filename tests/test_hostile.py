@@ -46,7 +46,7 @@ from pywg.constants import (
 from pywg.keys import encode_key
 from pywg.messages import message_type
 from tests import attacker
-from tests.pywg_proc import Pywg
+from tests.pywg_run import Pywg
 from tests.topology import (
     WG_PORT,
     WG_SOCKET_DIR,

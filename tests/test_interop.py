@@ -18,7 +18,7 @@ import pytest
 from pywg import hotpath
 from pywg.config import Endpoint, InterfaceConfig
 from pywg.keys import encode_key
-from tests.pywg_proc import Pywg
+from tests.pywg_run import Pywg
 from tests.topology import (
     WG_PORT,
     Host,

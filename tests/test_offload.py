@@ -40,7 +40,7 @@ from pywg.runtime.tun import (
     Tun,
     open_tun,
 )
-from tests.pywg_proc import Pywg
+from tests.pywg_run import Pywg
 from tests.topology import Host, KeyPair, Topology, WireguardGo, link, tcp_transfer, tunnel_configs
 
 pytest_plugins = ["tests.topology"]
