@@ -137,10 +137,10 @@ class NodeAgent:
     supervisor and removes UAPI sockets of attachments nobody serves any more.
     """
 
-    def __init__(self, node: Host) -> None:
+    def __init__(self, node: Host, socket: Path | None = None) -> None:
         self.node = node
         self.state_dir = node.tmpdir / "state"
-        self.socket = node.tmpdir / "run" / "agent.sock"
+        self.socket = socket or node.tmpdir / "run" / "agent.sock"
         self.log_path = node.tmpdir / "agent.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.names: set[str] = set()
@@ -190,13 +190,19 @@ class NodeAgent:
             stop_process(self.process, 15.0)
             self.process = None
 
+    def delete_all(self) -> list[str]:
+        """DEL every attachment the agent has; their names."""
+        found = self.attachments()
+        for att in found:
+            self.call("del", container_id=att["container_id"], ifname=att["ifname"])
+        return [att["name"] for att in found]
+
     def stop(self) -> None:
         if self.process is None:
             return
         if self.process.poll() is None:
             with contextlib.suppress(agent_client.AgentError):
-                for att in self.attachments():
-                    self.call("del", container_id=att["container_id"], ifname=att["ifname"])
+                self.delete_all()
         self.terminate()
         for name in self.names:
             path = socket_path(name)

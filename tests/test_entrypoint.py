@@ -21,7 +21,6 @@ import socket
 import statistics
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -49,6 +48,7 @@ from cni.spec import (
 )
 from pywg.config import Endpoint, InterfaceConfig, PeerConfig, to_json
 from pywg.runtime.uapi_server import socket_path
+from tests.cni_run import NodeAgent
 from tests.topology import (
     NETNS_DIR,
     OWNER,
@@ -59,7 +59,6 @@ from tests.topology import (
     WireguardGo,
     link,
     stop_process,
-    wait_until,
 )
 
 pytest_plugins = ["tests.topology"]
@@ -461,58 +460,6 @@ def test_size_limits(rootfs: Path, fake: FakeAgent) -> None:
 # --- the real agent ------------------------------------------------------------------------------------
 
 
-class NodeAgent:
-    """`python -m cni.agent --supervise` in `node`, its socket at ROOTFS/run/pywg-cni/agent.sock."""
-
-    def __init__(self, node: Host, sock: Path) -> None:
-        self.node = node
-        self.socket = sock
-        self.log_path = node.tmpdir / "agent.log"
-        self.process: subprocess.Popen[bytes] | None = None
-        node.on_close(self.stop)
-
-    def start(self) -> NodeAgent:
-        command = [sys.executable, "-m", "cni.agent", "--supervise", "--socket", str(self.socket)]
-        command += ["--state-dir", str(self.node.tmpdir / "state")]
-        with open(self.log_path, "ab") as log:
-            self.process = self.node.popen(command, stdout=log, stderr=subprocess.STDOUT)
-        process = self.process
-
-        def answers() -> bool:
-            assert process.poll() is None, f"the agent exited:\n{self.log()}"
-            return agent_client.agent_running(self.socket)
-
-        wait_until(answers, 20.0, "the agent's socket")
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def call(self, op: str, **payload: Any) -> dict[str, Any]:
-        return agent_client.call(op, payload, socket_path=self.socket)
-
-    def attachments(self) -> list[dict[str, Any]]:
-        return list(self.call("list")["attachments"])
-
-    def delete_all(self) -> None:
-        for att in self.attachments():
-            self.call("del", container_id=att["container_id"], ifname=att["ifname"])
-            path = socket_path(att["name"])
-            assert not path.exists(), path
-
-    def terminate(self) -> None:
-        """SIGTERM: the agent stops its engines and keeps links and state for the next one."""
-        if self.process is not None:
-            stop_process(self.process, 15.0)
-            self.process = None
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(agent_client.AgentError):
-                self.delete_all()
-        self.terminate()
-
-
 @dataclass
 class Pod:
     host: Host
@@ -609,7 +556,8 @@ def clean(lab: Lab) -> Iterator[Lab]:
     finally:
         if lab.agent.process is None:
             lab.agent.start()
-        lab.agent.delete_all()
+        for name in lab.agent.delete_all():
+            assert not socket_path(name).exists(), socket_path(name)
 
 
 def test_add_ping_check_del_through_the_entrypoint(clean: Lab) -> None:
