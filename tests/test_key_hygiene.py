@@ -31,7 +31,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import stat
 import subprocess
 import time
@@ -45,7 +44,7 @@ from pywg.cli import build_parser
 from pywg.config import Endpoint, InterfaceConfig, PeerConfig, to_json
 from pywg.constants import REKEY_AFTER_TIME, ZERO_KEY_MATERIAL_AFTER
 from pywg.noise import HandshakeState
-from pywg.runtime.uapi_server import socket_path
+from pywg.runtime.uapi_server import query, socket_path
 from tests.cni_run import NodeAgent
 from tests.netsim import Network, connect, ipv4_packet
 from tests.pywg_run import STATE_DIR, PywgUp, pids_with_argument, pywg_argv
@@ -153,20 +152,6 @@ def assert_nobody_cannot_read(path: Path) -> None:
     assert "Permission denied" in done.stderr, done.stderr
 
 
-def uapi_request(path: Path, request: bytes) -> bytes:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-        client.settimeout(5.0)
-        client.connect(str(path))
-        client.sendall(request)
-        reply = b""
-        while not reply.endswith(b"\n\n"):
-            chunk = client.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
-    return reply
-
-
 def key_laden_uapi_requests(private: bytes, psk: bytes, peer: bytes) -> list[bytes]:
     """Requests a UAPI server must refuse, each carrying key text where a log line could quote it."""
     private_hex, psk_hex, peer_hex = private.hex(), psk.hex(), peer.hex()
@@ -235,7 +220,7 @@ def test_pywg_up_keeps_keys_out_of_processes_logs_and_output(topology: Topology)
     # Refused UAPI requests and a SIGHUP with a bad config leave log lines, without the keys.
     for pywg, own, other in ((daemon, keys_a, keys_b), (foreground, keys_b, keys_a)):
         for request in key_laden_uapi_requests(own.private, psk, other.public):
-            reply = uapi_request(pywg.socket_path, request)
+            reply = query(pywg.socket_path, request)
             assert reply.startswith(b"errno=-") and reply.endswith(b"\n\n"), reply
     daemon.write_config(
         f"[Interface]\nPrivateKey = {keys_a.private_b64}\n\n[Peer]\nPublicKey = {keys_b.private.hex()}\n"

@@ -31,6 +31,7 @@ from pywg.constants import MESSAGE_INITIATION
 from pywg.crypto import clamp, public_key
 from pywg.device import Device
 from pywg.messages import message_type
+from pywg.runtime.uapi_server import query
 from pywg.uapi import (
     MAX_LINE,
     RequestSplitter,
@@ -1124,20 +1125,6 @@ def test_corpus_matches_wireguard_go(lines: str, expected: int) -> None:
     assert handle_request(device, _body(lines)) == b"errno=%d\n\n" % expected
 
 
-def _ask(path: str, data: bytes) -> bytes:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-        client.settimeout(5)
-        client.connect(path)
-        client.sendall(data)
-        reply = b""
-        while not reply.endswith(b"\n\n"):
-            chunk = client.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
-        return reply
-
-
 def test_differential_against_wireguard_go() -> None:
     assert shutil.which("wireguard-go"), "wireguard-go not found: install it (scripts/install-deps.sh does)"
     assert os.geteuid() == 0, "this test needs root for /var/run/wireguard"
@@ -1157,9 +1144,9 @@ def test_differential_against_wireguard_go() -> None:
         device = new_device()
         for lines, _expected in CORPUS:
             for text in (_body(RESET), _body(lines)):
-                theirs, ours = _ask(path, text.encode()), handle_request(device, text)
+                theirs, ours = query(Path(path), text.encode()), handle_request(device, text)
                 assert theirs == ours, (text, theirs, ours)
-            theirs, ours = _ask(path, b"get=1\n\n"), handle_request(device, b"get=1\n\n")
+            theirs, ours = query(Path(path), b"get=1\n\n"), handle_request(device, b"get=1\n\n")
             assert _normalized_get(theirs) == _normalized_get(ours), lines
     finally:
         process.terminate()
