@@ -442,8 +442,10 @@ def test_underlay_down_and_up_under_traffic(lab: Lab) -> None:
     with flowing(lab.peer.host, pod.host, PEER_V4) as flow:
         lab.wire.down()
         time.sleep(3.0)
-        lab.wire.up()
+        # Taken before `ip link set up` returns: probes may flow again before it does, and the
+        # outage must still count as the stall that ends after this moment.
         up = time.monotonic()
+        lab.wire.up()
         traffic_back(pod, RECOVERY_LIMIT + 5.0, "traffic after the underlay came back")
         flow.running_for(1.0)
         result = flow.finish()
