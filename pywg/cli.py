@@ -196,8 +196,12 @@ def _add_down(subcommands: argparse._SubParsersAction) -> None:
 def version_text() -> str:
     """`pywg version`: the release and the data path the engine would use here."""
     from pywg import hotpath
+    from pywg.runtime import tun_offload, udp
 
-    return f"{PROG} {__version__}\ndata path: {hotpath.describe()}"
+    return (
+        f"{PROG} {__version__}\ndata path: {hotpath.describe()}\n"
+        f"TUN offloads: {tun_offload.describe()}\nUDP batching: {udp.describe_batching()}"
+    )
 
 
 def _run_version(args: argparse.Namespace) -> int:
@@ -212,7 +216,8 @@ def _add_version(subcommands: argparse._SubParsersAction) -> None:
         description=(
             "Print pywg's version and the data path `pywg up` would use: the C hot path "
             "(pywg._hotpath with its OpenSSL version) or pure Python, with the reason "
-            "(not built, or PYWG_NO_EXT=1)."
+            "(not built, or PYWG_NO_EXT=1); and whether TUN offloads and recvmmsg/sendmmsg are on "
+            "(PYWG_NO_TUN_OFFLOAD=1, PYWG_NO_MMSG=1 turn them off)."
         ),
     )
     parser.set_defaults(run=_run_version)

@@ -354,8 +354,10 @@ def test_version_names_the_data_path(
         and f"data path: C hot path (pywg._hotpath, OpenSSL {hotpath.crypto_version()})" in out
     )
     assert hotpath.crypto_version()[0].isdigit()
+    assert "TUN offloads: IFF_VNET_HDR" in out and "UDP batching: recvmmsg/sendmmsg (C)" in out
     monkeypatch.setenv(hotpath.DISABLE_ENV, "1")
     assert cli.main(["--version"]) == 0
-    assert (
-        "data path: pure Python (the C extension is turned off by PYWG_NO_EXT=1)" in capsys.readouterr().out
-    )
+    out = capsys.readouterr().out
+    assert "data path: pure Python (the C extension is turned off by PYWG_NO_EXT=1)" in out
+    assert "TUN offloads: off (the C extension is turned off by PYWG_NO_EXT=1)" in out
+    assert "UDP batching: no recvmmsg/sendmmsg (the C extension is turned off" in out

@@ -58,6 +58,14 @@ def available() -> bool:
     return unavailable_reason() is None
 
 
+def describe() -> str:
+    """For `pywg version`: whether TUNs get offloads here, or why not."""
+    reason = unavailable_reason()
+    if reason is None:
+        return "IFF_VNET_HDR, TSO/USO where the kernel takes them (split and merged in C)"
+    return f"off ({reason})"
+
+
 def untouched_buffer(size: int) -> mmap.mmap:
     """`size` writable bytes that cost no memory until written: anonymous pages are mapped on first
     touch, so an idle tunnel (the node agent hosts many) keeps only what its largest batch used.

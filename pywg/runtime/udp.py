@@ -118,6 +118,25 @@ _SOURCE_WORDS = {socket.AF_INET: (12,), socket.AF_INET6: (8, 12, 16, 20)}
 _log = logging.getLogger("pywg")
 
 
+def mmsg_unavailable_reason() -> str | None:
+    """Why datagrams go one (or one GSO/GRO batch) per system call, or None: recvmmsg/sendmmsg."""
+    reason = hotpath.unavailable_reason()
+    if reason is not None:
+        return reason
+    if not hasattr(hotpath.extension()[1], "wg_udp_recv"):  # built before udpio.c
+        return "the C extension predates recvmmsg/sendmmsg"
+    if os.environ.get(MMSG_DISABLE_ENV, "") not in ("", "0"):
+        return f"turned off by {MMSG_DISABLE_ENV}={os.environ[MMSG_DISABLE_ENV]}"
+    return None
+
+
+def describe_batching() -> str:
+    """For `pywg version`: how datagrams are batched here (GSO/GRO are probed per socket)."""
+    reason = mmsg_unavailable_reason()
+    mmsg = "recvmmsg/sendmmsg (C)" if reason is None else f"no recvmmsg/sendmmsg ({reason})"
+    return f"{mmsg}; UDP GSO/GRO where the kernel offers them"
+
+
 class UdpSockets:
     """An IPv4 and an IPv6 socket on the same port; either may be missing
     (IPv6 disabled on the host), never both.
@@ -453,11 +472,7 @@ class _Mmsg:
     @classmethod
     def create(cls) -> _Mmsg | None:
         """One, if the C extension is available with udpio.c and PYWG_NO_MMSG is not set."""
-        if not hotpath.available() or os.environ.get(MMSG_DISABLE_ENV, "") not in ("", "0"):
-            return None
-        if not hasattr(hotpath.extension()[1], "wg_udp_recv"):  # built before udpio.c
-            return None
-        return cls()
+        return cls() if mmsg_unavailable_reason() is None else None
 
     def receive(self, fd: int, pool: _Pool, limit: int) -> list[Received]:
         """What `UdpSockets.receive` returns, read with recvmmsg into `pool`."""
