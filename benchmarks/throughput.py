@@ -739,6 +739,11 @@ def first_line(argv: Sequence[str]) -> str:
     return last_line(done.stdout.splitlines()[0]) if done and done.stdout.strip() else "unknown"
 
 
+def output_lines(argv: Sequence[str]) -> list[str]:
+    done = attempt(argv, timeout=10)
+    return done.stdout.splitlines() if done and done.returncode == 0 else []
+
+
 def machine() -> dict[str, Any]:
     cpu_model = "unknown"
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
@@ -756,6 +761,8 @@ def machine() -> dict[str, Any]:
         "wireguard_go": first_line(["wireguard-go", "--version"]),
         "iperf3": first_line(["iperf3", "--version"]),
         "pywg_commit": first_line(["git", "-C", str(ROOT), "rev-parse", "HEAD"]),
+        # data path, TUN offloads and UDP batching of the C-path cases, as `pywg version` says
+        "pywg_version": output_lines([sys.executable, "-m", "pywg", "version"]),
     }
     status = attempt(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], timeout=10)
     info["pywg_tree_modified"] = bool(status and status.stdout.strip())
