@@ -31,7 +31,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -46,8 +45,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the test suite's helpers (tests/) come from this checkout
 
+from throughput import load_average, machine  # noqa: E402
+
 from cni.build_entrypoint import DEFAULT_OUT as ENTRYPOINT  # noqa: E402
 from pywg.config import InterfaceConfig, PeerConfig  # noqa: E402
+from pywg.runtime.lab import raise_interrupt  # noqa: E402
 from pywg.runtime.netns import in_netns  # noqa: E402
 from tests.cni_run import (  # noqa: E402
     ANNOTATION,
@@ -297,21 +299,6 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def load_average() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
-
-
-def machine() -> dict[str, Any]:
-    with open("/proc/cpuinfo") as handle:
-        model = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "?")
-    return {
-        "cpu_model": model,
-        "cores": os.cpu_count(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-    }
-
-
 def run(args: argparse.Namespace, report: dict[str, Any]) -> None:
     fake = FakeKubernetes()
     try:
@@ -350,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "settings": {"pods": args.pods, "idle": args.idle},
         "load_average_start": load_average(),
     }
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         run(args, report)
     except (RuntimeError, subprocess.SubprocessError, AssertionError) as error:
@@ -367,10 +354,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render(report))
     say(f"results in {args.json}")
     return 0
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

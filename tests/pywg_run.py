@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pywg.config import InterfaceConfig, format_wg_quick, to_json
+from pywg.runtime.daemon import alive
 from tests.topology import (
     WG_SOCKET_DIR,
     Host,
@@ -55,16 +56,6 @@ def pywg_argv(*args: str) -> list[str]:
 
 def socket_path(name: str) -> Path:
     return WG_SOCKET_DIR / f"{name}.sock"
-
-
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
 
 
 def pids_with_argument(argument: str) -> list[int]:

@@ -29,6 +29,7 @@ import pytest
 from cni import agent_client
 from cni.spec import INTERNAL, INVALID_NETNS, INVALID_NETWORK_CONFIG
 from pywg.config import Endpoint, InterfaceConfig, PeerConfig, to_json
+from pywg.runtime.daemon import alive
 from pywg.runtime.uapi_server import socket_path
 from tests.cni_run import NodeAgent
 from tests.topology import (
@@ -51,15 +52,6 @@ RECOVERY_LIMIT = 10.0
 
 def netns_path(host: Host) -> str:
     return str(NETNS_DIR / host.name)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-    except OSError:
-        return False
-    return text[text.rindex(")") + 2] not in "ZX"
 
 
 def rss_kib(pid: int) -> int:
@@ -207,7 +199,7 @@ def test_add_ping_check_kill_recover_del(lab: Lab) -> None:
     assert worker != agent.process.pid
     os.kill(worker, signal.SIGKILL)
     killed = time.monotonic()
-    wait_until(lambda: not _alive(worker), 5.0, "the worker to die")
+    wait_until(lambda: not alive(worker), 5.0, "the worker to die")
     assert pod.host.has_link("net1")
     wait_until(lambda: pod.host.ping("10.99.0.1", count=1, timeout=1), RECOVERY_LIMIT, "ping after kill -9")
     recovered = time.monotonic() - killed
@@ -463,4 +455,4 @@ def test_ensure_agent_starts_one_detached_supervised_agent(topology: Topology) -
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(supervisor, signal.SIGTERM)
-    wait_until(lambda: not _alive(supervisor) and not sock.exists(), 15.0, "the agent to stop")
+    wait_until(lambda: not alive(supervisor) and not sock.exists(), 15.0, "the agent to stop")

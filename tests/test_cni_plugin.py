@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from cni.spec import INVALID_NETWORK_CONFIG, TRY_AGAIN_LATER
+from pywg.runtime.daemon import alive
 from tests.cni_run import (
     ANNOTATION,
     CniCall,
@@ -175,15 +176,6 @@ def assert_no_output(call: CniCall) -> None:
     assert call.stdout == "", call.stdout
 
 
-def _worker_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-    except OSError:
-        return False
-    return text[text.rindex(")") + 2] not in "ZX"
-
-
 # --- the life of an attachment --------------------------------------------------------------------
 
 
@@ -204,7 +196,7 @@ def test_add_ping_check_kill_agent_check_del(lab: Lab) -> None:
     worker = lab.agent.worker_pid()
     os.kill(worker, signal.SIGKILL)
     killed = time.monotonic()
-    wait_until(lambda: not _worker_alive(worker), 5.0, "the agent worker to die")
+    wait_until(lambda: not alive(worker), 5.0, "the agent worker to die")
     wait_until(lambda: pod.host.ping(PEER_V4, timeout=1), RECOVERY_LIMIT, "traffic after kill -9")
     print(f"\ntraffic resumed {time.monotonic() - killed:.2f} s after kill -9 of the agent worker")
     assert lab.agent.worker_pid() != worker

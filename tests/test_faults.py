@@ -35,6 +35,7 @@ import pytest
 
 from cni import agent_client
 from cni.spec import IO_FAILURE, TRY_AGAIN_LATER
+from pywg.runtime.daemon import alive
 from pywg.runtime.netns import in_netns
 from tests.cni_run import (
     ANNOTATION,
@@ -52,7 +53,7 @@ from tests.cni_run import (
     netns_path,
 )
 from tests.k8s_fake import FakeKubernetes
-from tests.pywg_run import PywgUp, alive, pywg_argv
+from tests.pywg_run import PywgUp, pywg_argv
 from tests.topology import (
     Host,
     KeyPair,

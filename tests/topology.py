@@ -66,6 +66,8 @@ from pywg.keys import (
     generate_private_key,
     public_key_for,
 )
+from pywg.runtime.daemon import alive
+from pywg.runtime.lab import stop_process
 
 IPInterface = IPv4Interface | IPv6Interface
 
@@ -158,24 +160,6 @@ def run(
     if check and done.returncode != 0:
         raise CommandError(done.returncode, done.args, done.stdout, done.stderr)
     return done
-
-
-def stop_process(process: subprocess.Popen[Any], timeout: float = 5.0) -> int | None:
-    """SIGTERM, wait up to `timeout`, then SIGKILL; close its pipes. Returns the exit status."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(5.0)
-    for pipe in (process.stdin, process.stdout, process.stderr):
-        if pipe is not None:
-            pipe.close()
-    return process.returncode
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
@@ -966,16 +950,6 @@ def find_leftovers(owned: Callable[[str], bool]) -> Leftovers:
     return found
 
 
-def _alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
-
-
 def _wireguard_go_socket(pid: int) -> Path | None:
     """The UAPI socket of process `pid` if it is `wireguard-go [-f] IFNAME`."""
     try:
@@ -994,9 +968,9 @@ def _end_processes(pids: Sequence[int], grace: float = 2.0) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    _kill_pids(pid for pid in pids if _alive(pid))
+    _kill_pids(pid for pid in pids if alive(pid))
     for path in sockets:
         if path.is_socket() and not _socket_accepts(path):
             path.unlink(missing_ok=True)

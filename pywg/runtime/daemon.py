@@ -126,7 +126,7 @@ def find_state(interface: str, netns: str | None, state_dir: Path = STATE_DIR) -
         except (OSError, ValueError, TypeError):
             continue
         if (state.interface, state.netns) == (interface, netns):
-            if _alive(state.pid):
+            if alive(state.pid):
                 return state
             _remove_leftovers(state, path)
     return None
@@ -141,7 +141,8 @@ def _remove_leftovers(state: State, path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -86,8 +86,8 @@ def run(argv: Sequence[str], what: str, timeout: float = 10.0) -> subprocess.Com
     return done
 
 
-def stop_process(process: subprocess.Popen[Any], timeout: float = 5.0) -> None:
-    """SIGTERM, wait up to `timeout`, then SIGKILL; close its pipes."""
+def stop_process(process: subprocess.Popen[Any], timeout: float = 5.0) -> int | None:
+    """SIGTERM, wait up to `timeout`, then SIGKILL; close its pipes. Returns the exit status."""
     if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             process.terminate()
@@ -101,6 +101,7 @@ def stop_process(process: subprocess.Popen[Any], timeout: float = 5.0) -> None:
     for pipe in (process.stdin, process.stdout, process.stderr):
         if pipe is not None:
             pipe.close()
+    return process.returncode
 
 
 def write_secret(path: Path, text: str) -> Path:
