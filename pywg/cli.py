@@ -245,9 +245,9 @@ def _run_stats(args: argparse.Namespace) -> int:
     lines = reply.decode().splitlines()
     if "errno=0" not in lines:
         raise CommandError(f"{args.name} is not a pywg interface (it refused the stats request)")
-    drops = [line.removeprefix("drop_").replace("=", ": ") for line in lines if line.startswith("drop_")]
-    print(f"{args.name}: dropped " + (", ".join(drops) if drops else "nothing"))
     count = dict(line.split("=", 1) for line in lines if "=" in line)
+    drops = [f"{key.removeprefix('drop_')}: {n}" for key, n in count.items() if key.startswith("drop_")]
+    print(f"{args.name}: dropped " + (", ".join(drops) if drops else "nothing"))
     print(f"{args.name}: {count.get('keypairs', '0')} keypairs, {count.get('indices', '0')} session indices")
     return 0
 

@@ -150,6 +150,19 @@ def _require() -> tuple[Any, Any]:
     return _ffi, _lib
 
 
+def feature_unavailable_reason(symbol: str, feature: str, disable_env: str) -> str | None:
+    """Why an adapter should not use the extension's `symbol` (its `feature`), or None: the C path
+    is off, the extension was built before `feature`, or `disable_env` is set."""
+    reason = unavailable_reason()
+    if reason is not None:
+        return reason
+    if not hasattr(extension()[1], symbol):
+        return f"the C extension predates {feature}"
+    if os.environ.get(disable_env, "") not in ("", "0"):
+        return f"turned off by {disable_env}={os.environ[disable_env]}"
+    return None
+
+
 def extension() -> tuple[Any, Any]:
     """cffi's `ffi` and `lib` of pywg._hotpath, for the other adapters wrapping its C
     (pywg/runtime/tun_offload.py); raises HotpathUnavailable when it is not built."""

@@ -43,14 +43,7 @@ _log = logging.getLogger("pywg")
 
 def unavailable_reason() -> str | None:
     """Why a TUN should be opened without IFF_VNET_HDR, or None if the engine can handle it."""
-    reason = hotpath.unavailable_reason()
-    if reason is not None:
-        return reason
-    if not hasattr(hotpath.extension()[1], "wg_tun_read"):  # built from an older hotpath
-        return "the C extension predates TUN offloads"
-    if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
-        return f"turned off by {DISABLE_ENV}={os.environ[DISABLE_ENV]}"
-    return None
+    return hotpath.feature_unavailable_reason("wg_tun_read", "TUN offloads", DISABLE_ENV)
 
 
 def available() -> bool:

@@ -120,14 +120,7 @@ _log = logging.getLogger("pywg")
 
 def mmsg_unavailable_reason() -> str | None:
     """Why datagrams go one (or one GSO/GRO batch) per system call, or None: recvmmsg/sendmmsg."""
-    reason = hotpath.unavailable_reason()
-    if reason is not None:
-        return reason
-    if not hasattr(hotpath.extension()[1], "wg_udp_recv"):  # built before udpio.c
-        return "the C extension predates recvmmsg/sendmmsg"
-    if os.environ.get(MMSG_DISABLE_ENV, "") not in ("", "0"):
-        return f"turned off by {MMSG_DISABLE_ENV}={os.environ[MMSG_DISABLE_ENV]}"
-    return None
+    return hotpath.feature_unavailable_reason("wg_udp_recv", "recvmmsg/sendmmsg", MMSG_DISABLE_ENV)
 
 
 def describe_batching() -> str:
