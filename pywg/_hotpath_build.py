@@ -2,9 +2,9 @@
 
 setup.py names it in `cffi_modules`, so `pip install -e .` compiles it (it needs gcc, the Python
 headers and libssl-dev). `python pywg/_hotpath_build.py` compiles it in place by hand. The C lives
-beside this file: hotpath.c/hotpath.h (sealing, opening), offload.c/offload.h (TUN offloads) and
-udpio.c/udpio.h (recvmmsg, sendmmsg); pywg/hotpath.py, pywg/runtime/tun_offload.py and
-pywg/runtime/udp.py are the Python side.
+beside this file: hotpath.c/hotpath.h (sealing, opening), offload.c/offload.h (TUN offloads),
+udpio.c/udpio.h (recvmmsg, sendmmsg) and batch.c/batch.h (runs of a batch); pywg/hotpath.py,
+pywg/runtime/tun_offload.py and pywg/runtime/udp.py are the Python side.
 """
 
 from __future__ import annotations
@@ -136,16 +136,40 @@ long wg_udp_recv(wg_udp_batch *batch, int fd, uint8_t *pool, uint32_t slot, size
                  int *error);
 long wg_udp_send(wg_udp_batch *batch, int fd, const uint8_t *buf, const uint32_t *off, const uint32_t *len,
                  const wg_udp_target *to, size_t n, int *error);
+
+#define WG_RUN_NOT_DATA ...
+
+typedef struct {
+    uint64_t accepted_bytes;
+    int64_t first_accepted;
+    int64_t last_accepted;
+    uint32_t accepted;
+    uint32_t data;
+    uint32_t counts[6];
+} wg_rx_summary;
+
+size_t wg_destination_runs(const uint8_t *buf, size_t size, const uint32_t *off, const uint32_t *len,
+                           size_t n, uint32_t *run_end);
+size_t wg_rx_datagrams(const wg_udp_rx *rx, size_t n, uint32_t *off, uint32_t *len, uint32_t *origin,
+                       size_t slots);
+size_t wg_rx_runs(const uint8_t *buf, const uint32_t *off, const uint32_t *len, size_t n, size_t max_run,
+                  uint32_t *run_end, int64_t *run_index);
+void wg_rx_summarize(const wg_rx_result *results, const uint32_t *len, size_t n, wg_rx_summary *summary);
+size_t wg_rx_source_runs(const uint8_t *buf, const wg_rx_result *results, size_t n, uint32_t *run_start,
+                         uint32_t *run_end);
+size_t wg_rx_inner(const wg_rx_result *results, size_t n, uint32_t *off, uint32_t *len);
+size_t wg_gso_chunks(const uint32_t *len, size_t n, size_t max_segments, size_t max_bytes,
+                     uint32_t *chunk_end);
 """
 
 ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "pywg._hotpath",
-    '#include "hotpath.h"\n#include "offload.h"\n#include "udpio.h"',
-    sources=[str(HERE / "hotpath.c"), str(HERE / "offload.c"), str(HERE / "udpio.c")],
+    '#include "hotpath.h"\n#include "offload.h"\n#include "udpio.h"\n#include "batch.h"',
+    sources=[str(HERE / name) for name in ("hotpath.c", "offload.c", "udpio.c", "batch.c")],
     include_dirs=[str(HERE)],
-    depends=[str(HERE / "hotpath.h"), str(HERE / "offload.h"), str(HERE / "udpio.h")],
+    depends=[str(HERE / name) for name in ("hotpath.h", "offload.h", "udpio.h", "batch.h")],
     libraries=["crypto"],
     extra_compile_args=["-O2", "-Wall", "-Wextra"],
 )

@@ -17,19 +17,25 @@ allowed-IPs check on the inner source stays per packet.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pywg.allowedips import AllowedIPs
+from pywg.batch import (
+    DatagramList,
+    Datagrams,
+    InnerPackets,
+    OpenedRun,
+    PacketList,
+    Received,
+    SealedRun,
+)
 from pywg.clock import Clock
 from pywg.constants import (
     DEFAULT_MTU,
     MAX_PEERS,
     MAX_QUEUED_INCOMING_HANDSHAKES,
-    MAX_STAGED_PACKETS,
     MESSAGE_COOKIE_REPLY,
-    MESSAGE_DATA,
-    MESSAGE_DATA_MIN_SIZE,
     MESSAGE_INITIATION,
     REKEY_TIMEOUT_JITTER_MAX,
     UNDER_LOAD_AFTER_TIME,
@@ -51,15 +57,9 @@ from pywg.peer import Peer
 from pywg.ratelimiter import RateLimiter
 from pywg.transport import Crypto, RxStatus
 
-# An outgoing datagram: bytes, the peer's endpoint, and the local source
-# address to send from (None: let the OS choose).
-Datagram = tuple[bytes, Endpoint, str | None]
-# An incoming datagram: bytes, the sender, and the local address it arrived on (None: unknown).
-Received = tuple[bytes, Endpoint, str | None]
-
-# Data messages opened in one call at most; a longer run is split.
-MAX_RECEIVE_BATCH = 128
-_DATA_TYPE = MESSAGE_DATA.to_bytes(4, "little")
+# An outgoing datagram, or a run of data messages: the bytes, the peer's endpoint, and the local
+# source address to send from (None: let the OS choose).
+Datagram = tuple[bytes | SealedRun, Endpoint, str | None]
 _DROP_REASON = {
     RxStatus.MALFORMED_INNER: "malformed_inner",
     RxStatus.REPLAY: "replay",
@@ -115,7 +115,7 @@ class Device:
         self.cookie_checker = CookieChecker(rng)
         self.ratelimiter = RateLimiter()
         self.outbox: list[Datagram] = []
-        self.inbox: list[bytes] = []
+        self.inbox: list[OpenedRun] = []
         self.events: deque[Event] = deque()
         self.drops: Counter[str] = Counter()
         # Adapter settings the UAPI reads and writes; the core does not use them.
@@ -180,27 +180,22 @@ class Device:
         self.receive_datagrams(((data, source, local),))
 
     def receive_datagrams(self, datagrams: Iterable[Received]) -> None:
-        """Datagrams read in one wake-up, in arrival order: (data, source, local address).
+        """Datagrams read in one wake-up, in arrival order: (data, source, local address)."""
+        listed = datagrams if isinstance(datagrams, list | tuple) else list(datagrams)
+        self.receive_batch(DatagramList(listed))
 
-        Consecutive data messages for the same receiver index are opened in one call;
+    def receive_batch(self, datagrams: Datagrams) -> None:
+        """Datagrams read in one wake-up, in arrival order, where the adapter keeps them.
+
+        Each run of data messages for one receiver index is opened in one call;
         handshake messages go one by one, in their place in the order.
         """
         now = self.clock.monotonic()
-        run: list[Received] = []
-        run_index = b""
-        for datagram in datagrams:
-            data = datagram[0]
-            if data.startswith(_DATA_TYPE) and len(data) >= MESSAGE_DATA_MIN_SIZE:
-                index = data[4:8]
-                if run and (index != run_index or len(run) == MAX_RECEIVE_BATCH):
-                    self._receive_data(run_index, run, now)
-                    run = []
-                run_index = index
-                run.append(datagram)
+        for start, stop, index in datagrams.runs():
+            if index is not None:
+                self._receive_data(index, datagrams, start, stop, now)
                 continue
-            if run:
-                self._receive_data(run_index, run, now)
-                run = []
+            data = datagrams.data(start)
             kind = message_type(data)
             if kind is None:
                 self.count_drop("malformed")
@@ -209,36 +204,28 @@ class Device:
             elif kind == MESSAGE_COOKIE_REPLY:
                 self._receive_cookie_reply(data, now)
             else:
-                self._receive_handshake(kind, data, datagram[1], datagram[2], now)
-        if run:
-            self._receive_data(run_index, run, now)
+                self._receive_handshake(kind, data, *datagrams.origin(start), now)
 
     def send_packets(self, packets: Iterable[bytes]) -> None:
-        """Inner IP packets read from the TUN: route, stage, then seal and send each peer's batch."""
+        """Inner IP packets read from the TUN: route, then seal and send each peer's run."""
+        self.send_batch(PacketList(packets if isinstance(packets, list | tuple) else list(packets)))
+
+    def send_batch(self, packets: InnerPackets) -> None:
+        """Inner IP packets read from the TUN, where the adapter keeps them: each run to one
+        destination is routed once and sealed in one call (or staged until a session is ready)."""
         now = self.clock.monotonic()
         touched: dict[Peer, None] = {}
         lookup = self.allowed_ips.lookup
-        routed: bytes | None = None  # the last destination looked up, and its peer
-        peer: Peer | None = None
-        for packet in packets:
-            destination = _destination(packet)
+        for destination, start, stop in packets.destination_runs():
+            peer = None if destination is None else lookup(destination)
             if destination is None:
-                self.count_drop("malformed_inner")
-                continue
-            if destination != routed:
-                routed, peer = destination, lookup(destination)
-            if peer is None:
-                self.count_drop("no_route")
+                self.count_drop("malformed_inner", stop - start)
+            elif peer is None:
+                self.count_drop("no_route", stop - start)
             elif peer.endpoint is None:
-                self.count_drop("no_endpoint")
+                self.count_drop("no_endpoint", stop - start)
             else:
-                staged = peer.staged
-                if len(staged) == MAX_STAGED_PACKETS:
-                    peer.send_staged(now)  # a big batch: flush before the queue overflows
-                if len(staged) < MAX_STAGED_PACKETS:
-                    staged.append(packet)
-                else:
-                    peer.stage(packet)  # still full (no session yet): the oldest goes
+                peer.send_run(packets, start, stop, now)
                 touched[peer] = None
         for peer in touched:
             peer.send_staged(now)
@@ -263,11 +250,28 @@ class Device:
         deadlines = [d for peer in self.peers.values() if (d := peer.timers.next_deadline()) is not None]
         return min(deadlines) if deadlines else None
 
-    def datagrams_to_send(self) -> list[Datagram]:
+    def datagrams_to_send(self) -> list[tuple[bytes, Endpoint, str | None]]:
+        """What to send, one datagram each (sealed runs taken apart)."""
+        out: list[tuple[bytes, Endpoint, str | None]] = []
+        for payload, endpoint, source in self.take_outbox():
+            if isinstance(payload, SealedRun):
+                out += [(message, endpoint, source) for message in payload.messages()]
+            else:
+                out.append((payload, endpoint, source))
+        return out
+
+    def take_outbox(self) -> list[Datagram]:
+        """What to send as the device made it: datagrams and SealedRuns (for GSO as they lie)."""
         out, self.outbox = self.outbox, []
         return out
 
     def packets_to_deliver(self) -> list[bytes]:
+        """Inner packets for the TUN, copied out of their runs."""
+        return [packet for run in self.take_deliveries() for packet in run.packets()]
+
+    def take_deliveries(self) -> list[OpenedRun]:
+        """Opened runs whose kept packets go to the TUN (in the receive buffers: the adapter
+        delivers them before it reads into those buffers again)."""
         out, self.inbox = self.inbox, []
         return out
 
@@ -275,53 +279,39 @@ class Device:
         return self.events.popleft() if self.events else None
 
     # Receive paths.
-    def _receive_data(self, index: bytes, run: Sequence[Received], now: float) -> None:
-        """Data messages for receiver `index`: open them in one call, then the bookkeeping.
+    def _receive_data(self, index: int, datagrams: Datagrams, start: int, stop: int, now: float) -> None:
+        """Data messages start..stop-1 for receiver `index`: open them in one call, then the
+        bookkeeping.
 
-        Per message, in order: the replay window (in the crypto, after the AEAD), promotion of
-        a `next` keypair, the inner header and the allowed-IPs check of its source. Once per
-        run (wireguard-go RoutineSequentialReceiver): the endpoint of the last accepted message,
+        Per message, in order (in the crypto): the AEAD, the replay window, the inner header.
+        Then per run of one inner source address: the allowed-IPs check. Once per run
+        (wireguard-go RoutineSequentialReceiver): promotion of a `next` keypair, the endpoint,
         key freshness, the timers and the bytes received.
         """
-        keypair = self.indices.get(int.from_bytes(index, "little"))
+        keypair = self.indices.get(index)
         if not isinstance(keypair, Keypair):
-            self.count_drop("unknown_index", len(run))
+            self.count_drop("unknown_index", stop - start)
             return
         if not keypair.can_receive(now):
-            self.count_drop("expired_keypair", len(run))
+            self.count_drop("expired_keypair", stop - start)
             return
-        results = keypair.open_batch([datagram[0] for datagram in run])
+        opened = keypair.open_run(datagrams, start, stop)
         peer = keypair.peer
-        lookup, inbox = self.allowed_ips.lookup, self.inbox
-        confirming = peer.keypairs.next is keypair
-        checked: bytes | None = None  # the last inner source looked up, and whether it is allowed
-        allowed = False
-        last = None
-        received = 0
-        data_received = False
-        for datagram, (status, packet, source) in zip(run, results, strict=True):
-            if status > RxStatus.MALFORMED_INNER:
-                self.count_drop(_DROP_REASON[status])
-                continue
-            last = datagram
-            received += len(datagram[0])
-            if confirming:
-                peer.received_with(keypair, datagram[1], datagram[2], now)
-                confirming = peer.keypairs.next is keypair
-            if status == RxStatus.KEEPALIVE:
-                continue
-            data_received = True
-            if packet is None or source is None:
-                self.count_drop("malformed_inner")
-                continue
-            if source != checked:
-                checked, allowed = source, lookup(source) is peer
-            if allowed:
-                inbox.append(packet)
+        for status, count in opened.drop_counts():
+            self.count_drop(_DROP_REASON[status], count)
+        if opened.first_accepted >= 0 and peer.keypairs.next is keypair:
+            peer.received_with(keypair, *datagrams.origin(start + opened.first_accepted), now)
+        lookup = self.allowed_ips.lookup
+        for source, first, end in opened.source_runs():
+            if lookup(source) is peer:
+                opened.keep(first, end)
             else:
-                self.count_drop("inner_source_not_allowed")
-        if last is not None:
-            peer.received_data_batch(last[1], last[2], received, data_received, now)
+                self.count_drop("inner_source_not_allowed", end - first)
+        if opened.kept():
+            self.inbox.append(opened)
+        if opened.last_accepted >= 0:
+            endpoint, local = datagrams.origin(start + opened.last_accepted)
+            peer.received_data_batch(endpoint, local, opened.accepted_bytes, opened.data_received, now)
 
     def _receive_handshake(
         self, kind: int, data: bytes, source: Endpoint, local: str | None, now: float
@@ -447,11 +437,3 @@ class Device:
 
     def keys_zeroed(self, peer: Peer) -> None:
         self.events.append(KeysZeroed(peer))
-
-
-def _destination(packet: bytes) -> bytes | None:
-    if len(packet) >= 20 and packet[0] >> 4 == 4:
-        return packet[16:20]
-    if len(packet) >= 40 and packet[0] >> 4 == 6:
-        return packet[24:40]
-    return None

@@ -29,10 +29,12 @@ from __future__ import annotations
 import enum
 import os
 import struct
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterator, Sequence
 from itertools import accumulate
 from typing import Any, NamedTuple
 
+from pywg.batch import Datagrams, InnerPackets, SealedRun
 from pywg.constants import (
     KEY_LEN,
     MESSAGE_DATA,
@@ -387,6 +389,7 @@ class COpener(_Aead):
 
 # The device's data path: CCrypto, the C implementation of pywg/transport.py's Crypto.
 
+_MAX_IP_PACKET = 65535
 # Room a sealed message needs beyond its packet: header, tag, at most 15 bytes of padding.
 _SEAL_OVERHEAD = MESSAGE_DATA_MIN_SIZE + MESSAGE_PADDING_MULTIPLE - 1
 # wg_rx_result: counter, inner_offset, inner_length, source_offset, source_length, status.
@@ -404,6 +407,7 @@ class _Scratch:
         assert ffi.sizeof("wg_rx_result") == _RESULT.size and ffi.offsetof("wg_rx_result", "status") == 21
         self.capacity = 0
         self.stop = ffi.new("int *")
+        self.summary = ffi.new("wg_rx_summary *")
         self._arrays(capacity)
         self._output(size)
 
@@ -427,6 +431,158 @@ class _Scratch:
         if size > len(self.out):
             self.out_view.release()
             self._output(max(size, 2 * len(self.out)))
+
+
+class InBuffer:
+    """A batch whose packets lie in one buffer C reads in place: packet i is
+    `memory[offsets[i] : offsets[i] + lengths[i]]`, i < `count`; `c_data` is `memory` for C.
+
+    The adapters' batches (the TUN reader's, a UDP socket's receive pool) are these, so sealing
+    and opening take the packets where they lie. `memory` is overwritten by the adapter's next
+    read: the device copies what it stages, and the engine delivers what was opened in place
+    (`COpenedRun`) before it reads into the same memory again.
+    """
+
+    __slots__ = ("c_data", "count", "lengths", "memory", "offsets", "view")
+
+    def __init__(self, memory: Any, capacity: int) -> None:
+        ffi, _ = _require()
+        self.memory = memory
+        self.view = memoryview(memory)
+        self.c_data = ffi.from_buffer("uint8_t[]", memory, require_writable=True)
+        self.offsets = ffi.new("uint32_t[]", capacity)
+        self.lengths = ffi.new("uint32_t[]", capacity)
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def copy(self, index: int) -> bytes:
+        start = self.offsets[index]
+        return self.view[start : start + self.lengths[index]].tobytes()
+
+    def copies(self, start: int, stop: int) -> list[bytes]:
+        return [self.copy(index) for index in range(start, stop)]
+
+    def span(self, start: int, stop: int) -> int:
+        """Bytes from the first packet's start to the last one's end (their total, when they lie
+        one after another as the adapters put them)."""
+        if stop <= start:
+            return 0
+        return max(0, self.offsets[stop - 1] + self.lengths[stop - 1] - self.offsets[start])
+
+
+class BufferPackets(InBuffer):
+    """InnerPackets (pywg/batch.py) in one buffer: what the TUN reader split (runtime/tun_offload.py)."""
+
+    __slots__ = ("_run_end",)
+
+    def __init__(self, memory: Any, capacity: int) -> None:
+        super().__init__(memory, capacity)
+        self._run_end = _ffi.new("uint32_t[]", capacity)
+
+    def destination_runs(self) -> Iterator[tuple[bytes | None, int, int]]:
+        runs = _lib.wg_destination_runs(
+            self.c_data, len(self.memory), self.offsets, self.lengths, self.count, self._run_end
+        )
+        view, offsets, lengths = self.view, self.offsets, self.lengths
+        start = 0
+        for end in _ffi.unpack(self._run_end, runs):
+            offset = offsets[start]
+            yield _destination(view, offset, lengths[start]), start, end
+            start = end
+
+    def packets(self, start: int, stop: int) -> list[bytes]:
+        return self.copies(start, stop)
+
+
+def _destination(view: memoryview, offset: int, length: int) -> bytes | None:
+    """pywg/batch.py `destination` of the packet at view[offset:offset + length], one copy per run."""
+    version = view[offset] >> 4 if length else 0
+    if version == 4 and length >= 20:
+        return view[offset + 16 : offset + 20].tobytes()
+    if version == 6 and length >= 40:
+        return view[offset + 24 : offset + 40].tobytes()
+    return None
+
+
+class COpenedRun:
+    """The OpenedRun (pywg/batch.py) of `CSession.open_run`: results and packets stay in C memory."""
+
+    __slots__ = (
+        "_counts",
+        "_kept",
+        "_kept_count",
+        "_memory",
+        "_results",
+        "_scratch",
+        "accepted",
+        "accepted_bytes",
+        "count",
+        "data",
+        "data_received",
+        "first_accepted",
+        "last_accepted",
+    )
+
+    def __init__(
+        self, memory: Any, data: Any, lengths: Any, count: int, results: Any, scratch: _Scratch
+    ) -> None:
+        self._memory = memory
+        self.data = data
+        self.count = count
+        self._results = results
+        self._scratch = scratch
+        summary = scratch.summary
+        _lib.wg_rx_summarize(results, lengths, count, summary)
+        self.accepted = int(summary.accepted)
+        self.accepted_bytes = int(summary.accepted_bytes)
+        self.first_accepted = int(summary.first_accepted)
+        self.last_accepted = int(summary.last_accepted)
+        self.data_received = bool(summary.data)
+        self._counts = _ffi.unpack(summary.counts, len(RxStatus))
+        self._kept: list[tuple[int, int]] = []
+        self._kept_count = 0
+
+    def drop_counts(self) -> Iterator[tuple[int, int]]:
+        for status in (RxStatus.MALFORMED_INNER, RxStatus.REPLAY, RxStatus.AUTH_FAILED, RxStatus.MALFORMED):
+            if self._counts[status]:
+                yield status, self._counts[status]
+
+    def source_runs(self) -> Iterator[tuple[bytes, int, int]]:
+        scratch, results = self._scratch, self._results
+        scratch.reserve(self.count)
+        starts, ends = scratch.in_off, scratch.in_len
+        runs = _lib.wg_rx_source_runs(self.data, results, self.count, starts, ends)
+        spans = list(zip(_ffi.unpack(starts, runs), _ffi.unpack(ends, runs), strict=True))
+        view = memoryview(self._memory)
+        for start, end in spans:
+            first = results[start]
+            yield view[first.source_offset : first.source_offset + first.source_length].tobytes(), start, end
+
+    def keep(self, start: int, stop: int) -> None:
+        self._kept.append((start, stop))
+        self._kept_count += stop - start  # a source run holds DATA messages only
+
+    def kept(self) -> int:
+        return self._kept_count
+
+    def inner(self, offsets: Any, lengths: Any) -> int:
+        """The kept packets' offsets and lengths into `offsets`/`lengths` (uint32_t arrays of at
+        least `kept()` entries); returns how many."""
+        count = 0
+        for start, stop in self._kept:
+            count += _lib.wg_rx_inner(self._results + start, stop - start, offsets + count, lengths + count)
+        return count
+
+    def packets(self) -> list[bytes]:
+        view = memoryview(self._memory)
+        out: list[bytes] = []
+        for start, stop in self._kept:
+            for index in range(start, stop):
+                result = self._results[index]
+                out.append(view[result.inner_offset : result.inner_offset + result.inner_length].tobytes())
+        return out
 
 
 class CSession:
@@ -490,6 +646,74 @@ class CSession:
         raw = scratch.out_view[: ends[-1] if ends else 0].tobytes()
         return [raw[end - size : end] for size, end in zip(sizes, ends, strict=True)]
 
+    def seal_run(
+        self, packets: InnerPackets, start: int, stop: int, receiver: int, counter: int, mtu: int
+    ) -> SealedRun:
+        """Sealed from where the packets lie when they are in a C buffer (the TUN reader's)."""
+        count = stop - start
+        if count <= 0 or counter >= REJECT_AFTER_MESSAGES:
+            return SealedRun(b"", array("I"))
+        scratch = self._scratch
+        if isinstance(packets, InBuffer):
+            data, size = packets.c_data, len(packets.memory)
+            in_off, in_len = packets.offsets + start, packets.lengths + start
+            scratch.reserve(count, packets.span(start, stop) + count * _SEAL_OVERHEAD)
+        else:
+            plain = packets.packets(start, stop)
+            joined = b"".join(plain)
+            data, size = _ffi.from_buffer("uint8_t[]", joined), len(joined)
+            scratch.reserve(count, size + count * _SEAL_OVERHEAD)
+            in_off, in_len = scratch.in_off, scratch.in_len
+            lengths = [len(packet) for packet in plain]
+            in_len[0:count] = lengths
+            in_off[0:count] = list(accumulate(lengths, initial=0))[:count]
+        written = self._seal_into(receiver, counter, mtu, data, size, in_off, in_len, count)
+        if scratch.stop[0] == SealStop.NO_SPACE:  # packets not one after another: room for the worst
+            scratch.reserve(count, count * (_MAX_IP_PACKET + _SEAL_OVERHEAD))
+            written = self._seal_into(receiver, counter, mtu, data, size, in_off, in_len, count)
+        sizes = array("I")
+        if not written:
+            return SealedRun(b"", sizes)
+        sizes.frombytes(_ffi.buffer(scratch.out_len, 4 * written))
+        end = scratch.out_off[written - 1] + scratch.out_len[written - 1]
+        return SealedRun(scratch.out_view[:end].tobytes(), sizes)
+
+    def _seal_into(
+        self,
+        receiver: int,
+        counter: int,
+        mtu: int,
+        data: Any,
+        size: int,
+        in_off: Any,
+        in_len: Any,
+        count: int,
+    ) -> int:
+        scratch = self._scratch
+        written = _lib.wg_seal_batch(
+            self._sealer._handle,
+            receiver,
+            counter,
+            mtu,
+            data,
+            size,
+            in_off,
+            in_len,
+            count,
+            scratch.out_data,
+            len(scratch.out),
+            scratch.out_off,
+            scratch.out_len,
+            scratch.stop,
+        )
+        if written == _lib.WG_ERR_CLOSED:
+            return 0  # zeroed: like PythonSession, nothing more is sealed
+        if written < 0:
+            raise HotpathError(written)
+        if scratch.stop[0] == SealStop.BAD_INPUT:
+            raise HotpathError(-4)
+        return int(written)
+
     def open(self, counter: int, ciphertext: bytes) -> bytes | None:
         # The same C call on a message rebuilt around the ciphertext, with a throwaway window.
         if len(ciphertext) < MESSAGE_DATA_MIN_SIZE - MESSAGE_DATA_HEADER_SIZE or not 0 <= counter < 1 << 64:
@@ -544,13 +768,40 @@ class CSession:
                 append((status, packet, view[source : source + source_length].tobytes()))
         return opened
 
+    def open_run(self, datagrams: Datagrams, start: int, stop: int) -> COpenedRun:
+        """Opened in place when the datagrams are in a C buffer (a UDP socket's receive pool)."""
+        count = stop - start
+        if isinstance(datagrams, InBuffer):
+            memory, data = datagrams.memory, datagrams.c_data
+            size, offsets, lengths = len(memory), datagrams.offsets + start, datagrams.lengths + start
+        else:
+            messages = datagrams.messages(start, stop)
+            sizes = [len(message) for message in messages]
+            memory = bytearray().join(messages)
+            data, size = _ffi.from_buffer("uint8_t[]", memory, require_writable=True), len(memory)
+            offsets, lengths = _ffi.new("uint32_t[]", count), _ffi.new("uint32_t[]", count)
+            lengths[0:count] = sizes
+            offsets[0:count] = list(accumulate(sizes, initial=0))[:count]
+        results = _ffi.new("wg_rx_result[]", max(1, count))
+        accepted = _lib.wg_open_batch(
+            self._opener._handle, self.replay.state, data, size, offsets, lengths, count, results
+        )
+        if accepted == _lib.WG_ERR_CLOSED:  # zeroed: nothing authenticates, as in PythonSession
+            view = memoryview(memory)
+            for index in range(count):
+                message = view[offsets[index] : offsets[index] + lengths[index]]
+                results[index].status = _closed_status(message)
+        elif accepted < 0:
+            raise HotpathError(accepted)
+        return COpenedRun(memory, data, lengths, count, results, self._scratch)
+
     def zero(self) -> None:
         self._sealer.zero()
         self._opener.zero()
         self.replay.reset()
 
 
-def _closed_status(message: bytes) -> int:
+def _closed_status(message: bytes | memoryview) -> int:
     if len(message) < MESSAGE_DATA_MIN_SIZE or DATA_HEADER.unpack_from(message)[0] != MESSAGE_DATA:
         return RxStatus.MALFORMED
     return RxStatus.AUTH_FAILED
@@ -572,3 +823,4 @@ class CCrypto:
 
     def session(self, sending_key: bytes, receiving_key: bytes) -> CSession:
         return CSession(sending_key, receiving_key, self._scratch)
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from pywg.batch import Datagrams, InnerPackets, OpenedRun, SealedRun
 from pywg.constants import REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME
 from pywg.transport import Crypto, Opened, PythonCrypto, ReplayFilter
 
@@ -98,6 +99,14 @@ class Keypair:
             self.sending_valid = False
         return messages
 
+    def seal_run(self, packets: InnerPackets, start: int, stop: int, mtu: int) -> SealedRun:
+        """`seal_batch` of packets start..stop-1 of a batch, sealed as they lie into one SealedRun."""
+        sealed = self.session.seal_run(packets, start, stop, self.remote_index, self.sending_counter, mtu)
+        self.sending_counter += len(sealed)
+        if len(sealed) < stop - start:
+            self.sending_valid = False
+        return sealed
+
     def open(self, counter: int, ciphertext: bytes) -> bytes | None:
         """Decrypt; the caller checks the replay window only after this succeeds."""
         return self.session.open(counter, ciphertext)
@@ -105,6 +114,10 @@ class Keypair:
     def open_batch(self, messages: Sequence[bytes]) -> list[Opened]:
         """Open whole data messages: AEAD, replay window, inner header check; one result each."""
         return self.session.open_batch(messages)
+
+    def open_run(self, datagrams: Datagrams, start: int, stop: int) -> OpenedRun:
+        """`open_batch` of the run start..stop-1 of a batch, opened where it lies."""
+        return self.session.open_run(datagrams, start, stop)
 
     def zero(self) -> None:
         """Forget the keys: overwrite our copies and zero the ciphers (C handles included)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
+from pywg.batch import InnerPackets, SealedRun
 from pywg.constants import (
     KEY_LEN,
     MAX_STAGED_PACKETS,
@@ -94,6 +95,35 @@ class Peer:
         if len(self.staged) == MAX_STAGED_PACKETS:
             self.device.count_drop("staged_queue_full")
         self.staged.append(packet)
+
+    def send_run(self, packets: InnerPackets, start: int, stop: int, now: float) -> None:
+        """Packets start..stop-1 of a batch from the TUN, routed to this peer: sealed where they lie
+        when a session is ready and nothing waits before them, else staged (copied) for
+        `send_staged`, which the device calls once the whole batch is routed."""
+        keypair = self.keypairs.current
+        if self.staged or keypair is None or not keypair.can_send(now):
+            staged = self.staged
+            for packet in packets.packets(start, stop):
+                if len(staged) == MAX_STAGED_PACKETS:
+                    self.send_staged(now)  # a big batch: flush before the queue overflows
+                if len(staged) < MAX_STAGED_PACKETS:
+                    staged.append(packet)
+                else:
+                    self.stage(packet)  # still full (no session yet): the oldest goes
+            return
+        sealed = keypair.seal_run(packets, start, stop, self.device.mtu)
+        if len(sealed):
+            self.timers.any_authenticated_packet_traversal(now)
+            self.timers.any_authenticated_packet_sent()
+            self._send_run(sealed)
+            self.timers.data_sent(now)  # packets from the TUN are never empty
+        if len(sealed) < stop - start:
+            # The counter ran out part way: the rest waits for the next session.
+            for packet in packets.packets(start + len(sealed), stop):
+                self.stage(packet)
+            self.send_initiation(now, is_retry=False)
+        else:
+            self._keep_key_fresh_after_send(now)
 
     def send_keepalive(self, now: float) -> None:
         if not self.staged:
@@ -189,6 +219,14 @@ class Peer:
         source = self.endpoint_source
         self.tx_bytes += sum(map(len, messages))
         self.device.outbox += [(message, endpoint, source) for message in messages]
+
+    def _send_run(self, sealed: SealedRun) -> None:
+        endpoint = self.endpoint
+        if endpoint is None:
+            self.device.count_drop("no_endpoint", len(sealed))
+            return
+        self.tx_bytes += len(sealed.payload)
+        self.device.outbox.append((sealed, endpoint, self.endpoint_source))
 
     def _keep_key_fresh_after_send(self, now: float) -> None:
         keypair = self.keypairs.current

@@ -17,12 +17,14 @@ The rules both follow:
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from pywg.batch import Datagrams, InnerPackets, OpenedRun, SealedRun
 from pywg.constants import (
     MESSAGE_DATA,
     MESSAGE_DATA_HEADER_SIZE,
@@ -78,12 +80,22 @@ class SessionCrypto(Protocol):
         """
         ...
 
+    def seal_run(
+        self, packets: InnerPackets, start: int, stop: int, receiver: int, counter: int, mtu: int
+    ) -> SealedRun:
+        """`seal_batch` of packets start..stop-1 of a batch, into one SealedRun."""
+        ...
+
     def open(self, counter: int, ciphertext: bytes) -> bytes | None:
         """The plaintext, or None if it does not authenticate. No replay check."""
         ...
 
     def open_batch(self, messages: Sequence[bytes]) -> list[Opened]:
         """Open whole data messages in order, through the replay window: one result per message."""
+        ...
+
+    def open_run(self, datagrams: Datagrams, start: int, stop: int) -> OpenedRun:
+        """`open_batch` of datagrams start..stop-1 of a batch (a run of data messages)."""
         ...
 
     def zero(self) -> None:
@@ -152,6 +164,12 @@ class PythonSession:
             for n, packet in zip(range(counter, counter + count), packets, strict=False)
         ]
 
+    def seal_run(
+        self, packets: InnerPackets, start: int, stop: int, receiver: int, counter: int, mtu: int
+    ) -> SealedRun:
+        messages = self.seal_batch(packets.packets(start, stop), receiver, counter, mtu)
+        return SealedRun(b"".join(messages), array("I", map(len, messages)))
+
     def open(self, counter: int, ciphertext: bytes) -> bytes | None:
         if self._opener is None:
             return None
@@ -184,10 +202,66 @@ class PythonSession:
                 results.append((RxStatus.DATA, *inner))
         return results
 
+    def open_run(self, datagrams: Datagrams, start: int, stop: int) -> PythonOpenedRun:
+        messages = datagrams.messages(start, stop)
+        return PythonOpenedRun(self.open_batch(messages), [len(message) for message in messages])
+
     def zero(self) -> None:
         self._sealer = None
         self._opener = None
         self.replay.reset()
+
+
+class PythonOpenedRun:
+    """The OpenedRun (pywg/batch.py) of `PythonSession.open_run`: results kept as Python objects."""
+
+    __slots__ = (
+        "_kept",
+        "_results",
+        "accepted",
+        "accepted_bytes",
+        "data_received",
+        "first_accepted",
+        "last_accepted",
+    )
+
+    def __init__(self, results: list[Opened], lengths: list[int]) -> None:
+        self._results = results
+        self._kept: list[bytes] = []
+        accepted = [i for i, (status, _, _) in enumerate(results) if status <= RxStatus.MALFORMED_INNER]
+        self.accepted = len(accepted)
+        self.accepted_bytes = sum(lengths[i] for i in accepted)
+        self.first_accepted = accepted[0] if accepted else -1
+        self.last_accepted = accepted[-1] if accepted else -1
+        self.data_received = any(results[i][0] != RxStatus.KEEPALIVE for i in accepted)
+
+    def drop_counts(self) -> Iterator[tuple[int, int]]:
+        for status in (RxStatus.MALFORMED_INNER, RxStatus.REPLAY, RxStatus.AUTH_FAILED, RxStatus.MALFORMED):
+            count = sum(1 for result in self._results if result[0] == status)
+            if count:
+                yield status, count
+
+    def source_runs(self) -> Iterator[tuple[bytes, int, int]]:
+        results = self._results
+        count = len(results)
+        position = 0
+        while position < count:
+            status, _, source = results[position]
+            stop = position + 1
+            if status == RxStatus.DATA and source is not None:
+                while stop < count and results[stop][0] == RxStatus.DATA and results[stop][2] == source:
+                    stop += 1
+                yield source, position, stop
+            position = stop
+
+    def keep(self, start: int, stop: int) -> None:
+        self._kept += [packet for _, packet, _ in self._results[start:stop] if packet is not None]
+
+    def kept(self) -> int:
+        return len(self._kept)
+
+    def packets(self) -> list[bytes]:
+        return list(self._kept)
 
 
 class PythonCrypto:

@@ -124,11 +124,18 @@ def test_gso_send_and_gro_receive_round_trip(
     seen: list[int] = []  # the GRO segment size of each datagram or batch received (recvmsg or recvmmsg)
     append = udp._append
 
+    load = udp.ReceivedDatagrams.load
+
     def spy(out: list[udp.Received], memory: Any, start: int, size: int, segment: int, *rest: Any) -> None:
         seen.append(segment)
         append(out, memory, start, size, segment, *rest)
 
+    def spy_load(batch: udp.ReceivedDatagrams, received: int) -> None:
+        seen.extend(batch.rx[k].segment for k in range(received))
+        load(batch, received)
+
     monkeypatch.setattr(udp, "_append", spy)
+    monkeypatch.setattr(udp.ReceivedDatagrams, "load", spy_load)
     to = endpoint_of(receiver, family)
     payloads = datagrams(1, SIZES)
     assert sender.send_batch([(p, to, LOOPBACK[family]) for p in payloads]) == []

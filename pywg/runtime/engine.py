@@ -1,18 +1,24 @@
 """The asyncio adapter: drives one sans-I/O Device from a TUN, UDP sockets and timers.
 
-Everything is single-threaded on the loop: the TUN fd and each UDP socket are
+The device runs on the loop's thread: the TUN fd and each UDP socket are
 watched with add_reader, each wake-up handles a batch (TUN reads until EAGAIN,
 UDP reads with GRO or recvmmsg, up to a bound each), the device seals or opens it in one
-call per peer or receiver index (the C hot path when built: pywg/hotpath.py),
-then `flush` sends what the device produced (GSO runs) and re-arms the one
-timer for its next deadline.
+call per run (consecutive packets to one peer, messages to one receiver index; the C hot
+path when built: pywg/hotpath.py, whose large batches also use worker threads), then
+`flush` sends what the device produced (GSO runs) and re-arms the one timer for its next
+deadline.
+
+With the C extension the packets stay where they were read (pywg/batch.py): the TUN
+reader's buffer is sealed from, a UDP socket's receive pool is opened in place, and
+`flush` writes the opened packets to the TUN from there, before that socket is read
+again. What the device keeps (packets staged for a handshake) it copies.
 
 A TUN opened with IFF_VNET_HDR (pywg/runtime/tun_offload.py, when the C
 extension is built) hands out TCP/UDP super-packets: `TunReader` splits them in
 C into IP packets before the device sees them, and `TunWriter` merges the TCP
 segments (and UDP datagrams) the device decrypted into super-packets before
 they go to the TUN.
-The device's allowed-IPs check and per-peer batching see single packets either way.
+The device's allowed-IPs check and per-peer runs see single IP packets either way.
 
 Bounds per wake-up: TUN_BATCH packets (READ_SLOTS split packets in at most
 READ_BUFFER bytes with offloads, buffers allocated once), UDP_BATCH datagrams
@@ -32,8 +38,10 @@ from collections.abc import Callable
 
 import uvloop
 
+from pywg.batch import OpenedRun
 from pywg.device import Device, EndpointChanged, HandshakeCompleted, HandshakeGaveUp, KeysZeroed
 from pywg.endpoint import format_endpoint
+from pywg.hotpath import BufferPackets, COpenedRun
 from pywg.keys import encode_key
 from pywg.runtime.tun import Tun, TunGoneError
 from pywg.runtime.tun_offload import TunReader, TunWriter
@@ -148,16 +156,21 @@ class Engine:
     # Data paths.
     def _tun_readable(self) -> None:
         try:
-            packets = self.tun.read_batch(TUN_BATCH) if self._reader is None else self._read_split()
+            if self._reader is None:
+                packets = self.tun.read_batch(TUN_BATCH)
+                if packets:
+                    self.device.send_packets(packets)
+            else:
+                split = self._read_split()
+                if len(split):
+                    self.device.send_batch(split)
         except TunGoneError as error:
             self.stop(str(error))
             return
-        if packets:
-            self.device.send_packets(packets)
-            self.flush()
+        self.flush()
 
-    def _read_split(self) -> list[bytes]:
-        """A batch from the vnet_hdr TUN, super-packets split (C)."""
+    def _read_split(self) -> BufferPackets:
+        """A batch from the vnet_hdr TUN, super-packets split (C), in the reader's buffer."""
         reader = self._reader
         assert reader is not None and self._loop is not None
         packets = reader.read()
@@ -169,36 +182,41 @@ class Engine:
             self._loop.call_soon(self._tun_readable)
         return packets
 
-    def _udp_readable(self, sock: socket.socket, batch: int) -> None:
-        datagrams = self.udp.receive(sock, batch)
-        if datagrams:
-            self.device.receive_datagrams(datagrams)
-        self.flush()
+    def _udp_readable(self, sock: socket.socket, limit: int) -> None:
+        # Each batch may lie in the socket's receive pool: delivered (flushed) before the next read.
+        for datagrams in self.udp.receive_batches(sock, limit):
+            self.device.receive_batch(datagrams)
+            self.flush()
 
     def flush(self) -> None:
         """Send what the device produced, deliver what it decrypted, re-arm the timer."""
         device = self.device
         if device.outbox:
-            for source in self.udp.send_batch(device.datagrams_to_send()):
+            for source in self.udp.send_batch(device.take_outbox()):
                 _forget_source(device, source)
         if device.inbox:
             try:
-                self._deliver(device.packets_to_deliver())
+                self._deliver(device.take_deliveries())
             except TunGoneError as error:
                 self.stop(str(error))
         if device.events:
             _log_events(self.name, device)
         self._arm_timer()
 
-    def _deliver(self, packets: list[bytes]) -> None:
+    def _deliver(self, runs: list[OpenedRun]) -> None:
         writer = self._writer
         if writer is None:
             write = self.tun.write
-            for packet in packets:
-                write(packet)
+            for run in runs:
+                for packet in run.packets():
+                    write(packet)
             return
         failed = writer.failed
-        writer.write(packets)
+        for run in runs:
+            if isinstance(run, COpenedRun):
+                writer.write_run(run)  # from where it was decrypted
+            else:
+                writer.write(run.packets())
         if writer.failed != failed:
             self.device.count_drop("tun_write_refused", writer.failed - failed)
 

@@ -26,7 +26,9 @@ import errno
 import logging
 import mmap
 import os
+from collections.abc import Callable
 from itertools import accumulate
+from typing import Any
 
 from pywg import hotpath
 from pywg.runtime.tun import TUN_F_USO4, TUN_F_USO6, Tun, TunGoneError
@@ -73,13 +75,8 @@ class TunReader:
         ffi, self._lib = hotpath.extension()
         self._tun = tun
         self._reader = ffi.new("wg_tun_reader *")  # zeroed: no frame pending
-        self._out = untouched_buffer(READ_BUFFER)
-        self._data = ffi.from_buffer("uint8_t[]", self._out, require_writable=True)
-        self._view = memoryview(self._out)
-        self._off = ffi.new("uint32_t[]", READ_SLOTS)
-        self._len = ffi.new("uint32_t[]", READ_SLOTS)
+        self._batch = hotpath.BufferPackets(untouched_buffer(READ_BUFFER), READ_SLOTS)
         self._error = ffi.new("int *")
-        self._ffi = ffi
         self._malformed_seen = 0
 
     @property
@@ -98,13 +95,16 @@ class TunReader:
         new, self._malformed_seen = total - self._malformed_seen, total
         return new
 
-    def read(self) -> list[bytes]:
-        """IP packets read until the TUN is empty or READ_SLOTS/READ_BUFFER are full.
+    def read(self) -> hotpath.BufferPackets:
+        """IP packets read until the TUN is empty or READ_SLOTS/READ_BUFFER are full, where they
+        lie: the batch is the reader's own and is overwritten by the next call.
 
         Raises TunGoneError if the interface was deleted and nothing was read in this call.
         """
+        batch = self._batch
+        fd, slots = self._tun.fd, READ_SLOTS
         count = self._lib.wg_tun_read(
-            self._reader, self._tun.fd, self._data, READ_BUFFER, self._off, self._len, READ_SLOTS, self._error
+            self._reader, fd, batch.c_data, READ_BUFFER, batch.offsets, batch.lengths, slots, self._error
         )
         error = self._error[0]
         if error and not count:
@@ -112,11 +112,8 @@ class TunReader:
             if error in _GONE:
                 raise TunGoneError(error, f"TUN {self._tun.name} is gone: {failure.strerror}")
             raise failure
-        view, unpack = self._view, self._ffi.unpack
-        return [
-            view[start : start + length].tobytes()
-            for start, length in zip(unpack(self._off, count), unpack(self._len, count), strict=True)
-        ]
+        batch.count = count
+        return batch
 
 
 class TunWriter:
@@ -177,8 +174,22 @@ class TunWriter:
         lengths = [len(packet) for packet in packets]
         self._in_len[0:count] = lengths
         self._in_off[0:count] = list(accumulate(lengths, initial=0))[:count]
+        self._merge_and_write(self._ffi.from_buffer("uint8_t[]", joined), count, lambda: packets)
+
+    def write_run(self, run: hotpath.COpenedRun) -> None:
+        """Write the packets `run` keeps, from where they were decrypted (no copy per packet)."""
+        count = run.kept()
+        if not count:
+            return
+        self._reserve(count, run.accepted_bytes + count * self._lib.WG_VNET_HDR_LEN)
+        run.inner(self._in_off, self._in_len)
+        self._merge_and_write(run.data, count, run.packets)
+
+    def _merge_and_write(self, data: Any, count: int, packets: Callable[[], list[bytes]]) -> None:
+        """Merge the `count` packets that _in_off/_in_len place in `data` into frames, write them;
+        `packets` gives copies of them if the kernel refuses a merged frame."""
         frames = self._lib.wg_tun_coalesce(
-            self._ffi.from_buffer("uint8_t[]", joined),
+            data,
             self._in_off,
             self._in_len,
             count,
@@ -190,9 +201,9 @@ class TunWriter:
             self._out_len,
             self._frame_of,
         )
-        self._write_frames(packets, frames)
+        self._write_frames(count, frames, packets)
 
-    def _write_frames(self, packets: list[bytes], frames: int) -> None:
+    def _write_frames(self, count: int, frames: int, packets: Callable[[], list[bytes]]) -> None:
         start = 0
         while start < frames:
             start += self._lib.wg_tun_write(
@@ -206,14 +217,14 @@ class TunWriter:
             )
             self._tun.dropped_down += self._lost[0]
             if start == frames:
-                self.coalesced += len(packets) - frames
+                self.coalesced += count - frames
                 return
             error = self._error[0]
             if error in _GONE:
                 raise TunGoneError(error, f"TUN {self._tun.name} is gone: {os.strerror(error)}")
             kind = self._merge_names.get(self._out[self._out_off[start] + 1])  # gso_type
             if kind is not None and self.merge & self._merge_flags[kind]:
-                self._unmerge(packets, start, kind, error)
+                self._unmerge(packets(), start, kind, error)
                 return
             self.failed += 1  # a packet the kernel refuses: dropped, as a router would
             start += 1

@@ -37,8 +37,10 @@ slots of 64 KiB (one datagram each), 4 MiB of address space per socket, or
 GRO_SLOTS (8) for a data socket with GRO (one GRO batch each, 512 KiB); pages
 become resident only as datagrams are written into them (one page per slot for
 datagrams of up to 4 KiB; all 16 of a slot for a full GRO batch). The pure-Python
-path uses one slot. The device gets each datagram as `bytes` copied out of its
-slot, so the slot is free again at once.
+path uses one slot and hands the device each datagram as `bytes`; with recvmmsg
+the device gets the call's datagrams where they lie (`ReceivedDatagrams`, GRO
+batches cut and runs found in C) and opens them in place, so the engine delivers
+what they carried before it reads into the pool again.
 
 Handshake messages have queues of their own, as in the kernel (receive.c):
 three sockets of a family share the port through SO_REUSEPORT, and a classic BPF
@@ -63,13 +65,15 @@ import mmap
 import os
 import socket
 import struct
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from ipaddress import IPv4Address, IPv6Address
 from itertools import accumulate
-from typing import Any
+from typing import Any, cast
 
 from pywg import hotpath
-from pywg.device import Datagram, Received
+from pywg.batch import MAX_RECEIVE_RUN, DatagramList, Datagrams, Received, SealedRun
+from pywg.device import Datagram
 from pywg.endpoint import Endpoint
 
 IP_PKTINFO = 8  # Linux; not exported by Python's socket module
@@ -95,6 +99,7 @@ _RECEIVE_SIZE = 65535
 RECEIVE_SLOTS = 64  # datagrams per recvmmsg (udpio.h WG_UDP_BATCH) and slots of each socket's pool
 # A GRO socket's slots: a recvmmsg then takes at most 8 GRO batches (512 KiB), about UDP_BATCH's bytes.
 GRO_SLOTS = 8
+GRO_SEGMENTS = 64  # datagrams in one GRO batch at most (the kernel's UDP_GRO_CNT_MAX)
 _SLOT = 1 << 16  # a slot holds the largest datagram or GRO batch (_RECEIVE_SIZE)
 MMSG_DISABLE_ENV = "PYWG_NO_MMSG"
 # udpio.h wg_udp_rx (what recvmmsg found per datagram) and wg_udp_target (where one is sent).
@@ -116,6 +121,7 @@ PRIORITY_MAX = 256
 _SKF_NET_OFF = -0x100000
 _SOURCE_WORDS = {socket.AF_INET: (12,), socket.AF_INET6: (8, 12, 16, 20)}
 _log = logging.getLogger("pywg")
+_CHUNKS = hotpath.extension() if hotpath.built() else None  # cffi ffi and lib for gso_chunks
 
 
 def mmsg_unavailable_reason() -> str | None:
@@ -214,7 +220,8 @@ class UdpSockets:
         gro = self.data_sockets if self.gro else []
         ffi = self.mmsg.ffi
         self._pools = {
-            sock.fileno(): _Pool(GRO_SLOTS if sock in gro else RECEIVE_SLOTS, ffi) for sock in self.sockets
+            sock.fileno(): _Pool(GRO_SLOTS, ffi, GRO_SEGMENTS) if sock in gro else _Pool(RECEIVE_SLOTS, ffi)
+            for sock in self.sockets
         }
 
     def describe_offloads(self) -> str:
@@ -244,42 +251,86 @@ class UdpSockets:
         self.fwmark = mark
 
     # Receiving.
-    def receive(self, sock: socket.socket, limit: int) -> list[Received]:
+    def receive_batches(self, sock: socket.socket, limit: int) -> Iterator[Datagrams]:
         """Datagrams waiting on `sock`, about `limit` of them (GRO may add up to 63 past it with
-        recvmsg, up to GRO_SLOTS * 64 - 1 with recvmmsg)."""
+        recvmsg, up to GRO_SLOTS * 64 - 1 with recvmmsg), in batches. With recvmmsg each batch
+        is one call's datagrams where they lie in the socket's pool, overwritten by the next
+        call: the caller is done with a batch (delivered what it opened) before it asks for
+        the next."""
         pool = self._pools[sock.fileno()]
         if self.mmsg is not None:
-            return self.mmsg.receive(sock.fileno(), pool, limit)
-        return _receive_each(sock, pool, limit)
+            yield from self.mmsg.receive(sock.fileno(), pool, limit)
+            return
+        received = _receive_each(sock, pool, limit)
+        if received:
+            yield DatagramList(received)
+
+    def receive(self, sock: socket.socket, limit: int) -> list[Received]:
+        """`receive_batches`, copied out as (bytes, sender, local address)."""
+        return [
+            (batch.data(i), *batch.origin(i))
+            for batch in self.receive_batches(sock, limit)
+            for i in range(len(batch))
+        ]
 
     # Sending.
     def send_batch(self, datagrams: Sequence[Datagram]) -> list[str]:
         """Send in order, coalescing runs for GSO; returns the sources that could not be used
         (each once: the caller forgets them)."""
         gone: list[str] = []
-        lone: list[Datagram] = []  # datagrams in no GSO run, for sendmmsg (sent before the next run)
+        lone: list[tuple[bytes, Endpoint, str | None]] = []  # in no GSO run, for sendmmsg (before the next)
         count = len(datagrams)
         i = 0
         while i < count:
             data, endpoint, source = datagrams[i]
+            if isinstance(data, SealedRun):
+                if self.gso and endpoint not in self.gso_off:
+                    self._send_lone(lone, gone)
+                    self._send_run(data, endpoint, source, gone)
+                elif self.mmsg is not None:
+                    lone += [(message, endpoint, source) for message in data.messages()]
+                else:
+                    for message in data.messages():
+                        if not self.send(message, endpoint, source):
+                            _forget(gone, source)
+                i += 1
+                continue
             end = i + 1
             if self.gso and endpoint not in self.gso_off:
                 end = self._gso_run(datagrams, i)
             if end - i == 1 and self.mmsg is not None:
-                lone.append(datagrams[i])
+                lone.append((data, endpoint, source))
             else:
                 self._send_lone(lone, gone)
                 if end - i == 1:
                     sent = self.send(data, endpoint, source)
                 else:
-                    sent = self._send_segments([d[0] for d in datagrams[i:end]], endpoint, source)
+                    segments = [cast(bytes, d[0]) for d in datagrams[i:end]]  # _gso_run: no SealedRun
+                    sizes = [len(segment) for segment in segments]
+                    sent = self._send_segments(b"".join(segments), sizes, endpoint, source)
                 if not sent:
                     _forget(gone, source)
             i = end
         self._send_lone(lone, gone)
         return gone
 
-    def _send_lone(self, datagrams: list[Datagram], gone: list[str]) -> None:
+    def _send_run(self, run: SealedRun, endpoint: Endpoint, source: str | None, gone: list[str]) -> None:
+        """A SealedRun as it lies: one GSO send per chunk of equal-sized messages."""
+        sizes, payload = run.sizes, memoryview(run.payload)
+        limit = GSO_MAX_PAYLOAD[socket.AF_INET6 if ":" in endpoint[0] else socket.AF_INET]
+        start = offset = 0
+        for end in gso_chunks(sizes, limit):
+            length = sum(sizes[start:end])
+            chunk = payload[offset : offset + length]
+            if end - start == 1:
+                sent = self.send(chunk, endpoint, source)
+            else:
+                sent = self._send_segments(chunk, sizes[start:end], endpoint, source)
+            if not sent:
+                _forget(gone, source)
+            start, offset = end, offset + length
+
+    def _send_lone(self, datagrams: list[tuple[bytes, Endpoint, str | None]], gone: list[str]) -> None:
         """Send and clear `datagrams`: with sendmmsg, up to RECEIVE_SLOTS per call and family."""
         if len(datagrams) == 1:
             data, endpoint, source = datagrams[0]
@@ -293,7 +344,9 @@ class UdpSockets:
                     self._sendmmsg(sock, mine[start : start + RECEIVE_SLOTS], gone)
         datagrams.clear()
 
-    def _sendmmsg(self, sock: socket.socket, datagrams: list[Datagram], gone: list[str]) -> None:
+    def _sendmmsg(
+        self, sock: socket.socket, datagrams: list[tuple[bytes, Endpoint, str | None]], gone: list[str]
+    ) -> None:
         """One sendmmsg (C); a datagram it refuses fares as with `send`: sent again without its
         source if that is gone, else lost, as on the wire."""
         assert self.mmsg is not None
@@ -308,33 +361,30 @@ class UdpSockets:
                 _forget(gone, source)
 
     def _gso_run(self, datagrams: Sequence[Datagram], start: int) -> int:
-        """The end of the run starting at `start` that one GSO send may carry."""
-        data, endpoint, source = datagrams[start]
-        size = total = len(data)
-        limit = GSO_MAX_PAYLOAD[socket.AF_INET6 if ":" in endpoint[0] else socket.AF_INET]
-        end = start + 1
-        stop = min(len(datagrams), start + GSO_MAX_SEGMENTS)
-        while end < stop:
-            following, to, via = datagrams[end]
-            length = len(following)
-            if to != endpoint or via != source or length > size or total + length > limit:
+        """The end of the run starting at `start` that one GSO send may carry: datagrams to one
+        endpoint from one source, chunked by `gso_chunks`."""
+        _, endpoint, source = datagrams[start]
+        sizes = array("I")
+        for data, to, via in datagrams[start : start + GSO_MAX_SEGMENTS]:
+            if isinstance(data, SealedRun) or to != endpoint or via != source:
                 break
-            total += length
-            end += 1
-            if length < size:
-                break  # a shorter segment can only be the last
-        return end
+            sizes.append(len(data))
+        limit = GSO_MAX_PAYLOAD[socket.AF_INET6 if ":" in endpoint[0] else socket.AF_INET]
+        return start + gso_chunks(sizes, limit)[0]
 
-    def _send_segments(self, segments: list[bytes], endpoint: Endpoint, source: str | None) -> bool:
-        """One GSO send; on failure the same datagrams one by one (never a lost batch)."""
+    def _send_segments(
+        self, payload: bytes | memoryview, sizes: Sequence[int], endpoint: Endpoint, source: str | None
+    ) -> bool:
+        """One GSO send of datagrams of `sizes` glued in `payload`; on failure the same datagrams
+        one by one (never a lost batch)."""
         sock = self.v6 if ":" in endpoint[0] else self.v4
         if sock is None:
             return True  # no socket of that family: drop, as the kernel does
-        ancillary = [(SOL_UDP, UDP_SEGMENT, _SEGMENT.pack(len(segments[0])))]
+        ancillary = [(SOL_UDP, UDP_SEGMENT, _SEGMENT.pack(sizes[0]))]
         if source is not None:
             ancillary.append(_pktinfo(source))
         try:
-            self._sendmsg(sock, [b"".join(segments)], ancillary, endpoint)
+            self._sendmsg(sock, [payload], ancillary, endpoint)
             return True
         except OSError as error:
             failure = error.errno
@@ -344,7 +394,7 @@ class UdpSockets:
             self.gso = False
             _log.info("UDP GSO turned off: the kernel refused it with EIO (no TX checksum offload?)")
         sent = True
-        for segment in segments:
+        for segment in _split(payload, sizes):
             sent = self.send(segment, endpoint, source if sent else None) and sent
         if failure == errno.EMSGSIZE or (failure == errno.EINVAL and sent):
             if len(self.gso_off) >= GSO_OFF_MAX_DESTINATIONS:
@@ -353,7 +403,7 @@ class UdpSockets:
             _log.info("UDP GSO turned off towards %s: %s", endpoint, os.strerror(failure))
         return sent
 
-    def send(self, data: bytes, endpoint: Endpoint, source: str | None) -> bool:
+    def send(self, data: bytes | memoryview, endpoint: Endpoint, source: str | None) -> bool:
         """Send; returns False if `source` could not be used (the caller forgets it)."""
         sock = self.v6 if ":" in endpoint[0] else self.v4
         if sock is None:
@@ -372,13 +422,16 @@ class UdpSockets:
 
     @staticmethod
     def _sendmsg(
-        sock: socket.socket, buffers: list[bytes], ancillary: list[tuple[int, int, bytes]], endpoint: Endpoint
+        sock: socket.socket,
+        buffers: list[bytes | memoryview],
+        ancillary: list[tuple[int, int, bytes]],
+        endpoint: Endpoint,
     ) -> None:
         """Every send with control messages goes through here (tests replace it to inject errors)."""
         sock.sendmsg(buffers, ancillary, 0, endpoint)
 
     @staticmethod
-    def _send_plain(sock: socket.socket, data: bytes, endpoint: Endpoint) -> None:
+    def _send_plain(sock: socket.socket, data: bytes | memoryview, endpoint: Endpoint) -> None:
         # Unreachable, no buffer space: a datagram lost, as on the wire.
         with contextlib.suppress(OSError):
             sock.sendto(data, endpoint)
@@ -392,22 +445,108 @@ class UdpSockets:
         self.priority_sockets = []
 
 
+def gso_chunks(sizes: array[int], limit: int) -> list[int]:
+    """Where the chunks of datagrams of `sizes` that one GSO send may carry end (the rules of
+    `UdpSockets._gso_run`): in C (batch.c) when the extension is built."""
+    count = len(sizes)
+    if _CHUNKS is not None:
+        ffi, lib = _CHUNKS
+        ends = ffi.new("uint32_t[]", max(1, count))
+        chunks = lib.wg_gso_chunks(ffi.from_buffer("uint32_t[]", sizes), count, GSO_MAX_SEGMENTS, limit, ends)
+        return ffi.unpack(ends, chunks)  # type: ignore[no-any-return]
+    out: list[int] = []
+    start = 0
+    while start < count:
+        size = total = sizes[start]
+        end = start + 1
+        while end < count and end - start < GSO_MAX_SEGMENTS:
+            length = sizes[end]
+            if length > size or total + length > limit:
+                break
+            total += length
+            end += 1
+            if length < size:
+                break  # a shorter segment can only be the last
+        out.append(end)
+        start = end
+    return out
+
+
+def _split(payload: bytes | memoryview, sizes: Sequence[int]) -> list[bytes | memoryview]:
+    ends = list(accumulate(sizes))
+    return [payload[end - size : end] for size, end in zip(sizes, ends, strict=True)]
+
+
 def _forget(gone: list[str], source: str | None) -> None:
     """`source` could not be used: the caller hears of it once."""
     if source is not None and source not in gone:
         gone.append(source)
 
 
-class _Pool:
-    """One socket's receive buffers (module docstring): `slots` slots of _SLOT bytes, mapped once;
-    `data` is the same memory for C (None when only Python reads into it)."""
+class ReceivedDatagrams(hotpath.InBuffer):
+    """Datagrams (pywg/batch.py) as one recvmmsg left them in a socket's pool: GRO batches cut into
+    their datagrams in C, runs found in C, opened in place by the C hot path."""
 
-    def __init__(self, slots: int, ffi: Any = None) -> None:
+    __slots__ = ("_ffi", "_lib", "_origin", "_origins", "_run_end", "_run_index", "_rx_view", "rx")
+
+    def __init__(self, memory: mmap.mmap, slots: int, capacity: int) -> None:
+        super().__init__(memory, capacity)
+        ffi, self._lib = hotpath.extension()
+        self._ffi = ffi
+        self.rx = ffi.new("wg_udp_rx[]", slots)
+        self._rx_view = memoryview(ffi.buffer(self.rx))
+        self._origin = ffi.new("uint32_t[]", capacity)
+        self._run_end = ffi.new("uint32_t[]", capacity)
+        self._run_index = ffi.new("int64_t[]", capacity)
+        self._origins: dict[int, tuple[Endpoint, str | None]] = {}
+
+    def load(self, received: int) -> None:
+        """Take what wg_udp_recv reported in `rx` for `received` datagrams (or GRO batches)."""
+        self.count = self._lib.wg_rx_datagrams(
+            self.rx, received, self.offsets, self.lengths, self._origin, len(self._run_end)
+        )
+        self._origins.clear()
+
+    def runs(self) -> Iterator[tuple[int, int, int | None]]:
+        run_end, run_index = self._run_end, self._run_index
+        runs = self._lib.wg_rx_runs(
+            self.c_data, self.offsets, self.lengths, self.count, MAX_RECEIVE_RUN, run_end, run_index
+        )
+        ends, indices = self._ffi.unpack(run_end, runs), self._ffi.unpack(run_index, runs)
+        start = 0
+        for end, index in zip(ends, indices, strict=True):
+            yield start, end, None if index < 0 else index
+            start = end
+
+    def data(self, index: int) -> bytes:  # type: ignore[override]
+        return self.copy(index)
+
+    def messages(self, start: int, stop: int) -> list[bytes]:
+        return self.copies(start, stop)
+
+    def origin(self, index: int) -> tuple[Endpoint, str | None]:
+        entry = self._origin[index]
+        known = self._origins.get(entry)
+        if known is None:
+            _, _, scope, port, _, family, _, local_family, _, source, local = _RX.unpack_from(
+                self._rx_view, entry * _RX.size
+            )
+            here = _address_text(local[:4] if local_family == 4 else local) if local_family else None
+            known = self._origins[entry] = ((_source_text(family, source, scope), port), here)
+        return known
+
+
+class _Pool:
+    """One socket's receive buffers (module docstring): `slots` slots of _SLOT bytes, mapped once,
+    each holding a datagram or a GRO batch of up to `segments`; `received` is the batch C fills
+    from it (None when only Python reads into it, into the first slot)."""
+
+    def __init__(self, slots: int, ffi: Any = None, segments: int = 1) -> None:
         self.slots = slots
         # Anonymous and private (not shared with a forked child): resident only where written.
         self.memory = mmap.mmap(-1, slots * _SLOT, flags=mmap.MAP_PRIVATE)
         self.first = memoryview(self.memory)[:_RECEIVE_SIZE]
-        self.data = None if ffi is None else ffi.from_buffer("uint8_t[]", self.memory, require_writable=True)
+        self.received = None if ffi is None else ReceivedDatagrams(self.memory, slots, slots * segments)
 
 
 def _receive_each(sock: socket.socket, pool: _Pool, limit: int) -> list[Received]:
@@ -455,8 +594,6 @@ class _Mmsg:
         self.ffi, self._lib = ffi, lib
         self._headers = ffi.new("char[]", lib.wg_udp_batch_size())
         self._batch = ffi.cast("wg_udp_batch *", self._headers)
-        self._rx = ffi.new("wg_udp_rx[]", RECEIVE_SLOTS)
-        self._rx_view = memoryview(ffi.buffer(self._rx))
         self._targets = ffi.new("wg_udp_target[]", RECEIVE_SLOTS)
         self._off = ffi.new("uint32_t[]", RECEIVE_SLOTS)
         self._len = ffi.new("uint32_t[]", RECEIVE_SLOTS)
@@ -467,37 +604,22 @@ class _Mmsg:
         """One, if the C extension is available with udpio.c and PYWG_NO_MMSG is not set."""
         return cls() if mmsg_unavailable_reason() is None else None
 
-    def receive(self, fd: int, pool: _Pool, limit: int) -> list[Received]:
-        """What `UdpSockets.receive` returns, read with recvmmsg into `pool`."""
-        out: list[Received] = []
+    def receive(self, fd: int, pool: _Pool, limit: int) -> Iterator[ReceivedDatagrams]:
+        """What `UdpSockets.receive_batches` yields, read with recvmmsg into `pool`."""
+        batch = pool.received
+        assert batch is not None
+        got = 0
         for _ in range(limit):  # each call takes a datagram, or an error reported on the socket
-            wanted = min(pool.slots, limit - len(out))
-            count = self._lib.wg_udp_recv(self._batch, fd, pool.data, _SLOT, wanted, self._rx, self._error)
+            wanted = min(pool.slots, limit - got)
+            count = self._lib.wg_udp_recv(self._batch, fd, batch.c_data, _SLOT, wanted, batch.rx, self._error)
             if count < 0:  # ICMP errors reported on the socket, EINTR: read on
                 continue
-            self._unpack(pool.memory, count, out)
-            if count < wanted or len(out) >= limit:  # fewer than asked for: the queue is empty
+            batch.load(count)
+            got += len(batch)
+            if len(batch):
+                yield batch
+            if count < wanted or got >= limit:  # fewer than asked for: the queue is empty
                 break
-        return out
-
-    def _unpack(self, memory: mmap.mmap, count: int, out: list[Received]) -> None:
-        for (
-            start,
-            size,
-            scope,
-            port,
-            segment,
-            family,
-            truncated,
-            local_family,
-            _,
-            source,
-            local,
-        ) in _RX.iter_unpack(self._rx_view[: count * _RX.size]):
-            if truncated:
-                continue  # as recvmsg's MSG_TRUNC
-            here = _address_text(local[:4] if local_family == 4 else local) if local_family else None
-            _append(out, memory, start, size, segment, (_source_text(family, source, scope), port), here)
 
     def send(self, fd: int, payloads: list[bytes], targets: bytes) -> Iterator[tuple[int, int]]:
         """Send payloads[k] to the k-th wg_udp_target packed in `targets` (at most RECEIVE_SLOTS);
