@@ -702,15 +702,18 @@ def run_micro(rounds: int | None) -> dict[str, Any]:
         return {"command": argv[1:], "error": str(error)}
     if done.returncode != 0:
         return {"command": argv[1:], "error": last_line(done.stderr or done.stdout), "output": done.stdout}
-    rows = []
-    for line in done.stdout.splitlines():
-        match = MICRO_ROW.match(line.strip())
-        if match:
-            name, python_ns, c_ns, speedup = match.groups()
-            rows.append(
-                {"step": name, "python_ns": float(python_ns), "c_ns": float(c_ns), "speedup": float(speedup)}
-            )
-    return {"command": ["python3", "benchmarks/micro.py", *argv[2:]], "output": done.stdout, "rows": rows}
+    # Two tables: Python against C, then C with one crypto thread against the default count.
+    tables: list[list[tuple[str, float, float, float]]] = [[], []]
+    for number, section in enumerate(done.stdout.split("\n\n")[:2]):
+        for line in section.splitlines():
+            match = MICRO_ROW.match(line.strip())
+            if match:
+                name, first, second, speedup = match.groups()
+                tables[number].append((name, float(first), float(second), float(speedup)))
+    rows = [{"step": n, "python_ns": a, "c_ns": b, "speedup": x} for n, a, b, x in tables[0]]
+    threads = [{"step": n, "one_thread_ns": a, "default_ns": b, "speedup": x} for n, a, b, x in tables[1]]
+    command = ["python3", "benchmarks/micro.py", *argv[2:]]
+    return {"command": command, "output": done.stdout, "rows": rows, "threads": threads}
 
 
 def render_micro(micro: Mapping[str, Any], markdown: bool) -> str:
@@ -727,7 +730,16 @@ def render_micro(micro: Mapping[str, Any], markdown: bool) -> str:
         for r in micro["rows"]
     ]
     heading = lines[0] if lines else "ns per packet"
-    return f"{title}: {heading}\n\n{table(headers, rows, markdown)}"
+    text = f"{title}: {heading}\n\n{table(headers, rows, markdown)}"
+    if micro.get("threads"):
+        split = [line for line in lines if line.startswith("C, ")]
+        threads = [
+            [r["step"], f"{r['one_thread_ns']:.0f}", f"{r['default_ns']:.0f}", f"{r['speedup']:.2f}×"]
+            for r in micro["threads"]
+        ]
+        headers = ["step", "1 thread ns", "default threads ns", "speed-up"]
+        text += f"\n\n{split[0] if split else 'crypto threads'}\n\n{table(headers, threads, markdown)}"
+    return text
 
 
 # --------------------------------------------------------------------------------------------

@@ -71,6 +71,11 @@ void wg_replay_reset(wg_replay *replay);
 
 const char *wg_crypto_version(void);
 
+#define WG_MAX_THREADS ...
+int wg_set_threads(int n);
+int wg_threads(void);
+uint64_t wg_parallel_batches(void);
+
 #define WG_VNET_HDR_LEN ...
 #define WG_MAX_IP_PACKET ...
 #define WG_MAX_FRAME ...
@@ -171,7 +176,8 @@ ffibuilder.set_source(
     include_dirs=[str(HERE)],
     depends=[str(HERE / name) for name in ("hotpath.h", "offload.h", "udpio.h", "batch.h")],
     libraries=["crypto"],
-    extra_compile_args=["-O2", "-Wall", "-Wextra"],
+    extra_compile_args=["-O2", "-Wall", "-Wextra", "-pthread"],
+    extra_link_args=["-pthread"],  # hotpath.c's crypto threads
 )
 
 if __name__ == "__main__":

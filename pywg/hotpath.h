@@ -1,9 +1,10 @@
 /* The per-packet hot path of pywg: WireGuard transport messages in batches.
  *
  * Sealing and opening use OpenSSL's ChaCha20-Poly1305 (libcrypto) through one
- * EVP_CIPHER_CTX per key and direction, created once and reused. Nothing is
- * allocated per packet. The replay window is the kernel's counter_validate
- * (receive.c), the same algorithm as pywg/replay.py, which stays the reference.
+ * EVP_CIPHER_CTX per key, direction and crypto thread, created once and
+ * reused. Nothing is allocated per packet. The replay window is the kernel's
+ * counter_validate (receive.c), the same algorithm as pywg/replay.py, which
+ * stays the reference.
  *
  * Nothing here touches Python: pywg/_hotpath_build.py wraps it with cffi
  * (API mode, which releases the GIL around every call) and pywg/hotpath.py
@@ -74,9 +75,10 @@ typedef struct {
  * libcrypto fails. */
 wg_aead *wg_aead_new(const uint8_t *key, int encrypt);
 
-/* Forget the key: free the cipher context (OpenSSL wipes it). Later calls
+/* Forget the key: free the cipher contexts (OpenSSL wipes them). Later calls
  * return WG_ERR_CLOSED. Safe while another thread is inside a call: that call
- * finishes and the context is freed when it returns. Idempotent. */
+ * (its workers' share included) finishes and the contexts are freed when it
+ * returns. Idempotent. */
 void wg_aead_zero(wg_aead *aead);
 
 /* Zero the handle and release it. Only when nobody else can still use it. */
@@ -109,5 +111,26 @@ void wg_replay_reset(wg_replay *replay);
 
 /* The version of the libcrypto loaded at run time, e.g. "3.0.15". */
 const char *wg_crypto_version(void);
+
+/* Crypto threads. A seal or open call with a large batch (from ~25 packets
+ * of 1420 bytes) shares the AEAD work with workers of a process-wide
+ * pool: started on first use, kept off the caller's CPU, asleep between
+ * batches. The calling thread and the workers take runs of consecutive
+ * messages until none is left, and the call returns when all are done. Outputs are positional, so they are
+ * byte for byte those of the sequential computation, and the replay window
+ * still sees the messages in order. Small batches, calls that find the pool
+ * in use by another thread, and threads that may run on one CPU only, run on
+ * the calling thread alone. After fork() the child starts without workers. */
+#define WG_MAX_THREADS 4 /* threads per call, the caller included */
+
+/* Use up to n threads per call (clamped to 1..WG_MAX_THREADS; 1, the default,
+ * is sequential). Returns the value now in effect. */
+int wg_set_threads(int n);
+
+/* The value in effect. */
+int wg_threads(void);
+
+/* How many batch calls so far had a worker do part of the work. */
+uint64_t wg_parallel_batches(void);
 
 #endif

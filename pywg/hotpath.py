@@ -21,7 +21,10 @@ with the Python object.
 
 The device uses all this through `CCrypto`, the C implementation of the core's `Crypto`
 strategy (pywg/transport.py): `data_path_crypto()` gives the engine `CCrypto` when `available()`,
-else the pure-Python `PythonCrypto`, and `describe()` says which in words.
+else the pure-Python `PythonCrypto`, and `describe()` says which in words. Its sessions seal and
+open runs of the device's batches (pywg/batch.py) where they lie when the batch is an `InBuffer`
+(the TUN reader's `BufferPackets`, a UDP socket's pool in runtime/udp.py): a run is sealed into
+one `SealedRun`, and a `COpenedRun` keeps its results in C for the TUN writer.
 """
 
 from __future__ import annotations
@@ -85,7 +88,10 @@ def available() -> bool:
     return unavailable_reason() is None
 
 
-_C_DESCRIPTION = "C hot path (pywg._hotpath, OpenSSL {})"
+def _c_description() -> str:
+    threads = crypto_threads()
+    plural = "s" if threads > 1 else ""
+    return f"C hot path (pywg._hotpath, OpenSSL {crypto_version()}, {threads} crypto thread{plural})"
 
 
 def crypto_version() -> str:
@@ -97,7 +103,7 @@ def crypto_version() -> str:
 def describe() -> str:
     """Which data path the engine uses, in words (for `pywg version` and the engine's log)."""
     reason = unavailable_reason()
-    return _C_DESCRIPTION.format(crypto_version()) if reason is None else f"pure Python ({reason})"
+    return _c_description() if reason is None else f"pure Python ({reason})"
 
 
 def data_path_crypto() -> Crypto:
@@ -814,7 +820,7 @@ class CCrypto:
     """
 
     def __init__(self) -> None:
-        self._description = _C_DESCRIPTION.format(crypto_version())
+        self._description = _c_description()
         self._scratch = _Scratch()
 
     @property
@@ -824,3 +830,33 @@ class CCrypto:
     def session(self, sending_key: bytes, receiving_key: bytes) -> CSession:
         return CSession(sending_key, receiving_key, self._scratch)
 
+
+# Crypto threads: how many threads one seal or open call may split its AEAD across (hotpath.h).
+THREADS_ENV = "PYWG_CRYPTO_THREADS"
+
+
+def _apply_crypto_threads() -> None:
+    """At import: PYWG_CRYPTO_THREADS, or if unset or not a number the CPUs this process may use,
+    clamped to 1..WG_MAX_THREADS."""
+    if _lib is None or not hasattr(_lib, "wg_set_threads"):
+        return
+    try:
+        wanted = int(os.environ.get(THREADS_ENV, ""))
+    except ValueError:
+        wanted = len(os.sched_getaffinity(0))
+    _lib.wg_set_threads(min(max(wanted, 1), _lib.WG_MAX_THREADS))
+
+
+def crypto_threads() -> int:
+    """Threads one batch call may use (1: sequential)."""
+    _, lib = _require()
+    return int(lib.wg_threads()) if hasattr(lib, "wg_threads") else 1
+
+
+def parallel_batches() -> int:
+    """Batch calls so far in which a worker thread did part of the work."""
+    _, lib = _require()
+    return int(lib.wg_parallel_batches()) if hasattr(lib, "wg_parallel_batches") else 0
+
+
+_apply_crypto_threads()

@@ -351,9 +351,9 @@ def test_version_names_the_data_path(
     out = capsys.readouterr().out
     assert (
         out.startswith("pywg ")
-        and f"data path: C hot path (pywg._hotpath, OpenSSL {hotpath.crypto_version()})" in out
+        and f"data path: C hot path (pywg._hotpath, OpenSSL {hotpath.crypto_version()}, " in out
     )
-    assert hotpath.crypto_version()[0].isdigit()
+    assert hotpath.crypto_version()[0].isdigit() and f"{hotpath.crypto_threads()} crypto thread" in out
     assert "TUN offloads: IFF_VNET_HDR" in out and "UDP batching: recvmmsg/sendmmsg (C)" in out
     monkeypatch.setenv(hotpath.DISABLE_ENV, "1")
     assert cli.main(["--version"]) == 0
