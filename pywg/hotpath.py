@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import enum
 import os
-import struct
 from array import array
 from collections.abc import Iterator, Sequence
 from itertools import accumulate
@@ -48,7 +47,7 @@ from pywg.constants import (
     TAG_LEN,
 )
 from pywg.messages import DATA_HEADER
-from pywg.transport import Crypto, Opened, PythonCrypto, RxStatus
+from pywg.transport import Crypto, PythonCrypto, RxStatus
 
 DISABLE_ENV = "PYWG_NO_EXT"
 BUILD_HINT = (
@@ -398,8 +397,6 @@ class COpener(_Aead):
 _MAX_IP_PACKET = 65535
 # Room a sealed message needs beyond its packet: header, tag, at most 15 bytes of padding.
 _SEAL_OVERHEAD = MESSAGE_DATA_MIN_SIZE + MESSAGE_PADDING_MULTIPLE - 1
-# wg_rx_result: counter, inner_offset, inner_length, source_offset, source_length, status.
-_RESULT = struct.Struct("=QIIIBB2x")
 
 
 class _Scratch:
@@ -410,7 +407,6 @@ class _Scratch:
 
     def __init__(self, capacity: int = 128, size: int = 64 * 1024) -> None:
         ffi, _ = _require()
-        assert ffi.sizeof("wg_rx_result") == _RESULT.size and ffi.offsetof("wg_rx_result", "status") == 21
         self.capacity = 0
         self.stop = ffi.new("int *")
         self.summary = ffi.new("wg_rx_summary *")
@@ -424,7 +420,6 @@ class _Scratch:
         self.in_len = ffi.new("uint32_t[]", capacity)
         self.out_off = ffi.new("uint32_t[]", capacity)
         self.out_len = ffi.new("uint32_t[]", capacity)
-        self.results = ffi.new("wg_rx_result[]", capacity)
 
     def _output(self, size: int) -> None:
         self.out = bytearray(size)
@@ -736,43 +731,6 @@ class CSession:
         if results.status(0) is RxStatus.AUTH_FAILED:
             return None
         return bytes(batch.buffer[MESSAGE_DATA_HEADER_SIZE : len(batch.buffer) - TAG_LEN])
-
-    def open_batch(self, messages: Sequence[bytes]) -> list[Opened]:
-        count = len(messages)
-        if not count:
-            return []
-        lengths = [len(message) for message in messages]
-        buffer = bytearray().join(messages)  # opened in place
-        scratch = self._scratch
-        scratch.reserve(count)
-        scratch.in_len[0:count] = lengths
-        scratch.in_off[0:count] = list(accumulate(lengths, initial=0))[:count]
-        accepted = _lib.wg_open_batch(
-            self._opener._handle,
-            self.replay.state,
-            _ffi.from_buffer("uint8_t[]", buffer, require_writable=True),
-            len(buffer),
-            scratch.in_off,
-            scratch.in_len,
-            count,
-            scratch.results,
-        )
-        if accepted < 0:
-            if accepted == _lib.WG_ERR_CLOSED:  # zeroed: nothing authenticates, as in PythonSession
-                return [(_closed_status(message), None, None) for message in messages]
-            raise HotpathError(accepted)
-        view = memoryview(buffer)
-        opened: list[Opened] = []
-        append = opened.append
-        for _, start, length, source, source_length, status in _RESULT.iter_unpack(
-            _ffi.buffer(scratch.results, count * _RESULT.size)
-        ):
-            if status:
-                append((status, None, None))
-            else:
-                packet = view[start : start + length].tobytes()
-                append((status, packet, view[source : source + source_length].tobytes()))
-        return opened
 
     def open_run(self, datagrams: Datagrams, start: int, stop: int) -> COpenedRun:
         """Opened in place when the datagrams are in a C buffer (a UDP socket's receive pool)."""

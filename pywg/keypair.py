@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from pywg.batch import Datagrams, InnerPackets, OpenedRun, SealedRun
 from pywg.constants import REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME
-from pywg.transport import Crypto, Opened, PythonCrypto, ReplayFilter
+from pywg.transport import Crypto, PythonCrypto, ReplayFilter
 
 if TYPE_CHECKING:
     from pywg.peer import Peer
@@ -111,12 +111,9 @@ class Keypair:
         """Decrypt; the caller checks the replay window only after this succeeds."""
         return self.session.open(counter, ciphertext)
 
-    def open_batch(self, messages: Sequence[bytes]) -> list[Opened]:
-        """Open whole data messages: AEAD, replay window, inner header check; one result each."""
-        return self.session.open_batch(messages)
-
     def open_run(self, datagrams: Datagrams, start: int, stop: int) -> OpenedRun:
-        """`open_batch` of the run start..stop-1 of a batch, opened where it lies."""
+        """Open the run start..stop-1 of a batch where it lies: AEAD, replay window, inner header
+        check per message, in order."""
         return self.session.open_run(datagrams, start, stop)
 
     def zero(self) -> None:

@@ -90,12 +90,9 @@ class SessionCrypto(Protocol):
         """The plaintext, or None if it does not authenticate. No replay check."""
         ...
 
-    def open_batch(self, messages: Sequence[bytes]) -> list[Opened]:
-        """Open whole data messages in order, through the replay window: one result per message."""
-        ...
-
     def open_run(self, datagrams: Datagrams, start: int, stop: int) -> OpenedRun:
-        """`open_batch` of datagrams start..stop-1 of a batch (a run of data messages)."""
+        """Open datagrams start..stop-1 of a batch (a run of data messages) in order, through the
+        replay window."""
         ...
 
     def zero(self) -> None:

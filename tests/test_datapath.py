@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from pywg import cli, hotpath
+from pywg.batch import DatagramList, OpenedRun
 from pywg.constants import MESSAGE_DATA, REJECT_AFTER_MESSAGES
 from pywg.device import Device, EndpointChanged
 from pywg.endpoint import Endpoint
@@ -305,7 +306,22 @@ def test_keypair_batches_match_single_calls(crypto: Callable[[], Crypto]) -> Non
     receiver = Keypair(key2, key1, False, 2, 1, 0.0, None, crypto())  # type: ignore[arg-type]
     reference = PythonSession(key2, key1)
     arrivals = sealed + sealed[:10] + [m[:-1] + b"\x00" for m in sealed[10:20]]
-    assert receiver.open_batch(arrivals) == reference.open_batch(arrivals)
+    got = opened(receiver.open_run(arriving(arrivals), 0, len(arrivals)))
+    assert got == opened(reference.open_run(arriving(arrivals), 0, len(arrivals)))
+    assert got[0][0] == 300 and dict(got[1])[RxStatus.REPLAY] == 10
+
+
+def arriving(messages: list[bytes]) -> DatagramList:
+    return DatagramList([(message, A, None) for message in messages])
+
+
+def opened(run: OpenedRun) -> tuple[Any, ...]:
+    """What an OpenedRun says, every source run kept: figures, drops, source runs, packets."""
+    runs = list(run.source_runs())
+    for _, start, stop in runs:
+        run.keep(start, stop)
+    figures = (run.accepted, run.accepted_bytes, run.first_accepted, run.last_accepted, run.data_received)
+    return figures, list(run.drop_counts()), runs, run.packets()
 
 
 def test_zero_zeroes_the_c_handles() -> None:
@@ -322,9 +338,9 @@ def test_zero_zeroes_the_c_handles() -> None:
     assert keypair.seal_batch([b""], 1420) == [] and keypair.seal(b"") is None
     reference = PythonSession(bytes(32), bytes(32))
     reference.zero()
-    closed = keypair.open_batch([message, message[:20]])
-    assert closed == reference.open_batch([message, message[:20]])
-    assert closed == [(RxStatus.AUTH_FAILED, None, None), (RxStatus.MALFORMED, None, None)]
+    closed = opened(keypair.open_run(arriving([message, message[:20]]), 0, 2))
+    assert closed == opened(reference.open_run(arriving([message, message[:20]]), 0, 2))
+    assert closed[:2] == ((0, 0, -1, -1, False), [(RxStatus.AUTH_FAILED, 1), (RxStatus.MALFORMED, 1)])
 
 
 # Choosing and reporting the data path.
