@@ -36,7 +36,7 @@ from collections.abc import Iterator, Sequence
 from itertools import accumulate
 from typing import Any, NamedTuple
 
-from pywg.batch import Datagrams, InnerPackets, SealedRun
+from pywg.batch import Datagrams, InnerPackets, PacketList, SealedRun
 from pywg.constants import (
     KEY_LEN,
     MESSAGE_DATA,
@@ -602,50 +602,11 @@ class CSession:
 
     def seal(self, receiver: int, counter: int, padded: bytes) -> bytes | None:
         # An MTU of the plaintext's own length: C adds no padding to what is padded already.
-        sealed = self._seal(receiver, counter, (padded,), [len(padded)], max(1, len(padded)))
+        sealed = self.seal_batch((padded,), receiver, counter, max(1, len(padded)))
         return sealed[0] if sealed else None
 
     def seal_batch(self, packets: Sequence[bytes], receiver: int, counter: int, mtu: int) -> list[bytes]:
-        return self._seal(receiver, counter, packets, [len(packet) for packet in packets], mtu)
-
-    def _seal(
-        self, receiver: int, counter: int, packets: Sequence[bytes], lengths: list[int], mtu: int
-    ) -> list[bytes]:
-        """One wg_seal_batch over the joined packets into the scratch buffer."""
-        count = len(lengths)
-        if not count or counter >= REJECT_AFTER_MESSAGES:
-            return []
-        plain = b"".join(packets)
-        scratch = self._scratch
-        scratch.reserve(count, len(plain) + count * _SEAL_OVERHEAD)
-        scratch.in_len[0:count] = lengths
-        scratch.in_off[0:count] = list(accumulate(lengths, initial=0))[:count]
-        written = _lib.wg_seal_batch(
-            self._sealer._handle,
-            receiver,
-            counter,
-            mtu,
-            _ffi.from_buffer("uint8_t[]", plain),
-            len(plain),
-            scratch.in_off,
-            scratch.in_len,
-            count,
-            scratch.out_data,
-            len(scratch.out),
-            scratch.out_off,
-            scratch.out_len,
-            scratch.stop,
-        )
-        if written < 0:
-            if written == _lib.WG_ERR_CLOSED:
-                return []  # zeroed: like PythonSession, nothing more is sealed
-            raise HotpathError(written)
-        if scratch.stop[0] in (SealStop.NO_SPACE, SealStop.BAD_INPUT):
-            raise HotpathError(-4)  # cannot happen: the buffer was sized for the batch
-        sizes = _ffi.unpack(scratch.out_len, written)
-        ends = list(accumulate(sizes))
-        raw = scratch.out_view[: ends[-1] if ends else 0].tobytes()
-        return [raw[end - size : end] for size, end in zip(sizes, ends, strict=True)]
+        return self.seal_run(PacketList(packets), 0, len(packets), receiver, counter, mtu).messages()
 
     def seal_run(
         self, packets: InnerPackets, start: int, stop: int, receiver: int, counter: int, mtu: int
