@@ -9,20 +9,31 @@ The C figures use the default count of crypto threads (PYWG_CRYPTO_THREADS, else
 splits a large batch's AEAD across threads (pywg/hotpath.c, "Crypto threads"). A second table times
 C alone on 64 KiB batches (45 packets, what one TUN read with offloads brings) with 1 thread and
 with that default.
+
+A third table times the I/O steps of such a batch, per packet: splitting a 64 KiB TCP super-packet
+from the TUN into segments (`wg_tun_split`, checksums included) and merging them back
+(`wg_tun_coalesce`), one UDP GSO send of 45 sealed messages over loopback (`UdpSockets.send_batch`)
+and receiving them with GRO and recvmmsg (`UdpSockets.receive_batches`, runs found in C).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import select
 import statistics
+import struct
 import sys
 import time
+from array import array
 from collections.abc import Callable
+from typing import Any
 
 from pywg import hotpath
-from pywg.constants import DEFAULT_MTU, MESSAGE_DATA_HEADER_SIZE
+from pywg.batch import SealedRun
+from pywg.constants import DEFAULT_MTU, MESSAGE_DATA, MESSAGE_DATA_HEADER_SIZE
 from pywg.keypair import Keypair
+from pywg.runtime.udp import UdpSockets
 from pywg.transport import inner_packet, pad
 
 PACKET_SIZE = 1420
@@ -126,6 +137,99 @@ def c_threads(
     return rows
 
 
+MSS = DEFAULT_MTU - 40  # TCP payload per segment: MTU - IPv4 and TCP headers
+
+
+def tso_frame() -> bytes:
+    """What a TUN with TSO hands over for 45 full segments: a virtio_net_hdr (TCPV4, NEEDS_CSUM,
+    checksum start and offset) and one IPv4/TCP packet of 45 * MSS payload bytes."""
+    payload = os.urandom(SPLIT_BATCH * MSS)
+    ip = struct.pack(
+        "!BBHHHBBH4s4s",
+        0x45,
+        0,
+        40 + len(payload),
+        1,
+        0x4000,
+        64,
+        6,
+        0,
+        bytes([10, 0, 0, 1]),
+        bytes([10, 0, 0, 2]),
+    )
+    tcp = struct.pack("!HHIIBBHHH", 40000, 5201, 1, 1, 5 << 4, 0x10, 65535, 0, 0)
+    return struct.pack("=BBHHHH", 1, 1, 40, MSS, 20, 16) + ip + tcp + payload
+
+
+def tun_steps(rounds: int) -> list[tuple[str, float]]:
+    """ns per segment: splitting the TSO frame, and merging the segments back (C, no system call)."""
+    ffi, lib = hotpath.extension()
+    frame = tso_frame()
+    out = bytearray(len(frame) + SPLIT_BATCH * 80)
+    out_off, out_len = ffi.new("uint32_t[]", BATCH), ffi.new("uint32_t[]", BATCH)
+    position, done = ffi.new("size_t *"), ffi.new("int *")
+
+    def split() -> None:
+        position[0] = 0
+        count = lib.wg_tun_split(
+            frame, len(frame), 0, ffi.from_buffer(out), len(out), position, out_off, out_len, BATCH, done
+        )
+        assert count == SPLIT_BATCH and done[0]
+
+    split()
+    merged = bytearray(len(out) + SPLIT_BATCH * lib.WG_VNET_HDR_LEN)
+    slots = ffi.new("wg_gro_slot[]", SPLIT_BATCH)
+    m_off, m_len, frame_of = (ffi.new("uint32_t[]", SPLIT_BATCH) for _ in range(3))
+
+    def merge() -> None:
+        frames = lib.wg_tun_coalesce(
+            ffi.from_buffer(out),
+            out_off,
+            out_len,
+            SPLIT_BATCH,
+            lib.WG_MERGE_TCP,
+            slots,
+            ffi.from_buffer(merged),
+            len(merged),
+            m_off,
+            m_len,
+            frame_of,
+        )
+        assert frames == 1
+
+    return [
+        ("tun split", median_ns_per_packet(split, rounds, SPLIT_BATCH)),
+        ("tun merge", median_ns_per_packet(merge, rounds, SPLIT_BATCH)),
+    ]  # fmt: skip
+
+
+def udp_steps(rounds: int) -> list[tuple[str, float]]:
+    """ns per datagram: one GSO send of 45 sealed-size messages over loopback, and receiving them."""
+    sender, receiver = UdpSockets(), UdpSockets()
+    size = MESSAGE_DATA_HEADER_SIZE + DEFAULT_MTU + 16
+    # Type 4 in front: the receiver's steering program sends data messages to its data socket.
+    message = (MESSAGE_DATA.to_bytes(4, "little") + os.urandom(size))[:size]
+    run = SealedRun(message * SPLIT_BATCH, array("I", [size] * SPLIT_BATCH))
+    to: Any = ("127.0.0.1", receiver.port)
+    sock = receiver.v4
+    assert sock is not None
+    sends: list[float] = []
+    receives: list[float] = []
+    try:
+        for _ in range(rounds):
+            start = time.perf_counter_ns()
+            assert sender.send_batch([(run, to, None)]) == []
+            sends.append((time.perf_counter_ns() - start) / SPLIT_BATCH)
+            select.select([sock], [], [], 1.0)
+            start = time.perf_counter_ns()
+            got = sum(len(batch) for batch in receiver.receive_batches(sock, 256))
+            receives.append((time.perf_counter_ns() - start) / max(1, got))
+    finally:
+        sender.close()
+        receiver.close()
+    return [("udp send", statistics.median(sends)), ("udp receive", statistics.median(receives))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=300)
@@ -154,6 +258,10 @@ def main() -> None:
     print(f"{'':6} {'1 thread':>9} {f'{threads} thread' + 's' * (threads > 1):>10} {'speed-up':>9}")
     for name, one_ns, default_ns in c_threads(key, packets, messages, args.rounds):
         print(f"{name:6} {one_ns:9.0f} {default_ns:10.0f} {one_ns / default_ns:8.2f}x")
+
+    print(f"\nI/O steps, {SPLIT_BATCH} packets a batch (64 KiB); ns per packet, median")
+    for name, ns in tun_steps(args.rounds) + udp_steps(args.rounds):
+        print(f"{name:12} {ns:8.0f}")
 
 
 if __name__ == "__main__":

@@ -685,6 +685,7 @@ def render(report: Mapping[str, Any], markdown: bool) -> str:
 
 
 MICRO_ROW = re.compile(r"^(\w+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x\s*$")
+MICRO_STEP = re.compile(r"^([a-z][a-z ]*?)\s+([\d.]+)\s*$")
 
 
 def run_micro(rounds: int | None) -> dict[str, Any]:
@@ -702,9 +703,10 @@ def run_micro(rounds: int | None) -> dict[str, Any]:
         return {"command": argv[1:], "error": str(error)}
     if done.returncode != 0:
         return {"command": argv[1:], "error": last_line(done.stderr or done.stdout), "output": done.stdout}
-    # Two tables: Python against C, then C with one crypto thread against the default count.
+    # Three tables: Python against C, C with one crypto thread against the default count, I/O steps.
     tables: list[list[tuple[str, float, float, float]]] = [[], []]
-    for number, section in enumerate(done.stdout.split("\n\n")[:2]):
+    sections = done.stdout.split("\n\n")
+    for number, section in enumerate(sections[:2]):
         for line in section.splitlines():
             match = MICRO_ROW.match(line.strip())
             if match:
@@ -712,8 +714,12 @@ def run_micro(rounds: int | None) -> dict[str, Any]:
                 tables[number].append((name, float(first), float(second), float(speedup)))
     rows = [{"step": n, "python_ns": a, "c_ns": b, "speedup": x} for n, a, b, x in tables[0]]
     threads = [{"step": n, "one_thread_ns": a, "default_ns": b, "speedup": x} for n, a, b, x in tables[1]]
+    steps = [
+        match.groups() for line in "".join(sections[2:3]).splitlines() if (match := MICRO_STEP.match(line))
+    ]
+    io = [{"step": name, "ns": float(ns)} for name, ns in steps]
     command = ["python3", "benchmarks/micro.py", *argv[2:]]
-    return {"command": command, "output": done.stdout, "rows": rows, "threads": threads}
+    return {"command": command, "output": done.stdout, "rows": rows, "threads": threads, "io": io}
 
 
 def render_micro(micro: Mapping[str, Any], markdown: bool) -> str:
@@ -739,6 +745,10 @@ def render_micro(micro: Mapping[str, Any], markdown: bool) -> str:
         ]
         headers = ["step", "1 thread ns", "default threads ns", "speed-up"]
         text += f"\n\n{split[0] if split else 'crypto threads'}\n\n{table(headers, threads, markdown)}"
+    if micro.get("io"):
+        heading = next((line for line in lines if line.startswith("I/O steps")), "I/O steps")
+        steps = [[r["step"], f"{r['ns']:.0f}"] for r in micro["io"]]
+        text += f"\n\n{heading}\n\n{table(['step', 'ns'], steps, markdown)}"
     return text
 
 
