@@ -11,7 +11,9 @@ checks are reached); a round of real traffic between the devices; a clock jump w
 DUT put under load; packets from the DUT's TUN side; A or C sending a packet.
 
 With the C hot path built (and PYWG_NO_EXT unset), every step also runs on a second DUT that
-uses it, and both DUTs must give identical results. Checked after every step: no exception;
+uses it, and on a third that also gets its batches as the engine hands them over with recvmmsg
+and TUN offloads (`ReceivedDatagrams` in a receive pool, `BufferPackets`: runs found and opened
+in place in C); all DUTs must give identical results. Checked after every step: no exception;
 at most one drop per datagram, and exactly one `malformed` for each datagram of no valid type;
 every packet delivered is a whole IPv4 or IPv6 packet from an allowed source; every datagram
 sent is a well-formed message.
@@ -19,9 +21,11 @@ sent is a well-formed message.
 
 from __future__ import annotations
 
+import mmap
 import random
+import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
 
@@ -31,6 +35,7 @@ with atheris.instrument_imports(include=["pywg", "_common"]):
     from _common import Reader, fuzz
 
     from pywg import hotpath
+    from pywg.batch import DatagramList, PacketList
     from pywg.clock import FakeClock
     from pywg.constants import MESSAGE_INITIATION, MESSAGE_RESPONSE
     from pywg.cookie import mac1_key
@@ -38,6 +43,7 @@ with atheris.instrument_imports(include=["pywg", "_common"]):
     from pywg.device import Datagram, Device, Received
     from pywg.endpoint import Endpoint
     from pywg.messages import mac1_offset, message_type
+    from pywg.runtime.udp import ReceivedDatagrams
     from pywg.transport import Crypto, PythonCrypto, PythonSession, inner_packet
 
 A_AT: Endpoint = ("192.0.2.1", 51820)
@@ -111,15 +117,17 @@ class World:
     c: Device
     duts: list[Device]
     in_flight: list[Datagram] = field(default_factory=list)  # sent by the DUT, not yet delivered
+    in_place: Device | None = None  # among `duts`: fed C batches, as the engine feeds it
 
 
 def new_world() -> World:
     clock = FakeClock()
     cryptos: list[Crypto] = [PythonCrypto()]
     if hotpath.available():
-        cryptos.append(hotpath.CCrypto())
+        cryptos += [hotpath.CCrypto(), hotpath.CCrypto()]
     world = World(clock, _device(1, clock, PythonCrypto()), _device(3, clock, PythonCrypto()), [])
     world.duts = [_device(2, clock, crypto) for crypto in cryptos]
+    world.in_place = world.duts[2] if len(world.duts) > 2 else None
     for dut in world.duts:
         _connect(dut, world.a, A_AT, A_IPS, PSK)
         _connect(dut, world.c, C_AT, C_IPS, None)
@@ -165,7 +173,7 @@ def deliver(world: World, batch: list[Received]) -> None:
     dut = world.duts[0]
     dropped, malformed = dut.drops.total(), dut.drops["malformed"]
     for each in world.duts:
-        each.receive_datagrams(batch)
+        each.receive_batch(in_pool(batch) if each is world.in_place else DatagramList(batch))
     assert dut.drops.total() - dropped <= len(batch), "more drops than datagrams"
     invalid = sum(1 for data, _, _ in batch if message_type(data) is None)
     assert dut.drops["malformed"] - malformed == invalid, "a datagram of no valid type not counted"
@@ -184,6 +192,42 @@ def pump(world: World) -> None:
         batch += [(data, at, None) for data, _, _ in device.datagrams_to_send()]
         device.packets_to_deliver()
     deliver(world, batch)
+
+
+def in_pool(batch: Sequence[Received]) -> ReceivedDatagrams | DatagramList:
+    """`batch` as wg_udp_recv leaves datagrams in a socket's pool, one per slot (a list where a
+    sender has a scope, which only the kernel could name)."""
+    if any("%" in source[0] for _, source, _ in batch):
+        return DatagramList(batch)
+    slot = 1 << 16
+    pool = ReceivedDatagrams(mmap.mmap(-1, slot * max(1, len(batch))), max(1, len(batch)), max(1, len(batch)))
+    for k, (data, (address, port), local) in enumerate(batch):
+        pool.memory[k * slot : k * slot + len(data)] = data
+        entry = pool.rx[k]
+        entry.offset, entry.length, entry.port = k * slot, len(data), port
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        entry.family = 6 if family == socket.AF_INET6 else 4
+        packed = socket.inet_pton(family, address)
+        entry.source[0 : len(packed)] = packed
+        if local is not None:
+            family = socket.AF_INET6 if ":" in local else socket.AF_INET
+            entry.local_family = 6 if family == socket.AF_INET6 else 4
+            packed = socket.inet_pton(family, local)
+            entry.local[0 : len(packed)] = packed
+    pool.load(len(batch))
+    return pool
+
+
+def in_buffer(packets: list[bytes]) -> hotpath.BufferPackets:
+    """IP packets where the TUN reader leaves them, one after another."""
+    batch = hotpath.BufferPackets(bytearray(sum(map(len, packets)) + 1), len(packets))
+    position = 0
+    for index, packet in enumerate(packets):
+        batch.memory[position : position + len(packet)] = packet
+        batch.offsets[index], batch.lengths[index] = position, len(packet)
+        position += len(packet)
+    batch.count = len(packets)
+    return batch
 
 
 # --------------------------------------------------------------------------------------------
@@ -279,7 +323,7 @@ def step_load(world: World, reader: Reader) -> None:
 def step_tun(world: World, reader: Reader) -> None:
     packets = [inner(reader, INNER_FROM_TUN) for _ in range(1 + reader.below(4))]
     for dut in world.duts:
-        dut.send_packets(packets)
+        dut.send_batch(in_buffer(packets) if dut is world.in_place else PacketList(packets))
     observe(world)
 
 
