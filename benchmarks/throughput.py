@@ -66,6 +66,7 @@ from pywg.runtime.lab import (
     run,
     status_kb,
     stop_process,
+    thread_cpu_seconds,
     write_secret,
 )
 
@@ -408,6 +409,13 @@ class Bench(Lab):
                     values.setdefault("hotpath_loaded", {})[engine.side.label] = maps_mention(
                         engine.pid, "_hotpath"
                     )
+            pywg = [e for e in engines if e.kind.startswith("pywg")]
+            if pywg:
+                # How much of the tunnels' CPU the crypto worker threads (pywg/hotpath.c) did.
+                workers = sum(thread_cpu_seconds(e.pid, CRYPTO_THREAD) for e in pywg)
+                values["crypto_thread_cpu_pct"] = (
+                    100 * workers / max(1e-9, sum(cpu_seconds(e.pid) for e in pywg))
+                )
             if engines:
                 values["rss_total_mb"] = sum(values[f"rss_{e.side.label}_mb"] for e in engines)
         except LabFailed as error:
@@ -489,7 +497,12 @@ def median_of(rounds: Sequence[Mapping[str, Any]], key: str) -> float | None:
 
 
 def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    keys = [m.key for m in METRICS] + ["rss_total_mb", "udp64_cpu_us_per_packet", "udp1392_cpu_us_per_packet"]
+    keys = [m.key for m in METRICS] + [
+        "rss_total_mb",
+        "udp64_cpu_us_per_packet",
+        "udp1392_cpu_us_per_packet",
+        "crypto_thread_cpu_pct",
+    ]
     medians = {case: {k: median_of(rounds, k) for k in keys} for case, rounds in results.items()}
     reference = medians.get(REFERENCE)
     summary: dict[str, dict[str, Any]] = {}
@@ -663,6 +676,18 @@ def render(report: Mapping[str, Any], markdown: bool) -> str:
         "CPU: utime+stime of both tunnel processes per GB received over the four TCP transfers. "
         "Peak RSS: VmHWM of each tunnel process after the round.",
     ]
+    shares = [
+        f"{c.label} {share:.0f}%"
+        for c in cases
+        if (share := report["cases"][c.key]["median"].get("crypto_thread_cpu_pct")) is not None
+    ]
+    if shares:
+        out += [
+            "",
+            "CPU done by crypto worker threads (share of the pywg processes' CPU): "
+            + ", ".join(shares)
+            + ".",
+        ]
     errors = [
         f"{c.label}, round {r['round']}: {e}"
         for c in cases
@@ -684,6 +709,7 @@ def render(report: Mapping[str, Any], markdown: bool) -> str:
 # the micro-benchmark, as a subprocess
 
 
+CRYPTO_THREAD = "pywg-crypto"  # the name hotpath.c gives its worker threads
 MICRO_ROW = re.compile(r"^(\w+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x\s*$")
 MICRO_STEP = re.compile(r"^([a-z][a-z ]*?)\s+([\d.]+)\s*$")
 

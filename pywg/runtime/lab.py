@@ -134,8 +134,22 @@ def pids_with_argument(names: Iterable[str]) -> list[int]:
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of the whole process (all threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as handle:
-        text = handle.read()
+    return _stat_cpu(Path(f"/proc/{pid}/stat"))
+
+
+def thread_cpu_seconds(pid: int, name: str) -> float:
+    """utime + stime of the process's threads called `name` (comm), in seconds; threads that
+    ended in between are missed."""
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            if (task / "comm").read_text().strip() == name:
+                total += _stat_cpu(task / "stat")
+    return total
+
+
+def _stat_cpu(path: Path) -> float:
+    text = path.read_text()
     fields = text[text.rindex(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # fields 14 and 15 of proc(5)
 
