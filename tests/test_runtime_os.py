@@ -17,6 +17,7 @@ import socket
 import stat
 import struct
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,7 @@ from typing import Any
 import pytest
 from pyroute2 import IPRoute
 
+from pywg.runtime import netlink_child
 from pywg.runtime.daemon import State
 from pywg.runtime.netconfig import (
     IPv6UnavailableError,
@@ -543,6 +545,46 @@ def test_missing_link_and_namespace(netns: str) -> None:
     with pytest.raises(NamespaceNotFoundError, match=missing):
         configure_interface(missing, IFNAME, 1420, [], [])
     assert not link_exists(missing, IFNAME)
+
+
+def test_netlink_child_makes_the_calls_and_reports_errors_as_netconfig_does(
+    netns: str, tuns: Callable[..., Tun], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `pywg up` calls in a forked child (pywg/runtime/netlink_child.py): the same effects, the
+    same results, and an OSError with netconfig's errno and message; every child is reaped."""
+    children: list[int] = []
+    fork = os.fork
+
+    def recorded_fork() -> int:
+        pid = fork()
+        if pid:
+            children.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", recorded_fork)
+    tuns()
+    assert netlink_child.link_exists(netns, IFNAME) and not netlink_child.link_exists(netns, "nosuchlink")
+    netlink_child.configure_interface(netns, IFNAME, 1420, ADDRESSES, ROUTES)
+    assert set(ROUTES) <= {r.dst for r in list_routes(netns, IFNAME)}
+    assert netlink_child.remove_routes(netns, IFNAME, ROUTES[:1]) == 1
+    assert netlink_child.remove_addresses(netns, IFNAME, ADDRESSES[:1]) == 1
+    with pytest.raises(LinkNotFoundError) as direct:
+        configure_interface(netns, "nosuchlink", 1420, [], [])
+    with pytest.raises(OSError) as child:
+        netlink_child.configure_interface(netns, "nosuchlink", 1420, [], [])
+    assert str(child.value) == str(direct.value) and child.value.errno == direct.value.errno
+    assert netlink_child.delete_link(netns, IFNAME) and not netlink_child.link_exists(netns, IFNAME)
+    assert len(children) == 8  # one per call
+    for pid in children:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reaped already
+
+
+def test_pywg_up_never_loads_pyroute2() -> None:
+    """The daemon's modules reach netlink only through netlink_child: pyroute2 (~20 MB) stays out."""
+    code = "import sys, pywg.cli, pywg.runtime.commands; print('pyroute2' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
 
 
 def test_netconfig_from_a_running_event_loop(netns: str, tuns: Callable[..., Tun]) -> None:

@@ -13,7 +13,7 @@ from pywg.cli import CommandError
 from pywg.config import ConfigError, load_config
 from pywg.device import Device
 from pywg.hotpath import data_path_crypto
-from pywg.runtime import netconfig, tun_offload
+from pywg.runtime import netlink_child, tun_offload
 from pywg.runtime.daemon import STATE_DIR, Notifier, State, detach, find_state, zombie
 from pywg.runtime.engine import Engine, run_engine
 from pywg.runtime.netns import resolve_netns
@@ -105,7 +105,7 @@ def down(interface: str, netns: str | None) -> int:
             return 0
         time.sleep(0.05)
     os.kill(state.pid, signal.SIGKILL)  # it would not stop: clean up after it
-    netconfig.delete_link(state.netns, state.interface)
+    netlink_child.delete_link(state.netns, state.interface)
     socket_path(state.name).unlink(missing_ok=True)
     state.remove()
     return 0
