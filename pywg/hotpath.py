@@ -36,7 +36,7 @@ from collections.abc import Iterator, Sequence
 from itertools import accumulate
 from typing import Any, NamedTuple
 
-from pywg.batch import Datagrams, InnerPackets, PacketList, SealedRun
+from pywg.batch import Datagrams, InnerPackets, PacketList, SealedRun, destination
 from pywg.constants import (
     KEY_LEN,
     MESSAGE_DATA,
@@ -395,6 +395,7 @@ class COpener(_Aead):
 # The device's data path: CCrypto, the C implementation of pywg/transport.py's Crypto.
 
 _MAX_IP_PACKET = 65535
+_IP_HEADERS = 40  # bytes of a packet that hold its destination address (IPv6: bytes 24-39)
 # Room a sealed message needs beyond its packet: header, tag, at most 15 bytes of padding.
 _SEAL_OVERHEAD = MESSAGE_DATA_MIN_SIZE + MESSAGE_PADDING_MULTIPLE - 1
 
@@ -489,22 +490,13 @@ class BufferPackets(InBuffer):
         view, offsets, lengths = self.view, self.offsets, self.lengths
         start = 0
         for end in _ffi.unpack(self._run_end, runs):
+            # The first packet's headers, one copy per run: the destination lies in the first 40 bytes.
             offset = offsets[start]
-            yield _destination(view, offset, lengths[start]), start, end
+            yield destination(view[offset : offset + min(lengths[start], _IP_HEADERS)].tobytes()), start, end
             start = end
 
     def packets(self, start: int, stop: int) -> list[bytes]:
         return self.copies(start, stop)
-
-
-def _destination(view: memoryview, offset: int, length: int) -> bytes | None:
-    """pywg/batch.py `destination` of the packet at view[offset:offset + length], one copy per run."""
-    version = view[offset] >> 4 if length else 0
-    if version == 4 and length >= 20:
-        return view[offset + 16 : offset + 20].tobytes()
-    if version == 6 and length >= 40:
-        return view[offset + 24 : offset + 40].tobytes()
-    return None
 
 
 class COpenedRun:
