@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterator, Sequence
-from typing import Protocol
+from itertools import accumulate
+from typing import Protocol, TypeVar
 
 from pywg.constants import MESSAGE_DATA, MESSAGE_DATA_MIN_SIZE
 from pywg.endpoint import Endpoint
 
+Buf = TypeVar("Buf", bytes, memoryview)
 # Data messages in one run at most (one open call); a longer run is split.
 MAX_RECEIVE_RUN = 128
 _DATA_TYPE = MESSAGE_DATA.to_bytes(4, "little")
@@ -82,13 +84,7 @@ class SealedRun:
         return len(self.sizes)
 
     def messages(self) -> list[bytes]:
-        out: list[bytes] = []
-        start = 0
-        payload = self.payload
-        for size in self.sizes:
-            out.append(payload[start : start + size])
-            start += size
-        return out
+        return split(self.payload, self.sizes)
 
 
 class OpenedRun(Protocol):
@@ -120,6 +116,12 @@ class OpenedRun(Protocol):
     def packets(self) -> list[bytes]:
         """Copies of the inner packets to be delivered, in order."""
         ...
+
+
+def split(payload: Buf, sizes: Sequence[int]) -> list[Buf]:
+    """`payload` cut into consecutive pieces of `sizes` (datagrams glued for GSO, a SealedRun)."""
+    ends = accumulate(sizes)
+    return [payload[end - size : end] for size, end in zip(sizes, ends, strict=True)]
 
 
 def destination(packet: bytes) -> bytes | None:

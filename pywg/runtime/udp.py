@@ -72,7 +72,7 @@ from itertools import accumulate
 from typing import Any, cast
 
 from pywg import hotpath
-from pywg.batch import MAX_RECEIVE_RUN, DatagramList, Datagrams, Received, SealedRun
+from pywg.batch import MAX_RECEIVE_RUN, DatagramList, Datagrams, Received, SealedRun, split
 from pywg.device import Datagram
 from pywg.endpoint import Endpoint
 
@@ -394,7 +394,7 @@ class UdpSockets:
             self.gso = False
             _log.info("UDP GSO turned off: the kernel refused it with EIO (no TX checksum offload?)")
         sent = True
-        for segment in _split(payload, sizes):
+        for segment in split(payload, sizes):
             sent = self.send(segment, endpoint, source if sent else None) and sent
         if failure == errno.EMSGSIZE or (failure == errno.EINVAL and sent):
             if len(self.gso_off) >= GSO_OFF_MAX_DESTINATIONS:
@@ -470,11 +470,6 @@ def gso_chunks(sizes: array[int], limit: int) -> list[int]:
         out.append(end)
         start = end
     return out
-
-
-def _split(payload: bytes | memoryview, sizes: Sequence[int]) -> list[bytes | memoryview]:
-    ends = list(accumulate(sizes))
-    return [payload[end - size : end] for size, end in zip(sizes, ends, strict=True)]
 
 
 def _forget(gone: list[str], source: str | None) -> None:
