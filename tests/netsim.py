@@ -30,6 +30,16 @@ class SeededRng:
         return self._random.randbytes(n)
 
 
+def checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071), the slow way: a reference for IP, ICMP, TCP and UDP."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
 def ipv4_packet(source: str, destination: str, payload: bytes = b"hello") -> bytes:
     total = 20 + 8 + len(payload)
     header = struct.pack(

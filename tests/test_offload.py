@@ -40,6 +40,7 @@ from pywg.runtime.tun import (
     Tun,
     open_tun,
 )
+from tests.netsim import checksum
 from tests.pywg_run import Pywg
 from tests.topology import Host, KeyPair, Topology, WireguardGo, link, tcp_transfer, tunnel_configs
 
@@ -56,16 +57,6 @@ ffi, lib = hotpath.extension()
 
 
 # --- the reference -----------------------------------------------------------------------------
-
-
-def checksum(data: bytes) -> int:
-    """RFC 1071, the slow way."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def pseudo_header(packet: bytes, protocol: int, length: int) -> bytes:

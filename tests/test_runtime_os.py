@@ -58,6 +58,7 @@ from pywg.runtime.tun import (
     TunGoneError,
     open_tun,
 )
+from tests.netsim import checksum
 
 IFNAME = "pywg0"
 
@@ -148,15 +149,6 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 # --- packets --------------------------------------------------------------------------------------
-
-
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def icmp4_echo_request(src: str, dst: str, ident: int, seq: int, payload: bytes = b"pywg") -> bytes:

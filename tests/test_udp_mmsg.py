@@ -14,6 +14,7 @@ import pytest
 from pywg import hotpath
 from pywg.runtime import udp
 from pywg.runtime.udp import UdpSockets
+from tests.topology import ipv6_loopback
 
 pytestmark = pytest.mark.skipif(
     not hotpath.built() or not hasattr(hotpath.extension()[1], "wg_udp_recv"), reason="C extension not built"
@@ -21,15 +22,6 @@ pytestmark = pytest.mark.skipif(
 
 LOOPBACK = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
 SLOT = 2048
-
-
-def ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 FAMILIES = [

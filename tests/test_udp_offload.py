@@ -21,21 +21,12 @@ import pytest
 
 from pywg.runtime import udp
 from pywg.runtime.udp import UDP_SEGMENT, UdpSockets
-from tests.topology import Topology
+from tests.topology import Topology, ipv6_loopback
 
 pytest_plugins = ["tests.topology"]
 
 Ancillary = list[tuple[int, int, bytes]]
 LOOPBACK = {4: "127.0.0.1", 6: "::1"}
-
-
-def ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 FAMILIES = [4, pytest.param(6, marks=pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback"))]

@@ -162,6 +162,16 @@ def run(
     return done
 
 
+def ipv6_loopback() -> bool:
+    """Whether this host has IPv6 on loopback (tests of both families skip IPv6 without it)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
     """Poll `predicate` until it is true; AssertionError naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
