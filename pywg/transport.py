@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 from array import array
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
@@ -233,10 +234,10 @@ class PythonOpenedRun:
         self.data_received = any(results[i][0] != RxStatus.KEEPALIVE for i in accepted)
 
     def drop_counts(self) -> Iterator[tuple[int, int]]:
+        counts = Counter(status for status, _, _ in self._results)
         for status in (RxStatus.MALFORMED_INNER, RxStatus.REPLAY, RxStatus.AUTH_FAILED, RxStatus.MALFORMED):
-            count = sum(1 for result in self._results if result[0] == status)
-            if count:
-                yield status, count
+            if counts[status]:
+                yield status, counts[status]
 
     def source_runs(self) -> Iterator[tuple[bytes, int, int]]:
         results = self._results
