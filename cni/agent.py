@@ -295,25 +295,16 @@ class StateStore:
 
 def _configure(att: Attachment) -> None:
     """MTU, addresses, link up and routes; a route the Pod has elsewhere gets SHADOWED_METRIC."""
-    mtu = att.cfg.mtu or DEFAULT_MTU
-    addresses, routes = att.cfg.addresses, att.routes
-    att.skipped, att.shadowed = [], []
-    try:
-        result = netconfig.configure_interface(att.netns, att.ifname, mtu, addresses, routes)
-    except netconfig.RouteConflictError:
-        pass  # find out which ones, route by route
-    else:
-        att.skipped = [str(r) for r in result.routes_skipped]
-        return
-    for route in routes:
-        try:
-            result = netconfig.configure_interface(att.netns, att.ifname, mtu, addresses, [route])
-        except netconfig.RouteConflictError:
-            result = netconfig.configure_interface(
-                att.netns, att.ifname, mtu, addresses, [route], metric=SHADOWED_METRIC
-            )
-            att.shadowed.append(str(route))
-        att.skipped += [str(r) for r in result.routes_skipped]
+    result = netconfig.configure_interface(
+        att.netns,
+        att.ifname,
+        att.cfg.mtu or DEFAULT_MTU,
+        att.cfg.addresses,
+        att.routes,
+        shadow_metric=SHADOWED_METRIC,
+    )
+    att.skipped = [str(r) for r in result.routes_skipped]
+    att.shadowed = [str(r) for r in result.routes_shadowed]
 
 
 def _open_udp_and_device(att: Attachment, tun: Tun) -> Tunnel:

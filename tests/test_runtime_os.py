@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from pyroute2 import IPRoute
 
-from pywg.runtime import netlink_child
+from pywg.runtime import netconfig, netlink_child
 from pywg.runtime.daemon import State
 from pywg.runtime.netconfig import (
     IPv6UnavailableError,
@@ -528,6 +528,49 @@ def test_route_through_another_interface_conflicts(netns: str, tuns: Callable[..
     )
     assert result.routes_added == [ip_network("0.0.0.0/0")]
     assert "default proto static scope link metric 100" in ip("-n", netns, "route", "show", "dev", IFNAME)
+
+
+def test_a_route_held_elsewhere_is_shadowed_in_the_same_call(netns: str, tuns: Callable[..., Tun]) -> None:
+    add_veth(netns)
+    ip("-n", netns, "route", "add", "default", "dev", "pywgveth0")
+    tuns()
+    wanted = [ip_network("0.0.0.0/0"), ip_network("10.9.0.0/16")]
+    result = configure_interface(
+        netns, IFNAME, 1420, [ip_interface("10.1.2.3/32")], wanted, shadow_metric=4096
+    )
+    assert result.routes_shadowed == [ip_network("0.0.0.0/0")]
+    assert result.routes_added == [ip_network("10.9.0.0/16")]
+    shown = ip("-n", netns, "route", "show", "dev", IFNAME)
+    assert "default proto static scope link metric 4096" in shown and "10.9.0.0/16 proto static" in shown
+    again = configure_interface(netns, IFNAME, 1420, [], wanted, shadow_metric=4096)
+    assert again.routes_present == wanted and not again.routes_added and not again.routes_shadowed
+    assert remove_routes(netns, IFNAME, wanted) == 2
+    assert "dev pywgveth0" in ip("-n", netns, "route", "show", "default")
+
+
+def test_routes_cost_one_dump_per_family_however_many(
+    netns: str, tuns: Callable[..., Tun], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Secret with a thousand /32 peers: one route dump per family, not one per route (which made
+    configuring quadratic and let one Pod's config hold the node agent for minutes)."""
+    tuns()
+    dumps: list[int] = []
+    dump = netconfig._routes
+
+    def counted(ipr: IPRoute, family: int) -> list[Any]:
+        dumps.append(family)
+        return dump(ipr, family)
+
+    monkeypatch.setattr(netconfig, "_routes", counted)
+    routes = [ip_network(f"10.{i // 250}.{i % 250}.1/32") for i in range(1000)] + [ip_network("fd00:9::/64")]
+    result = configure_interface(netns, IFNAME, 1420, [ip_interface("10.1.2.3/32")], routes)
+    assert sorted(dumps) == [socket.AF_INET, socket.AF_INET6]
+    assert result.routes_added == routes
+    assert set(routes) <= {r.dst for r in list_routes(netns, IFNAME)}
+    dumps.clear()
+    assert remove_routes(netns, IFNAME, routes) == len(routes)
+    assert sorted(dumps) == [socket.AF_INET, socket.AF_INET6]
+    assert not set(routes) & {r.dst for r in list_routes(netns, IFNAME)}
 
 
 def test_missing_link_and_namespace(netns: str) -> None:
