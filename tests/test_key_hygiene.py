@@ -235,8 +235,10 @@ def test_pywg_up_keeps_keys_out_of_processes_logs_and_output(topology: Topology)
         keys.assert_absent("`wg show`", pywg.wg("show", pywg.name))
         keys.assert_absent("`pywg stats`", pywg.host.run(pywg_argv("stats", pywg.name)).stdout)
 
-    # Processes, state files, logs.
+    # Processes, state files, logs; neither daemon can dump core.
     daemon_pid, foreground_pid = daemon.pid, foreground.pid
+    for pid in (daemon_pid, foreground_pid):
+        assert "Max core file size        0                    0" in Path(f"/proc/{pid}/limits").read_text()
     assert foreground.process is not None and foreground_pid == foreground.process.pid
     assert pids_with_argument(daemon.name) == [daemon_pid]
     assert pids_with_argument(foreground.name) == [foreground_pid]

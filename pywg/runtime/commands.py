@@ -17,7 +17,7 @@ from pywg.runtime import netlink_child, tun_offload
 from pywg.runtime.daemon import STATE_DIR, Notifier, State, detach, find_state, zombie
 from pywg.runtime.engine import Engine, run_engine
 from pywg.runtime.netns import resolve_netns
-from pywg.runtime.system import SystemClock, system_rng
+from pywg.runtime.system import SystemClock, disable_core_dumps, system_rng
 from pywg.runtime.tun import open_tun
 from pywg.runtime.tunnel import SetupError, Tunnel, build_tunnel, reload_tunnel
 from pywg.runtime.uapi_server import socket_path
@@ -34,6 +34,7 @@ def _setup_logging() -> None:
 
 
 def up(config_path: str, interface: str, netns: str | None, foreground: bool, name: str | None) -> int:
+    disable_core_dumps()  # before the private key is read
     try:
         cfg = load_config(config_path)
     except ConfigError as error:
@@ -125,6 +126,7 @@ def _running(pid: int) -> bool:
 
 def userspace(interface: str, foreground: bool) -> int:
     """wireguard-go's contract: create the TUN, serve UAPI, run until the interface goes."""
+    disable_core_dumps()  # `wg set` gives it a private key
     try:
         tun = open_tun(interface, vnet_hdr=tun_offload.available())
     except OSError as error:
