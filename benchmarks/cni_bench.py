@@ -103,7 +103,7 @@ class Node:
         with in_netns(self.host.name):
             fake.start()  # its socket listens on the node's loopback, where the agent looks
         self.kubeconfig = fake.write_kubeconfig("token")
-        self.agent = NodeAgent(self.host).start()
+        self.agent = NodeAgent(self.host, args=["--config-dir", str(self.kubeconfig.parent)]).start()
 
     def pods(self, count: int, keepalive: str) -> list[Pod]:
         """`count` Pod namespaces, each with its Pod object and Secret, and served by the peer."""
@@ -125,7 +125,6 @@ class Node:
             "name": "wgnet",
             "type": "pywg-cni",
             "kubeConfigPath": str(self.kubeconfig),
-            "agentSocket": str(self.agent.socket),
         }
         return json.dumps(conf).encode()
 
@@ -140,6 +139,7 @@ class Node:
             "CNI_IFNAME": "net1",
             "CNI_ARGS": cni_args(NAMESPACE, pod.name, pod.container_id, pod.uid),
             "CNI_PATH": CNI_PATH,
+            **self.agent.plugin_env([self.kubeconfig.parent]),
         }
         with in_netns(self.host.name):  # the child is forked from this thread, so it runs there
             started = time.perf_counter()

@@ -1,6 +1,7 @@
 """The pywg node agent: every userspace WireGuard tunnel of a node, in one process.
 
     python -m cni.agent [--state-dir /run/pywg-cni] [--socket /run/pywg-cni/agent.sock] [--supervise]
+                        [policy options: cni/policy.py]
 
 One uvloop loop runs one pywg Engine per attachment (a Pod's `net1`), so tunnels outlive the CNI
 plugin process and whatever ran it (kubelet's runtime, the Multus thick-mode daemon), and idle tunnels
@@ -9,42 +10,48 @@ runs the agent as a child and restarts it at once (backoff capped at 1 s) whenev
 cni/supervisor.py, a bare interpreter, so it costs ~15 MB instead of a second agent's ~45 MB); in
 Kubernetes the DaemonSet does the same.
 
-Protocol. A unix stream socket, mode 0600 (root only); one JSON object per line in, one per line out,
-any number of requests per connection, answered in order. Every reply has `ok`; a failed operation
-has `{"ok": false, "code": <CNI error code, cni/spec.py>, "msg": "<one line>"}`.
+Who decides what. The socket, the state directory and the policy (cni/policy.py: UDP port range,
+fwmark, where config files may be, per-attachment limits) come from this command line only. Network
+configs, Secrets and annotations are tenants' input: they choose nothing on the node.
 
-* `{"op": "add", "container_id", "ifname", "netns", "pod": "ns/name", "config": "<config JSON>",
-  "mode"?: "auto" | "kernel" | "userspace"}`. Userspace: creates a persistent TUN `ifname` in `netns`
-  with the MTU, every address and a route for every allowed-IPs prefix; UDP sockets in the agent's
-  namespace (listenPort, or a free port); the UAPI socket /var/run/wireguard/<name>.sock (name = "cni"
-  + 12 hex digits of sha256("<container_id>/<ifname>"), so `wg show <name>` works); then runs its
-  engine. Kernel: a WireGuard link made and configured in the agent's namespace (so its UDP socket is
-  there), moved into `netns` as `ifname`, with the same MTU, addresses and routes (cni/kernel.py).
-  auto (the default) is kernel when this kernel can make a WireGuard link (probed once), else
-  userspace; kernel on a kernel without WireGuard is refused. Reply: `{"ok": true, "name", "mode",
-  "listen_port", "interface", "netns", "mtu", "public_key", "addresses": [...], "routes": [...],
-  "warnings": [...]}`. All or nothing: a failed add leaves no link, socket or state. A private key
-  already used by another attachment of this node is refused, naming that pod.
-* `{"op": "del", "container_id", "ifname", "netns"?}`: stop the engine, delete the link (when its
-  namespace still exists), remove the UAPI socket and the state. Succeeds when there is nothing to
-  remove (repeated DEL, namespace gone, DEL after a failed ADD). Reply `{"ok": true, "removed": bool}`.
+Protocol. A unix stream socket, mode 0600 (root only); one JSON object per line in (at most
+MAX_REQUEST bytes), one per line out, any number of requests per connection, answered in order.
+Every reply has `ok`; a failed operation has `{"ok": false, "code": <CNI error code, cni/spec.py>,
+"msg": "<one line>"}`.
+
+* `{"op": "add", "container_id", "ifname", "netns", "pod": "ns/name", "network": "<config name>",
+  "config": "<config JSON>", "mode"?: "auto" | "kernel" | "userspace"}`. Refused (code 7, naming the
+  limit) over the policy's limits, with a listenPort outside its port range or a fwmark it does not
+  allow. Userspace: creates a persistent TUN `ifname` in `netns` with the MTU, every address and a
+  route for every allowed-IPs prefix; UDP sockets in the agent's namespace on a port of the range
+  (the config's listenPort when it is inside); the UAPI socket /var/run/wireguard/<name>.sock (name =
+  "cni" + 12 hex digits of sha256("<container_id>/<ifname>"), so `wg show <name>` works); then runs
+  its engine. Kernel: a WireGuard link made and configured in the agent's namespace (so its UDP
+  socket is there), moved into `netns` as `ifname`, with the same MTU, addresses and routes
+  (cni/kernel.py). auto (the default) is kernel when this kernel can make a WireGuard link (probed
+  once), else userspace; kernel on a kernel without WireGuard is refused. Reply: `{"ok": true,
+  "name", "mode", "listen_port", "interface", "netns", "mtu", "public_key", "addresses": [...],
+  "routes": [...], "warnings": [...]}`. All or nothing: a failed add leaves no link, socket or state.
+  A private key already used by another attachment of this node is refused, naming that pod.
+* `{"op": "del", "container_id", "ifname", "netns"?, "network"?}`: stop the engine, delete the link
+  (when its namespace still exists), remove the UAPI socket and the state. An attachment of another
+  network is left alone. Succeeds when there is nothing to remove (repeated DEL, namespace gone, DEL
+  after a failed ADD). Reply `{"ok": true, "removed": bool}`.
 * `{"op": "check", "container_id", "ifname", "netns"}` → `{"ok": bool, "problems": [...]}`: the engine
   runs and serves this config (key, peers, allowed IPs; in kernel mode, the WireGuard link has them);
   the link exists, is up and has carrier; the addresses and routes are there.
-* `{"op": "gc", "valid": [{"containerID", "ifname"}, ...]}` removes every other attachment; it goes
-  on past errors: `{"ok": bool, "removed": [names], "errors": [...]}` (+ code and msg when not ok).
+* `{"op": "gc", "network", "valid": [{"containerID", "ifname"}, ...]}` removes the attachments of
+  `network` that `valid` does not list, and nothing of other networks; it goes on past errors:
+  `{"ok": bool, "removed": [names], "errors": [...]}` (+ code and msg when not ok).
 * `{"op": "status"}` → `{"ok": true, "tunnels": <running engines>, "kernel_links": n, "attachments": n,
   "pid": <agent>}`.
-* `{"op": "list"}` → `{"ok": true, "attachments": [{"container_id", "ifname", "pod", "name", "mode",
-  "netns", "listen_port", "running"}]}`; a kernel attachment is always `running` (the kernel runs it).
+* `{"op": "list"}` → `{"ok": true, "attachments": [{"container_id", "ifname", "pod", "network",
+  "name", "mode", "netns", "listen_port", "running"}]}`; a kernel attachment is always `running`.
 * `{"op": "cni", "env": {"CNI_COMMAND": ..., ...}, "stdin": "<network config>"}` runs the CNI plugin
   (cni/plugin.py) for the compiled entrypoint (cni/entrypoint.c), which runtimes execute on nodes
   without Python: `{"ok": true, "status": <exit status>, "stdout": "<what to print>"}`. stdin's bytes
   that are not UTF-8 come as lone surrogates (surrogateescape); only CNI_* variables are used. The
-  plugin runs in a thread of its own small pool, outside the op lock, and its add/del/check/gc come
-  back to this agent through the socket: the config's `agentSocket` is set to this agent's socket
-  (the path the node sees may differ from the one the agent's container sees), so the plugin
-  neither calls another agent nor starts one.
+  plugin runs in a thread of its own pool and hands its add/del/check/gc straight to this agent.
 
 Routes. Every allowed-IPs prefix is routed through the interface in the Pod's main table. A prefix the
 Pod already routes elsewhere with the same metric (typically its default route via eth0 when a config
@@ -52,21 +59,22 @@ allows 0.0.0.0/0) is added with metric SHADOWED_METRIC instead: both routes exis
 keeps precedence so its cluster networking is not hijacked, and the reply's `warnings` says so. To
 send all traffic through the tunnel, the Pod changes its routes itself.
 
-State. One 0600 file per attachment, `<state-dir>/<name>.json`, in a 0700 directory: it holds the
-private key. It is written (marked incomplete) before anything is created and completed before an add
-replies ok; del removes it. On start the agent re-attaches every attachment whose namespace still
-exists (same namespace, by inode): it re-opens the persistent TUN, whose addresses and routes are still
-there, and rebuilds the device from the stored config on the stored UDP port; sessions re-handshake
-on the next packet. Attachments whose namespace is gone, and incomplete ones, are removed. A kernel
-attachment needs nothing re-attached: its link lives in the Pod's namespace by itself; an incomplete
-one's link is deleted wherever it got to (the state holds its temporary name). SIGTERM stops the
-agent but keeps the tunnels' links and state, so an upgrade or a restart resumes them. An engine
-that stops on its own (its namespace or link deleted, its UAPI socket removed) is torn down; its
-attachment stays, reported by check, until del or gc.
+State (cni/state.py). On start the agent re-attaches every attachment whose namespace still exists
+(same namespace, by inode), several at a time: it re-opens the persistent TUN, whose addresses and
+routes are still there, and rebuilds the device from the stored config on the stored UDP port;
+sessions re-handshake on the next packet. Attachments whose namespace is gone, and incomplete ones,
+are removed. A kernel attachment needs nothing re-attached: its link lives in the Pod's namespace by
+itself. SIGTERM stops the agent within STOP_DEADLINE whatever is in flight, keeping the tunnels'
+links and state, so an upgrade or a restart resumes them (an add cut short is incomplete, and the
+next agent removes what it made). An engine that stops on its own (its namespace or link deleted,
+its UAPI socket removed) is torn down; its attachment stays, reported by check, until del or gc.
 
-Concurrency. Operations are serialized on the loop; their blocking parts (netlink, TUN ioctls, name
-resolution) run in a worker thread so the other tunnels keep forwarding meanwhile. Key material is
-never in argv, the environment or the log.
+Concurrency. No operation waits for another attachment's: each holds the lock of its own (container
+ID, interface) only, and a private key is claimed by one attachment at a time. Their blocking parts
+(netlink, TUN ioctls) run in a pool of worker threads, host names are resolved a few at a time with
+one deadline (pywg/runtime/resolve.py), so the loop keeps forwarding every tunnel's packets
+meanwhile. Key material is never in argv, the environment or the log, and the process cannot dump
+core.
 """
 
 from __future__ import annotations
@@ -76,7 +84,6 @@ import asyncio
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -84,210 +91,57 @@ import re
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from ipaddress import IPv4Network, IPv6Network, ip_interface
+from dataclasses import replace
+from ipaddress import ip_interface
 from pathlib import Path
 from typing import Any, TypeVar
 
 import uvloop
 from pyroute2 import IPRoute
 
-from cni import kernel, plugin
+from cni import kernel, plugin, policy
+from cni.policy import NodePolicy, PolicyError, PortPool, udp_port_free
 from cni.spec import (
     DECODING_FAILURE,
     INTERNAL,
     INVALID_ENVIRONMENT,
     INVALID_NETNS,
     INVALID_NETWORK_CONFIG,
-    IO_FAILURE,
+    TRY_AGAIN_LATER,
     UNSUPPORTED_FIELD,
 )
-from cni.supervisor import EXIT_ALREADY_RUNNING
-from pywg.config import ConfigError, InterfaceConfig, parse_config, to_json
+from cni.state import KERNEL, USERSPACE, Attachment, Key, OpError, StateStore, attachment_name
+from cni.supervisor import EXIT_ALREADY_RUNNING, EXIT_USAGE
+from pywg.config import ConfigError, InterfaceConfig, parse_config
 from pywg.constants import DEFAULT_MTU
-from pywg.endpoint import Endpoint
 from pywg.keys import encode_key
 from pywg.runtime import netconfig, tun_offload
 from pywg.runtime.netns import NamespaceNotFoundError, in_netns, netns_identity, resolve_netns, same_netns
+from pywg.runtime.resolve import ResolveTimeout, resolve_concurrently
+from pywg.runtime.system import disable_core_dumps
 from pywg.runtime.tun import Tun, TunError, attach_tun, open_tun
-from pywg.runtime.tunnel import SetupError, Tunnel, allowed_routes, resolve_endpoints, tunnel_on_tun
+from pywg.runtime.tunnel import SetupError, Tunnel, allowed_routes, tunnel_on_tun
 from pywg.runtime.uapi_server import socket_in_use, socket_path
 
-DEFAULT_STATE_DIR = Path("/run/pywg-cni")
-DEFAULT_SOCKET = DEFAULT_STATE_DIR / "agent.sock"
 SHADOWED_METRIC = 4096
-STATE_VERSION = 1
-MAX_REQUEST = 1 << 20
+# A request line: an add's config (at most --max-config-bytes) or a `cni` op's network config as a
+# JSON string, whose escapes may take several bytes per byte (cni/entrypoint.c sends at most this).
+MAX_REQUEST = 8 << 20
 READY_TIMEOUT = 10.0
+STOP_DEADLINE = 1.5  # SIGTERM: engines stopped and the process gone within this (plus exit)
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
-CNI_WORKERS = 16  # concurrent `cni` ops; each mostly waits for its own add/del on the socket
-KERNEL, USERSPACE = "kernel", "userspace"
+WORKERS = 8  # attachments whose netlink and TUN work runs at once
+RESOLVERS = 8  # getaddrinfo calls at once, over all attachments; each add uses at most RESOLVE_PARALLEL
+RESOLVE_PARALLEL = 4
+RESTORE_PARALLEL = 8  # attachments re-attached at once after a restart
+CNI_WORKERS = 32  # concurrent `cni` ops; each mostly waits for its own add/del
 
 _CONTAINER_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
 _log = logging.getLogger("pywg-cni-agent")
 T = TypeVar("T")
-Network = IPv4Network | IPv6Network
-Key = tuple[str, str]
-
-
-class OpError(Exception):
-    """An operation failed; `code` is a CNI error code, the message one line for the user."""
-
-    def __init__(self, code: int, msg: str) -> None:
-        super().__init__(msg)
-        self.code = code
-        self.msg = msg
-
-
-def attachment_name(container_id: str, ifname: str) -> str:
-    """The UAPI name: "cni" + 12 hex digits of sha256("<container_id>/<ifname>"), 15 characters."""
-    return "cni" + hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()[:12]
-
-
-# --- attachments and their state files ---------------------------------------------------------
-
-
-@dataclass
-class Attachment:
-    container_id: str
-    ifname: str
-    netns: str
-    netns_id: tuple[int, int]
-    pod: str
-    cfg: InterfaceConfig
-    endpoints: list[Endpoint | None]
-    mode: str = USERSPACE
-    link: str = ""  # kernel mode: the link's name in the agent's namespace until it moves to the Pod
-    listen_port: int | None = None
-    complete: bool = False
-    routes: list[Network] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # IPv6 routes left out: IPv6 is off in the Pod
-    shadowed: list[str] = field(default_factory=list)  # routes added with SHADOWED_METRIC
-    tunnel: Tunnel | None = None
-    task: asyncio.Task[str] | None = None
-    stopping: bool = False
-    dead_reason: str | None = None
-
-    @property
-    def key(self) -> Key:
-        return (self.container_id, self.ifname)
-
-    @property
-    def name(self) -> str:
-        return attachment_name(self.container_id, self.ifname)
-
-    @property
-    def running(self) -> bool:
-        if self.mode == KERNEL:
-            return self.complete  # the kernel forwards by itself; check inspects the link
-        return self.tunnel is not None and self.task is not None and not self.task.done()
-
-    def state(self) -> dict[str, Any]:
-        return {
-            "version": STATE_VERSION,
-            "container_id": self.container_id,
-            "ifname": self.ifname,
-            "netns": self.netns,
-            "netns_id": list(self.netns_id),
-            "pod": self.pod,
-            "complete": self.complete,
-            "mode": self.mode,
-            "link": self.link,
-            "listen_port": self.listen_port,
-            "endpoints": [list(e) if e is not None else None for e in self.endpoints],
-            "config": to_json(self.cfg),
-        }
-
-    @classmethod
-    def from_state(cls, doc: dict[str, Any]) -> Attachment:
-        cid, ifname = str(doc["container_id"]), str(doc["ifname"])
-        cfg = parse_config(str(doc["config"]), source=f"state of {attachment_name(cid, ifname)}")
-        endpoints: list[Endpoint | None] = [
-            (str(e[0]), int(e[1])) if e is not None else None for e in doc.get("endpoints") or []
-        ]
-        if len(endpoints) != len(cfg.peers):
-            endpoints = [None] * len(cfg.peers)
-        dev, ino = doc["netns_id"]
-        port = doc.get("listen_port")
-        return cls(
-            container_id=cid,
-            ifname=ifname,
-            netns=str(doc["netns"]),
-            netns_id=(int(dev), int(ino)),
-            pod=str(doc.get("pod") or ""),
-            cfg=cfg,
-            endpoints=endpoints,
-            mode=KERNEL if doc.get("mode") == KERNEL else USERSPACE,
-            link=str(doc.get("link") or ""),
-            listen_port=int(port) if port else None,
-            complete=bool(doc.get("complete")),
-        )
-
-
-class StateStore:
-    """`<dir>/<name>.json`, 0600, written through a temporary file and a rename."""
-
-    def __init__(self, directory: Path) -> None:
-        self.dir = directory
-
-    def path(self, name: str) -> Path:
-        return self.dir / f"{name}.json"
-
-    def save(self, att: Attachment) -> None:
-        # A full or read-only state dir is the node's fault, not a bug: CNI code 5 naming the file
-        # and the reason, instead of "internal error" and a traceback.
-        try:
-            self._write(att)
-        except OSError as error:
-            raise OpError(
-                IO_FAILURE, f"cannot write the state file {self.path(att.name)}: {error.strerror or error}"
-            ) from None
-
-    def _write(self, att: Attachment) -> None:
-        final = self.path(att.name)
-        temporary = self.dir / f".{att.name}.tmp"
-        temporary.unlink(missing_ok=True)
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(att.state(), handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, final)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-
-    def remove(self, name: str) -> None:
-        for path in (self.path(name), self.dir / f".{name}.tmp"):
-            try:
-                path.unlink(missing_ok=True)
-            except OSError as error:  # EROFS even when there is nothing to remove
-                if os.path.lexists(path):  # as in save: code 5, and the DEL can be retried
-                    raise OpError(
-                        IO_FAILURE, f"cannot remove the state file {path}: {error.strerror or error}"
-                    ) from None
-
-    def load(self) -> list[Attachment]:
-        found = []
-        for path in sorted(self.dir.glob("cni*.json")):
-            try:
-                att = Attachment.from_state(json.loads(path.read_text()))
-                if path.name != f"{att.name}.json":
-                    raise ValueError("its name does not match its container id and interface")
-            except (OSError, ValueError, KeyError, TypeError, ConfigError) as error:
-                _log.error("removing unreadable state file %s: %s", path.name, type(error).__name__)
-                with contextlib.suppress(OSError):  # a read-only state dir: the agent must start still
-                    path.unlink(missing_ok=True)
-                continue
-            found.append(att)
-        for stale in self.dir.glob(".cni*.tmp"):
-            with contextlib.suppress(OSError):
-                stale.unlink(missing_ok=True)
-        return found
 
 
 # --- blocking work, run in a worker thread -----------------------------------------------------
@@ -307,25 +161,31 @@ def _configure(att: Attachment) -> None:
     att.shadowed = [str(r) for r in result.routes_shadowed]
 
 
-def _open_udp_and_device(att: Attachment, tun: Tun) -> Tunnel:
-    port = att.cfg.listen_port or att.listen_port
+def _open_udp_and_device(att: Attachment, tun: Tun, ports: PortPool) -> Tunnel:
+    """The tunnel on the attachment's port; after a restart whose port another process took
+    meanwhile, on another one of the operator's range."""
+    assert att.listen_port is not None
     try:
-        return tunnel_on_tun(att.cfg, tun, att.name, att.endpoints, att.routes, listen_port=port)
+        return tunnel_on_tun(att.cfg, tun, att.name, att.endpoints, att.routes, listen_port=att.listen_port)
     except SetupError:
-        if att.cfg.listen_port or not att.listen_port:
+        if not att.complete or att.cfg.listen_port:
             raise
-        _log.warning("%s: UDP port %d is taken now; using a free one", att.name, att.listen_port)
-        return tunnel_on_tun(att.cfg, tun, att.name, att.endpoints, att.routes, listen_port=0)
+    _log.warning("%s: UDP port %d is taken now; using another one", att.name, att.listen_port)
+    port = ports.take()
+    if port is None:
+        raise OpError(TRY_AGAIN_LATER, f"no free UDP port left in {ports.first}-{ports.last}")
+    ports.release(att.listen_port)
+    att.listen_port = port
+    return tunnel_on_tun(att.cfg, tun, att.name, att.endpoints, att.routes, listen_port=port)
 
 
 def _prepare_new(att: Attachment) -> None:
-    att.endpoints = resolve_endpoints(att.cfg)
     att.routes = allowed_routes(att.cfg)
     if netconfig.link_exists(att.netns, att.ifname):
         raise OpError(INTERNAL, f"interface {att.ifname} already exists in network namespace {att.netns}")
 
 
-def build_new(att: Attachment) -> Tunnel:
+def build_new(att: Attachment, ports: PortPool) -> Tunnel:
     """Create the persistent TUN and everything else; on failure remove all of it and raise."""
     _prepare_new(att)
     try:
@@ -336,18 +196,14 @@ def build_new(att: Attachment) -> Tunnel:
         raise OpError(INTERNAL, f"cannot create TUN {att.ifname} in {att.netns}: {error}") from None
     try:
         _configure(att)
-        return _open_udp_and_device(att, tun)
+        return _open_udp_and_device(att, tun, ports)
     except BaseException:
         tun.delete()
         raise
 
 
-def build_again(att: Attachment) -> Tunnel:
+def build_again(att: Attachment, ports: PortPool) -> Tunnel:
     """Re-attach to the persistent TUN (or make it again if it went) and rebuild the device."""
-    try:
-        att.endpoints = resolve_endpoints(att.cfg)
-    except ConfigError as error:
-        _log.warning("%s: %s; using the addresses resolved before", att.name, error)
     att.routes = allowed_routes(att.cfg)
     try:
         tun = attach_tun(att.ifname, att.netns, tun_offload.available())
@@ -360,25 +216,26 @@ def build_again(att: Attachment) -> Tunnel:
         fresh = True
     try:
         _configure(att)
-        return _open_udp_and_device(att, tun)
+        return _open_udp_and_device(att, tun, ports)
     except BaseException:
         tun.delete() if fresh else tun.close()
         raise
 
 
 def build_kernel(att: Attachment) -> None:
-    """Kernel mode: the WireGuard link (cni/kernel.py), then MTU, addresses and routes as for a TUN;
-    on failure the link is deleted and the error raised."""
+    """Kernel mode: the WireGuard link (cni/kernel.py) on the attachment's port, then MTU, addresses
+    and routes as for a TUN; on failure the link is deleted and the error raised."""
     _prepare_new(att)
-    kernel.create(att.cfg, att.endpoints, att.link, att.netns, att.ifname)
+    kernel.create(
+        replace(att.cfg, listen_port=att.listen_port), att.endpoints, att.link, att.netns, att.ifname
+    )
     try:
         _configure(att)
-        att.listen_port = kernel.listen_port(att.netns, att.ifname)
     except BaseException as error:
         kernel.delete(att.netns, att.ifname)
         if isinstance(error, OSError) and error.errno == errno.EADDRINUSE:  # the link binds it when up
             raise OpError(
-                INTERNAL, f"listenPort {att.cfg.listen_port} is already in use on the node"
+                TRY_AGAIN_LATER, f"UDP port {att.listen_port} was taken on the node meanwhile"
             ) from None
         raise
 
@@ -439,18 +296,106 @@ def inspect_link(netns: str, ifname: str) -> tuple[bool, int, set[str]]:
         return True, flags, addresses
 
 
+def _netns_present(att: Attachment) -> bool:
+    """True while the attachment's netns path still names the namespace it was added in."""
+    try:
+        return netns_identity(att.netns) == att.netns_id
+    except OSError:
+        return False
+
+
+def link_problems(att: Attachment) -> list[str]:
+    if not _netns_present(att):
+        return [f"network namespace {att.netns} is gone"]
+    exists, flags, addresses = inspect_link(att.netns, att.ifname)
+    if not exists:
+        return [f"{att.ifname} does not exist in {att.netns}"]
+    problems = []
+    if not flags & IFF_UP:
+        problems.append(f"{att.ifname} is down")
+    elif not flags & IFF_LOWER_UP:
+        why = ": no engine is attached to its TUN" if att.mode == USERSPACE else ""
+        problems.append(f"{att.ifname} has no carrier{why}")
+    for address in att.cfg.addresses:
+        if str(address) not in addresses:
+            problems.append(f"{att.ifname} lacks address {address}")
+    present = {route.dst for route in netconfig.list_routes(att.netns, att.ifname)}
+    for route in att.routes:
+        if route not in present and str(route) not in att.skipped:
+            problems.append(f"route {route} through {att.ifname} is missing")
+    return problems
+
+
+def _unwatch(tunnel: Tunnel) -> None:
+    """On the loop: stop watching the tunnel's fds and close its UAPI server, before `release`.
+
+    A normally ended engine has done this itself; one that raised or was cancelled may not have.
+    """
+    loop = asyncio.get_running_loop()
+    for fd in [tunnel.tun.fd, *(sock.fileno() for sock in tunnel.udp.sockets)]:
+        if fd >= 0:
+            loop.remove_reader(fd)
+    tunnel.engine.uapi.close()
+
+
+def _remove_stale_uapi(name: str) -> None:
+    path = socket_path(name)
+    if path.exists() and not socket_in_use(path):
+        path.unlink(missing_ok=True)
+
+
 # --- the agent -------------------------------------------------------------------------------
 
 
+class KeyLocks:
+    """One asyncio lock per attachment key, forgotten once nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Key, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: Key) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class InProcessLink:
+    """How the plugin reaches this agent when it runs inside it (the `cni` op): no socket, no JSON,
+    and so no path a network config could point elsewhere."""
+
+    def __init__(self, agent: Agent, loop: asyncio.AbstractEventLoop) -> None:
+        self.agent, self.loop = agent, loop
+        self.socket_path = agent.socket_path
+
+    def call(self, op: str, payload: dict[str, Any], start: bool = True) -> dict[str, Any]:
+        del start  # this agent runs already
+        request = {**payload, "op": op}
+        return asyncio.run_coroutine_threadsafe(self.agent.handle(request), self.loop).result()
+
+
 class Agent:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, node_policy: NodePolicy | None = None) -> None:
+        self.policy = node_policy or NodePolicy()
         self.store = StateStore(state_dir)
+        self.ports = PortPool(*self.policy.port_range)
         self.attachments: dict[Key, Attachment] = {}
-        self.lock = asyncio.Lock()
-        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pywg-agent")
-        self.socket_path = DEFAULT_SOCKET  # set by `serve`
+        # private key -> the attachment that has it, its add still running or done
+        self.claims: dict[bytes, Attachment] = {}
+        self.locks = KeyLocks()
+        self.executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="pywg-agent")
+        self.resolver = ThreadPoolExecutor(max_workers=RESOLVERS, thread_name_prefix="pywg-agent-dns")
         self.cni_executor = ThreadPoolExecutor(max_workers=CNI_WORKERS, thread_name_prefix="pywg-agent-cni")
         self.stopped = asyncio.Event()
+        self.socket_path = policy.DEFAULT_SOCKET  # set by `serve`
 
     async def blocking(self, work: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, work)
@@ -466,20 +411,18 @@ class Agent:
             "del": self.op_del,
             "check": self.op_check,
             "gc": self.op_gc,
+            "cni": self.op_cni,
         }
         try:
             if op == "status":
                 return self.op_status()
             if op == "list":
                 return self.op_list()
-            if op == "cni":
-                return await self.op_cni(request)
             if op not in handlers:
                 return _error(
                     UNSUPPORTED_FIELD, f"unknown op {op!r}; expected add, del, check, gc, status, list, cni"
                 )
-            async with self.lock:
-                return await handlers[op](request)
+            return await handlers[op](request)
         except OpError as error:
             _log.info("op %s refused: %s", op, error.msg)
             return _error(error.code, error.msg)
@@ -487,69 +430,43 @@ class Agent:
             _log.exception("op %s failed", op)
             return _error(INTERNAL, f"internal error in the node agent ({type(error).__name__}: {error})")
 
-    async def op_add(self, request: dict[str, Any]) -> dict[str, Any]:
-        cid, ifname = _attachment_key(request)
-        netns_spec = _string(request, "netns")
-        text = _string(request, "config")
-        pod = str(request.get("pod") or f"container {cid[:12]}")
+    def admit(self, text: str) -> InterfaceConfig:
+        """The config of an add, if the node's policy admits it (OpError code 7 naming the limit)."""
+        size = len(text.encode("utf-8", "surrogateescape"))
+        if size > self.policy.max_config_bytes:
+            raise OpError(
+                INVALID_NETWORK_CONFIG,
+                f"the config has {size} bytes; this node allows at most {self.policy.max_config_bytes} "
+                "(the node agent's --max-config-bytes)",
+            )
         try:
             cfg = parse_config(text, source="config")
-        except ConfigError as error:
+            self.policy.check(cfg)
+        except (ConfigError, PolicyError) as error:
             raise OpError(INVALID_NETWORK_CONFIG, str(error)) from None
-        existing = self.attachments.get((cid, ifname))
-        if existing is not None:
-            raise OpError(
-                INVALID_ENVIRONMENT,
-                f"container {cid} already has {ifname} from this agent (pod {existing.pod})",
-            )
-        public = cfg.public_key
-        for other in [a for a in self.attachments.values() if a.cfg.public_key == public]:
-            if not _netns_present(other):
-                # Its sandbox is gone but its DEL never came (Multus skips DEL without its cache):
-                # the Pod's next sandbox must not be locked out of its own config.
-                _log.info("removing %s of pod %s: its namespace is gone", other.name, other.pod)
-                await self.remove(other)
-            else:
-                raise OpError(
-                    INVALID_NETWORK_CONFIG,
-                    f"config already in use by pod {other.pod} on this node; "
-                    "each Pod needs its own WireGuard config",
-                )
-        try:
-            netns = resolve_netns(netns_spec)
-            assert netns is not None
-            netns_id = netns_identity(netns)
-            own = same_netns(netns)
-        except OSError as error:
-            raise OpError(INVALID_NETNS, str(error)) from None
-        if own:
-            raise OpError(INVALID_NETNS, f"{netns_spec} is the node agent's own network namespace")
+        return cfg
+
+    async def op_add(self, request: dict[str, Any]) -> dict[str, Any]:
+        cid, ifname = _attachment_key(request)
+        netns, netns_id = _pod_netns(_string(request, "netns"))
+        cfg = self.admit(_string(request, "config"))
+        pod = str(request.get("pod") or f"container {cid[:12]}")
+        network = request.get("network")
         att = Attachment(cid, ifname, netns, netns_id, pod, cfg, [None] * len(cfg.peers))
-        att.mode = await self.pick_mode(request.get("mode"))
-        att.link = kernel.temporary_name() if att.mode == KERNEL else ""
-        self.store.save(att)  # incomplete: a crash from here on is cleaned up at the next start
-        try:
-            await self.build(att)
-        except BaseException as error:
-            self.store.remove(att.name)
-            if isinstance(error, ConfigError | netconfig.IPv6UnavailableError):
-                raise OpError(INVALID_NETWORK_CONFIG, str(error)) from None
-            if isinstance(error, SetupError | OSError):
-                raise OpError(INTERNAL, str(error)) from None
-            raise
-        att.complete = True
-        try:
-            self.store.save(att)
-            if att.mode == USERSPACE:
-                await self.start_engine(att)
-        except BaseException:
-            if att.mode == KERNEL:
-                await self.blocking(lambda: remove_kernel_link(att))
-            else:
-                await self.stop_engine(att, delete_link=True)
-            self.store.remove(att.name)
-            raise
-        self.attachments[att.key] = att
+        att.network = network if isinstance(network, str) else ""
+        async with self.locks.hold(att.key):
+            existing = self.attachments.get(att.key)
+            if existing is not None:
+                raise OpError(
+                    INVALID_ENVIRONMENT,
+                    f"container {cid} already has {ifname} from this agent (pod {existing.pod})",
+                )
+            await self.claim(att)
+            try:
+                await self.add_claimed(att, request.get("mode"))
+            except BaseException:
+                self.unclaim(att)
+                raise
         what = (att.name, ifname, att.mode, netns, pod, att.listen_port)
         _log.info("added %s: %s (%s) in %s for pod %s, UDP port %s", *what)
         warnings = list(cfg.warnings)
@@ -567,11 +484,89 @@ class Agent:
             "interface": ifname,
             "netns": netns,
             "mtu": cfg.mtu or DEFAULT_MTU,
-            "public_key": encode_key(public),
+            "public_key": encode_key(cfg.public_key),
             "addresses": [str(a) for a in cfg.addresses],
             "routes": [str(r) for r in att.routes if str(r) not in att.skipped],
             "warnings": warnings,
         }
+
+    async def claim(self, att: Attachment) -> None:
+        """Make `att` the one attachment of this node with its private key, or refuse naming the pod
+        that has it. One whose sandbox is gone but whose DEL never came (Multus skips DEL without its
+        cache) is removed first: the Pod's next sandbox must not be locked out of its own config."""
+        public = att.cfg.public_key
+        while (other := self.claims.get(public)) is not None:
+            if self.attachments.get(other.key) is not other or _netns_present(other):
+                raise OpError(
+                    INVALID_NETWORK_CONFIG,
+                    f"config already in use by pod {other.pod} on this node; each Pod needs its own "
+                    "WireGuard config",
+                )
+            _log.info("removing %s of pod %s: its namespace is gone", other.name, other.pod)
+            async with self.locks.hold(other.key):
+                if self.attachments.get(other.key) is other:
+                    await self.remove(other)
+        self.claims[public] = att
+
+    def unclaim(self, att: Attachment) -> None:
+        if self.claims.get(att.cfg.public_key) is att:
+            del self.claims[att.cfg.public_key]
+
+    async def add_claimed(self, att: Attachment, mode: Any) -> None:
+        """Pick the mode and the port, resolve, then build and start; all or nothing."""
+        att.mode = await self.pick_mode(mode)
+        att.link = kernel.temporary_name() if att.mode == KERNEL else ""
+        att.listen_port = self.take_port(att.cfg)
+        try:
+            await self.blocking(lambda: self.store.save(att))  # incomplete: a crash from here is cleaned up
+            try:
+                att.endpoints = await resolve_concurrently(
+                    att.cfg, self.resolver, self.policy.dns_timeout, RESOLVE_PARALLEL
+                )
+                await self.build(att)
+            except BaseException as error:
+                self.store.remove(att.name)
+                if isinstance(error, ResolveTimeout):
+                    raise OpError(TRY_AGAIN_LATER, str(error)) from None
+                if isinstance(error, ConfigError | netconfig.IPv6UnavailableError):
+                    raise OpError(INVALID_NETWORK_CONFIG, str(error)) from None
+                if isinstance(error, SetupError | OSError):
+                    raise OpError(INTERNAL, str(error)) from None
+                raise
+            att.complete = True
+            try:
+                await self.blocking(lambda: self.store.save(att))
+                if att.mode == USERSPACE:
+                    await self.start_engine(att)
+            except BaseException:
+                if att.mode == KERNEL:
+                    await self.blocking(lambda: remove_kernel_link(att))
+                else:
+                    await self.stop_engine(att, delete_link=True)
+                self.store.remove(att.name)
+                raise
+        except BaseException:
+            self.ports.release(att.listen_port)
+            raise
+        self.attachments[att.key] = att
+
+    def take_port(self, cfg: InterfaceConfig) -> int:
+        """The config's listenPort (the policy checked it is in range) or a free one of the range."""
+        wanted = cfg.listen_port
+        if not wanted:
+            port = self.ports.take()
+            if port is None:
+                raise OpError(
+                    TRY_AGAIN_LATER,
+                    f"no free UDP port left in this node's range {self.policy.port_range_text}",
+                )
+            return port
+        if not self.ports.hold(wanted):
+            raise OpError(INVALID_NETWORK_CONFIG, f"listenPort {wanted} is used by another Pod on this node")
+        if not udp_port_free(wanted):
+            self.ports.release(wanted)
+            raise OpError(INVALID_NETWORK_CONFIG, f"listenPort {wanted} is already in use on the node")
+        return wanted
 
     async def pick_mode(self, requested: Any) -> str:
         """kernel or userspace for the request's `mode`; auto is kernel where the node can make a
@@ -595,47 +590,53 @@ class Agent:
     async def build(self, att: Attachment) -> None:
         if att.mode == KERNEL:
             await self.blocking(lambda: build_kernel(att))
-            return
-        att.tunnel = await self.blocking(lambda: build_new(att))
-        att.listen_port = att.tunnel.udp.port
+        else:
+            att.tunnel = await self.blocking(lambda: build_new(att, self.ports))
 
     async def op_del(self, request: dict[str, Any]) -> dict[str, Any]:
-        cid, ifname = _attachment_key(request)
-        netns = request.get("netns") or None
-        att = self.attachments.get((cid, ifname))
-        if att is not None:
-            await self.remove(att)
-            return {"ok": True, "removed": True}
-        name = attachment_name(cid, ifname)
-        self.store.remove(name)
-        removed = False
-        if isinstance(netns, str):
-            removed = await self.blocking(lambda: remove_leftover_link(netns, None, ifname))
-        _remove_stale_uapi(name)
-        return {"ok": True, "removed": removed}
+        key = _attachment_key(request)
+        netns, network = request.get("netns") or None, request.get("network")
+        async with self.locks.hold(key):
+            att = self.attachments.get(key)
+            if att is not None:
+                if isinstance(network, str) and network and att.network and network != att.network:
+                    _log.info(
+                        "del of %s for network %r: it belongs to %r, kept", att.name, network, att.network
+                    )
+                    return {"ok": True, "removed": False}
+                await self.remove(att)
+                return {"ok": True, "removed": True}
+            name = attachment_name(*key)
+            self.store.remove(name)
+            removed = False
+            if isinstance(netns, str):
+                removed = await self.blocking(lambda: remove_leftover_link(netns, None, key[1]))
+            _remove_stale_uapi(name)
+            return {"ok": True, "removed": removed}
 
     async def op_check(self, request: dict[str, Any]) -> dict[str, Any]:
-        cid, ifname = _attachment_key(request)
+        cid, ifname = key = _attachment_key(request)
         netns_spec = request.get("netns")
-        att = self.attachments.get((cid, ifname))
-        if att is None:
-            return {"ok": False, "problems": [f"the node agent has no {ifname} for container {cid}"]}
-        problems = []
-        if isinstance(netns_spec, str) and netns_spec:
+        async with self.locks.hold(key):
+            att = self.attachments.get(key)
+            if att is None:
+                return {"ok": False, "problems": [f"the node agent has no {ifname} for container {cid}"]}
+            problems = []
+            if isinstance(netns_spec, str) and netns_spec:
+                try:
+                    if netns_identity(netns_spec) != att.netns_id:
+                        problems.append(f"{ifname} was added in another network namespace than {netns_spec}")
+                except OSError as error:
+                    problems.append(str(error))
+            if att.mode == USERSPACE:
+                problems += self.engine_problems(att)
             try:
-                if netns_identity(netns_spec) != att.netns_id:
-                    problems.append(f"{ifname} was added in another network namespace than {netns_spec}")
+                problems += await self.blocking(lambda: link_problems(att))
+                if att.mode == KERNEL:
+                    problems += await self.blocking(lambda: kernel_problems(att))
             except OSError as error:
-                problems.append(str(error))
-        if att.mode == USERSPACE:
-            problems += self.engine_problems(att)
-        try:
-            problems += await self.blocking(lambda: link_problems(att))
-            if att.mode == KERNEL:
-                problems += await self.blocking(lambda: kernel_problems(att))
-        except OSError as error:
-            problems.append(f"cannot inspect {ifname} in {att.netns}: {error}")
-        return {"ok": not problems, "problems": problems}
+                problems.append(f"cannot inspect {ifname} in {att.netns}: {error}")
+            return {"ok": not problems, "problems": problems}
 
     def engine_problems(self, att: Attachment) -> list[str]:
         if att.tunnel is None or not att.running:
@@ -663,7 +664,10 @@ class Agent:
         return problems
 
     async def op_gc(self, request: dict[str, Any]) -> dict[str, Any]:
-        valid_list = request.get("valid")
+        """Remove `network`'s attachments that `valid` does not list; never another network's."""
+        network, valid_list = request.get("network"), request.get("valid")
+        if not isinstance(network, str) or not network:
+            raise OpError(INVALID_NETWORK_CONFIG, "gc: network (the network config's name) is required")
         if not isinstance(valid_list, list):
             raise OpError(INVALID_NETWORK_CONFIG, "gc: valid must be a list of {containerID, ifname}")
         valid = set()
@@ -672,30 +676,37 @@ class Agent:
                 cid = item.get("containerID", item.get("container_id"))
                 valid.add((str(cid), str(item.get("ifname"))))
         removed, errors = [], []
-        for att in [a for a in self.attachments.values() if a.key not in valid]:
-            try:
-                await self.remove(att)
-                removed.append(att.name)
-            except Exception as error:
-                _log.exception("gc of %s failed", att.name)
-                errors.append(f"{att.ifname} of container {att.container_id}: {error}")
+        for att in [a for a in self.attachments.values() if a.network == network and a.key not in valid]:
+            async with self.locks.hold(att.key):
+                if self.attachments.get(att.key) is not att:
+                    continue  # removed meanwhile
+                try:
+                    await self.remove(att)
+                    removed.append(att.name)
+                except Exception as error:
+                    _log.exception("gc of %s failed", att.name)
+                    errors.append(f"{att.ifname} of container {att.container_id}: {error}")
         reply: dict[str, Any] = {"ok": not errors, "removed": removed, "errors": errors}
         if errors:
             reply |= {"code": INTERNAL, "msg": "gc: " + "; ".join(errors)}
         return reply
 
     async def op_cni(self, request: dict[str, Any]) -> dict[str, Any]:
-        """One CNI invocation for cni/entrypoint.c; not under the lock (the plugin calls back)."""
+        """One CNI invocation for cni/entrypoint.c, in a thread of its own pool; the plugin's
+        add/del/check/gc come back to this agent through InProcessLink."""
         env, text = request.get("env"), request.get("stdin", "")
         if not isinstance(env, dict) or not isinstance(text, str):
             raise OpError(DECODING_FAILURE, "cni: env must be an object and stdin a string")
         cni_env = {k: v for k, v in env.items() if isinstance(v, str) and k.startswith("CNI_")}
         try:
-            stdin = _with_agent_socket(text.encode("utf-8", "surrogateescape"), self.socket_path)
+            stdin = text.encode("utf-8", "surrogateescape")
         except UnicodeEncodeError:
             raise OpError(DECODING_FAILURE, "cni: stdin holds a surrogate that escapes no byte") from None
         loop = asyncio.get_running_loop()
-        status, output = await loop.run_in_executor(self.cni_executor, plugin.run, cni_env, stdin)
+        link = InProcessLink(self, loop)
+        status, output = await loop.run_in_executor(
+            self.cni_executor, lambda: plugin.run(cni_env, stdin, link, self.policy)
+        )
         return {"ok": True, "status": status, "stdout": "" if output is None else json.dumps(output) + "\n"}
 
     def op_status(self) -> dict[str, Any]:
@@ -717,6 +728,7 @@ class Agent:
                     "container_id": att.container_id,
                     "ifname": att.ifname,
                     "pod": att.pod,
+                    "network": att.network,
                     "name": att.name,
                     "mode": att.mode,
                     "netns": att.netns,
@@ -790,52 +802,80 @@ class Agent:
             await self.blocking(lambda: release(tunnel, delete_link))
 
     async def remove(self, att: Attachment) -> None:
-        """del: engine, link, UAPI socket, state, in that order; missing pieces are fine."""
-        had_tunnel = att.tunnel is not None
+        """del: engine, link, UAPI socket, state, in that order; missing pieces are fine. The caller
+        holds the attachment's lock."""
+        tunnel = att.tunnel
         await self.stop_engine(att, delete_link=True)
+        if tunnel is not None:
+            for peer in tunnel.device.peers.values():
+                peer.zero_keys()
         if att.mode == KERNEL:
             await self.blocking(lambda: remove_kernel_link(att))
-        elif not had_tunnel:  # a dead engine or a failed re-attach may have left the link
+        elif tunnel is None:  # a dead engine or a failed re-attach may have left the link
             await self.blocking(lambda: remove_leftover_link(att.netns, att.netns_id, att.ifname))
         _remove_stale_uapi(att.name)
         self.store.remove(att.name)
         self.attachments.pop(att.key, None)
+        self.unclaim(att)
+        self.ports.release(att.listen_port)
         _log.info("removed %s (%s of pod %s)", att.name, att.ifname, att.pod)
 
     # start and stop
 
-    async def restore(self) -> None:
-        """Re-attach what the state dir lists; clean up what can no longer be served."""
-        async with self.lock:
-            for att in self.store.load():
-                try:
+    async def load(self) -> list[Attachment]:
+        """Take over what the state dir lists: live attachments are this agent's (their keys claimed,
+        ports held) before it serves anything; what can no longer be served is cleaned up."""
+        live = []
+        for att in self.store.load():
+            if _netns_present(att) and att.complete:
+                self.attachments[att.key] = att
+                self.claims[att.cfg.public_key] = att
+                if att.listen_port:
+                    self.ports.hold(att.listen_port)
+                live.append(att)
+                continue
+            why = "its network namespace is gone" if att.complete else "its add never completed"
+            _log.info("cleaning up %s (pod %s): %s", att.name, att.pod, why)
+            try:
+                if att.mode == KERNEL:
+                    await self.blocking(lambda att=att: remove_kernel_link(att))
+                elif _netns_present(att):
+                    await self.blocking(
+                        lambda att=att: remove_leftover_link(att.netns, att.netns_id, att.ifname)
+                    )
+                _remove_stale_uapi(att.name)
+                self.store.remove(att.name)
+            except OpError as error:  # its state file cannot go (a read-only state dir): serve the rest
+                _log.error("%s (pod %s): %s", att.name, att.pod, error.msg)
+        return live
+
+    async def restore(self, live: list[Attachment]) -> None:
+        """Re-attach the userspace attachments `load` kept, RESTORE_PARALLEL at a time."""
+        slots = asyncio.Semaphore(RESTORE_PARALLEL)
+
+        async def one(att: Attachment) -> None:
+            async with slots, self.locks.hold(att.key):
+                if self.attachments.get(att.key) is att:
                     await self.restore_one(att)
-                except OpError as error:  # its state file cannot go (a read-only state dir): serve the rest
-                    _log.error("%s (pod %s): %s", att.name, att.pod, error.msg)
+
+        await asyncio.gather(*(one(att) for att in live))
 
     async def restore_one(self, att: Attachment) -> None:
-        present = _netns_present(att)
-        if not present or not att.complete:
-            why = "its network namespace is gone" if not present else "its add never completed"
-            _log.info("cleaning up %s (pod %s): %s", att.name, att.pod, why)
-            if att.mode == KERNEL:
-                await self.blocking(lambda: remove_kernel_link(att))
-            elif present:
-                await self.blocking(lambda: remove_leftover_link(att.netns, att.netns_id, att.ifname))
-            _remove_stale_uapi(att.name)
-            self.store.remove(att.name)
-            return
-        self.attachments[att.key] = att
         if att.mode == KERNEL:  # the link lives in the Pod by itself: nothing to re-attach
             _log.info(
                 "kept %s: kernel WireGuard %s in %s for pod %s", att.name, att.ifname, att.netns, att.pod
             )
             return
         try:
-            att.tunnel = await self.blocking(lambda: build_again(att))
-            att.listen_port = att.tunnel.udp.port
+            att.endpoints = await resolve_concurrently(
+                att.cfg, self.resolver, self.policy.dns_timeout, RESOLVE_PARALLEL
+            )
+        except ConfigError as error:
+            _log.warning("%s: %s; using the addresses resolved before", att.name, error)
+        try:
+            att.tunnel = await self.blocking(lambda: build_again(att, self.ports))
             try:
-                self.store.save(att)
+                await self.blocking(lambda: self.store.save(att))
             except OpError as error:  # a full or read-only state dir must not keep the tunnel down
                 _log.warning("%s: %s; its state file stays as it was", att.name, error.msg)
             await self.start_engine(att)
@@ -847,73 +887,37 @@ class Agent:
         _log.info("re-attached %s: %s in %s for pod %s", att.name, att.ifname, att.netns, att.pod)
 
     async def shutdown(self) -> None:
-        """Stop every engine but keep the links and the state: the next agent resumes them."""
-        async with self.lock:
-            for att in list(self.attachments.values()):
-                await self.stop_engine(att, delete_link=False)
-        self.executor.shutdown(wait=True)
-        self.cni_executor.shutdown(wait=False, cancel_futures=True)  # running ones end with the loop
+        """Stop every engine within STOP_DEADLINE, keeping links and state for the next agent.
+
+        No lock is taken: operations in flight are abandoned with the process (an add cut short is
+        incomplete in its state file, and the next agent removes what it made)."""
+        running = [att for att in self.attachments.values() if att.tunnel is not None]
+        for att in running:
+            att.stopping = True
+            assert att.tunnel is not None
+            att.tunnel.engine.stop("the node agent is stopping")
+        tasks = {att.task for att in running if att.task is not None and not att.task.done()}
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_DEADLINE)
+        for att in running:
+            tunnel, att.tunnel = att.tunnel, None
+            if tunnel is not None:
+                _unwatch(tunnel)
+                release(tunnel, delete_link=False)  # closing fds: quick, and the workers may be stuck
 
 
-def _netns_present(att: Attachment) -> bool:
-    """True while the attachment's netns path still names the namespace it was added in."""
+def _pod_netns(spec: str) -> tuple[str, tuple[int, int]]:
+    """The path and identity of a Pod's network namespace, which must not be the agent's own."""
     try:
-        return netns_identity(att.netns) == att.netns_id
-    except OSError:
-        return False
-
-
-def link_problems(att: Attachment) -> list[str]:
-    if not _netns_present(att):
-        return [f"network namespace {att.netns} is gone"]
-    exists, flags, addresses = inspect_link(att.netns, att.ifname)
-    if not exists:
-        return [f"{att.ifname} does not exist in {att.netns}"]
-    problems = []
-    if not flags & IFF_UP:
-        problems.append(f"{att.ifname} is down")
-    elif not flags & IFF_LOWER_UP:
-        why = ": no engine is attached to its TUN" if att.mode == USERSPACE else ""
-        problems.append(f"{att.ifname} has no carrier{why}")
-    for address in att.cfg.addresses:
-        if str(address) not in addresses:
-            problems.append(f"{att.ifname} lacks address {address}")
-    present = {route.dst for route in netconfig.list_routes(att.netns, att.ifname)}
-    for route in att.routes:
-        if route not in present and str(route) not in att.skipped:
-            problems.append(f"route {route} through {att.ifname} is missing")
-    return problems
-
-
-def _unwatch(tunnel: Tunnel) -> None:
-    """On the loop: stop watching the tunnel's fds and close its UAPI server, before `release`.
-
-    A normally ended engine has done this itself; one that raised or was cancelled may not have.
-    """
-    loop = asyncio.get_running_loop()
-    for fd in [tunnel.tun.fd, *(sock.fileno() for sock in tunnel.udp.sockets)]:
-        if fd >= 0:
-            loop.remove_reader(fd)
-    tunnel.engine.uapi.close()
-
-
-def _remove_stale_uapi(name: str) -> None:
-    path = socket_path(name)
-    if path.exists() and not socket_in_use(path):
-        path.unlink(missing_ok=True)
-
-
-def _with_agent_socket(stdin: bytes, path: Path) -> bytes:
-    """The network config with `agentSocket` set to `path`; stdin that is no JSON object as it is
-    (the plugin reports it). Blank stdin is the empty config, as the plugin reads it."""
-    try:
-        config = json.loads(stdin.decode("utf-8")) if stdin.strip() else {}
-    except (ValueError, RecursionError):  # not JSON, or nested too deeply
-        return stdin
-    if not isinstance(config, dict):
-        return stdin
-    config["agentSocket"] = str(path)
-    return json.dumps(config).encode()
+        netns = resolve_netns(spec)
+        assert netns is not None
+        identity = netns_identity(netns)
+        own = same_netns(netns)
+    except OSError as error:
+        raise OpError(INVALID_NETNS, str(error)) from None
+    if own:
+        raise OpError(INVALID_NETNS, f"{spec} is the node agent's own network namespace")
+    return netns, identity
 
 
 def _error(code: int, msg: str) -> dict[str, Any]:
@@ -956,7 +960,7 @@ def bind_socket(path: Path) -> socket.socket:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     os.chmod(path, 0o600)
-    listener.listen(64)
+    listener.listen(128)
     listener.setblocking(False)
     return listener
 
@@ -982,7 +986,10 @@ async def serve(agent: Agent, sock_path: Path) -> int:
                 writer.write(json.dumps(reply).encode() + b"\n")
                 await writer.drain()
         except ValueError:  # a line over the limit
-            writer.write(json.dumps(_error(DECODING_FAILURE, "request too long")).encode() + b"\n")
+            too_long = _error(
+                INVALID_NETWORK_CONFIG, f"the request is longer than the node agent's {MAX_REQUEST} bytes"
+            )
+            writer.write(json.dumps(too_long).encode() + b"\n")
         except (ConnectionError, OSError):
             pass
         finally:
@@ -990,10 +997,11 @@ async def serve(agent: Agent, sock_path: Path) -> int:
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
 
+    live = await agent.load()  # before serving: a request must not race the attachments it takes over
     server = await asyncio.start_unix_server(client, sock=listener, limit=MAX_REQUEST)
     _log.info("serving %s (pid %d)", sock_path, os.getpid())
-    await agent.restore()
-    _log.info("%d attachments after start", len(agent.attachments))
+    restoring = loop.create_task(agent.restore(live))
+    restoring.add_done_callback(lambda _: _log.info("%d attachments after start", len(agent.attachments)))
     await agent.stopped.wait()
     _log.info("stopping: the tunnels' links and state stay for the next agent")
     server.close()
@@ -1016,8 +1024,9 @@ def _lock(state_dir: Path) -> int | None:
     return fd
 
 
-def run_agent(state_dir: Path, sock_path: Path) -> int:
+def run_agent(state_dir: Path, sock_path: Path, node_policy: NodePolicy | None = None) -> int:
     os.umask(0o077)
+    disable_core_dumps()
     _private_dir(state_dir)
     lock = _lock(state_dir)
     if lock is None:
@@ -1025,7 +1034,7 @@ def run_agent(state_dir: Path, sock_path: Path) -> int:
         return EXIT_ALREADY_RUNNING
 
     async def main() -> int:
-        return await serve(Agent(state_dir), sock_path)
+        return await serve(Agent(state_dir, node_policy), sock_path)
 
     try:
         return uvloop.run(main())
@@ -1038,11 +1047,18 @@ def run_agent(state_dir: Path, sock_path: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cni.agent", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    parser.add_argument("--state-dir", type=Path, default=policy.DEFAULT_STATE_DIR)
     parser.add_argument("--socket", type=Path, default=None, help="default: <state-dir>/agent.sock")
     parser.add_argument("--supervise", action="store_true", help="run the agent as a restarted child")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    policy.add_arguments(parser)
     args = parser.parse_args(argv)
+    try:
+        node_policy = policy.from_arguments(args)
+    except PolicyError as error:
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: {error}", file=sys.stderr)
+        return EXIT_USAGE
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s pywg-cni-agent[%(process)d] %(levelname)s %(message)s"
     )
@@ -1051,9 +1067,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.supervise:
         # The supervisor needs none of what this module imports: exec it afresh, so that the
         # process that stays beside the worker is a bare interpreter (~10 MB, not ~45 MB).
-        worker = ["--state-dir", str(state_dir), "--socket", str(sock_path), "--log-level", args.log_level]
+        worker = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--supervise"]
+        worker += ["--state-dir", str(state_dir), "--socket", str(sock_path)]  # absolute: the child's cwd
         os.execv(sys.executable, [sys.executable, "-m", "cni.supervisor", *worker])
-    return run_agent(state_dir, sock_path)
+    status = run_agent(state_dir, sock_path, node_policy)
+    # Worker threads may be stuck in netlink or DNS work of an operation SIGTERM abandoned: leave
+    # without joining them, so the agent is gone within STOP_DEADLINE.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

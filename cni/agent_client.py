@@ -20,6 +20,7 @@ import fcntl
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -28,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import cni
+from cni.policy import DEFAULT_SOCKET, configured_state_dir
 
-DEFAULT_STATE_DIR = Path("/run/pywg-cni")
-DEFAULT_SOCKET = DEFAULT_STATE_DIR / "agent.sock"
 DEFAULT_TIMEOUT = 60.0  # an add may wait behind other adds
 START_TIMEOUT = 20.0
 PROBE_TIMEOUT = 2.0
@@ -68,6 +68,7 @@ def call(
         except OSError as error:
             reason = error.strerror or error
             raise AgentError(f"cannot connect to the node agent at {path}: {reason}") from None
+        check_peer(sock, path)
         try:
             sock.sendall(request)
             reply = _read_line(sock)
@@ -82,6 +83,26 @@ def call(
     if not isinstance(answer, dict) or "ok" not in answer:
         raise AgentError(f"the node agent at {path} answered {op} without an ok field")
     return answer
+
+
+def check_peer(sock: socket.socket, path: Path) -> None:
+    """The agent runs as root: a socket served by anyone else is not the agent (SO_PEERCRED)."""
+    _pid, uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    if uid not in (0, os.getuid()):
+        raise AgentError(f"{path} is served by uid {uid}, not by root: not talking to it")
+
+
+class SocketLink:
+    """How the plugin run by a runtime reaches the node agent: the operator's socket
+    (cni/policy.py configured_socket), where it starts an agent when none answers."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+
+    def call(self, op: str, payload: dict[str, Any], start: bool = True) -> dict[str, Any]:
+        if start:
+            ensure_agent(self.socket_path, configured_state_dir(self.socket_path))
+        return call(op, payload, socket_path=self.socket_path)
 
 
 def _read_line(sock: socket.socket) -> bytes:

@@ -17,8 +17,10 @@
  * exact bytes back with .encode("utf-8", "surrogateescape"); such escapes in a reply become bytes
  * again.
  *
- * The socket: $PYWG_CNI_AGENT_SOCKET if set and not empty, else the network config's top-level
- * "agentSocket" string, else /run/pywg-cni/agent.sock.
+ * The socket: $PYWG_CNI_AGENT_SOCKET if set and not empty (the runtime's environment: the node's
+ * operator), else /run/pywg-cni/agent.sock. Never one a network config names: tenants may write
+ * NetworkAttachmentDefinitions, and a socket of theirs could forge results. The process at the other
+ * end must be root (SO_PEERCRED), as the agent is: anything else is refused.
  *
  * When the agent cannot be reached the entrypoint answers by itself:
  *   VERSION  the versions this plugin supports (cni/spec.py SUPPORTED_VERSIONS; a test holds the
@@ -65,11 +67,11 @@
 #define DEFAULT_CONFIG_VERSION "0.3.0" /* cni/spec.py: a config without cniVersion is 0.3.0 */
 
 #define MAX_STDIN (1 << 20)
-#define MAX_REQUEST (1 << 20) /* cni/agent.py MAX_REQUEST: the longest line the agent reads */
+#define MAX_REQUEST (1 << 23) /* cni/agent.py MAX_REQUEST: the longest line the agent reads */
 #define MAX_REPLY (4 << 20)
 #define MAX_MSG 8192
 #define MAX_OUT 65536
-#define MAX_SHORT 256 /* cniVersion, agentSocket */
+#define MAX_SHORT 256 /* cniVersion */
 #define MAX_KEY 32
 #define MAX_DEPTH 64
 
@@ -574,11 +576,12 @@ static int write_all(int fd, const unsigned char *p, size_t n)
     return 0;
 }
 
-enum outcome { ANSWERED, NOT_RUNNING, UNREACHABLE, TIMED_OUT, CLOSED, GARBAGE, TOO_LONG };
+enum outcome { ANSWERED, NOT_RUNNING, UNREACHABLE, NOT_ROOT, TIMED_OUT, CLOSED, GARBAGE, TOO_LONG };
 
 struct exchange {
     const char *socket;
     int error; /* errno of NOT_RUNNING and UNREACHABLE */
+    long long peer_uid; /* of NOT_ROOT */
     size_t reply_len;
 };
 
@@ -625,6 +628,21 @@ static enum outcome connect_agent(struct exchange *x, int *fd_out)
         close(fd);
         x->error = error;
         return error == ENOENT || error == ECONNREFUSED ? NOT_RUNNING : UNREACHABLE;
+    }
+    {
+        struct ucred peer;
+        socklen_t size = sizeof peer;
+
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &peer, &size) != 0) {
+            x->error = errno;
+            close(fd);
+            return UNREACHABLE;
+        }
+        if (peer.uid != 0 && peer.uid != geteuid()) {
+            x->peer_uid = (long long)peer.uid;
+            close(fd);
+            return NOT_ROOT;
+        }
     }
     *fd_out = fd;
     return ANSWERED;
@@ -696,9 +714,9 @@ done:
 
 struct config {
     int object; /* stdin is one JSON object, or blank (an empty config) */
-    unsigned char version_data[MAX_SHORT], socket_data[MAX_SHORT];
-    struct buf version, socket;
-    int has_version, has_socket;
+    unsigned char version_data[MAX_SHORT];
+    struct buf version;
+    int has_version;
 };
 
 static int is_blank(const unsigned char *s, size_t n)
@@ -710,23 +728,18 @@ static int is_blank(const unsigned char *s, size_t n)
     return 1;
 }
 
-/* The top-level cniVersion and agentSocket strings of the network config, when it is JSON. */
+/* The top-level cniVersion string of the network config, when it is JSON. */
 static void scan_config(struct config *c, const unsigned char *s, size_t n)
 {
     struct json j = {s, s + n};
     struct field fields[] = {
         {"cniVersion", STRING, &c->version, 0, 0},
-        {"agentSocket", STRING, &c->socket, 0, 0},
     };
 
     c->version = (struct buf){c->version_data, 0, sizeof c->version_data - 1, 0};
-    c->socket = (struct buf){c->socket_data, 0, sizeof c->socket_data - 1, 0};
     c->object = is_blank(s, n) || parse_object(&j, fields, COUNT(fields));
     c->has_version = c->object && fields[0].found && memchr(c->version.data, 0, c->version.len) == NULL;
-    c->has_socket = c->object && fields[1].found && c->socket.len > 0 &&
-                    memchr(c->socket.data, 0, c->socket.len) == NULL;
     c->version_data[c->version.len] = 0;
-    c->socket_data[c->socket.len] = 0;
 }
 
 static const char *error_version(const struct config *c)
@@ -857,7 +870,7 @@ int main(void)
 {
     static struct config config;
     struct buf request = {request_data, 0, sizeof request_data - 1, 0};
-    struct exchange x = {DEFAULT_SOCKET, 0, 0};
+    struct exchange x = {DEFAULT_SOCKET, 0, 0, 0};
     const char *command = getenv("CNI_COMMAND"), *override = getenv(SOCKET_ENV);
     const char *what;
     char timeout[64];
@@ -875,8 +888,6 @@ int main(void)
                           "pywg-cni: the network configuration on stdin is larger than %d bytes", MAX_STDIN);
     if (override != NULL && override[0] != '\0')
         x.socket = override;
-    else if (config.has_socket)
-        x.socket = (const char *)config.socket_data;
 
     build_request(&request, stdin_data, in_len);
     if (request.overflow)
@@ -909,6 +920,11 @@ int main(void)
                           x.socket, strerror(x.error));
     }
     switch (outcome) {
+    case NOT_ROOT:
+        return cni_errorf(&config, ERR_INTERNAL,
+                          "pywg-cni: %s is served by uid %lld, not by root: not the pywg node agent, "
+                          "not talking to it",
+                          x.socket, x.peer_uid);
     case UNREACHABLE:
         return cni_errorf(&config, ERR_TRY_AGAIN_LATER,
                           "pywg-cni: cannot connect to the pywg node agent (socket %s: %s)", x.socket,

@@ -16,14 +16,16 @@ import sys
 from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cni import agent_client, k8s
+from cni.policy import SOCKET_ENV, NodePolicy, PolicyError, configured_config_dirs, configured_socket
 from cni.spec import (
     DECODING_FAILURE,
     INTERNAL,
     INVALID_NETWORK_CONFIG,
     NOT_AVAILABLE,
+    TRY_AGAIN_LATER,
     UNSUPPORTED_FIELD,
     CniError,
     Interface,
@@ -36,6 +38,7 @@ from cni.spec import (
     version_answer,
 )
 from pywg.config import ConfigError, InterfaceConfig, parse_config, to_json
+from pywg.runtime.system import disable_core_dumps
 
 ANNOTATION = "wgcni.schu.io/configsecret"
 MODES = ("auto", "kernel", "userspace")
@@ -47,17 +50,27 @@ NO_MAC = "00:00:00:00:00:00"
 _log = logging.getLogger("pywg-cni")
 
 
+class AgentLink(Protocol):
+    """How the plugin reaches the node agent: through the operator's socket (cni/agent_client.py
+    SocketLink), or directly when the plugin runs inside the agent (cni/agent.py InProcessLink)."""
+
+    socket_path: Path
+
+    def call(self, op: str, payload: dict[str, Any], start: bool = True) -> dict[str, Any]: ...
+
+
 class NetConf:
     """The plugin's own keys in the network configuration."""
 
     def __init__(self, raw: Mapping[str, Any]) -> None:
         self.raw = raw
+        self.name = self._string("name", "")
         self.mode = self._string("mode", "auto")
         if self.mode not in MODES:
             raise CniError(UNSUPPORTED_FIELD, f'mode: "{self.mode}" is not one of {", ".join(MODES)}')
         self.kubeconfig = self._string("kubeConfigPath", "")
         self.static_config = self._string("staticConfigPath", "")
-        self.agent_socket = self._string("agentSocket", str(agent_client.DEFAULT_SOCKET))
+        self.agent_socket = self._string("agentSocket", "")
         inline = raw.get("wireguard")
         if inline is not None and not isinstance(inline, dict):
             raise CniError(INVALID_NETWORK_CONFIG, "wireguard: must be an object in the config.json format")
@@ -70,14 +83,27 @@ class NetConf:
             raise CniError(INVALID_NETWORK_CONFIG, f"{key}: must be a string")
         return value
 
+    def check_agent_socket(self, link: AgentLink) -> None:
+        """A network config cannot send the plugin to another socket than the operator's (a tenant's
+        NetworkAttachmentDefinition could otherwise point it at one that forges results); naming
+        the operator's own socket, as older configs did, is harmless."""
+        if self.agent_socket and Path(self.agent_socket) != link.socket_path:
+            raise CniError(
+                INVALID_NETWORK_CONFIG,
+                f"agentSocket: a network config cannot choose the node agent's socket "
+                f"({self.agent_socket[:200]!r} is not {link.socket_path}); remove it: the node's operator "
+                f"sets it ({SOCKET_ENV})",
+            )
 
-def wireguard_config(request: Request, conf: NetConf) -> InterfaceConfig | None:
+
+def wireguard_config(request: Request, conf: NetConf, node_policy: NodePolicy) -> InterfaceConfig | None:
     """The Pod's WireGuard config, or None for a chained plugin whose Pod has no annotation."""
     if conf.inline is not None:
         return _parse(json.dumps(conf.inline), "the network config's wireguard object")
     if conf.static_config:
+        path = _allowed(node_policy, "staticConfigPath", conf.static_config)
         try:
-            text = Path(conf.static_config).read_text()
+            text = path.read_text()
         except OSError as error:
             raise CniError(
                 INVALID_NETWORK_CONFIG, f"staticConfigPath {conf.static_config}: {error.strerror}"
@@ -91,7 +117,7 @@ def wireguard_config(request: Request, conf: NetConf) -> InterfaceConfig | None:
             "neither staticConfigPath nor a wireguard object",
         )
     try:
-        client = _api_client(conf.kubeconfig)
+        client = _api_client(conf.kubeconfig, node_policy)
         pod = client.get_pod(namespace, name)
         secret_name = _secret_name(pod, f"{namespace}/{name}")
         if not secret_name:
@@ -108,6 +134,13 @@ def wireguard_config(request: Request, conf: NetConf) -> InterfaceConfig | None:
     return _parse(text, f"secret {namespace}/{secret_name}")
 
 
+def _allowed(node_policy: NodePolicy, key: str, value: str) -> Path:
+    try:
+        return node_policy.config_file(key, value)
+    except PolicyError as error:
+        raise CniError(INVALID_NETWORK_CONFIG, str(error)) from None
+
+
 def _secret_name(pod: dict[str, Any], pod_name: str) -> str:
     """The Secret the Pod's annotation names, "" if none."""
     metadata = pod.get("metadata") or {}
@@ -117,16 +150,20 @@ def _secret_name(pod: dict[str, Any], pod_name: str) -> str:
     return annotations.get(ANNOTATION) or ""
 
 
-def _api_client(kubeconfig: str) -> k8s.ApiClient:
+def _api_client(kubeconfig: str, node_policy: NodePolicy) -> k8s.ApiClient:
     """The kubeconfig the network config names, or the service account of the pod we run in.
 
-    NetworkAttachmentDefinitions written for schu/wireguard-cni name a kubeconfig on the
-    node (/etc/kubernetes/wg-cni.kubeconfig). Inside the node agent's pod that file is not
-    there, and the agent's own service account is the right identity: fall back to it.
+    A kubeconfig must be where the node's operator allows (NodePolicy.config_file): a tenant's network
+    config must not make the agent read Secrets with the node's own credentials. NetworkAttachment-
+    Definitions written for schu/wireguard-cni name a kubeconfig on the node
+    (/etc/kubernetes/wg-cni.kubeconfig, allowed by default). Inside the node agent's pod that file is
+    not there, and the agent's own service account is the right identity: fall back to it.
     """
     in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
-    if kubeconfig and (Path(kubeconfig).exists() or not in_pod):
-        return k8s.load_kubeconfig(kubeconfig)
+    if kubeconfig:
+        path = _allowed(node_policy, "kubeConfigPath", kubeconfig)
+        if path.exists() or not in_pod:
+            return k8s.load_kubeconfig(str(path))
     return k8s.in_cluster()
 
 
@@ -152,25 +189,27 @@ def build_result(request: Request, conf: NetConf, cfg: InterfaceConfig, mtu: int
     )
 
 
-def cmd_add(request: Request, conf: NetConf) -> dict[str, Any]:
-    cfg = wireguard_config(request, conf)
+def cmd_add(request: Request, conf: NetConf, link: AgentLink, node_policy: NodePolicy) -> dict[str, Any]:
+    conf.check_agent_socket(link)
+    cfg = wireguard_config(request, conf, node_policy)
     if cfg is None:
         assert conf.prev_result is not None
         return conf.prev_result.render(request.cni_version)
-    payload = {"pod": _pod(request), "config": to_json(cfg), "mode": conf.mode}
-    reply = _agent(conf, "add", _attachment(request) | payload)
+    payload = {"pod": _pod(request), "network": conf.name, "config": to_json(cfg), "mode": conf.mode}
+    reply = _agent(link, "add", _attachment(request) | payload)
     return build_result(request, conf, cfg, int(reply.get("mtu") or cfg.mtu or 1420)).render(
         request.cni_version
     )
 
 
-def cmd_del(request: Request, conf: NetConf) -> None:
-    if not Path(conf.agent_socket).exists():
+def cmd_del(request: Request, conf: NetConf, link: AgentLink) -> None:
+    if not link.socket_path.exists():
         return  # no agent has ever run here: nothing of ours to remove
-    _agent(conf, "del", _attachment(request), start=False)
+    _agent(link, "del", _attachment(request) | {"network": conf.name}, start=False)
 
 
-def cmd_check(request: Request, conf: NetConf) -> None:
+def cmd_check(request: Request, conf: NetConf, link: AgentLink) -> None:
+    conf.check_agent_socket(link)
     if conf.prev_result is None:
         raise CniError(INVALID_NETWORK_CONFIG, "CHECK needs prevResult (the result of ADD)")
     ours = [i for i in conf.prev_result.interfaces if i.name == request.ifname]
@@ -180,26 +219,31 @@ def cmd_check(request: Request, conf: NetConf) -> None:
         raise CniError(
             INVALID_NETWORK_CONFIG, f"{request.ifname} is in {ours[0].sandbox}, not {request.netns}"
         )
-    reply = _agent(conf, "check", _attachment(request), start=False)
+    reply = _agent(link, "check", _attachment(request), start=False)
     if reply.get("problems"):
         raise CniError(INVALID_NETWORK_CONFIG, "; ".join(reply["problems"]))
 
 
-def cmd_status(conf: NetConf) -> None:
+def cmd_status(conf: NetConf, link: AgentLink) -> None:
+    conf.check_agent_socket(link)
     tun_needed = conf.mode != "kernel"  # kernel WireGuard links need no TUN
     if tun_needed and not TUN_DEVICE.exists() and not os.access(TUN_DEVICE.parent, os.W_OK):
         raise CniError(NOT_AVAILABLE, f"{TUN_DEVICE} is missing and cannot be created: no userspace tunnels")
     try:
-        agent_client.ensure_agent(conf.agent_socket)
+        link.call("status", {})
     except agent_client.AgentError as error:
         raise CniError(NOT_AVAILABLE, f"the pywg node agent is not available: {error}") from None
 
 
-def cmd_gc(request: Request, conf: NetConf) -> None:
-    if not Path(conf.agent_socket).exists():
+def cmd_gc(request: Request, conf: NetConf, link: AgentLink) -> None:
+    """Only this network's attachments, and only with the list of those to keep: a GC without
+    cni.dev/valid-attachments removes nothing."""
+    valid = request.config.get("cni.dev/valid-attachments")
+    if valid is None or not link.socket_path.exists():
         return
-    valid = request.config.get("cni.dev/valid-attachments") or []
-    _agent(conf, "gc", {"valid": valid}, start=False)
+    if not conf.name:
+        raise CniError(INVALID_NETWORK_CONFIG, "GC needs the network config's name")
+    _agent(link, "gc", {"network": conf.name, "valid": valid}, start=False)
 
 
 def _attachment(request: Request) -> dict[str, str]:
@@ -213,20 +257,27 @@ def _pod(request: Request) -> str:
     return name or f"container {request.container_id[:12]}"  # podman passes K8S_POD_NAME only
 
 
-def _agent(conf: NetConf, op: str, payload: dict[str, Any], start: bool = True) -> dict[str, Any]:
+def _agent(link: AgentLink, op: str, payload: dict[str, Any], start: bool = True) -> dict[str, Any]:
     try:
-        if start:
-            agent_client.ensure_agent(conf.agent_socket)
-        reply = agent_client.call(op, payload, socket_path=conf.agent_socket)
+        reply = link.call(op, payload, start)
     except agent_client.AgentError as error:
-        raise CniError(11, f"the pywg node agent did not answer: {error}") from None
+        raise CniError(TRY_AGAIN_LATER, f"the pywg node agent did not answer: {error}") from None
     if not reply.get("ok", False) and op != "check":
         raise CniError(int(reply.get("code", INTERNAL)), str(reply.get("msg", "the node agent refused")))
     return reply
 
 
-def run(env: Mapping[str, str], stdin: bytes) -> tuple[int, dict[str, Any] | None]:
-    """Handle one invocation: (exit status, JSON to print or None)."""
+def run(
+    env: Mapping[str, str],
+    stdin: bytes,
+    link: AgentLink | None = None,
+    node_policy: NodePolicy | None = None,
+) -> tuple[int, dict[str, Any] | None]:
+    """Handle one invocation: (exit status, JSON to print or None).
+
+    `link` and `node_policy` are the agent's when it runs the plugin; a runtime's run of the plugin
+    takes the operator's socket and config directories from its environment (cni/policy.py).
+    """
     version = "1.1.0"
     try:
         request = parse_request(env, stdin)
@@ -234,16 +285,18 @@ def run(env: Mapping[str, str], stdin: bytes) -> tuple[int, dict[str, Any] | Non
         if request.command == "VERSION":
             return 0, version_answer(version)
         conf = NetConf(request.config)
+        link = link or agent_client.SocketLink(configured_socket())
+        node_policy = node_policy or NodePolicy(config_dirs=configured_config_dirs())
         if request.command == "ADD":
-            return 0, cmd_add(request, conf)
+            return 0, cmd_add(request, conf, link, node_policy)
         if request.command == "DEL":
-            cmd_del(request, conf)
+            cmd_del(request, conf, link)
         elif request.command == "CHECK":
-            cmd_check(request, conf)
+            cmd_check(request, conf, link)
         elif request.command == "STATUS":
-            cmd_status(conf)
+            cmd_status(conf, link)
         elif request.command == "GC":
-            cmd_gc(request, conf)
+            cmd_gc(request, conf, link)
         return 0, None
     except CniError as error:
         return 1, error.to_json(version)
@@ -256,6 +309,7 @@ def run(env: Mapping[str, str], stdin: bytes) -> tuple[int, dict[str, Any] | Non
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="pywg-cni: %(message)s", stream=sys.stderr)
+    disable_core_dumps()  # it reads Secrets
     status, output = run(os.environ, sys.stdin.buffer.read())
     if output is not None:
         sys.stdout.write(json.dumps(output) + "\n")

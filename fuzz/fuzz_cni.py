@@ -25,6 +25,7 @@ with atheris.instrument_imports(include=["cni", "pywg", "_common"]):
     from _common import fuzz
 
     from cni.plugin import NetConf, build_result, wireguard_config
+    from cni.policy import NodePolicy
     from cni.spec import SUPPORTED_VERSIONS, CniError, Request, parse_request, version_answer
 
 SECRET_FIELDS = ("privatekey", "presharedkey")
@@ -54,7 +55,7 @@ def render(request: Request, conf: NetConf) -> str:
         return (
             json.dumps([conf.prev_result.render(v) for v in SUPPORTED_VERSIONS]) if conf.prev_result else ""
         )
-    cfg = wireguard_config(request, conf)
+    cfg = wireguard_config(request, conf, NodePolicy())
     assert cfg is not None
     result = build_result(request, conf, cfg, cfg.mtu or 1420)
     return json.dumps([result.render(version) for version in SUPPORTED_VERSIONS])

@@ -22,6 +22,7 @@ with atheris.instrument_imports(include=["cni", "pywg", "_common"]):
     from _common import Reader, fuzz
 
     from cni import k8s, plugin
+    from cni.policy import NodePolicy
     from cni.spec import CniError, parse_request
 
 TOKEN = "fuzz-bearer-token.c2lnbmF0dXJl"
@@ -36,6 +37,7 @@ ENV = {
 }
 REQUEST = parse_request(ENV, b'{"cniVersion": "1.1.0", "name": "wgnet", "type": "pywg-cni"}')
 CONF = plugin.NetConf(REQUEST.config)
+POLICY = NodePolicy()
 
 
 class Answers:
@@ -58,9 +60,9 @@ def client_for(reader: Reader) -> Any:
 
 def test_one_input(data: bytes) -> None:
     client = client_for(Reader(data))
-    plugin._api_client = lambda kubeconfig: client
+    plugin._api_client = lambda kubeconfig, node_policy: client
     try:
-        plugin.wireguard_config(REQUEST, CONF)
+        plugin.wireguard_config(REQUEST, CONF, POLICY)
     except CniError as error:
         assert TOKEN not in error.msg, "the bearer token in an error"
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_interface, ip_network
 from pathlib import Path
@@ -102,9 +103,13 @@ def invoke(
     ifname: str = "net1",
     args: str = "",
     timeout: float = 60.0,
+    env: Mapping[str, str] | None = None,
 ) -> CniCall:
-    """Run PLUGIN with CNI_COMMAND=`command` and `config` as JSON on stdin; empty variables are unset."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    """Run PLUGIN with CNI_COMMAND=`command` and `config` as JSON on stdin; empty variables are unset.
+
+    `env` adds to the environment: what the node's operator gives the runtime (NodeAgent.plugin_env).
+    """
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CNI_")}, **(env or {})}
     env[OWNER_ENV] = OWNER  # an agent the plugin might start would be the test session's to sweep
     cni = {
         "CNI_COMMAND": command,
@@ -137,17 +142,24 @@ class NodeAgent:
     supervisor and removes UAPI sockets of attachments nobody serves any more.
     """
 
-    def __init__(self, node: Host, socket: Path | None = None) -> None:
+    def __init__(self, node: Host, socket: Path | None = None, args: Sequence[str] = ()) -> None:
         self.node = node
         self.state_dir = node.tmpdir / "state"
         self.socket = socket or node.tmpdir / "run" / "agent.sock"
         self.log_path = node.tmpdir / "agent.log"
+        self.args = list(args)  # policy options (cni/policy.py)
         self.process: subprocess.Popen[bytes] | None = None
         self.names: set[str] = set()
         node.on_close(self.stop)
 
+    def plugin_env(self, config_dirs: Iterable[Path] = ()) -> dict[str, str]:
+        """What the operator tells a runtime's plugin: this agent's socket, where config files may be."""
+        env = {"PYWG_CNI_AGENT_SOCKET": str(self.socket)}
+        dirs = ":".join(str(d) for d in config_dirs)
+        return env | ({"PYWG_CNI_CONFIG_DIRS": dirs} if dirs else {})
+
     def start(self) -> NodeAgent:
-        command = [sys.executable, "-m", "cni.agent", "--supervise"]
+        command = [sys.executable, "-m", "cni.agent", "--supervise", *self.args]
         command += ["--state-dir", str(self.state_dir), "--socket", str(self.socket)]
         with open(self.log_path, "ab") as log:
             self.process = self.node.popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -301,3 +313,37 @@ def config_json(
     }
     doc.update(overrides)
     return doc
+
+
+# --- a DNS server that never answers ----------------------------------------------------------------
+
+_SILENT_DNS = r"""
+import socket, sys, time
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((sys.argv[1], 53))
+print("ready", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def silent_resolver(node: Host, nameserver: str) -> None:
+    """`ip netns exec` gives the node's processes /etc/netns/<node>/resolv.conf: `nameserver` (where
+    start_silent_dns answers nothing), with glibc's longest timeout. Call it before they start."""
+    directory = Path("/etc/netns") / node.name
+    directory.mkdir(parents=True)
+    node.on_close(lambda: _remove_netns_etc(directory))
+    (directory / "resolv.conf").write_text(f"nameserver {nameserver}\noptions timeout:30 attempts:1\n")
+
+
+def _remove_netns_etc(directory: Path) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        directory.parent.rmdir()  # /etc/netns, unless another namespace has files there
+
+
+def start_silent_dns(host: Host, address: str, seconds: float = 120.0) -> subprocess.Popen[bytes]:
+    """A process in `host` that takes DNS queries on `address`:53 and never answers; running once
+    this returns (the host stops it when it closes)."""
+    process = host.popen([sys.executable, "-c", _SILENT_DNS, address, str(seconds)], stdout=subprocess.PIPE)
+    assert process.stdout is not None and process.stdout.readline() == b"ready\n", "the silent DNS server"
+    return process

@@ -51,6 +51,7 @@ STEPS = (
 )
 NODE_IP, PEER_IP = "10.99.0.1", "10.99.0.2"
 PEER_PORT = 51820
+TAKEN_PORT, CHOSEN_PORT = 52999, 52500  # of the agent's default port range
 PEER_TUNNEL_IP = "10.13.13.1"
 ALLOWED = "10.13.13.0/24"  # contains the pods' own addresses: routed through net1 all the same
 STATE_DIR = Path("/run/pywg-cni")
@@ -171,12 +172,12 @@ class Cni:
             "name": "wgnet",
             "type": "pywg-cni",
             "mode": mode,
-            "agentSocket": str(SOCKET),
             "wireguard": wireguard,
             **extra,
         }
         env = {
             "PATH": os.environ["PATH"],
+            "PYWG_CNI_AGENT_SOCKET": str(SOCKET),
             "CNI_COMMAND": command,
             "CNI_CONTAINERID": pod.container_id,
             "CNI_NETNS": pod.netns,
@@ -206,7 +207,17 @@ class Agent:
     def start(self) -> None:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cni.agent", "--state-dir", str(STATE_DIR), "--socket", str(SOCKET)],
+                # --allow-fwmark: the scenario checks that a Secret's fwmark reaches the kernel's link.
+                [
+                    sys.executable,
+                    "-m",
+                    "cni.agent",
+                    "--allow-fwmark",
+                    "--state-dir",
+                    str(STATE_DIR),
+                    "--socket",
+                    str(SOCKET),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -362,6 +373,7 @@ def lifecycle_of_a_kernel_attachment(report: Report, agent: Agent, cni: Cni, pod
     with report.step("net1 is a kernel WireGuard link as configured, its socket on the node"):
         expect(" wireguard " in link_details(pod), f"net1 is not a WireGuard link: {link_details(pod)}")
         port = int(sh("wg", "show", "net1", "listen-port", netns=pod.name).stdout)
+        expect(52000 <= port <= 52999, f"port {port} is not in the agent's default range 52000-52999")
         expect_configured(pod, peer, "0x1234", port)
         listed = agent.call("list")["attachments"]
         expect([(a["mode"], a["listen_port"]) for a in listed] == [("kernel", port)], f"agent lists {listed}")
@@ -410,23 +422,31 @@ def lifecycle_of_a_kernel_attachment(report: Report, agent: Agent, cni: Cni, pod
 
 
 def failed_add_leaves_nothing(cni: Cni, pod: Pod, peer: Keys) -> None:
-    """listenPort taken on the node: the link is made, configured and moved, then fails to come up."""
+    """A listenPort of the range that another process holds on the node is refused before anything is
+    made; an IPv6 address in a Pod without IPv6 fails after the link was made, configured and moved."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
-        taken.bind(("0.0.0.0", 0))
-        port = taken.getsockname()[1]
-        outcome = cni("ADD", pod, "kernel", pod.config(peer, listenPort=port))
-        expect_error(outcome, "ADD on a taken port", f"listenPort {port} is already in use")
+        taken.bind(("0.0.0.0", TAKEN_PORT))
+        outcome = cni("ADD", pod, "kernel", pod.config(peer, listenPort=TAKEN_PORT))
+        expect_error(outcome, "ADD on a taken port", f"listenPort {TAKEN_PORT} is already in use")
+    outcome = cni("ADD", pod, "kernel", pod.config(peer, listenPort=51820))
+    expect_error(outcome, "ADD on a port outside the range", "listenPort: 51820 is outside", "52000-52999")
+    sh("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", netns=pod.name)
+    try:
+        outcome = cni("ADD", pod, "kernel", pod.config(peer, address=[pod.address, "fd00:9::2/128"]))
+        expect_error(outcome, "ADD of an IPv6 address without IPv6", "fd00:9::2/128", "disable")
+    finally:
+        sh("sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=0", netns=pod.name)
     expect(not has_net1(pod), "net1 was left")
     expect(node_leftovers() == [], f"left on the node: {node_leftovers()}")
     expect_ok(cni("DEL", pod, "kernel", pod.config(peer)), "DEL after the failed ADD")
 
 
 def auto_gc_and_gone_namespace(report: Report, agent: Agent, cni: Cni, pod: Pod, peer: Keys) -> None:
-    wireguard = pod.config(peer, listenPort=PEER_PORT + 1)
+    wireguard = pod.config(peer, listenPort=CHOSEN_PORT)
     with report.step("auto ADD chooses kernel"):
         result = expect_ok(cni("ADD", pod, "auto", wireguard), "ADD")
         port = sh("wg", "show", "net1", "listen-port", netns=pod.name).stdout.strip()
-        expect(port == str(PEER_PORT + 1), f"net1 listens on {port}, not the config's {PEER_PORT + 1}")
+        expect(port == str(CHOSEN_PORT), f"net1 listens on {port}, not the config's {CHOSEN_PORT}")
         wanted = expected_result(pod.netns, pod.address, [ALLOWED])
         expect(result == wanted, f"result {result}, expected {wanted}")
         expect(" wireguard " in link_details(pod), f"auto did not choose kernel: {link_details(pod)}")

@@ -132,9 +132,8 @@ class Lab:
             self.wg.configure(cfg)
 
     def add(self, pod: Pod, config: str | None = None) -> dict[str, Any]:
-        reply = self.agent.call(
-            "add", **pod.ref, pod=pod.pod_name, config=config if config is not None else to_json(pod.config)
-        )
+        text = config if config is not None else to_json(pod.config)
+        reply = self.agent.call("add", **pod.ref, pod=pod.pod_name, network="wgnet", config=text)
         pod.reply = reply
         return reply
 
@@ -317,11 +316,26 @@ def test_failed_adds_leave_nothing(lab: Lab) -> None:
     assert reply["ok"] is False and reply["code"] == INVALID_NETWORK_CONFIG and "privateKey" in reply["msg"]
     assert_gone(lab, bad, bad_name)
 
-    # Fails after the TUN was made and configured: the UDP port is taken by the first attachment.
+    # The first attachment's UDP port: refused before anything is made.
     bad.config.listen_port = taken_port
     reply = lab.add(bad)
-    assert reply["ok"] is False and reply["code"] == INTERNAL and f"UDP port {taken_port}" in reply["msg"]
+    assert reply["ok"] is False and reply["code"] == INVALID_NETWORK_CONFIG, reply
+    assert f"listenPort {taken_port} is used by another Pod" in reply["msg"], reply
     assert_gone(lab, bad, bad_name)
+
+    # Fails after the TUN was made and configured: another process serves its UAPI socket's path.
+    bad.config.listen_port = None
+    squatter = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        squatter.bind(str(socket_path(bad_name)))
+        squatter.listen(1)
+        reply = lab.add(bad)
+        assert reply["ok"] is False and reply["code"] == INTERNAL and "UAPI" in reply["msg"], reply
+        assert not bad.host.has_link(bad.ifname)
+        assert f"{bad_name}.json" not in lab.agent.state_files()
+    finally:
+        squatter.close()
+        socket_path(bad_name).unlink(missing_ok=True)
 
     reply = lab.agent.call(
         "add", **(bad.ref | {"netns": "/run/netns/no-such-ns"}), pod="default/x", config=to_json(bad.config)
@@ -342,7 +356,7 @@ def test_gc_removes_what_is_not_valid(lab: Lab) -> None:
     names = [assert_ok(lab.add(pod))["name"] for pod in pods]
     keep = pods[0]
     valid = [{"containerID": keep.container_id, "ifname": "net1"}, {"containerID": "x", "ifname": "y"}]
-    reply = assert_ok(lab.agent.call("gc", valid=valid))
+    reply = assert_ok(lab.agent.call("gc", network="wgnet", valid=valid))
     assert sorted(reply["removed"]) == sorted(names[1:]) and reply["errors"] == []
     for pod, name in zip(pods[1:], names[1:], strict=True):
         assert_gone(lab, pod, name)

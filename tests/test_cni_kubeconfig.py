@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from cni import k8s, plugin
+from cni.policy import NodePolicy
 from tests.k8s_fake import FakeKubernetes
 
 pytest_plugins = ["tests.k8s_fake"]
@@ -25,7 +26,8 @@ def test_an_old_nads_node_kubeconfig_falls_back_to_the_service_account(
     fake_k8s: FakeKubernetes, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     _in_cluster_here(fake_k8s, monkeypatch)
-    client = plugin._api_client(str(tmp_path / "wg-cni.kubeconfig"))  # absent in the agent's pod
+    policy = NodePolicy(config_dirs=(tmp_path,))
+    client = plugin._api_client(str(tmp_path / "wg-cni.kubeconfig"), policy)  # absent in the agent's pod
     assert client.get_pod("default", "wireguard-pod")["metadata"]["name"] == "wireguard-pod"
 
 
@@ -33,7 +35,9 @@ def test_an_existing_kubeconfig_is_used(fake_k8s: FakeKubernetes, monkeypatch: p
     _in_cluster_here(fake_k8s, monkeypatch)
     monkeypatch.setattr(plugin.k8s, "in_cluster", lambda: pytest.fail("the kubeconfig must win"))
     path = fake_k8s.write_kubeconfig("token")
-    assert plugin._api_client(str(path)).get_pod("default", "wireguard-pod")
+    assert plugin._api_client(str(path), NodePolicy(config_dirs=(path.parent,))).get_pod(
+        "default", "wireguard-pod"
+    )
 
 
 def test_a_missing_kubeconfig_outside_a_pod_is_an_error(
@@ -41,5 +45,5 @@ def test_a_missing_kubeconfig_outside_a_pod_is_an_error(
 ) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(k8s.KubernetesError) as caught:
-        plugin._api_client(str(tmp_path / "missing.kubeconfig"))
+        plugin._api_client(str(tmp_path / "missing.kubeconfig"), NodePolicy(config_dirs=(tmp_path,)))
     assert "missing.kubeconfig" in str(caught.value)

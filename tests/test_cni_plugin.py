@@ -15,6 +15,7 @@ import os
 import secrets
 import signal
 import socket
+import stat
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -109,7 +110,6 @@ class Lab:
             "name": "wgnet",
             "type": "pywg-cni",
             "kubeConfigPath": str(self.kubeconfig),
-            "agentSocket": str(self.agent.socket),
             **extra,
         }
 
@@ -122,7 +122,12 @@ class Lab:
             container_id=pod.container_id,
             netns=pod.netns if netns is None else netns,
             args=pod.args,
+            env=self.env(),
         )
+
+    def env(self) -> dict[str, str]:
+        """The runtime's environment, as the node's operator set it: this agent, this kubeconfig."""
+        return self.agent.plugin_env([self.kubeconfig.parent])
 
     def leftovers(self, pod: Pod) -> list[str]:
         """What the pod's net1 attachment still has on the node: [] once it is completely gone."""
@@ -396,7 +401,7 @@ def test_version(lab: Lab) -> None:
 
 
 def test_status_ok(lab: Lab) -> None:
-    call = invoke("STATUS", lab.netconf())
+    call = invoke("STATUS", lab.netconf(), env=lab.env())
     assert_no_output(call)
 
 
@@ -411,8 +416,68 @@ def test_gc_removes_attachments_not_valid(lab: Lab) -> None:
         {"containerID": keep.container_id, "ifname": "net1"},
         {"containerID": secrets.token_hex(32), "ifname": "eth0"},
     ]
-    assert_no_output(invoke("GC", lab.netconf(**{"cni.dev/valid-attachments": valid})))
+    assert_no_output(invoke("GC", lab.netconf(**{"cni.dev/valid-attachments": valid}), env=lab.env()))
     assert lab.leftovers(drop) == []
     assert [a["pod"] for a in lab.agent.attachments()] == ["default/pod-keep"]
     assert keep.host.ping(PEER_V4, timeout=10)
     assert_no_output(lab.cni("CHECK", keep, prevResult=kept))
+
+
+def test_gc_touches_only_its_own_network(lab: Lab) -> None:
+    """A GC for another network, or one without cni.dev/valid-attachments, removes nothing of ours
+    (it removed every attachment not in its list, whatever network it belonged to)."""
+    pod = lab.pod("pod-gc", ["10.1.2.4/32"], [f"{PEER_V4}/32"])
+    lab.serve(pod)
+    lab.cni("ADD", pod).ok()
+    other = lab.netconf(name="some-other-network", **{"cni.dev/valid-attachments": []})
+    assert_no_output(invoke("GC", other, env=lab.env()))
+    assert_no_output(invoke("GC", lab.netconf(), env=lab.env()))  # no list: nothing is known invalid
+    assert [a["pod"] for a in lab.agent.attachments()] == ["default/pod-gc"]
+    assert pod.host.ping(PEER_V4, timeout=10)
+    assert_no_output(lab.cni("DEL", pod, name="some-other-network"))  # another network's DEL
+    assert [a["network"] for a in lab.agent.attachments()] == ["wgnet"]
+    assert_no_output(invoke("GC", lab.netconf(**{"cni.dev/valid-attachments": []}), env=lab.env()))
+    assert lab.leftovers(pod) == []
+
+
+def test_a_network_config_cannot_choose_the_agent_socket(lab: Lab, tmp_path: Path) -> None:
+    """agentSocket used to make root start an agent whose state dir was that path's directory:
+    chmod 0700, the file at the path replaced by a socket, other files deleted."""
+    victim = tmp_path / "victim"
+    victim.mkdir(mode=0o755)
+    precious = victim / "precious.conf"
+    precious.write_text("keep me\n")
+    conf = lab.netconf(agentSocket=str(precious))
+    for command in ("STATUS", "ADD", "DEL", "GC"):
+        pod = lab.pod(f"pod-{command.lower()}", ["10.1.2.5/32"], [f"{PEER_V4}/32"])
+        call = lab.cni(command, pod, agentSocket=str(precious)) if command != "STATUS" else None
+        call = call or invoke(command, conf, env=lab.env())
+        if command in ("STATUS", "ADD"):
+            error = call.error("1.1.0")
+            assert error["code"] == INVALID_NETWORK_CONFIG and "agentSocket" in error["msg"], error
+        else:
+            call.ok()
+    assert precious.read_text() == "keep me\n"
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o755
+    assert sorted(p.name for p in victim.iterdir()) == ["precious.conf"]
+    assert lab.agent.attachments() == []
+    same = lab.netconf(agentSocket=str(lab.agent.socket))  # the operator's own socket: harmless
+    assert_no_output(invoke("STATUS", same, env=lab.env()))
+
+
+def test_config_files_only_where_the_operator_allows(lab: Lab, tmp_path: Path) -> None:
+    """staticConfigPath and kubeConfigPath outside the allowed directories are refused with the same
+    message whether or not the file exists."""
+    pod = lab.pod("pod-paths", ["10.1.2.6/32"], [f"{PEER_V4}/32"])
+    existing = tmp_path / "config.json"
+    existing.write_text(json.dumps(config_json(pod.wg, lab.peer, [f"{PEER_V4}/32"])))
+    for key in ("staticConfigPath", "kubeConfigPath"):
+        messages = []
+        for path in (existing, tmp_path / "missing.json", Path("/etc/passwd")):
+            error = lab.cni("ADD", pod, **{key: str(path)}).error("1.1.0")
+            assert error["code"] == INVALID_NETWORK_CONFIG, error
+            messages.append(error["msg"].replace(str(path), "PATH"))
+        assert len(set(messages)) == 1 and "not in a place this node's operator allows" in messages[0], (
+            messages
+        )
+    assert lab.leftovers(pod) == []

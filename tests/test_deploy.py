@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from cni import agent, agent_client, plugin
+from cni import agent, agent_client, plugin, policy
 from cni.spec import SUPPORTED_VERSIONS
 from pywg.config import ConfigError, InterfaceConfig, parse_config
 from pywg.keys import encode_key, generate_private_key, public_key_for
@@ -171,7 +171,7 @@ def test_nad_config_is_one_the_plugin_takes(path: Path) -> None:
     assert "kubeConfigPath" not in config, "the agent uses its ServiceAccount"
     conf = plugin.NetConf(config)
     assert conf.mode in plugin.MODES
-    assert conf.agent_socket == str(agent_client.DEFAULT_SOCKET)
+    assert conf.agent_socket == "", "the agent's socket is the operator's, not the network config's"
 
 
 def test_nads_cover_both_names_and_versions() -> None:
@@ -209,7 +209,7 @@ def test_daemonset_mounts_what_the_agent_uses() -> None:
     doc = _document(DEPLOY / "daemonset.yaml", "DaemonSet")
     mounts, hosts = _mounts(doc), _host_paths(doc)
     for path in (
-        agent.DEFAULT_STATE_DIR,
+        policy.DEFAULT_STATE_DIR,
         uapi_server.RUN_DIR,
         Path(netns.NETNS_RUN_DIR),
         plugin.TUN_DEVICE,
@@ -227,14 +227,14 @@ def test_daemonset_mounts_what_the_agent_uses() -> None:
 
 def test_daemonset_runs_the_agent_on_the_default_socket() -> None:
     doc = _document(DEPLOY / "daemonset.yaml", "DaemonSet")
-    argv = ["python3", "-m", "cni.agent", "--state-dir", agent.DEFAULT_STATE_DIR]
-    argv += ["--socket", agent.DEFAULT_SOCKET]
+    argv = ["python3", "-m", "cni.agent", "--state-dir", policy.DEFAULT_STATE_DIR]
+    argv += ["--socket", policy.DEFAULT_SOCKET]
     command = "\n".join(f"- {arg}" for arg in argv)
     assert command in re.sub(r"\n\s+", "\n", doc)
     assert "--supervise" not in doc.replace("No --supervise", "")
-    assert agent.DEFAULT_SOCKET == agent_client.DEFAULT_SOCKET
+    assert policy.DEFAULT_SOCKET == agent_client.DEFAULT_SOCKET
     probes = re.findall(r"agent_running\(\"([^\"]+)\"\)", doc)
-    assert probes == [str(agent.DEFAULT_SOCKET)] * 2
+    assert probes == [str(policy.DEFAULT_SOCKET)] * 2
     # The probe is Python the image runs: make sure it at least compiles.
     for line in re.findall(r"- (import sys, cni\.agent_client.*)", doc):
         compile(line, "probe", "exec")

@@ -21,6 +21,7 @@ import socket
 import statistics
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -33,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from cni import agent, agent_client, plugin
+from cni import agent, agent_client, plugin, policy
 from cni.build_entrypoint import SOURCE, build
 from cni.spec import (
     DECODING_FAILURE,
@@ -200,7 +201,7 @@ def test_static_binary_runs_alone(rootfs: Path) -> None:
     source = SOURCE.read_text()
     found = re.search(r"#define MAX_REQUEST \(1 << (\d+)\)", source)
     assert found is not None and 1 << int(found.group(1)) == agent.MAX_REQUEST
-    assert f'"{agent.DEFAULT_SOCKET}"' in source and agent.DEFAULT_SOCKET == agent_client.DEFAULT_SOCKET
+    assert f'"{policy.DEFAULT_SOCKET}"' in source and policy.DEFAULT_SOCKET == agent_client.DEFAULT_SOCKET
 
 
 # --- no agent --------------------------------------------------------------------------------------
@@ -441,20 +442,67 @@ def test_garbage_replies_are_a_try_again_error(rootfs: Path, fake: FakeAgent, na
     assert version.status == 0 and version.json()["supportedVersions"] == list(SUPPORTED_VERSIONS)
 
 
+MAX_STDIN = 1 << 20  # cni/entrypoint.c
+
+
 def test_size_limits(rootfs: Path, fake: FakeAgent) -> None:
     env = multus_env("ADD", netns="/run/netns/pod")
-    invoke(rootfs, env, b"")
-    overhead = len(fake.requests[-1]) - len(b'""')  # the request line around an empty stdin
-    largest = b"a" * (agent.MAX_REQUEST - 1 - overhead - 2)
+    # The largest stdin, each byte escaped to six ("\\u0001"), still fits the agent's request line:
+    # a Secret-sized config is never "try again later".
+    largest = b"\x01" * MAX_STDIN
     call = invoke(rootfs, env, largest)
     assert (call.status, call.stdout) == (0, b""), call
-    assert len(fake.requests[-1]) == agent.MAX_REQUEST - 1 and fake.last()["stdin"] == largest.decode()
+    assert fake.last()["stdin"] == largest.decode()
     calls = len(fake.requests)
-    too_long = invoke(rootfs, env, largest + b"a")
+    # With the CNI variables as long as a variable may be, the line would pass the agent's limit.
+    variable = "\x01" * (128 * 1024 - 32)
+    too_long = invoke(
+        rootfs, env | {"CNI_ARGS": variable, "CNI_PATH": variable, "CNI_NETNS": variable}, largest
+    )
     assert_cni_error(too_long, INVALID_NETWORK_CONFIG, "1.1.0", "longer than the node agent reads")
-    too_big = invoke(rootfs, env, b'{"cniVersion": "1.0.0", "x": "' + b"a" * (1 << 20) + b'"}')
-    assert_cni_error(too_big, INVALID_NETWORK_CONFIG, "1.1.0", "larger than 1048576 bytes")
+    too_big = invoke(rootfs, env, b'{"cniVersion": "1.0.0", "x": "' + b"a" * MAX_STDIN + b'"}')
+    assert_cni_error(too_big, INVALID_NETWORK_CONFIG, "1.1.0", f"larger than {MAX_STDIN} bytes")
     assert len(fake.requests) == calls  # neither reached the agent
+
+
+def test_only_a_root_agent_is_asked(rootfs: Path) -> None:
+    """A socket served by anyone but root (a tenant's, say) is not the agent: its answer could forge
+    a result. SO_PEERCRED decides, in the entrypoint and in the Python client alike."""
+    sock = rootfs / "tenant" / "agent.sock"
+    sock.parent.mkdir(exist_ok=True)
+    # Bound here, listened on by a process of uid 65534: SO_PEERCRED names who called listen().
+    bound = socket.socket(socket.AF_UNIX)
+    bound.bind(str(sock))
+    forger = (
+        "import socket, sys\n"
+        "s = socket.socket(fileno=int(sys.argv[1])); s.listen(8); print('ready', flush=True)\n"
+        "while True:\n"
+        "    c, _ = s.accept()\n"
+        "    try:\n"
+        "        c.recv(1 << 20)\n"
+        '        c.sendall(b\'{"ok": true, "status": 0, "stdout": "forged\\\\n"}\\n\')\n'
+        "    except OSError:\n"
+        "        pass\n"
+        "    c.close()\n"
+    )
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    process = subprocess.Popen(
+        [*nobody, sys.executable, "-c", forger, str(bound.fileno())],
+        stdout=subprocess.PIPE,
+        cwd="/",
+        pass_fds=[bound.fileno()],
+    )
+    bound.close()
+    try:
+        assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+        env = multus_env("ADD", netns="/run/netns/pod") | {"PYWG_CNI_AGENT_SOCKET": "/tenant/agent.sock"}
+        call = invoke(rootfs, env, b'{"cniVersion": "1.0.0"}')
+        assert_cni_error(call, INTERNAL, "1.0.0", "/tenant/agent.sock is served by uid 65534, not by root")
+        with pytest.raises(agent_client.AgentError, match="served by uid 65534, not by root"):
+            agent_client.call("status", socket_path=sock, timeout=5.0)
+    finally:
+        process.kill()
+        process.wait()
 
 
 # --- the real agent ------------------------------------------------------------------------------------
@@ -626,7 +674,9 @@ def test_plugin_errors_come_back_exactly(clean: Lab) -> None:
     assert (status.status, status.stdout) == (0, b""), status
 
 
-def test_the_socket_is_found_by_variable_config_or_default(clean: Lab) -> None:
+def test_the_socket_is_the_operators_never_the_configs(clean: Lab) -> None:
+    """$PYWG_CNI_AGENT_SOCKET (the runtime's environment) or the default; a network config's
+    agentSocket reaches no socket, and the plugin refuses it unless it names the agent's own."""
     lab = clean
     alternative = lab.rootfs / "alt"
     alternative.mkdir(exist_ok=True)
@@ -635,24 +685,18 @@ def test_the_socket_is_found_by_variable_config_or_default(clean: Lab) -> None:
         link_path.symlink_to("/run/pywg-cni/agent.sock")  # resolved inside the chroot
     status_env = {"CNI_COMMAND": "STATUS", "CNI_PATH": "/opt/cni/bin"}
     conf = {"cniVersion": "1.1.0", "name": "wg-net", "type": "pywg-cni"}
-    cases = [
-        ({}, conf, 0),
-        ({"PYWG_CNI_AGENT_SOCKET": "/alt/agent.sock"}, conf, 0),
-        ({}, conf | {"agentSocket": "/alt/agent.sock"}, 0),
-        ({}, conf | {"agentSocket": "/nowhere.sock"}, NOT_AVAILABLE),
-        (
-            {"PYWG_CNI_AGENT_SOCKET": "/nowhere.sock"},
-            conf | {"agentSocket": "/alt/agent.sock"},
-            NOT_AVAILABLE,
-        ),
-        ({"PYWG_CNI_AGENT_SOCKET": ""}, conf, 0),
-    ]
-    for extra, config, code in cases:
-        call = lab.cni(status_env | extra, config)
-        if code == 0:
-            assert (call.status, call.stdout) == (0, b""), (extra, config, call)
-        else:
-            assert_cni_error(call, code, "1.1.0", AGENT_DOWN, "socket /nowhere.sock")
+    for extra in ({}, {"PYWG_CNI_AGENT_SOCKET": "/alt/agent.sock"}, {"PYWG_CNI_AGENT_SOCKET": ""}):
+        call = lab.cni(status_env | extra, conf)
+        assert (call.status, call.stdout) == (0, b""), (extra, call)
+    for path in ("/nowhere.sock", "/alt/agent.sock"):
+        call = lab.cni(status_env, conf | {"agentSocket": path})
+        assert_cni_error(call, INVALID_NETWORK_CONFIG, "1.1.0", "agentSocket: a network config cannot choose")
+    own = conf | {"agentSocket": str(lab.agent.socket)}
+    assert lab.cni(status_env, own).status == 0
+    missing = lab.cni(
+        status_env | {"PYWG_CNI_AGENT_SOCKET": "/nowhere.sock"}, conf | {"agentSocket": "/alt/agent.sock"}
+    )
+    assert_cni_error(missing, NOT_AVAILABLE, "1.1.0", AGENT_DOWN, "socket /nowhere.sock")
 
 
 def test_parallel_adds_for_different_pods(clean: Lab) -> None:

@@ -19,10 +19,10 @@ import itertools
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -51,6 +51,8 @@ from tests.cni_run import (
     invoke,
     leftovers,
     netns_path,
+    silent_resolver,
+    start_silent_dns,
 )
 from tests.k8s_fake import FakeKubernetes
 from tests.pywg_run import PywgUp, pywg_argv
@@ -310,13 +312,13 @@ class Lab:
             "cniVersion": "1.1.0",
             "name": "wgnet",
             "type": "pywg-cni",
-            "agentSocket": str(self.agent.socket),
             "wireguard": self.wireguard(pod),
         }
 
     def cni(self, command: str, pod: Pod, netconf: dict[str, Any] | None = None) -> CniCall:
         config = netconf if netconf is not None else self.netconf(pod)
-        return invoke(command, config, container_id=pod.container_id, netns=pod.netns, args=pod.args)
+        env = self.agent.plugin_env([Path(tempfile.gettempdir())])  # the fake API servers' kubeconfigs
+        return invoke(command, config, container_id=pod.container_id, netns=pod.netns, args=pod.args, env=env)
 
     def leftovers(self, pod: Pod) -> list[str]:
         return leftovers(self.agent, pod.container_id, "net1", pod.netns)
@@ -332,7 +334,9 @@ def make_lab(topology: Topology, prepare: Callable[[Host], None] | None = None) 
     wire = link(node, peer_host, [f"{NODE_UNDERLAY}/24"], [f"{PEER_UNDERLAY}/24"])
     if prepare is not None:
         prepare(node)
-    return Lab(topology, node, wire, Peer(peer_host), NodeAgent(node).start())
+    # The fake API servers' kubeconfigs are in temporary directories: the policy lets them be read.
+    agent = NodeAgent(node, args=["--config-dir", tempfile.gettempdir()])
+    return Lab(topology, node, wire, Peer(peer_host), agent.start())
 
 
 @pytest.fixture
@@ -569,7 +573,6 @@ def _api_netconf(lab: Lab, kubeconfig: Path) -> dict[str, Any]:
         "name": "wgnet",
         "type": "pywg-cni",
         "kubeConfigPath": str(kubeconfig),
-        "agentSocket": str(lab.agent.socket),
     }
 
 
@@ -651,28 +654,10 @@ def test_parallel_adds_for_different_pods(lab: Lab, fake_k8s: FakeKubernetes) ->
 # --- DEL racing an ADD whose agent crashed --------------------------------------------------------
 
 SLOW_NAME = "wg-peer.pywg-faults.invalid"  # resolved through a DNS server that never answers
-_SILENT_DNS = r"""
-import socket, sys, time
-sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-sock.bind((sys.argv[1], 53))
-print("ready", flush=True)
-time.sleep(float(sys.argv[2]))
-"""
 
 
 def _silent_resolver(node: Host) -> None:
-    """`ip netns exec` gives the node's processes /etc/netns/<node>/resolv.conf: a nameserver at the
-    peer, which never answers (see _SILENT_DNS), with glibc's longest timeout."""
-    directory = Path("/etc/netns") / node.name
-    directory.mkdir(parents=True)
-    node.on_close(lambda: _remove_netns_etc(directory))
-    (directory / "resolv.conf").write_text(f"nameserver {PEER_UNDERLAY}\noptions timeout:30 attempts:1\n")
-
-
-def _remove_netns_etc(directory: Path) -> None:
-    shutil.rmtree(directory, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        directory.parent.rmdir()  # /etc/netns, unless another namespace has files there
+    silent_resolver(node, PEER_UNDERLAY)
 
 
 def _cni_op(lab: Lab, command: str, pod: Pod, netconf: dict[str, Any]) -> dict[str, Any]:
@@ -744,11 +729,7 @@ def _add_in_background(lab: Lab, pod: Pod, netconf: dict[str, Any]) -> tuple[thr
 def _stalling_netconf(lab: Lab, pod: Pod, stack: contextlib.ExitStack) -> dict[str, Any]:
     """The Pod's network config with its peer at SLOW_NAME, and the silent DNS server running (for
     a node made with `_silent_resolver`): its ADD stalls in the agent after writing its state."""
-    dns = lab.peer.host.popen(
-        [sys.executable, "-c", _SILENT_DNS, PEER_UNDERLAY, "120"], stdout=subprocess.PIPE
-    )
-    stack.callback(stop_process, dns, 2.0)
-    assert _line(dns, 20.0) == "ready", "the silent DNS server did not start"
+    stack.callback(stop_process, start_silent_dns(lab.peer.host, PEER_UNDERLAY), 2.0)
     netconf = lab.netconf(pod)
     netconf["wireguard"]["peers"][0]["endpoint"] = f"{SLOW_NAME}:51820"
     return netconf

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from cni import k8s, plugin
-from cni.agent import _with_agent_socket
+from cni.policy import NodePolicy
 from cni.spec import (
     DECODING_FAILURE,
     INVALID_NETWORK_CONFIG,
@@ -125,7 +125,8 @@ class _Api:
 )
 def test_pod_annotations_that_are_not_text(monkeypatch: pytest.MonkeyPatch, metadata: object) -> None:
     """fuzz_k8s_answers: an annotation value `true` reached len() (TypeError); a list, .get()."""
-    monkeypatch.setattr(plugin, "_api_client", lambda kubeconfig: _Api({"kind": "Pod", "metadata": metadata}))
+    answer = _Api({"kind": "Pod", "metadata": metadata})
+    monkeypatch.setattr(plugin, "_api_client", lambda kubeconfig, node_policy: answer)
     env = {
         "CNI_COMMAND": "ADD",
         "CNI_CONTAINERID": "c0ffee",
@@ -135,7 +136,7 @@ def test_pod_annotations_that_are_not_text(monkeypatch: pytest.MonkeyPatch, meta
     }
     request = parse_request(env, b'{"cniVersion": "1.1.0", "name": "wgnet", "type": "pywg-cni"}')
     with pytest.raises(CniError) as caught:
-        plugin.wireguard_config(request, plugin.NetConf(request.config))
+        plugin.wireguard_config(request, plugin.NetConf(request.config), NodePolicy())
     assert caught.value.code == DECODING_FAILURE
     assert "default/wireguard-pod with annotations not all text" in caught.value.msg
 
@@ -173,8 +174,7 @@ def test_api_answers_too_deep_or_with_a_number_too_long(status: int, code: int, 
     assert caught.value.cni_code == code
 
 
-def test_agent_passes_stdin_too_deep_to_the_plugin_as_it_is() -> None:
-    """The node agent set agentSocket in stdin with json.loads, which raised RecursionError past it."""
-    assert _with_agent_socket(TOO_DEEP, Path("/run/pywg-cni/agent.sock")) == TOO_DEEP
+def test_stdin_too_deep_is_a_decoding_error() -> None:
+    """json.loads raises RecursionError past its nesting limit (the node agent once crashed on it)."""
     with pytest.raises(CniError, match="nested too deeply"):
         decode_config(TOO_DEEP)

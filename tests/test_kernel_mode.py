@@ -71,12 +71,12 @@ class Lab:
             "name": "wgnet",
             "type": "pywg-cni",
             "mode": mode,
-            "agentSocket": str(self.agent.socket),
             "wireguard": wireguard,
             **extra,
         }
         args = cni_args("default", host.label, cid, "uid")
-        return invoke(command, netconf, container_id=cid, netns=netns_path(host), args=args)
+        env = self.agent.plugin_env()
+        return invoke(command, netconf, container_id=cid, netns=netns_path(host), args=args, env=env)
 
     def node_links(self) -> list[str]:
         """Links the agent would make on the node for the kernel path (temporary and probe names)."""
@@ -142,10 +142,10 @@ def test_status_asks_for_a_tun_only_where_userspace_may_be_used(
     lab: Lab, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(plugin, "TUN_DEVICE", Path("/nonexistent/net/tun"))
+    monkeypatch.setenv("PYWG_CNI_AGENT_SOCKET", str(lab.agent.socket))
     env = {"CNI_COMMAND": "STATUS", "CNI_PATH": "/opt/cni/bin"}
     for mode, expected in (("kernel", 0), ("auto", 1), ("userspace", 1)):
         netconf = {"cniVersion": "1.1.0", "name": "wgnet", "type": "pywg-cni", "mode": mode}
-        netconf["agentSocket"] = str(lab.agent.socket)
         status, output = plugin.run(env, json.dumps(netconf).encode())
         assert status == expected, (mode, output)
         if expected:

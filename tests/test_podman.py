@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import secrets
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -104,6 +105,16 @@ class Podman:
             )
         )
 
+    def install_plugin(self, env: dict[str, str]) -> None:
+        """Our plugin as an operator installs it for a non-default agent socket: a wrapper that sets
+        the environment, since podman runs some DELs (`podman container cleanup`, from conmon) with
+        an environment of its own."""
+        wrapper = self.plugins / "pywg-cni"
+        settings = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        wrapper.unlink()
+        wrapper.write_text(f'#!/bin/sh\nexec env {settings} {shlex.quote(str(PLUGIN))} "$@"\n')
+        wrapper.chmod(0o755)
+
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CNI_", "CONTAINERS_"))}
         env |= {"CONTAINERS_CONF": str(self.conf), "TMPDIR": str(self.workdir / "tmp"), OWNER_ENV: OWNER}
@@ -169,9 +180,9 @@ def test_podman_container_pings_the_peer_through_net1(
     network = f"wgnet-{secrets.token_hex(3)}"
     plugin = {
         "type": "pywg-cni",
-        "agentSocket": str(agent.socket),
         "wireguard": config_json(wg, peer, [f"{PEER_V4}/32"]),
     }
+    podman.install_plugin(agent.plugin_env())
     podman.add_network(network, [plugin], version)
     rootfs = busybox_rootfs(podman.workdir / "rootfs")
 

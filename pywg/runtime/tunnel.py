@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 
-from pywg.config import ConfigError, InterfaceConfig
+from pywg.config import InterfaceConfig
 from pywg.constants import DEFAULT_MTU
 from pywg.device import Device
 from pywg.endpoint import Endpoint
@@ -20,6 +19,7 @@ from pywg.hotpath import data_path_crypto
 from pywg.runtime import netlink_child, tun_offload
 from pywg.runtime.engine import Engine
 from pywg.runtime.netns import resolve_netns
+from pywg.runtime.resolve import resolve_endpoints
 from pywg.runtime.system import SystemClock, system_rng
 from pywg.runtime.tun import Tun, open_tun
 from pywg.runtime.udp import UdpSockets
@@ -48,24 +48,6 @@ class Tunnel:
         self.engine.uapi.close()
         self.tun.close()
         self.udp.close()
-
-
-def resolve_endpoints(cfg: InterfaceConfig) -> list[Endpoint | None]:
-    """Numeric endpoints for every peer; host names resolved like wg does (first answer)."""
-    resolved: list[Endpoint | None] = []
-    for index, peer in enumerate(cfg.peers):
-        if peer.endpoint is None:
-            resolved.append(None)
-            continue
-        try:
-            answers = socket.getaddrinfo(peer.endpoint.host, peer.endpoint.port, type=socket.SOCK_DGRAM)
-        except OSError as error:
-            raise ConfigError(
-                f"peers[{index}].endpoint: cannot resolve {peer.endpoint.host!r}: {error.strerror or error}"
-            ) from None
-        address = answers[0][4]
-        resolved.append((str(address[0]), int(address[1])))
-    return resolved
 
 
 def allowed_routes(cfg: InterfaceConfig) -> list[IPv4Network | IPv6Network]:
