@@ -19,6 +19,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from ipaddress import ip_address
 from types import SimpleNamespace
@@ -54,6 +55,12 @@ A4, B4 = "10.1.0.1", "10.1.0.2"
 A6, B6 = "fd00::1", "fd00::2"
 
 ffi, lib = hotpath.extension()
+MIN_TCP, MIN_UDP, MOST_SEGMENTS = (
+    lib.WG_GSO_MIN_TCP_SEGMENT,
+    lib.WG_GSO_MIN_UDP_SEGMENT,
+    lib.WG_GSO_MAX_SEGMENTS,
+)
+MOST_PAYLOAD = 65535 - 40 - 20  # TCP payload of the largest IPv6 packet a TUN hands out (IPv4: 20 more)
 
 
 # --- the reference -----------------------------------------------------------------------------
@@ -231,7 +238,9 @@ def resegment(frame: bytes) -> list[bytes]:
 
 
 @pytest.mark.parametrize("version", [4, 6])
-@pytest.mark.parametrize("payload,gso", [(64000, 1380), (1380 * 5, 1380), (1381, 1380), (7, 1000), (999, 1)])
+@pytest.mark.parametrize(
+    "payload,gso", [(64000, 1380), (1380 * 5, 1380), (1381, 1380), (7, 1000), (MOST_PAYLOAD, MIN_TCP)]
+)
 def test_tso_split_matches_the_reference(version: int, payload: int, gso: int) -> None:
     rng = random.Random(payload * gso + version)
     packet = tcp_packet(version, 0xFFFFFF00, rng.randbytes(payload), flags=ACK | PSH | FIN | CWR)
@@ -298,7 +307,6 @@ def test_needs_csum_without_gso_is_completed(version: int) -> None:
         vnet(),  # a header and no packet
         vnet(NEEDS_CSUM, GSO_TCPV4, 0, 1000, 20, 16) + tcp_packet(6, 0, b"x" * 3000),  # v6 as TCPV4
         vnet(0, GSO_TCPV4, 0, 1000, 20, 16) + tcp_packet(4, 0, b"x" * 3000),  # GSO without NEEDS_CSUM
-        vnet(NEEDS_CSUM, GSO_TCPV4, 0, 0, 20, 16) + tcp_packet(4, 0, b"x" * 3000),  # gso_size 0
         vnet(NEEDS_CSUM, GSO_TCPV4, 0, 1000, 24, 16) + tcp_packet(4, 0, b"x" * 3000),  # csum_start off
         vnet(NEEDS_CSUM, 3, 0, 1000, 20, 6) + udp_packet(4, b"x" * 3000),  # UFO: never offered
         vnet(NEEDS_CSUM, GSO_TCPV4, 0, 1000, 20, 16) + tcp_packet(4, 0, b"")[:30],  # cut TCP header
@@ -310,13 +318,132 @@ def test_malformed_frames_are_refused(frame: bytes) -> None:
     assert split(frame)[0] == lib.WG_SPLIT_MALFORMED
 
 
-def test_random_frames_never_crash() -> None:
+def with_bytes(packet: bytes, at: int, value: bytes) -> bytes:
+    return packet[:at] + value + packet[at + len(value) :]
+
+
+def hop_by_hop_tcp6(payload: bytes) -> bytes:
+    """A TCP/IPv6 packet behind a hop-by-hop options header (8 bytes of padding options)."""
+    tcp = tcp_packet(6, 0, payload)
+    header = bytearray(tcp[:40])
+    struct.pack_into("!HB", header, 4, len(tcp) - 40 + 8, 0)  # payload length, next header: hop-by-hop
+    return bytes(header) + bytes([6, 0, 1, 4, 0, 0, 0, 0]) + tcp[40:]
+
+
+TCP4 = tcp_packet(4, 0, b"x" * 3000)
+UDP4 = udp_packet(4, b"x" * 3000)
+# Frames a Pod can write on its interface (AF_PACKET, PACKET_VNET_HDR) that must cost no segment:
+# (what, frame, the drop reason). Linux 6.18 itself refuses some of them; older kernels do not.
+HOSTILE = [
+    (
+        "TCP gso_size 1, 64 KiB",
+        super_frame(tcp_packet(4, 0, b"x" * (MOST_PAYLOAD + 20)), GSO_TCPV4, 1),
+        "SMALL",
+    ),
+    ("TCPv6 gso_size 1, 64 KiB", super_frame(tcp_packet(6, 0, b"x" * MOST_PAYLOAD), GSO_TCPV6, 1), "SMALL"),
+    ("TCP gso_size 0", super_frame(TCP4, GSO_TCPV4, 0), "SMALL"),
+    ("TCP gso_size below the floor", super_frame(TCP4, GSO_TCPV4, MIN_TCP - 1), "SMALL"),
+    ("UDP gso_size 1, 128 datagrams", super_frame(udp_packet(4, b"x" * 128), GSO_UDP_L4, 1), "SMALL"),
+    ("UDP gso_size below the floor", super_frame(UDP4, GSO_UDP_L4, MIN_UDP - 1), "SMALL"),
+    ("UDP, one datagram too many", super_frame(udp_packet(4, b"x" * 8 * 140), GSO_UDP_L4, 8), "MANY"),
+    ("UDPv6 gso_size 100, 64 KiB", super_frame(udp_packet(6, b"x" * 65000), GSO_UDP_L4, 100), "MANY"),
+    ("ECN flag without GSO", vnet(NEEDS_CSUM, 0x80, 0, 0, 20, 6) + udp_packet(4, b"x" * 100), "MALFORMED"),
+    ("UDP with the ECN flag", super_frame(UDP4, GSO_UDP_L4 | 0x80, 1000), "MALFORMED"),
+    ("TCP, csum_offset of UDP", with_bytes(super_frame(TCP4, GSO_TCPV4, 1000), 8, b"\6\0"), "MALFORMED"),
+    ("UDP, csum_offset of TCP", with_bytes(super_frame(UDP4, GSO_UDP_L4, 1000), 8, b"\x10\0"), "MALFORMED"),
+    ("UDP packet as TCPV4", super_frame(UDP4, GSO_TCPV4, 1000), "MALFORMED"),
+    ("TCPv6 packet as UDP", super_frame(tcp_packet(6, 0, b"x" * 3000), GSO_UDP_L4, 1000), "MALFORMED"),
+    ("IPv4 length short of the frame", super_frame(TCP4 + bytes(3000), GSO_TCPV4, 1000), "MALFORMED"),
+    ("IPv4 length past the frame", super_frame(TCP4[:-1000], GSO_TCPV4, 1000), "MALFORMED"),
+    (
+        "IPv6 length short of the frame",
+        super_frame(udp_packet(6, b"x" * 3000) + bytes(8), GSO_UDP_L4, 1000),
+        "MALFORMED",
+    ),
+    (
+        "UDP length short of the packet",
+        super_frame(with_bytes(UDP4, 24, b"\0\x10"), GSO_UDP_L4, 1000),
+        "MALFORMED",
+    ),
+    ("IPv4 fragment (MF)", super_frame(with_bytes(TCP4, 6, b"\x20"), GSO_TCPV4, 1000), "MALFORMED"),
+    ("IPv4 fragment (offset)", super_frame(with_bytes(TCP4, 7, b"\1"), GSO_TCPV4, 1000), "MALFORMED"),
+    (
+        "IPv6 extension header",
+        vnet(NEEDS_CSUM, GSO_TCPV6, 0, 1000, 48, 16) + hop_by_hop_tcp6(b"x" * 3000),
+        "MALFORMED",
+    ),
+    (
+        "NEEDS_CSUM into the IPv4 header",
+        vnet(NEEDS_CSUM, GSO_NONE, 0, 0, 0, 12) + udp_packet(4, b"x"),
+        "MALFORMED",
+    ),
+    (
+        "NEEDS_CSUM into the IPv6 header",
+        vnet(NEEDS_CSUM, GSO_NONE, 0, 0, 20, 6) + udp_packet(6, b"x"),
+        "MALFORMED",
+    ),
+    (
+        "NEEDS_CSUM on no IP packet",
+        vnet(NEEDS_CSUM, GSO_NONE, 0, 0, 20, 6) + bytes([0x50]) + bytes(40),
+        "MALFORMED",
+    ),
+]
+SPLIT_DROPS = {
+    "SMALL": lib.WG_SPLIT_SEGMENT_TOO_SMALL,
+    "MANY": lib.WG_SPLIT_TOO_MANY_SEGMENTS,
+    "MALFORMED": lib.WG_SPLIT_MALFORMED,
+}
+DROP_NAMES = {
+    "SMALL": "tun_gso_segment_too_small",
+    "MANY": "tun_gso_too_many_segments",
+    "MALFORMED": "malformed_tun_frame",
+}
+
+
+@pytest.mark.parametrize("what,frame,reason", HOSTILE, ids=[what for what, _, _ in HOSTILE])
+def test_hostile_frames_cost_no_segment(what: str, frame: bytes, reason: str) -> None:
+    """Each is refused with its reason before a single segment (a single byte) is written."""
+    size = 1 << 20
+    out = bytearray(b"\xa5" * size)
+    off, length = ffi.new("uint32_t[]", 1024), ffi.new("uint32_t[]", 1024)
+    position, done = ffi.new("size_t *"), ffi.new("int *")
+    count = lib.wg_tun_split(
+        frame, len(frame), 0, ffi.from_buffer(out), size, position, off, length, 1024, done
+    )
+    assert count == SPLIT_DROPS[reason], what
+    assert position[0] == 0 and out == b"\xa5" * size and not done[0]
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_the_floors_and_the_most_segments_are_taken(version: int) -> None:
+    """A 64 KiB TCP frame cut at the TCP floor has the most segments a frame may have; a UDP frame
+    of that many datagrams at the UDP floor is taken too."""
+    tcp = tcp_packet(version, 5, random.Random(version).randbytes(MOST_PAYLOAD + (20 if version == 4 else 0)))
+    count, segments, done = split(super_frame(tcp, GSO_TCPV4 if version == 4 else GSO_TCPV6, MIN_TCP))
+    assert done and count == MOST_SEGMENTS == 139 and segments == reference_segments(tcp, MIN_TCP)
+    udp = udp_packet(version, random.Random(version).randbytes(MIN_UDP * MOST_SEGMENTS))
+    count, segments, done = split(super_frame(udp, GSO_UDP_L4, MIN_UDP))
+    assert done and count == MOST_SEGMENTS and segments == reference_segments(udp, MIN_UDP, udp=True)
+
+
+def test_random_frames_never_crash_nor_multiply_work() -> None:
+    """Whatever the header says, a frame yields at most MOST_SEGMENTS packets, none longer than
+    the frame, and drop reasons are the three known ones."""
     rng = random.Random(3)
     for _ in range(3000):
-        frame = bytearray(super_frame(tcp_packet(rng.choice((4, 6)), 5, rng.randbytes(3000)), GSO_TCPV4, 500))
+        gso_type = rng.choice((GSO_TCPV4, GSO_UDP_L4))
+        inner = (
+            tcp_packet(4, 5, rng.randbytes(3000))
+            if gso_type == GSO_TCPV4
+            else udp_packet(4, rng.randbytes(3000))
+        )
+        frame = bytearray(super_frame(inner, gso_type, 500))
         for _ in range(rng.randrange(1, 6)):
             frame[rng.randrange(len(frame) if rng.random() < 0.5 else 80)] = rng.randrange(256)
-        split(bytes(frame[: rng.randrange(len(frame) + 1)]), slots=rng.randrange(1, 20))
+        cut = bytes(frame[: rng.randrange(len(frame) + 1)])
+        count, segments, _ = split(cut, slots=rng.choice((1, 7, MOST_SEGMENTS + 50)))
+        assert count in SPLIT_DROPS.values() or 0 <= count <= MOST_SEGMENTS
+        assert all(len(segment) <= len(cut) - VNET for segment in segments)
 
 
 # --- merging -------------------------------------------------------------------------------------
@@ -515,8 +642,46 @@ def test_reader_drops_malformed_frames_and_finishes_big_ones_later(
         batches.append(batch.packets(0, len(batch)))
     assert [len(b) for b in batches] == [8, 8, 5]  # the super-packet's 20 segments, then the datagram
     assert [p for b in batches for p in b] == [*reference_segments(packet, 1000), single]
-    assert reader.take_malformed() == 1 and reader.take_malformed() == 0 and reader.superframes == 1
-    assert len(reader.read()) == 0
+    assert reader.take_drops() == {"malformed_tun_frame": 1} and reader.take_drops() == {}
+    assert reader.superframes == 1 and len(reader.read()) == 0
+
+
+def test_reader_counts_hostile_frames_by_reason(fake_tun: tuple[socket.socket, Tun]) -> None:
+    kernel, tun = fake_tun
+    reader = tun_offload.TunReader(tun)
+    single = udp_packet(4, b"after")
+    for _, frame, _ in HOSTILE:
+        kernel.send(frame)
+    kernel.send(vnet() + single)
+    packets: list[bytes] = []
+    while len(packets) < 1:
+        batch = reader.read()
+        packets += batch.packets(0, len(batch))
+    assert packets == [single]  # nothing of the hostile frames got through
+    counted = Counter(DROP_NAMES[reason] for _, _, reason in HOSTILE)
+    assert reader.take_drops() == counted and reader.superframes == 0
+
+
+def test_reader_reads_at_most_read_slots_frames_per_call(
+    fake_tun: tuple[socket.socket, Tun], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that keeps the TUN full of frames we drop cannot keep one read call going: it
+    reads READ_SLOTS frames at most, then the event loop gets its turn."""
+    kernel, tun = fake_tun
+    monkeypatch.setattr(tun_offload, "READ_SLOTS", 4)
+    reader = tun_offload.TunReader(tun)
+    hostile = super_frame(tcp_packet(4, 0, b"x" * 3000), GSO_TCPV4, 1)
+    single = udp_packet(4, b"after")
+    for _ in range(10):
+        kernel.send(hostile)
+    kernel.send(vnet() + single)
+    dropped = []
+    for _ in range(2):
+        assert len(reader.read()) == 0 and not reader.pending
+        dropped.append(reader.take_drops())
+    batch = reader.read()
+    assert batch.packets(0, len(batch)) == [single]
+    assert [*dropped, reader.take_drops()] == [{"tun_gso_segment_too_small": n} for n in (4, 4, 2)]
 
 
 # --- a real TUN ----------------------------------------------------------------------------------
@@ -578,7 +743,7 @@ def test_reader_splits_what_the_kernel_hands_over(vnet_tun: tuple[Host, Tun], ve
         if len(packets) == 11:
             break
         time.sleep(0.01)
-    assert reader.superframes >= 1 and reader.take_malformed() == 0
+    assert reader.superframes >= 1 and reader.take_drops() == {}
     l4 = 20 if version == 4 else 40
     assert b"".join(p[l4 + 8 :] for p in packets) == payload
     assert all(l4_checksum_ok(p, l4, 17) for p in packets) and max(map(len, packets)) == l4 + 8 + 1200
