@@ -54,7 +54,8 @@
  *   options leave 472. IPv6 gets the same floor: its own (1280 - 40 - 20 - 40 = 1180) would lower
  *   the bound below by nothing (IPv4 sets it) and would refuse senders whose MSS a middlebox
  *   clamps to an IPv4 value. A sender below the floor (an MSS under RFC 9293's default of 536 is
- *   rare) loses its super-packets, dropped and counted: it needs TSO off on its interface.
+ *   rare) loses its super-packets, dropped and counted, and crawls on retransmitted single
+ *   segments (TCP_MAXSEG=200: 20 KB in a minute): it needs TSO off on its interface.
  * - UDP: gso_size >= WG_GSO_MIN_UDP_SEGMENT, only refusing segments smaller than the UDP header:
  *   UDP_SEGMENT lets any socket send datagrams of any size in one call, and WireGuard and QUIC
  *   clients batch small ones (an encrypted TCP ACK is about 100 bytes). The count bounds UDP:
