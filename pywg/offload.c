@@ -133,38 +133,68 @@ typedef struct {
     int version;
 } gso_layout;
 
+/* Segments of a GSO frame of `length` bytes: one for the headers alone. */
+static uint32_t gso_segments(uint32_t length, const gso_layout *g)
+{
+    uint32_t payload = length - g->header;
+    return payload ? (payload + g->segment - 1) / g->segment : 1;
+}
+
+/* The IP header length of a super-packet of `protocol` whose IP header describes it truly (its
+ * length that of the frame, not a fragment, no IPv6 extension header), else 0. */
+static uint32_t gso_ip_header(const uint8_t *packet, uint32_t length, int version, uint32_t protocol)
+{
+    if (version == 4) {
+        uint32_t header = (uint32_t)(packet[0] & 0x0f) * 4;
+        if (length < IPV4_HEADER || header < IPV4_HEADER || header > length || get_be16(packet + 2) != length ||
+            (packet[6] & IPV4_MF) || ((packet[6] & 0x1f) | packet[7]) || packet[9] != protocol)
+            return 0;
+        return header;
+    }
+    if (length < IPV6_HEADER || get_be16(packet + 4) != length - IPV6_HEADER || packet[6] != protocol)
+        return 0;
+    return IPV6_HEADER;
+}
+
+/* Check a GSO frame ("Hostile frames" in offload.h) and find its layout: 0, or a WG_SPLIT_ drop reason. */
 static int gso_parse(const uint8_t *hdr, const uint8_t *packet, uint32_t length, gso_layout *g)
 {
     unsigned int type = hdr[1] & ~WG_VNET_GSO_ECN;
+    int tcp = type == WG_VNET_GSO_TCPV4 || type == WG_VNET_GSO_TCPV6;
     if (!(hdr[0] & WG_VNET_F_NEEDS_CSUM) || !length)
-        return -1;
+        return WG_SPLIT_MALFORMED;
+    /* UFO (WG_VNET_GSO_UDP) is never offered: TUN_F_UFO stays off. ECN is TCP's (CWR in the first segment). */
+    if (!tcp && (type != WG_VNET_GSO_UDP_L4 || (hdr[1] & WG_VNET_GSO_ECN)))
+        return WG_SPLIT_MALFORMED;
     g->version = packet[0] >> 4;
-    g->l4 = get_host16(hdr + 6);
+    g->protocol = tcp ? IPPROTO_TCP_ : IPPROTO_UDP_;
     g->segment = get_host16(hdr + 4);
-    g->protocol = type == WG_VNET_GSO_UDP_L4 ? IPPROTO_UDP_ : IPPROTO_TCP_;
+    g->l4 = get_host16(hdr + 6);
     if ((type == WG_VNET_GSO_TCPV4 && g->version != 4) || (type == WG_VNET_GSO_TCPV6 && g->version != 6) ||
-        (type != WG_VNET_GSO_TCPV4 && type != WG_VNET_GSO_TCPV6 && type != WG_VNET_GSO_UDP_L4))
-        return -1; /* UFO (WG_VNET_GSO_UDP) is never offered: TUN_F_UFO stays off */
-    if (g->version == 4) {
-        if (length < IPV4_HEADER || g->l4 != (uint32_t)(packet[0] & 0x0f) * 4 || g->l4 < IPV4_HEADER ||
-            packet[9] != g->protocol)
-            return -1;
-    } else if (g->version != 6 || g->l4 < IPV6_HEADER) {
-        return -1;
-    }
-    if (g->protocol == IPPROTO_TCP_) {
+        (g->version != 4 && g->version != 6) || get_host16(hdr + 8) != (tcp ? TCP_CHECKSUM : UDP_CHECKSUM))
+        return WG_SPLIT_MALFORMED;
+    uint32_t ip = gso_ip_header(packet, length, g->version, g->protocol);
+    if (!ip || g->l4 != ip)
+        return WG_SPLIT_MALFORMED;
+    if (tcp) {
         /* hdr_len is not trusted (wireguard-go): the TCP header says how long it is. */
-        if ((uint64_t)g->l4 + TCP_HEADER > length)
-            return -1;
-        uint32_t tcp = (uint32_t)(packet[g->l4 + 12] >> 4) * 4;
-        if (tcp < TCP_HEADER)
-            return -1;
-        g->header = g->l4 + tcp;
+        if (g->l4 + TCP_HEADER > length)
+            return WG_SPLIT_MALFORMED;
+        uint32_t tcp_header = (uint32_t)(packet[g->l4 + 12] >> 4) * 4;
+        if (tcp_header < TCP_HEADER)
+            return WG_SPLIT_MALFORMED;
+        g->header = g->l4 + tcp_header;
     } else {
         g->header = g->l4 + UDP_HEADER;
     }
-    if (g->header > length || !g->segment || g->header + g->segment > WG_MAX_IP_PACKET)
-        return -1;
+    if (g->header > length || (!tcp && get_be16(packet + g->l4 + 4) != length - g->l4))
+        return WG_SPLIT_MALFORMED;
+    if (g->segment < (tcp ? WG_GSO_MIN_TCP_SEGMENT : WG_GSO_MIN_UDP_SEGMENT))
+        return WG_SPLIT_SEGMENT_TOO_SMALL;
+    if (g->header + g->segment > WG_MAX_IP_PACKET)
+        return WG_SPLIT_MALFORMED;
+    if (gso_segments(length, g) > WG_GSO_MAX_SEGMENTS)
+        return WG_SPLIT_TOO_MANY_SEGMENTS;
     return 0;
 }
 
@@ -208,16 +238,20 @@ static uint32_t gso_segment(const uint8_t *packet, uint32_t length, const gso_la
 /* A packet without GSO, copied out; NEEDS_CSUM completed at csum_start + csum_offset. */
 static long plain_packet(const uint8_t *hdr, const uint8_t *packet, uint32_t length, uint8_t *out)
 {
+    int needs_csum = hdr[0] & WG_VNET_F_NEEDS_CSUM;
+    uint32_t start = get_host16(hdr + 6), at = start + get_host16(hdr + 8);
     if (!length)
         return -1;
-    memcpy(out, packet, length);
-    if (hdr[0] & WG_VNET_F_NEEDS_CSUM) {
-        uint32_t start = get_host16(hdr + 6), at = start + get_host16(hdr + 8);
-        if ((uint64_t)at + 2 > length)
+    if (needs_csum) {
+        int version = packet[0] >> 4;
+        /* The transport's checksum: never inside the IP header (over its addresses, say). */
+        uint32_t ip = version == 6 ? IPV6_HEADER : (uint32_t)(packet[0] & 0x0f) * 4;
+        if ((version != 4 && version != 6) || start < ip || start < IPV4_HEADER || at + 2 > length)
             return -1;
-        /* The field holds the pseudo-header sum already (CHECKSUM_PARTIAL): sum over it. */
-        put_csum(out + at, (uint16_t)~csum_fold(csum_add(0, out + start, length - start)));
     }
+    memcpy(out, packet, length);
+    if (needs_csum) /* The field holds the pseudo-header sum already (CHECKSUM_PARTIAL): sum over it. */
+        put_csum(out + at, (uint16_t)~csum_fold(csum_add(0, out + start, length - start)));
     return length;
 }
 
@@ -229,7 +263,7 @@ long wg_tun_split(const uint8_t *frame, uint32_t length, uint32_t first, uint8_t
     if (length <= WG_VNET_HDR_LEN || length > WG_MAX_FRAME)
         return WG_SPLIT_MALFORMED;
     length -= WG_VNET_HDR_LEN;
-    if ((frame[1] & ~WG_VNET_GSO_ECN) == WG_VNET_GSO_NONE) {
+    if (frame[1] == WG_VNET_GSO_NONE) { /* with the ECN flag, a lie gso_parse refuses */
         if (!slots || *position + length > out_size)
             return 0;
         if (plain_packet(frame, packet, length, out + *position) < 0)
@@ -241,10 +275,10 @@ long wg_tun_split(const uint8_t *frame, uint32_t length, uint32_t first, uint8_t
         return 1;
     }
     gso_layout g;
-    if (gso_parse(frame, packet, length, &g))
-        return WG_SPLIT_MALFORMED;
-    uint32_t payload = length - g.header;
-    uint32_t segments = payload ? (payload + g.segment - 1) / g.segment : 1;
+    int refused = gso_parse(frame, packet, length, &g);
+    if (refused)
+        return refused;
+    uint32_t segments = gso_segments(length, &g);
     size_t k = 0;
     for (uint32_t index = first; index < segments && k < slots; ++index, ++k) {
         if (*position + g.header + g.segment > out_size)
@@ -260,12 +294,14 @@ long wg_tun_split(const uint8_t *frame, uint32_t length, uint32_t first, uint8_t
 long wg_tun_read(wg_tun_reader *reader, int fd, uint8_t *out, size_t out_size, uint32_t *out_off,
                  uint32_t *out_len, size_t slots, int *error)
 {
-    size_t position = 0, count = 0;
+    size_t position = 0, count = 0, frames = 0;
     *error = 0;
     if (out_size < WG_MAX_IP_PACKET)
         return 0;
     while (count < slots) {
         if (!reader->length) {
+            if (frames == slots)
+                break; /* the rest on the next call, after the event loop's other work */
             ssize_t got = read(fd, reader->frame, sizeof(reader->frame));
             if (got < 0 && errno == EINTR)
                 continue;
@@ -276,12 +312,15 @@ long wg_tun_read(wg_tun_reader *reader, int fd, uint8_t *out, size_t out_size, u
             }
             reader->length = (uint32_t)got;
             reader->emitted = 0;
+            ++frames;
         }
         int done;
         long k = wg_tun_split(reader->frame, reader->length, reader->emitted, out, out_size, &position,
                               out_off + count, out_len + count, slots - count, &done);
-        if (k < 0 || (k == 0 && count == 0 && !done)) {
-            ++reader->malformed; /* or a frame that cannot fit even an empty output */
+        if (k == 0 && count == 0 && !done)
+            k = WG_SPLIT_MALFORMED; /* a frame that cannot fit even an empty output */
+        if (k < 0) {
+            ++reader->dropped[-1 - k];
             reader->length = 0;
             continue;
         }

@@ -40,8 +40,45 @@
 #define WG_MERGE_TCP 1
 #define WG_MERGE_UDP 2 /* only where the kernel takes UDP super-packets (TUN_F_USO4/6 accepted) */
 
-/* wg_tun_split: the frame is not one we can split (dropped and counted). */
+/* Hostile frames. Whoever has CAP_NET_RAW in the TUN's namespace (a Pod, for its net1) can write
+ * a frame with any virtio_net_hdr through an AF_PACKET socket with PACKET_VNET_HDR, and the kernel
+ * hands it to us nearly as written: Linux 6.18 checks the type, csum_start/offset and UDP's segment
+ * count, but not a TCP frame's gso_size (gso_size=1 on a 64 KiB frame reaches us as one frame of
+ * 65,000 segments), older kernels check less. Each segment costs us what a packet costs (a
+ * checksum, a seal, a send), so a frame may yield no more segments than legitimate traffic does:
+ *
+ * - TCP: gso_size >= WG_GSO_MIN_TCP_SEGMENT. A Linux sender's TSO cuts at its MSS less the TCP
+ *   options, and its MSS is at least 512 unless the receiver advertises less or the application
+ *   sets less (TCP_MAXSEG): the smallest path MTU Linux uses is 552 (net.ipv4.route.min_pmtu;
+ *   pywg's MTU is at least 576), less 20 bytes each of IPv4 and TCP header; up to 40 bytes of
+ *   options leave 472. IPv6 gets the same floor: its own (1280 - 40 - 20 - 40 = 1180) would lower
+ *   the bound below by nothing (IPv4 sets it) and would refuse senders whose MSS a middlebox
+ *   clamps to an IPv4 value. A sender below the floor (an MSS under RFC 9293's default of 536 is
+ *   rare) loses its super-packets, dropped and counted, and crawls on retransmitted single
+ *   segments (TCP_MAXSEG=200: 20 KB in a minute): it needs TSO off on its interface.
+ * - UDP: gso_size >= WG_GSO_MIN_UDP_SEGMENT, only refusing segments smaller than the UDP header:
+ *   UDP_SEGMENT lets any socket send datagrams of any size in one call, and WireGuard and QUIC
+ *   clients batch small ones (an encrypted TCP ACK is about 100 bytes). The count bounds UDP:
+ * - at most WG_GSO_MAX_SEGMENTS segments per frame (139: a 64 KiB TCP frame cut at the TCP floor).
+ *   More than the kernel lets a UDP socket send in one call (UDP_MAX_SEGMENTS: 128 on Linux 6.18,
+ *   64 on older kernels) and than wireguard-go splits from its TUN (128), so no legitimate frame
+ *   has more; a TCP frame above the floor cannot have more.
+ * A refused frame costs a read and a look at its headers. Besides, every field is checked against
+ * the packet it describes (the type against the IP version and protocol, csum_start against the
+ * IP header, csum_offset against the protocol, the ECN flag against TCP, the IP and UDP lengths
+ * against the frame, no IPv4 fragment, no IPv6 extension header), so a frame cannot make us
+ * segment what it is not. hdr_len is not used: a TUN sets it to the skb's linear part, anything
+ * from the headers' length to the frame's (wireguard-go does not trust it either). */
+#define WG_GSO_MIN_TCP_SEGMENT 472
+#define WG_GSO_MIN_UDP_SEGMENT 8
+#define WG_GSO_MAX_SEGMENTS ((WG_MAX_IP_PACKET - 40 + WG_GSO_MIN_TCP_SEGMENT - 1) / WG_GSO_MIN_TCP_SEGMENT)
+
+/* wg_tun_split: the frame is dropped (and counted by wg_tun_read under its reason): it is not one
+ * we can split, its segments are below the floor, or there are too many of them. */
 #define WG_SPLIT_MALFORMED (-1)
+#define WG_SPLIT_SEGMENT_TOO_SMALL (-2)
+#define WG_SPLIT_TOO_MANY_SEGMENTS (-3)
+#define WG_SPLIT_DROP_REASONS 3 /* wg_tun_reader.dropped[-1 - WG_SPLIT_...] */
 
 /* Reads frames from a TUN fd and keeps the one whose segments did not all fit
  * in the caller's output, to finish it on the next call. All zero is a fresh
@@ -50,7 +87,7 @@ typedef struct {
     uint8_t frame[WG_MAX_FRAME];
     uint32_t length;     /* bytes of `frame` in use; 0: no frame pending */
     uint32_t emitted;    /* segments of the pending frame already handed out */
-    uint64_t malformed;  /* frames dropped by wg_tun_split, ever */
+    uint64_t dropped[WG_SPLIT_DROP_REASONS]; /* frames dropped by wg_tun_split, ever, by reason */
     uint64_t superframes; /* GSO frames split, ever */
 } wg_tun_reader;
 
@@ -71,16 +108,17 @@ typedef struct {
  * *position on; packet k's offset and length go to out_off[k], out_len[k], at
  * most `slots` of them. A frame without GSO is one packet (its checksum
  * completed if it asks for it). Returns how many were written, setting *done
- * when the frame's last one was, or WG_SPLIT_MALFORMED. */
+ * when the frame's last one was, or a WG_SPLIT_ drop reason (< 0). */
 long wg_tun_split(const uint8_t *frame, uint32_t length, uint32_t first, uint8_t *out, size_t out_size,
                   size_t *position, uint32_t *out_off, uint32_t *out_len, size_t slots, int *done);
 
-/* Read frames from the non-blocking TUN `fd` until it is empty (EAGAIN) or
- * `out`/`slots` are full, splitting each into out as wg_tun_split does (a
- * frame that did not fit is finished by the next call: reader->length != 0).
- * Returns the number of packets; *error is 0, or the errno of a failed read
- * (EAGAIN and EINTR are not failures). out_size must be at least
- * WG_MAX_IP_PACKET. */
+/* Read frames from the non-blocking TUN `fd` until it is empty (EAGAIN),
+ * `out`/`slots` are full or `slots` frames were read (dropped ones count: a
+ * writer that keeps the TUN busy with frames we drop cannot keep us here),
+ * splitting each into out as wg_tun_split does (a frame that did not fit is
+ * finished by the next call: reader->length != 0). Returns the number of
+ * packets; *error is 0, or the errno of a failed read (EAGAIN and EINTR are not
+ * failures). out_size must be at least WG_MAX_IP_PACKET. */
 long wg_tun_read(wg_tun_reader *reader, int fd, uint8_t *out, size_t out_size, uint32_t *out_off,
                  uint32_t *out_len, size_t slots, int *error);
 

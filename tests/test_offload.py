@@ -1,6 +1,8 @@
 """TUN offloads (pywg/offload.c through cffi): splitting super-packets and merging TCP segments
-and UDP datagrams, held to a Python reference; the reader and writer on a real TUN; then pywg with
-IFF_VNET_HDR end to end, against itself and wireguard-go, every transfer checked by digest.
+and UDP datagrams, held to a Python reference, and hostile frames (issue 13: tiny or too many
+segments, headers that lie) refused before a segment is written; the reader and writer on a real
+TUN; then pywg with IFF_VNET_HDR end to end, against itself and wireguard-go, every transfer
+checked by digest, and under hostile frames written on its TUN from inside its namespace.
 
 The reference here is deliberately naive (RFC 1071 over bytes, struct fields rebuilt one by one):
 every segment C makes must equal what it builds, byte for byte, and every merged packet, split
@@ -19,6 +21,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from ipaddress import ip_address
 from types import SimpleNamespace
@@ -42,7 +45,17 @@ from pywg.runtime.tun import (
 )
 from tests.netsim import checksum
 from tests.pywg_run import Pywg
-from tests.topology import Host, KeyPair, Topology, WireguardGo, link, tcp_transfer, tunnel_configs
+from tests.test_hostile import uapi_drops
+from tests.topology import (
+    Host,
+    KeyPair,
+    Topology,
+    WireguardGo,
+    link,
+    tcp_transfer,
+    tunnel_configs,
+    wait_until,
+)
 
 pytest_plugins = ["tests.topology"]
 
@@ -54,6 +67,12 @@ A4, B4 = "10.1.0.1", "10.1.0.2"
 A6, B6 = "fd00::1", "fd00::2"
 
 ffi, lib = hotpath.extension()
+MIN_TCP, MIN_UDP, MOST_SEGMENTS = (
+    lib.WG_GSO_MIN_TCP_SEGMENT,
+    lib.WG_GSO_MIN_UDP_SEGMENT,
+    lib.WG_GSO_MAX_SEGMENTS,
+)
+MOST_PAYLOAD = 65535 - 40 - 20  # TCP payload of the largest IPv6 packet a TUN hands out (IPv4: 20 more)
 
 
 # --- the reference -----------------------------------------------------------------------------
@@ -83,18 +102,24 @@ def with_checksums(packet: bytearray, l4: int, protocol: int) -> bytes:
     return bytes(packet)
 
 
+Addresses = tuple[str, str]  # source, destination
+
+
 def ip_header(
-    version: int, protocol: int, payload: int, ident: int = 0x1234, options: bytes = b""
+    version: int,
+    protocol: int,
+    payload: int,
+    ident: int = 0x1234,
+    options: bytes = b"",
+    addresses: Addresses | None = None,
 ) -> bytearray:
+    source, destination = addresses or ((A4, B4) if version == 4 else (A6, B6))
+    ends = ip_address(source).packed + ip_address(destination).packed
     if version == 4:
         ihl = 5 + len(options) // 4
         header = struct.pack("!BBHHHBBH", 0x40 | ihl, 0, ihl * 4 + payload, ident, 0x4000, 64, protocol, 0)
-        return bytearray(header + ip_address(A4).packed + ip_address(B4).packed + options)
-    return bytearray(
-        struct.pack("!IHBB", 0x60000000, payload, protocol, 64)
-        + ip_address(A6).packed
-        + ip_address(B6).packed
-    )
+        return bytearray(header + ends + options)
+    return bytearray(struct.pack("!IHBB", 0x60000000, payload, protocol, 64) + ends)
 
 
 def tcp_packet(
@@ -107,17 +132,22 @@ def tcp_packet(
     ports: tuple[int, int] = (40000, 5201),
     ip_options: bytes = b"",
     ident: int = 0x1234,
+    addresses: Addresses | None = None,
 ) -> bytes:
     tcp = struct.pack("!HHIIBBHHH", *ports, seq, ack, (5 + len(options) // 4) << 4, flags, 65535, 0, 0)
-    packet = ip_header(version, 6, len(tcp) + len(options) + len(payload), ident, ip_options)
+    packet = ip_header(version, 6, len(tcp) + len(options) + len(payload), ident, ip_options, addresses)
     l4 = len(packet)
     return with_checksums(packet + tcp + options + payload, l4, 6)
 
 
 def udp_packet(
-    version: int, payload: bytes, ident: int = 0x1234, ports: tuple[int, int] = (5000, 6000)
+    version: int,
+    payload: bytes,
+    ident: int = 0x1234,
+    ports: tuple[int, int] = (5000, 6000),
+    addresses: Addresses | None = None,
 ) -> bytes:
-    packet = ip_header(version, 17, 8 + len(payload), ident)
+    packet = ip_header(version, 17, 8 + len(payload), ident, addresses=addresses)
     l4 = len(packet)
     return with_checksums(packet + struct.pack("!HHHH", *ports, 8 + len(payload), 0) + payload, l4, 17)
 
@@ -231,7 +261,9 @@ def resegment(frame: bytes) -> list[bytes]:
 
 
 @pytest.mark.parametrize("version", [4, 6])
-@pytest.mark.parametrize("payload,gso", [(64000, 1380), (1380 * 5, 1380), (1381, 1380), (7, 1000), (999, 1)])
+@pytest.mark.parametrize(
+    "payload,gso", [(64000, 1380), (1380 * 5, 1380), (1381, 1380), (7, 1000), (MOST_PAYLOAD, MIN_TCP)]
+)
 def test_tso_split_matches_the_reference(version: int, payload: int, gso: int) -> None:
     rng = random.Random(payload * gso + version)
     packet = tcp_packet(version, 0xFFFFFF00, rng.randbytes(payload), flags=ACK | PSH | FIN | CWR)
@@ -298,7 +330,6 @@ def test_needs_csum_without_gso_is_completed(version: int) -> None:
         vnet(),  # a header and no packet
         vnet(NEEDS_CSUM, GSO_TCPV4, 0, 1000, 20, 16) + tcp_packet(6, 0, b"x" * 3000),  # v6 as TCPV4
         vnet(0, GSO_TCPV4, 0, 1000, 20, 16) + tcp_packet(4, 0, b"x" * 3000),  # GSO without NEEDS_CSUM
-        vnet(NEEDS_CSUM, GSO_TCPV4, 0, 0, 20, 16) + tcp_packet(4, 0, b"x" * 3000),  # gso_size 0
         vnet(NEEDS_CSUM, GSO_TCPV4, 0, 1000, 24, 16) + tcp_packet(4, 0, b"x" * 3000),  # csum_start off
         vnet(NEEDS_CSUM, 3, 0, 1000, 20, 6) + udp_packet(4, b"x" * 3000),  # UFO: never offered
         vnet(NEEDS_CSUM, GSO_TCPV4, 0, 1000, 20, 16) + tcp_packet(4, 0, b"")[:30],  # cut TCP header
@@ -310,13 +341,133 @@ def test_malformed_frames_are_refused(frame: bytes) -> None:
     assert split(frame)[0] == lib.WG_SPLIT_MALFORMED
 
 
-def test_random_frames_never_crash() -> None:
+def with_bytes(packet: bytes, at: int, value: bytes) -> bytes:
+    return packet[:at] + value + packet[at + len(value) :]
+
+
+def hop_by_hop_tcp6(packet: bytes) -> bytes:
+    """The TCP/IPv6 `packet` behind a hop-by-hop options header (8 bytes of padding options)."""
+    header = bytearray(packet[:40])
+    struct.pack_into("!HB", header, 4, len(packet) - 40 + 8, 0)  # payload length, next header: hop-by-hop
+    return bytes(header) + bytes([6, 0, 1, 4, 0, 0, 0, 0]) + packet[40:]
+
+
+def hostile_frames(v4: Addresses = (A4, B4), v6: Addresses = (A6, B6)) -> list[tuple[str, bytes, str]]:
+    """Frames a Pod can write on its interface (AF_PACKET, PACKET_VNET_HDR) that must cost no
+    segment: (what, frame, drop reason). Linux 6.18 refuses some itself; older kernels fewer."""
+
+    def tcp(version: int, size: int) -> bytes:
+        return tcp_packet(version, 0, b"x" * size, addresses=v4 if version == 4 else v6)
+
+    def udp(version: int, size: int) -> bytes:
+        return udp_packet(version, b"x" * size, addresses=v4 if version == 4 else v6)
+
+    tcp4, udp4 = tcp(4, 3000), udp(4, 3000)
+    return [
+        ("TCP gso_size 1, 64 KiB", super_frame(tcp(4, MOST_PAYLOAD + 20), GSO_TCPV4, 1), "SMALL"),
+        ("TCPv6 gso_size 1, 64 KiB", super_frame(tcp(6, MOST_PAYLOAD), GSO_TCPV6, 1), "SMALL"),
+        ("TCP gso_size 0", super_frame(tcp4, GSO_TCPV4, 0), "SMALL"),
+        ("TCP gso_size below the floor", super_frame(tcp4, GSO_TCPV4, MIN_TCP - 1), "SMALL"),
+        ("UDP gso_size 1, 128 datagrams", super_frame(udp(4, 128), GSO_UDP_L4, 1), "SMALL"),
+        ("UDP gso_size below the floor", super_frame(udp4, GSO_UDP_L4, MIN_UDP - 1), "SMALL"),
+        ("UDP, one datagram too many", super_frame(udp(4, MIN_UDP * 140), GSO_UDP_L4, MIN_UDP), "MANY"),
+        ("UDPv6 gso_size 100, 64 KiB", super_frame(udp(6, 65000), GSO_UDP_L4, 100), "MANY"),
+        ("ECN flag without GSO", vnet(NEEDS_CSUM, 0x80, 0, 0, 20, 6) + udp(4, 100), "MALFORMED"),
+        ("UDP with the ECN flag", super_frame(udp4, GSO_UDP_L4 | 0x80, 1000), "MALFORMED"),
+        ("TCP, csum_offset of UDP", with_bytes(super_frame(tcp4, GSO_TCPV4, 1000), 8, b"\6\0"), "MALFORMED"),
+        (
+            "UDP, csum_offset of TCP",
+            with_bytes(super_frame(udp4, GSO_UDP_L4, 1000), 8, b"\x10\0"),
+            "MALFORMED",
+        ),
+        ("UDP packet as TCPV4", super_frame(udp4, GSO_TCPV4, 1000), "MALFORMED"),
+        ("TCPv6 packet as UDP", super_frame(tcp(6, 3000), GSO_UDP_L4, 1000), "MALFORMED"),
+        ("IPv4 length short of the frame", super_frame(tcp4 + bytes(3000), GSO_TCPV4, 1000), "MALFORMED"),
+        ("IPv4 length past the frame", super_frame(tcp4[:-1000], GSO_TCPV4, 1000), "MALFORMED"),
+        (
+            "IPv6 length short of the frame",
+            super_frame(udp(6, 3000) + bytes(8), GSO_UDP_L4, 1000),
+            "MALFORMED",
+        ),
+        (
+            "UDP length short of the packet",
+            super_frame(with_bytes(udp4, 24, b"\0\x10"), GSO_UDP_L4, 1000),
+            "MALFORMED",
+        ),
+        ("IPv4 fragment (MF)", super_frame(with_bytes(tcp4, 6, b"\x20"), GSO_TCPV4, 1000), "MALFORMED"),
+        ("IPv4 fragment (offset)", super_frame(with_bytes(tcp4, 7, b"\1"), GSO_TCPV4, 1000), "MALFORMED"),
+        (
+            "IPv6 extension header",
+            vnet(NEEDS_CSUM, GSO_TCPV6, 0, 1000, 48, 16) + hop_by_hop_tcp6(tcp(6, 3000)),
+            "MALFORMED",
+        ),
+        ("NEEDS_CSUM into the IPv4 header", vnet(NEEDS_CSUM, GSO_NONE, 0, 0, 0, 12) + udp(4, 1), "MALFORMED"),
+        ("NEEDS_CSUM into the IPv6 header", vnet(NEEDS_CSUM, GSO_NONE, 0, 0, 20, 6) + udp(6, 1), "MALFORMED"),
+        (
+            "NEEDS_CSUM on no IP packet",
+            vnet(NEEDS_CSUM, GSO_NONE, 0, 0, 20, 6) + bytes([0x50]) + bytes(40),
+            "MALFORMED",
+        ),
+    ]
+
+
+HOSTILE = hostile_frames()
+SPLIT_DROPS = {
+    "SMALL": lib.WG_SPLIT_SEGMENT_TOO_SMALL,
+    "MANY": lib.WG_SPLIT_TOO_MANY_SEGMENTS,
+    "MALFORMED": lib.WG_SPLIT_MALFORMED,
+}
+DROP_NAMES = {
+    "SMALL": "tun_gso_segment_too_small",
+    "MANY": "tun_gso_too_many_segments",
+    "MALFORMED": "malformed_tun_frame",
+}
+
+
+@pytest.mark.parametrize("what,frame,reason", HOSTILE, ids=[what for what, _, _ in HOSTILE])
+def test_hostile_frames_cost_no_segment(what: str, frame: bytes, reason: str) -> None:
+    """Each is refused with its reason before a single segment (a single byte) is written."""
+    size = 1 << 20
+    out = bytearray(b"\xa5" * size)
+    off, length = ffi.new("uint32_t[]", 1024), ffi.new("uint32_t[]", 1024)
+    position, done = ffi.new("size_t *"), ffi.new("int *")
+    count = lib.wg_tun_split(
+        frame, len(frame), 0, ffi.from_buffer(out), size, position, off, length, 1024, done
+    )
+    assert count == SPLIT_DROPS[reason], what
+    assert position[0] == 0 and out == b"\xa5" * size and not done[0]
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_the_floors_and_the_most_segments_are_taken(version: int) -> None:
+    """A 64 KiB TCP frame cut at the TCP floor has the most segments a frame may have; a UDP frame
+    of that many datagrams at the UDP floor is taken too."""
+    tcp = tcp_packet(version, 5, random.Random(version).randbytes(MOST_PAYLOAD + (20 if version == 4 else 0)))
+    count, segments, done = split(super_frame(tcp, GSO_TCPV4 if version == 4 else GSO_TCPV6, MIN_TCP))
+    assert done and count == MOST_SEGMENTS == 139 and segments == reference_segments(tcp, MIN_TCP)
+    udp = udp_packet(version, random.Random(version).randbytes(MIN_UDP * MOST_SEGMENTS))
+    count, segments, done = split(super_frame(udp, GSO_UDP_L4, MIN_UDP))
+    assert done and count == MOST_SEGMENTS and segments == reference_segments(udp, MIN_UDP, udp=True)
+
+
+def test_random_frames_never_crash_nor_multiply_work() -> None:
+    """Whatever the header says, a frame yields at most MOST_SEGMENTS packets, none longer than
+    the frame, and drop reasons are the three known ones."""
     rng = random.Random(3)
     for _ in range(3000):
-        frame = bytearray(super_frame(tcp_packet(rng.choice((4, 6)), 5, rng.randbytes(3000)), GSO_TCPV4, 500))
+        gso_type = rng.choice((GSO_TCPV4, GSO_UDP_L4))
+        inner = (
+            tcp_packet(4, 5, rng.randbytes(3000))
+            if gso_type == GSO_TCPV4
+            else udp_packet(4, rng.randbytes(3000))
+        )
+        frame = bytearray(super_frame(inner, gso_type, 500))
         for _ in range(rng.randrange(1, 6)):
             frame[rng.randrange(len(frame) if rng.random() < 0.5 else 80)] = rng.randrange(256)
-        split(bytes(frame[: rng.randrange(len(frame) + 1)]), slots=rng.randrange(1, 20))
+        cut = bytes(frame[: rng.randrange(len(frame) + 1)])
+        count, segments, _ = split(cut, slots=rng.choice((1, 7, MOST_SEGMENTS + 50)))
+        assert count in SPLIT_DROPS.values() or 0 <= count <= MOST_SEGMENTS
+        assert all(len(segment) <= len(cut) - VNET for segment in segments)
 
 
 # --- merging -------------------------------------------------------------------------------------
@@ -515,8 +666,46 @@ def test_reader_drops_malformed_frames_and_finishes_big_ones_later(
         batches.append(batch.packets(0, len(batch)))
     assert [len(b) for b in batches] == [8, 8, 5]  # the super-packet's 20 segments, then the datagram
     assert [p for b in batches for p in b] == [*reference_segments(packet, 1000), single]
-    assert reader.take_malformed() == 1 and reader.take_malformed() == 0 and reader.superframes == 1
-    assert len(reader.read()) == 0
+    assert reader.take_drops() == {"malformed_tun_frame": 1} and reader.take_drops() == {}
+    assert reader.superframes == 1 and len(reader.read()) == 0
+
+
+def test_reader_counts_hostile_frames_by_reason(fake_tun: tuple[socket.socket, Tun]) -> None:
+    kernel, tun = fake_tun
+    reader = tun_offload.TunReader(tun)
+    single = udp_packet(4, b"after")
+    for _, frame, _ in HOSTILE:
+        kernel.send(frame)
+    kernel.send(vnet() + single)
+    packets: list[bytes] = []
+    while len(packets) < 1:
+        batch = reader.read()
+        packets += batch.packets(0, len(batch))
+    assert packets == [single]  # nothing of the hostile frames got through
+    counted = Counter(DROP_NAMES[reason] for _, _, reason in HOSTILE)
+    assert reader.take_drops() == counted and reader.superframes == 0
+
+
+def test_reader_reads_at_most_read_slots_frames_per_call(
+    fake_tun: tuple[socket.socket, Tun], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that keeps the TUN full of frames we drop cannot keep one read call going: it
+    reads READ_SLOTS frames at most, then the event loop gets its turn."""
+    kernel, tun = fake_tun
+    monkeypatch.setattr(tun_offload, "READ_SLOTS", 4)
+    reader = tun_offload.TunReader(tun)
+    hostile = super_frame(tcp_packet(4, 0, b"x" * 3000), GSO_TCPV4, 1)
+    single = udp_packet(4, b"after")
+    for _ in range(10):
+        kernel.send(hostile)
+    kernel.send(vnet() + single)
+    dropped = []
+    for _ in range(2):
+        assert len(reader.read()) == 0 and not reader.pending
+        dropped.append(reader.take_drops())
+    batch = reader.read()
+    assert batch.packets(0, len(batch)) == [single]
+    assert [*dropped, reader.take_drops()] == [{"tun_gso_segment_too_small": n} for n in (4, 4, 2)]
 
 
 # --- a real TUN ----------------------------------------------------------------------------------
@@ -578,15 +767,15 @@ def test_reader_splits_what_the_kernel_hands_over(vnet_tun: tuple[Host, Tun], ve
         if len(packets) == 11:
             break
         time.sleep(0.01)
-    assert reader.superframes >= 1 and reader.take_malformed() == 0
+    assert reader.superframes >= 1 and reader.take_drops() == {}
     l4 = 20 if version == 4 else 40
     assert b"".join(p[l4 + 8 :] for p in packets) == payload
     assert all(l4_checksum_ok(p, l4, 17) for p in packets) and max(map(len, packets)) == l4 + 8 + 1200
 
 
-def rx_packets(host: Host) -> int:
-    """Packets pywg wrote into the test TUN, as its driver counted them."""
-    return int(host.run(["cat", "/sys/class/net/offl0/statistics/rx_packets"]).stdout)
+def rx_packets(host: Host, ifname: str = "offl0") -> int:
+    """Packets pywg wrote into a TUN (the test TUN by default), as its driver counted them."""
+    return int(host.run(["cat", f"/sys/class/net/{ifname}/statistics/rx_packets"]).stdout)
 
 
 def test_writer_hands_the_kernel_merged_packets(vnet_tun: tuple[Host, Tun]) -> None:
@@ -766,6 +955,74 @@ def test_offloading_pywg_with_wireguard_go(pair: tuple[Host, Host, InterfaceConf
     assert pywg.stop() == 0
     split, merged = offload_counts(pywg)
     assert split > 100 and merged > 1000
+
+
+SOL_PACKET, PACKET_VNET_HDR = 263, 15  # <linux/socket.h>, <linux/if_packet.h>
+ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
+# Hostile frames the kernel takes from the packet socket (sendto succeeds) but drops itself before
+# the TUN: a UDP packet declared TCP, and the reverse.
+DROPPED_BY_THE_KERNEL = {"UDP packet as TCPV4", "TCPv6 packet as UDP"}
+
+
+def write_frames(host: Host, ifname: str, frames: list[bytes]) -> list[bool]:
+    """Write each frame (virtio_net_hdr + IP packet) on `ifname` from inside `host`, as a process
+    with CAP_NET_RAW in a Pod can: AF_PACKET with PACKET_VNET_HDR. Whether the kernel took each:
+    it refuses some itself (EINVAL)."""
+    taken = []
+    with in_netns(host.name), socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as sock:
+        sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * MB)
+        for frame in frames:
+            try:
+                sock.sendto(frame, (ifname, ETH_P_IPV6 if frame[VNET] >> 4 == 6 else ETH_P_IP))
+            except OSError as error:
+                if error.errno != errno.EINVAL:
+                    raise
+                taken.append(False)
+            else:
+                taken.append(True)
+    return taken
+
+
+@needs_offload
+def test_hostile_frames_written_in_the_namespace(
+    pair: tuple[Host, Host, InterfaceConfig, InterfaceConfig],
+) -> None:
+    """Issue 13's attack on a running pywg: frames written on its TUN from inside its namespace,
+    a 64 KiB TCP super-packet of gso_size 1 among them, are dropped and counted under their
+    reasons (its UAPI `stats=1`, what `pywg stats` prints), not one of them becomes a packet
+    through the tunnel, and traffic goes on, its super-packets split as before."""
+    a, b, cfg_a, cfg_b = pair
+    pywg_a = Pywg(a, cfg_a).start()
+    pywg_b = Pywg(b, cfg_b).start()
+    assert a.ping("10.98.0.2", count=1, timeout=10)  # the handshake is done
+    hostile = [
+        (frame, reason)
+        for what, frame, reason in hostile_frames(("10.98.0.1", "10.98.0.2"), ("fd98::1", "fd98::2"))
+        if what not in DROPPED_BY_THE_KERNEL
+    ]
+    before, delivered = uapi_drops(pywg_a.name), rx_packets(b, pywg_b.ifname)
+    taken = write_frames(a, pywg_a.ifname, [frame for frame, _ in hostile])
+    assert taken[0], "the kernel refused the 64 KiB TCP frame of gso_size 1"
+    expected = Counter(DROP_NAMES[reason] for (_, reason), took in zip(hostile, taken, strict=True) if took)
+    counted: Counter[str] = Counter()
+
+    def all_counted() -> bool:
+        after = uapi_drops(pywg_a.name)
+        counted.clear()
+        counted.update({k: n for k in after if k != "no_route" and (n := after[k] - before[k])})
+        return all(counted[reason] >= n for reason, n in expected.items())
+
+    try:
+        wait_until(all_counted, 20.0, f"drops {dict(expected)}")
+    except AssertionError:
+        raise AssertionError(f"expected drops {dict(expected)}, counted {dict(counted)}") from None
+    assert counted == expected  # (no_route: the kernel's own IPv6 chatter on the TUN)
+    assert rx_packets(b, pywg_b.ifname) == delivered  # nothing of them crossed the tunnel
+    assert tcp_transfer(b, a, "10.98.0.2", 8 * MB) and tcp_transfer(a, b, "10.98.0.1", 8 * MB)
+    assert pywg_a.stop() == 0 and pywg_b.stop() == 0
+    split, _ = offload_counts(pywg_a)
+    assert split > 100, pywg_a.log()
 
 
 @needs_offload

@@ -174,9 +174,8 @@ class Engine:
         reader = self._reader
         assert reader is not None and self._loop is not None
         packets = reader.read()
-        malformed = reader.take_malformed()
-        if malformed:
-            self.device.count_drop("malformed_tun_frame", malformed)
+        for reason, count in reader.take_drops().items():
+            self.device.count_drop(reason, count)
         if reader.pending:
             # The rest of a super-packet waits in the reader, not in the fd: come back for it.
             self._loop.call_soon(self._tun_readable)

@@ -34,7 +34,7 @@ from pywg import hotpath
 from pywg.runtime.tun import TUN_F_USO4, TUN_F_USO6, Tun, TunGoneError
 
 DISABLE_ENV = "PYWG_NO_TUN_OFFLOAD"
-READ_SLOTS = 512  # packets per read call at most: a 64 KiB super-packet of 128-byte segments fits
+READ_SLOTS = 512  # packets (and frames) per read call at most: several super-packets of the most segments
 READ_BUFFER = 1 << 20  # bytes of those packets (at least one 64 KiB packet)
 WRITE_SLOTS = 256  # packets per write call the arrays start with; they grow to the largest batch
 WRITE_BUFFER = 512 * 1024  # bytes the output starts with; grows likewise
@@ -77,7 +77,12 @@ class TunReader:
         self._reader = ffi.new("wg_tun_reader *")  # zeroed: no frame pending
         self._batch = hotpath.BufferPackets(untouched_buffer(READ_BUFFER), READ_SLOTS)
         self._error = ffi.new("int *")
-        self._malformed_seen = 0
+        self._drop_reasons = {
+            -1 - self._lib.WG_SPLIT_MALFORMED: "malformed_tun_frame",
+            -1 - self._lib.WG_SPLIT_SEGMENT_TOO_SMALL: "tun_gso_segment_too_small",
+            -1 - self._lib.WG_SPLIT_TOO_MANY_SEGMENTS: "tun_gso_too_many_segments",
+        }
+        self._dropped_seen = [0] * self._lib.WG_SPLIT_DROP_REASONS
 
     @property
     def pending(self) -> bool:
@@ -89,11 +94,16 @@ class TunReader:
         """Super-packets split so far."""
         return int(self._reader.superframes)
 
-    def take_malformed(self) -> int:
-        """Frames dropped as malformed since the last call (the engine counts them as drops)."""
-        total = int(self._reader.malformed)
-        new, self._malformed_seen = total - self._malformed_seen, total
-        return new
+    def take_drops(self) -> dict[str, int]:
+        """Frames dropped since the last call, by drop reason (the engine counts them as drops):
+        malformed ones, and super-packets whose segments are too small or too many for the work
+        they would cost (see "Hostile frames" in pywg/offload.h)."""
+        drops: dict[str, int] = {}
+        for index, reason in self._drop_reasons.items():
+            total = int(self._reader.dropped[index])
+            if total != self._dropped_seen[index]:
+                drops[reason], self._dropped_seen[index] = total - self._dropped_seen[index], total
+        return drops
 
     def read(self) -> hotpath.BufferPackets:
         """IP packets read until the TUN is empty or READ_SLOTS/READ_BUFFER are full, where they
