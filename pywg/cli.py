@@ -271,7 +271,8 @@ def _add_reload(subcommands: argparse._SubParsersAction) -> None:
         description=(
             "Make the `pywg up` tunnel NAME reread its config file and apply it in place: keys, peers, "
             "endpoints, addresses, routes, MTU, port and fwmark. Peers whose settings did not change "
-            "keep their sessions. On an error in the file nothing changes and the error is shown. "
+            "keep their sessions. If the file has an error, the running configuration stays and the error "
+            "is shown. "
             "SIGHUP to the tunnel's process does the same, with the outcome only in its log. Needs root."
         ),
     )
@@ -355,7 +356,7 @@ def _run_stats(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.name} is not a pywg interface (it refused the stats request)")
     drops = {key.removeprefix("drop_"): n for key, n in count.items() if key.startswith("drop_") and n != "0"}
     if args.explain:
-        print(f"{args.name}: dropped " + ("nothing" if not drops else ""))
+        print(f"{args.name}: dropped" + (":" if drops else " nothing"))
         for reason, n in drops.items():
             print(f"  {reason}: {n}: {DROP_REASONS.get(reason, 'no explanation known')}")
     else:
