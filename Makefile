@@ -1,19 +1,23 @@
 PYTHON ?= python3
 
-.PHONY: deps demo test lint entrypoint bench soak bench-cni fuzz
+.PHONY: deps deps-demo demo test lint entrypoint bench soak bench-cni fuzz
 
+# What the tests (and everything else) need; deps-demo: only what the demo, bench and soak need.
 deps:
-	bash scripts/install-deps.sh
+	bash scripts/install-deps.sh test
 
-demo: deps
+deps-demo:
+	bash scripts/install-deps.sh demo
+
+demo: deps-demo
 	$(PYTHON) -m pywg demo
 
 # BENCH_ARGS: e.g. --quick, --rounds 5, --markdown --micro (benchmarks/README.md)
-bench: deps
+bench: deps-demo
 	$(PYTHON) benchmarks/throughput.py $(BENCH_ARGS)
 
 # SOAK_ARGS: e.g. --minutes 30, --rate 1000 (benchmarks/README.md); ten minutes by default
-soak: deps
+soak: deps-demo
 	$(PYTHON) benchmarks/soak.py $(SOAK_ARGS)
 
 # CNI_BENCH_ARGS: e.g. --pods 20 --idle 10 (benchmarks/README.md); about two minutes

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import stat
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from pywg import __version__
@@ -154,10 +156,30 @@ def _add_demo(subcommands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=_run_demo)
 
 
+# What `pywg up` names the interface without --interface: a wg-quick file NAME.conf gives NAME, as
+# `wg-quick up` does (its rule for NAME); any other file (the CNI's config.json) gives the CNI's name.
+DEFAULT_INTERFACE = "net1"
+_WG_QUICK_NAME = re.compile(r"[a-zA-Z0-9_=+.-]{1,15}")
+
+
+def default_interface(config: str) -> str:
+    name = Path(config).name
+    if not name.endswith(".conf"):
+        return DEFAULT_INTERFACE
+    stem = name.removesuffix(".conf")
+    if not _WG_QUICK_NAME.fullmatch(stem):
+        raise CommandError(
+            f"{config}: cannot name the interface after the file as wg-quick does ({stem!r} is not "
+            "1-15 of letters, digits and _=+.-); give one with --interface"
+        )
+    return stem
+
+
 def _run_up(args: argparse.Namespace) -> int:
+    interface = args.interface or default_interface(args.config)
     from pywg.runtime.commands import up
 
-    return up(args.config, args.interface, args.netns, args.foreground, args.name)
+    return up(args.config, interface, args.netns, args.foreground, args.name)
 
 
 def _add_up(subcommands: argparse._SubParsersAction) -> None:
@@ -165,32 +187,97 @@ def _add_up(subcommands: argparse._SubParsersAction) -> None:
         "up",
         help="bring up a tunnel from a config file",
         description=(
-            "Create TUN interface NAME in a network namespace, configure its addresses and routes from "
-            "CONFIG (the Kubernetes Secret JSON or wg-quick INI) and run the tunnel. Returns once the "
-            "tunnel is ready, then runs in the background unless --foreground."
+            "Create TUN interface IFNAME (in network namespace NS with --netns), configure its addresses "
+            "and routes from CONFIG (the Kubernetes Secret's config.json, or a wg-quick .conf file) and "
+            "run the tunnel under the UAPI name NAME, which `wg show NAME`, `pywg stats NAME`, "
+            "`pywg reload NAME` and `pywg down NAME` take. Returns once the tunnel is ready, then runs "
+            "in the background (log: /run/pywg/NAME.log) unless --foreground. Needs root."
         ),
     )
-    parser.add_argument("config", help="config.json or a wg-quick .conf file")
-    parser.add_argument("--interface", "-i", default="net1", help="interface name (default net1)")
-    parser.add_argument("--netns", help="network namespace: a name under /run/netns or a path")
-    parser.add_argument("--name", help="UAPI name for `wg` (default: the interface name)")
-    parser.add_argument("--foreground", "-f", action="store_true", help="stay in the foreground")
+    parser.add_argument("config", metavar="CONFIG", help="config.json (JSON) or a wg-quick .conf file (INI)")
+    parser.add_argument(
+        "--interface",
+        "-i",
+        metavar="IFNAME",
+        help=(
+            f"interface name; default: wg0 for a wg-quick file wg0.conf (named after the file, as "
+            f"wg-quick does), {DEFAULT_INTERFACE} for any other file"
+        ),
+    )
+    parser.add_argument(
+        "--netns",
+        metavar="NS",
+        help=(
+            "network namespace of the interface: a name under /run/netns or a path (/proc/PID/ns/net). "
+            "Only the interface goes there: the UDP socket stays in the namespace pywg up runs in "
+            "(run it under `ip netns exec NS` to put both in NS)"
+        ),
+    )
+    parser.add_argument(
+        "--name",
+        metavar="NAME",
+        help=(
+            "UAPI name of the tunnel (default: IFNAME): /var/run/wireguard/NAME.sock, unique on the "
+            "machine, so a second namespace's tunnel with the same IFNAME needs another NAME"
+        ),
+    )
+    parser.add_argument(
+        "--foreground", "-f", action="store_true", help="stay in the foreground, logging to stderr"
+    )
     parser.set_defaults(run=_run_up)
 
 
 def _run_down(args: argparse.Namespace) -> int:
     from pywg.runtime.commands import down
 
-    return down(args.interface, args.netns)
+    return down(args.name, args.netns)
 
 
 def _add_down(subcommands: argparse._SubParsersAction) -> None:
     parser = subcommands.add_parser(
-        "down", help="stop a tunnel started by `pywg up`", description="Stop a tunnel and remove all it made."
+        "down",
+        help="stop a tunnel started by `pywg up`",
+        description=(
+            "Stop the `pywg up` tunnel NAME whose interface is in namespace NS (default: the namespace "
+            "pywg down runs in) and remove all it made: interface, routes, UAPI socket, state file "
+            "(the log /run/pywg/NAME.log stays). A tunnel in another namespace is never touched: pywg "
+            "down says where it runs. Needs root."
+        ),
     )
-    parser.add_argument("interface", help="the interface name given to `pywg up`")
-    parser.add_argument("--netns", help="the namespace given to `pywg up`")
+    parser.add_argument(
+        "name",
+        metavar="NAME",
+        help=(
+            "the tunnel's UAPI name, as `pywg up` printed it (its --name, by default the interface "
+            "name); an interface name in NS works too, unless it names more than one tunnel"
+        ),
+    )
+    parser.add_argument(
+        "--netns", metavar="NS", help="the namespace of the tunnel's interface, as given to pywg up"
+    )
     parser.set_defaults(run=_run_down)
+
+
+def _run_reload(args: argparse.Namespace) -> int:
+    from pywg.runtime.commands import reload
+
+    return reload(args.name)
+
+
+def _add_reload(subcommands: argparse._SubParsersAction) -> None:
+    parser = subcommands.add_parser(
+        "reload",
+        help="reread a `pywg up` tunnel's config file and apply it",
+        description=(
+            "Make the `pywg up` tunnel NAME reread its config file and apply it in place: keys, peers, "
+            "endpoints, addresses, routes, MTU, port and fwmark. Peers whose settings did not change "
+            "keep their sessions. If the file has an error, the running configuration stays and the error "
+            "is shown. "
+            "SIGHUP to the tunnel's process does the same, with the outcome only in its log. Needs root."
+        ),
+    )
+    parser.add_argument("name", metavar="NAME", help="the tunnel's UAPI name (as for `wg show`)")
+    parser.set_defaults(run=_run_reload)
 
 
 def version_text() -> str:
@@ -234,37 +321,72 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
-def _run_stats(args: argparse.Namespace) -> int:
-    from pywg.runtime.uapi_server import query, socket_path
+# Why a datagram from the network or a packet from the TUN was dropped: the counters of
+# `pywg stats`, as the device and engine name them (Device.count_drop).
+DROP_REASONS = {
+    "malformed": "a datagram on the UDP port that is no WireGuard message (wrong type or size)",
+    "no_private_key": "a handshake message while the interface has no private key",
+    "bad_source": "a handshake message from a source address that cannot be used",
+    "invalid_mac": "a handshake message whose MAC1 is wrong: not for this interface's public key",
+    "cookie_reply_sent": "a handshake message under load without a cookie: answered with a cookie reply",
+    "ratelimited": "a handshake message under load over its source's rate limit",
+    "handshake_failed": "a handshake message that did not decrypt: an unknown peer or wrong keys",
+    "initiation_replay_or_flood": "a handshake initiation replayed, or sooner than 20 ms after the last",
+    "cookie_reply_invalid": "a cookie reply for no handshake in progress, or that did not decrypt",
+    "unknown_index": "a message for a session index this interface does not have (a stale session)",
+    "expired_keypair": "a data message for a session older than 180 s (REJECT_AFTER_TIME) or zeroed",
+    "decrypt_failed": "a data message that did not authenticate: forged, corrupted or the wrong key",
+    "replay": "a data message whose counter was seen already or is too old for the replay window",
+    "malformed_inner": "a packet that is no IPv4/IPv6 packet: read from the TUN, or decrypted",
+    "inner_source_not_allowed": "a decrypted packet whose source address is not in its peer's AllowedIPs",
+    "no_route": "a packet from the TUN whose destination is in no peer's AllowedIPs",
+    "no_endpoint": "a packet or handshake for a peer with no endpoint yet (it has not contacted us)",
+    "staged_queue_full": "a packet waiting for a handshake, pushed out by newer ones (128 per peer)",
+    "handshake_no_keys": "an initiation not sent: the keys give no shared secret (a low-order point)",
+    "malformed_tun_frame": "a frame from the TUN whose offload header pywg cannot split",
+    "tun_write_refused": "a decrypted packet the kernel refused when written to the TUN",
+}
 
-    path = socket_path(args.name)
-    try:
-        reply = query(path, b"stats=1\n\n")
-    except OSError as error:
-        raise CommandError(f"cannot reach {path}: {error.strerror or error}") from None
-    lines = reply.decode().splitlines()
-    if "errno=0" not in lines:
+
+def _run_stats(args: argparse.Namespace) -> int:
+    from pywg.runtime.commands import ask
+
+    count = {key: values[-1] for key, values in ask(args.name, b"stats=1\n\n").items()}
+    if count.get("errno") != "0":
         raise CommandError(f"{args.name} is not a pywg interface (it refused the stats request)")
-    count = dict(line.split("=", 1) for line in lines if "=" in line)
-    drops = [f"{key.removeprefix('drop_')}: {n}" for key, n in count.items() if key.startswith("drop_")]
-    print(f"{args.name}: dropped " + (", ".join(drops) if drops else "nothing"))
+    drops = {key.removeprefix("drop_"): n for key, n in count.items() if key.startswith("drop_") and n != "0"}
+    if args.explain:
+        print(f"{args.name}: dropped" + (":" if drops else " nothing"))
+        for reason, n in drops.items():
+            print(f"  {reason}: {n}: {DROP_REASONS.get(reason, 'no explanation known')}")
+    else:
+        listed = ", ".join(f"{reason}: {n}" for reason, n in drops.items())
+        print(f"{args.name}: dropped {listed or 'nothing'}")
     print(f"{args.name}: {count.get('keypairs', '0')} keypairs, {count.get('indices', '0')} session indices")
     return 0
 
 
 def _add_stats(subcommands: argparse._SubParsersAction) -> None:
+    width = max(map(len, DROP_REASONS))
     parser = subcommands.add_parser(
         "stats",
         help="show what a running pywg interface dropped, and why",
-        description="Show the counters of datagrams and packets a running pywg interface dropped, by reason.",
+        description=(
+            "Show the counters of datagrams and packets a running pywg interface dropped, by reason "
+            "(every one is also dropped by the kernel's WireGuard, which does not count them). Needs root."
+        ),
+        epilog="drop reasons:\n" + "\n".join(f"  {r:<{width}}  {why}" for r, why in DROP_REASONS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("name", help="the UAPI name (as for `wg show`)")
+    parser.add_argument("name", metavar="NAME", help="the UAPI name (as for `wg show`)")
+    parser.add_argument("--explain", action="store_true", help="one line per reason, saying what it means")
     parser.set_defaults(run=_run_stats)
 
 
 _SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_up,
     _add_down,
+    _add_reload,
     _add_stats,
     _add_genkey,
     _add_genpsk,
@@ -307,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
         return status
     except CommandError as exc:
         print(f"{PROG} {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except PermissionError as exc:  # e.g. CAP_NET_ADMIN without root, on a root-only file
+        print(f"{PROG} {args.command}: {exc.filename or 'permission denied'}: needs root", file=sys.stderr)
         return 1
     except BrokenPipeError:  # the reader went away (e.g. `pywg genkey | head -c0`)
         _silence_stdout()

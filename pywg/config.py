@@ -6,11 +6,17 @@ Two formats are read, told apart by content (`parse_config`):
   (``{"address": ..., "privateKey": ..., "peers": [{"endpoint", "publicKey", "allowedIPs",
   "persistentKeepalive": "25s"}]}``), extended with a list of addresses, ``listenPort``,
   ``mtu``, ``fwmark`` and ``peers[].presharedKey``. Keys match case-insensitively and a repeated
-  key's last value wins, as with Go's encoding/json; unknown keys are ignored and reported in
-  `InterfaceConfig.warnings`, since Secrets may carry extras.
+  key's last value wins, as with Go's encoding/json. An unknown key is an error naming the
+  nearest known one: a misspelt ``allowedIP`` must not leave a peer without allowed IPs.
 * wg-quick INI (``[Interface]`` / ``[Peer]``, ``Key = Value``, ``#`` comments, keys matched
-  case-insensitively). Unknown keys are errors, as they are for wg(8); the wg-quick settings
-  pywg does not implement (Table, PreUp, PostUp, PreDown, PostDown, SaveConfig) are warnings.
+  case-insensitively). Unknown keys are errors, as they are for wg(8). Of wg-quick's own
+  settings, MTU is applied and ``Table = auto`` (or ``main``) is what pywg does anyway; DNS,
+  the PreUp/PostUp/PreDown/PostDown hooks and ``SaveConfig = true`` are not applied, with one
+  warning each; any other Table (``off``, a table) is an error, since pywg would add the routes
+  it forbids.
+
+A configuration without an address is refused with ``require_address`` (the CNI's case: a Pod's
+interface needs one) and otherwise warned about, saying what follows.
 
 This module is pure: it opens no sockets and resolves no names (an endpoint keeps its host
 name; the runtime resolves it). `load_config` is the only function that touches a file.
@@ -24,6 +30,7 @@ that looks like a key is hidden.
 from __future__ import annotations
 
 import base64
+import difflib
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -109,7 +116,7 @@ class InterfaceConfig:
     mtu: int | None = None  # None: the runtime's default
     fwmark: int = 0  # 0 = off
     peers: list[PeerConfig] = field(default_factory=list)
-    dns: list[str] = field(default_factory=list)  # wg-quick INI only; kept, not acted on
+    dns: list[str] = field(default_factory=list)  # wg-quick INI only; kept (and warned about), not applied
     # Things the parser accepted but the user may want to know about (ignored keys, ...).
     warnings: list[str] = field(default_factory=list, compare=False)
 
@@ -143,6 +150,17 @@ def _refuse_key_like(text: str, where: str, what: str) -> None:
 
 def _show_name(name: str) -> str:
     return name if _PLAIN_NAME.fullmatch(name) else _show(name)
+
+
+def _unknown_key(key: str, known: tuple[str, ...], elsewhere: tuple[str, ...], where_else: str) -> str:
+    """ "unknown key", with the nearest known name (or where the key belongs) if there is one."""
+    canonical = {name.casefold(): name for name in known}
+    if _KEY_LIKE.search(key):
+        return "unknown key"
+    if key.casefold() in {name.casefold() for name in elsewhere}:
+        return f"unknown key here ({where_else})"
+    nearest = difflib.get_close_matches(key.casefold(), canonical, n=1, cutoff=0.6)
+    return f"unknown key; did you mean {canonical[nearest[0]]}?" if nearest else "unknown key"
 
 
 # --------------------------------------------------------------------------------------------
@@ -500,7 +518,7 @@ def _json_fields(
 ) -> dict[str, Any]:
     """Known keys matched case-insensitively (as Go does); the last of repeated keys wins.
 
-    null counts as absent (Go leaves the field alone). Unknown keys become warnings.
+    null counts as absent (Go leaves the field alone). An unknown key is an error.
     """
     canonical = {name.casefold(): name for name in known}
     fields: dict[str, Any] = {}
@@ -508,8 +526,11 @@ def _json_fields(
     for key, value in obj.pairs:
         name = canonical.get(key.casefold())
         if name is None:
-            warnings.append(f"{prefix}{_show_name(key)}: unknown key, ignored")
-            continue
+            if known is _JSON_PEER:
+                problem = _unknown_key(key, known, _JSON_TOP, "it belongs at the top level")
+            else:
+                problem = _unknown_key(key, known, _JSON_PEER, "it belongs in each entry of peers")
+            raise ConfigError(f"{prefix}{_show_name(key)}: {problem}")
         if name in seen:
             warnings.append(f"{prefix}{name}: given more than once; the last one is used")
         seen.add(name)
@@ -536,7 +557,7 @@ def _json_uint_or_str(value: object, where: str) -> int | str:
     return value
 
 
-def _parse_json(text: str) -> InterfaceConfig:
+def _parse_json(text: str, require_address: bool) -> InterfaceConfig:
     try:
         doc = json.loads(text, object_pairs_hook=_JsonObject)
     except json.JSONDecodeError as exc:
@@ -564,6 +585,7 @@ def _parse_json(text: str) -> InterfaceConfig:
             _append_address(addresses, parse_address(_json_str(item, where), where), where)
     else:
         raise _wrong_type("address", "a string or an array of strings", raw_address)
+    _check_address_given(addresses, "address", '"address": "10.0.0.2/32"', require_address, warnings)
 
     cfg = InterfaceConfig(private_key=private_key, addresses=addresses, warnings=warnings)
     if "listenPort" in top:
@@ -616,7 +638,11 @@ def _parse_json_peer(raw: object, prefix: str, warnings: list[str]) -> PeerConfi
 _INI_INTERFACE = ("PrivateKey", "ListenPort", "FwMark", "Address", "DNS", "MTU")
 _INI_PEER = ("PublicKey", "PresharedKey", "AllowedIPs", "Endpoint", "PersistentKeepalive")
 _INI_LISTS = ("Address", "DNS", "AllowedIPs")  # comma-separated, and may repeat
-_INI_IGNORED = ("Table", "PreUp", "PostUp", "PreDown", "PostDown", "SaveConfig")
+_INI_HOOKS = ("PreUp", "PostUp", "PreDown", "PostDown")
+_INI_WG_QUICK = ("Table", "SaveConfig", *_INI_HOOKS)  # wg-quick's own, read but not kept
+_INI_TABLE_AS_PYWG = ("auto", "main")  # what pywg does: AllowedIPs routes in the main table
+# What does what pywg does not: wg-quick itself, with pywg as its userspace implementation.
+_WG_QUICK_WITH_PYWG = "`wg-quick up` with pywg-userspace as its WG_QUICK_USERSPACE_IMPLEMENTATION"
 
 
 @dataclass
@@ -642,7 +668,7 @@ def _ini_lines(text: str) -> Iterator[tuple[int, str]]:
 def _read_ini(text: str, warnings: list[str]) -> list[_Section]:
     sections: list[_Section] = []
     canonical = {
-        "Interface": {name.casefold(): name for name in _INI_INTERFACE + _INI_IGNORED},
+        "Interface": {name.casefold(): name for name in _INI_INTERFACE + _INI_WG_QUICK},
         "Peer": {name.casefold(): name for name in _INI_PEER},
     }
     for number, line in _ini_lines(text):
@@ -665,9 +691,17 @@ def _read_ini(text: str, warnings: list[str]) -> list[_Section]:
         section = sections[-1]
         key = canonical[section.kind].get(key_text.casefold())
         if key is None:
-            raise ConfigError(f"{section.where(_show_name(key_text), number)}: unknown key")
-        if key in _INI_IGNORED:
-            warnings.append(f"{section.where(key, number)}: a wg-quick setting pywg does not use; ignored")
+            if section.kind == "Interface":
+                problem = _unknown_key(
+                    key_text, _INI_INTERFACE + _INI_WG_QUICK, _INI_PEER, "it belongs in [Peer]"
+                )
+            else:
+                problem = _unknown_key(
+                    key_text, _INI_PEER, _INI_INTERFACE + _INI_WG_QUICK, "it belongs in [Interface]"
+                )
+            raise ConfigError(f"{section.where(_show_name(key_text), number)}: {problem}")
+        if key in _INI_WG_QUICK:
+            _wg_quick_setting(key, value.strip(), section.where(key, number), warnings)
             continue
         value = "".join(value.split())  # wg(8) drops all whitespace from a line
         if key in _INI_LISTS:
@@ -680,7 +714,38 @@ def _read_ini(text: str, warnings: list[str]) -> list[_Section]:
     return sections
 
 
-def _parse_ini(text: str) -> InterfaceConfig:
+def _wg_quick_setting(key: str, value: str, where: str, warnings: list[str]) -> None:
+    """Table, SaveConfig and the hooks: what pywg does about each, as a warning or an error."""
+    if key == "Table":
+        if value.casefold() not in _INI_TABLE_AS_PYWG:
+            raise ConfigError(
+                f"{where}: {_show(value)} is not supported: pywg routes every AllowedIPs prefix "
+                "through the interface in the main table (Table = auto); remove the line, or use "
+                f"{_WG_QUICK_WITH_PYWG}"
+            )
+    elif key == "SaveConfig":
+        if value.casefold() == "true":
+            warnings.append(f"{where}: pywg never writes the configuration back to the file; ignored")
+    else:
+        warnings.append(
+            f"{where}: pywg does not run wg-quick's hook commands; not run ({_WG_QUICK_WITH_PYWG} runs them)"
+        )
+
+
+def _check_address_given(
+    addresses: list[Address], where: str, example: str, require: bool, warnings: list[str]
+) -> None:
+    if addresses:
+        return
+    if require:
+        raise ConfigError(f"{where}: required: the interface needs an address (e.g. {example})")
+    warnings.append(
+        f"{where}: none given: the interface gets no IP address, so what it sends carries another "
+        f"interface's source address, which the peers' AllowedIPs most likely refuse (add e.g. {example})"
+    )
+
+
+def _parse_ini(text: str, require_address: bool) -> InterfaceConfig:
     warnings: list[str] = []
     sections = _read_ini(text, warnings)
     interfaces = [s for s in sections if s.kind == "Interface"]
@@ -695,8 +760,16 @@ def _parse_ini(text: str) -> InterfaceConfig:
     for value, line in iface.lists.get("Address", []):
         where = iface.where("Address", line)
         _append_address(cfg.addresses, parse_address(value, where), where)
+    _check_address_given(
+        cfg.addresses, iface.where("Address"), "Address = 10.0.0.2/32", require_address, warnings
+    )
     for value, line in iface.lists.get("DNS", []):
         cfg.dns.append(_parse_dns(value, iface.where("DNS", line)))
+    for line in sorted({line for _, line in iface.lists.get("DNS", [])}):
+        warnings.append(
+            f"{iface.where('DNS', line)}: pywg does not set name servers; ignored "
+            f"({_WG_QUICK_WITH_PYWG} sets them)"
+        )
     if "ListenPort" in iface.scalars:
         value, line = iface.scalars["ListenPort"]
         cfg.listen_port = _parse_listen_port(value, iface.where("ListenPort", line))
@@ -749,10 +822,11 @@ def _parse_ini_peer(section: _Section, warnings: list[str]) -> PeerConfig:
 # Entry points
 
 
-def parse_config(text: str, source: str = "<config>") -> InterfaceConfig:
+def parse_config(text: str, source: str = "<config>", *, require_address: bool = False) -> InterfaceConfig:
     """Parse a JSON (first non-space character ``{``) or wg-quick INI configuration.
 
     Raises ConfigError, whose message starts with `source` and then the place of the problem.
+    Without an address it is an error with `require_address`, else a warning.
     """
     try:
         if not isinstance(text, str):
@@ -760,13 +834,15 @@ def parse_config(text: str, source: str = "<config>") -> InterfaceConfig:
         body = text.removeprefix("\ufeff")
         if not body.strip():
             raise ConfigError("the configuration is empty")
-        return _parse_json(body) if body.lstrip().startswith("{") else _parse_ini(body)
+        is_json = body.lstrip().startswith("{")
+        return _parse_json(body, require_address) if is_json else _parse_ini(body, require_address)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
 
 
 def load_config(path: str | Path) -> InterfaceConfig:
-    """Read and parse a configuration file. OSError from reading it propagates unchanged."""
+    """Read and parse a configuration file. OSError from reading it propagates unchanged.
+    Every error and warning starts with the file's name."""
     file = Path(path)
     source = str(path)
     data = file.read_bytes()
@@ -776,6 +852,7 @@ def load_config(path: str | Path) -> InterfaceConfig:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{source}: not UTF-8 text (byte {exc.start})") from None
     cfg = parse_config(text, source=source)
+    cfg.warnings = [f"{source}: {warning}" for warning in cfg.warnings]
     if mode & 0o007:
         cfg.warnings.append(f"{source}: the file is world accessible, and it holds a private key")
     return cfg

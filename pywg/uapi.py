@@ -48,6 +48,7 @@ from pywg.peer import Peer
 
 __all__ = [
     "MAX_LINE",
+    "ReloadRefused",
     "RequestSplitter",
     "UapiHooks",
     "UapiSession",
@@ -98,6 +99,14 @@ def _nothing() -> None:
     return None
 
 
+class ReloadRefused(Exception):
+    """The runtime did not reload; the message is one line for the user, never key material."""
+
+
+def _no_reload() -> tuple[str, list[str]]:
+    raise ReloadRefused("it has no configuration file to reread (only `pywg up` tunnels have one)")
+
+
 @dataclass
 class UapiHooks:
     """What the runtime does for the UAPI; the defaults let a bare Device be configured.
@@ -114,12 +123,16 @@ class UapiHooks:
     every set, successful or not (a failed set may have applied its first lines), so the
     runtime can push the new configuration on and look at `device.outbox` and
     `device.next_deadline()` again.
+
+    reload() rereads the runtime's configuration file and applies it (`pywg reload`); it returns
+    one line saying what is running now and the warnings about the file, or raises ReloadRefused.
     """
 
     set_listen_port: Callable[[int], int | None] = _accept_port
     set_fwmark: Callable[[int], None] = _accept_fwmark
     before_get: Callable[[], None] = _nothing
     after_set: Callable[[], None] = _nothing
+    reload: Callable[[], tuple[str, list[str]]] = _no_reload
 
 
 # --------------------------------------------------------------------------------------------
@@ -148,6 +161,8 @@ def handle_request(device: Device, request: bytes | str, hooks: UapiHooks | None
             return _set(device, body, hooks)
         if operation == "stats=1" and not body:
             return _stats(device)
+        if operation == "reload=1" and not body:
+            return _reload(hooks)
         raise _Failure(ERROR_INVALID, "unknown operation (expected get=1 or set=1)")
     except _Failure as failure:
         log.info("UAPI request refused: %s", failure.reason)
@@ -167,6 +182,22 @@ def _stats(device: Device) -> bytes:
     keypairs = sum(len(peer.keypairs.all()) for peer in device.peers.values())
     lines.append(f"indices={len(device.indices)}\nkeypairs={keypairs}\n")
     return ("".join(lines) + "errno=0\n\n").encode()
+
+
+def _reload(hooks: UapiHooks) -> bytes:
+    """pywg's own operation (`pywg reload`): the runtime rereads its configuration file. The reply
+    has a `reloaded=` line (what runs now) and a `warning=` line per warning, or an `error=` line
+    (the running configuration stays), then errno; wg never sends it."""
+    try:
+        summary, warnings = hooks.reload()
+    except ReloadRefused as refusal:
+        return f"error={_one_line(str(refusal))}\nerrno={ERROR_INVALID}\n\n".encode()
+    lines = [f"warning={_one_line(warning)}\n" for warning in warnings]
+    return ("".join(lines) + f"reloaded={_one_line(summary)}\n" + "errno=0\n\n").encode()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _log_bug(where: str, exc: BaseException) -> None:

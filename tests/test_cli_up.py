@@ -15,6 +15,7 @@ import base64
 import json
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Network, IPv6Network, ip_interface, ip_network
@@ -22,6 +23,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_interface, ip_network
 import pytest
 
 from pywg.config import InterfaceConfig, PeerConfig, format_wg_quick
+from pywg.runtime.daemon import alive
 from tests.pywg_run import (
     PYWG_USERSPACE,
     STATE_DIR,
@@ -38,6 +40,7 @@ from tests.topology import (
     WireguardGo,
     _socket_accepts,
     link,
+    run,
     tunnel_configs,
     unique_ifname,
     wait_for_handshake,
@@ -156,6 +159,8 @@ def test_stats_counts_dropped_datagrams(world: World) -> None:
         lambda: "malformed: 3" in world.a.run(pywg_argv("stats", pywg.name)).stdout, 5.0, "drops counted"
     )
     assert f"{pywg.name}: 0 keypairs, 0 session indices" in world.a.run(pywg_argv("stats", pywg.name)).stdout
+    explained = world.a.run(pywg_argv("stats", pywg.name, "--explain")).stdout
+    assert "  malformed: 3: a datagram on the UDP port that is no WireGuard message" in explained
     done = world.a.run(pywg_argv("stats", "nosuchname"), check=False)
     assert done.returncode == 1 and one_line(done.stderr).startswith("pywg stats: cannot reach")
 
@@ -165,6 +170,101 @@ def test_down_for_an_unknown_interface_is_one_clear_line(host: Host) -> None:
     assert done.returncode != 0 and done.stdout == ""
     line = _assert_clean_failure(done.stderr, done.stdout, "wg7", "pywg down")
     assert host.name in line
+
+
+def test_down_stops_exactly_the_named_tunnel_and_never_another_namespaces(topology: Topology) -> None:
+    """Issue 15's scenario: a tunnel X (interface X) runs in namespace b; in namespace a the same
+    interface name X runs under the UAPI name Xa, as `pywg up` advised. Both were started inside
+    their namespace (no --netns), so their UAPI sockets share /var/run/wireguard."""
+    a, b = topology.host("a"), topology.host("b")
+    ifname = unique_ifname("pyw")
+    first = PywgUp(b, _ini(), ifname=ifname, name=ifname)
+    second = PywgUp(a, _ini(), ifname=ifname, name=f"{ifname}a")
+    done = b.run(pywg_argv("up", str(first.config_path), "--interface", ifname))
+    assert f"`pywg down {ifname}` stops it" in done.stdout
+    done = a.run(pywg_argv("up", str(second.config_path), "--interface", ifname, "--name", second.name))
+    assert f"`pywg down {second.name}` stops it" in done.stdout
+    first_pid, second_pid = first.pid, second.pid
+
+    # In a, X is both the other namespace's UAPI name and this namespace's interface: refused.
+    done = a.run(pywg_argv("down", ifname), check=False)
+    line = _assert_clean_failure(done.stderr, done.stdout, "ambiguous", "pywg down")
+    for named in (first.name, second.name, a.name, b.name):
+        assert named in line
+    assert alive(first_pid) and alive(second_pid)
+
+    done = a.run(pywg_argv("down", second.name))
+    assert (
+        one_line(done.stdout) == f"stopped {second.name}: interface {ifname} removed from namespace {a.name}"
+    )
+    second.wait_gone()
+    assert alive(first_pid) and b.has_link(ifname)
+
+    # X now names only b's tunnel, which down in a does not touch.
+    done = a.run(pywg_argv("down", ifname), check=False)
+    line = _assert_clean_failure(done.stderr, done.stdout, ifname, "pywg down")
+    assert f"running in namespace {b.name}; use --netns {b.name}" in line
+    assert alive(first_pid) and b.has_link(ifname)
+    done = a.run(pywg_argv("down", ifname, "--netns", b.name))
+    assert one_line(done.stdout) == f"stopped {ifname}: interface {ifname} removed from namespace {b.name}"
+    first.wait_gone()
+
+
+def test_down_says_where_a_tunnel_started_with_netns_runs(host: Host) -> None:
+    pywg = PywgUp(host, _ini())
+    pywg.up()
+    done = run(pywg_argv("down", pywg.name), check=False)  # here, not in the host
+    line = _assert_clean_failure(done.stderr, done.stdout, pywg.name, "pywg down")
+    assert line == f"pywg down: {pywg.name} is running in namespace {host.name}; use --netns {host.name}"
+    assert pywg.pids() == [pywg.pid]
+    done = run(pywg_argv("down", pywg.name, "--netns", host.name))
+    assert one_line(done.stdout) == (
+        f"stopped {pywg.name}: interface {pywg.ifname} removed from namespace {host.name}"
+    )
+    pywg.wait_gone()
+
+
+def test_a_namespace_that_does_not_exist_is_one_line_without_errno(host: Host) -> None:
+    pywg = PywgUp(host, _ini())
+    missing = f"{host.name}-gone"
+    up = pywg_argv("up", str(pywg.config_path), "--netns", missing, "--name", pywg.name, "-i", pywg.ifname)
+    for argv in (up, pywg_argv("down", pywg.name, "--netns", missing)):
+        done = host.run(argv, check=False)
+        line = _assert_clean_failure(done.stderr, done.stdout, missing, f"pywg {argv[3]}")
+        assert "does not exist" in line and "[Errno" not in line
+    assert pywg.leftovers() == []
+
+
+# setpriv as `nobody`. The interpreter may live under /root (0700, as pyenv's does): reading
+# files is all the ambient capability adds; CAP_NET_ADMIN and the uid stay those of nobody.
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+NOBODY += ["--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+
+
+def test_without_root_every_command_says_so_in_one_line(host: Host) -> None:
+    pywg = PywgUp(host, _ini())
+    pywg.up()
+    userspace = ["-c", "import sys; from pywg.cli import userspace_main; sys.exit(userspace_main())"]
+    commands = [
+        (
+            "pywg up",
+            ["up", str(pywg.config_path), "--netns", host.name, "--name", f"{pywg.name}x", "-i", "wg9"],
+        ),
+        ("pywg down", ["down", pywg.name, "--netns", host.name]),
+        ("pywg down", ["down", pywg.name]),
+        ("pywg reload", ["reload", pywg.name]),
+        ("pywg stats", ["stats", pywg.name]),
+        ("pywg-userspace", [*userspace, "wg9"]),
+    ]
+    for command, args in commands:
+        argv = (
+            [*NOBODY, *pywg_argv(*args)] if command != "pywg-userspace" else [*NOBODY, sys.executable, *args]
+        )
+        done = host.run(argv, check=False)
+        assert done.returncode == 1 and done.stdout == "", (command, done)
+        assert one_line(done.stderr) == f"{command}: needs root (or CAP_NET_ADMIN); run it with sudo"
+    assert pywg.pids() == [pywg.pid] and not host.has_link("wg9")
+    pywg.down()
 
 
 @pytest.mark.parametrize(
@@ -239,6 +339,8 @@ BAD_CONFIGS = {
     "peer-with-our-own-key": (".conf", _ini(peer=f"\n[Peer]\nPublicKey = {OWN.public_b64}\n"), "PublicKey"),
     "missing-private-key": (".json", _json(privateKey=None), "privateKey"),
     "unresolvable-host": (".conf", _ini(peer="Endpoint = no-such-host.invalid:51820\n"), "endpoint"),
+    "misspelt-json-key": (".json", _json(peer_allowedIP=["10.5.0.2/32"]), "did you mean allowedIPs?"),
+    "ini-table-off": (".conf", _ini(interface="Table = off\n"), "line 5: [Interface] Table"),
 }
 
 
@@ -249,9 +351,36 @@ def test_config_error_is_one_line_and_leaves_nothing(host: Host, case: str) -> N
     done = pywg.up(check=False)
     assert done.returncode != 0
     line = _assert_clean_failure(done.stderr, done.stdout, field)
+    assert line.startswith(f"pywg up: {pywg.config_path}: "), "the message does not name the file"
     assert OWN.private_b64 not in line
     assert pywg.leftovers() == []
     assert not (STATE_DIR / f"{pywg.name}.log").exists()
+
+
+def test_up_warns_about_what_it_will_not_do_naming_file_and_line(host: Host) -> None:
+    """A config without an address, and wg-quick settings pywg does not apply: the tunnel comes up,
+    with one warning each naming the file (and for INI the line) and what follows."""
+    no_address = PywgUp(host, _json(address=None), ifname="wg1", suffix=".json")
+    done = no_address.up()
+    (line,) = [line for line in done.stderr.splitlines() if "address" in line]
+    assert line.startswith(f"pywg up: warning: {no_address.config_path}: address: none given: ")
+    assert "AllowedIPs most likely refuse" in line
+    no_address.down()
+
+    text = _ini(
+        interface="DNS = 10.5.0.53\nPostUp = iptables -A FORWARD -i %i -j ACCEPT\nSaveConfig = true\n"
+    )
+    pywg = PywgUp(host, text, ifname="wg2")
+    done = pywg.up()
+    warnings = [
+        line.removeprefix(f"pywg up: warning: {pywg.config_path}: ") for line in done.stderr.splitlines()
+    ]
+    assert [line.split(":")[:2] for line in warnings] == [
+        ["line 6", " [Interface] PostUp"],
+        ["line 7", " [Interface] SaveConfig"],
+        ["line 5", " [Interface] DNS"],
+    ], done.stderr
+    pywg.down()
 
 
 def test_an_interface_name_already_taken(host: Host) -> None:
@@ -350,6 +479,63 @@ def test_down_after_sigkill_removes_what_the_dead_daemon_left(world: World) -> N
     assert done.returncode != 0
     _assert_clean_failure(done.stderr, done.stdout, pywg.ifname, "pywg down")
     assert pywg.leftovers() == []
+
+
+def test_reload_reaches_exactly_the_named_tunnel_and_says_how_it_went(world: World) -> None:
+    host = world.a
+    first_text = _ini()
+    second_text = _ini().replace("ListenPort = 51820", "ListenPort = 51821").replace("10.5.", "10.6.")
+    first, second = PywgUp(host, first_text, ifname="wg0"), PywgUp(host, second_text, ifname="wg1")
+    first.up()
+    second.up()
+    extra = f"\n[Peer]\nPublicKey = {KeyPair.generate().public_b64}\nAllowedIPs = 10.6.9.0/24\n"
+    first.write_config(first_text + extra.replace("10.6.", "10.5."))
+    second.write_config(second_text + extra)
+
+    done = host.run(pywg_argv("reload", second.name))
+    config = second.config_path.resolve()
+    assert one_line(done.stdout) == f"reloaded {second.name}: 2 peers, 2 routes from {config}"
+    assert len(wg_peers(host, second.name)) == 2 and len(wg_peers(host, first.name)) == 1
+
+    # Its warnings come back too, naming the file and line.
+    hooked = _ini(interface="PostUp = true\n").replace("ListenPort = 51820", "ListenPort = 51821")
+    second.write_config(hooked.replace("10.5.", "10.6.") + extra)
+    done = host.run(pywg_argv("reload", second.name), check=False)
+    assert done.returncode == 0
+    warning = one_line(done.stderr)
+    assert warning.startswith(f"pywg reload: warning: {config}: line 5: [Interface] PostUp: "), warning
+
+    # A broken file: the error, naming file and line, and the running configuration stays.
+    second.write_config(second_text + "\n[Peer]\nPublicKey = short\n")
+    done = host.run(pywg_argv("reload", second.name), check=False)
+    line = _assert_clean_failure(
+        done.stderr, done.stdout, f"{config}: line 11: [Peer] #2 PublicKey", "pywg reload"
+    )
+    assert line.endswith("; the running configuration stays")
+    assert len(wg_peers(host, second.name)) == 2 and second.pids() == [second.pid]
+    assert "reload failed" in second.log()
+
+    # What is not a `pywg up` tunnel says so.
+    wireguard_go = WireguardGo(world.b, world.cfg_b).start()
+    done = host.run(pywg_argv("reload", wireguard_go.ifname), check=False)
+    _assert_clean_failure(done.stderr, done.stdout, "not a `pywg up` tunnel", "pywg reload")
+    done = host.run(pywg_argv("reload", f"{second.name}x"), check=False)
+    _assert_clean_failure(done.stderr, done.stdout, "no tunnel of that name is running", "pywg reload")
+    first.down()
+    second.down()
+
+
+def test_the_interface_is_named_after_a_wg_quick_file_as_wg_quick_does(host: Host) -> None:
+    conf = PywgUp(host, _ini())  # its file is NAME.conf
+    conf.ifname = conf.name
+    json_file = PywgUp(host, _json().replace("10.5.", "10.6."), ifname="net1", suffix=".json")
+    for pywg in (conf, json_file):
+        done = host.run(pywg_argv("up", str(pywg.config_path), "--name", pywg.name))
+        assert done.stdout.startswith(f"{pywg.ifname} is up"), done.stdout
+        assert host.has_link(pywg.ifname)
+    for pywg in (conf, json_file):
+        pywg.down()
+        assert pywg.leftovers() == []
 
 
 # --- pywg-userspace -------------------------------------------------------------------------------------

@@ -204,22 +204,63 @@ def test_mtu_rules() -> None:
     ]
 
 
-def test_unknown_and_repeated_json_keys_are_warnings() -> None:
-    text = jtext({"name": "wg", "dns": ["1.1.1.1"]}, comment="x")
-    text = text.replace('"address"', '"address": "10.0.0.9", "address"', 1)
+def test_a_repeated_json_key_is_a_warning_and_the_last_one_wins() -> None:
+    text = jtext().replace('"address"', '"address": "10.0.0.9", "address"', 1)
     cfg = parse_config(text)
     assert cfg.addresses == [IPv4Interface("10.1.2.3/32")]  # the last one wins, as in Go
-    assert cfg.warnings == [
-        "address: given more than once; the last one is used",
-        "name: unknown key, ignored",
-        "dns: unknown key, ignored",
-        "peers[0].comment: unknown key, ignored",
-    ]
+    assert cfg.warnings == ["address: given more than once; the last one is used"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (jtext(allowedIP=["10.9.0.0/24"]), "peers[0].allowedIP: unknown key; did you mean allowedIPs?"),
+        (jtext({"adress": "10.1.2.4/32"}), "adress: unknown key; did you mean address?"),
+        (jtext(presharedkeys=PSK), "peers[0].presharedkeys: unknown key; did you mean presharedKey?"),
+        (jtext({"listen_port": 1}), "listen_port: unknown key; did you mean listenPort?"),
+        (
+            jtext({"allowedIPs": ["0.0.0.0/0"]}),
+            "allowedIPs: unknown key here (it belongs in each entry of peers)",
+        ),
+        (jtext(mtu=1280), "peers[0].mtu: unknown key here (it belongs at the top level)"),
+        (jtext({"name": "wg"}), "name: unknown key"),
+        (jtext(comment="x"), "peers[0].comment: unknown key"),
+    ],
+    ids=[
+        "allowedIP",
+        "adress",
+        "presharedkeys",
+        "listen_port",
+        "peer-key-on-top",
+        "top-key-in-peer",
+        "name",
+        "comment",
+    ],
+)
+def test_an_unknown_json_key_is_an_error_naming_the_nearest_known_one(text: str, message: str) -> None:
+    """A misspelt key would otherwise leave its setting out: a peer with no allowed IPs, no PSK."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, source="config.json")
+    assert str(caught.value) == f"config.json: {message}"
 
 
 def test_unknown_key_named_like_a_key_is_not_echoed() -> None:
-    cfg = parse_config(jtext({PRIV: 1}))
-    assert cfg.warnings == ["(value hidden: it looks like key material): unknown key, ignored"]
+    with pytest.raises(ConfigError) as caught:
+        parse_config(jtext({PRIV: 1}))
+    assert str(caught.value) == "<config>: (value hidden: it looks like key material): unknown key"
+
+
+@pytest.mark.parametrize("text", [jtext({"address": DROP}), jtext({"address": []})], ids=["absent", "empty"])
+def test_no_address_is_an_error_when_required_and_else_a_warning_naming_the_consequence(text: str) -> None:
+    with pytest.raises(ConfigError, match=r"^Secret config\.json: address: required: "):
+        parse_config(text, source="Secret config.json", require_address=True)
+    (warning,) = parse_config(text).warnings
+    assert warning.startswith("address: none given: the interface gets no IP address")
+    assert "AllowedIPs most likely refuse" in warning
+    ini = format_wg_quick(parse_config(text))
+    with pytest.raises(ConfigError, match=r"^wg0\.conf: line 1: \[Interface\] Address: required: "):
+        parse_config(ini, source="wg0.conf", require_address=True)
+    assert parse_config(ini).warnings[0].startswith("line 1: [Interface] Address: none given: ")
 
 
 def test_json_keys_match_case_insensitively_like_go() -> None:
@@ -387,14 +428,45 @@ def test_ini_with_comments_and_multiple_peers() -> None:
     assert second == PeerConfig(
         public_key=base64.b64decode(PUB2), endpoint=Endpoint("gw.example.net", 4500), allowed_ips=[]
     )
-    assert cfg.warnings == ["line 10: [Interface] PostUp: a wg-quick setting pywg does not use; ignored"]
+    assert cfg.warnings == [
+        "line 10: [Interface] PostUp: pywg does not run wg-quick's hook commands; not run "
+        "(`wg-quick up` with pywg-userspace as its WG_QUICK_USERSPACE_IMPLEMENTATION runs them)",
+        "line 9: [Interface] DNS: pywg does not set name servers; ignored "
+        "(`wg-quick up` with pywg-userspace as its WG_QUICK_USERSPACE_IMPLEMENTATION sets them)",
+    ]
+
+
+WG_QUICK_WITH_PYWG = "`wg-quick up` with pywg-userspace as its WG_QUICK_USERSPACE_IMPLEMENTATION"
+
+
+def test_wg_quick_settings_pywg_does_not_apply_are_one_warning_each() -> None:
+    lines = ["PreUp = a", "PostUp = b", "PostUp = c", "PreDown = d", "PostDown = e", "SaveConfig = true"]
+    text = _ini("[Interface]", f"PrivateKey={PRIV}", "Address = 10.0.0.1", *lines, "DNS = 10.0.0.53, lan")
+    hooks = [
+        f"line {n}: [Interface] {key}: pywg does not run wg-quick's hook commands; not run "
+        f"({WG_QUICK_WITH_PYWG} runs them)"
+        for n, key in [(4, "PreUp"), (5, "PostUp"), (6, "PostUp"), (7, "PreDown"), (8, "PostDown")]
+    ]
+    assert parse_config(text).warnings == [
+        *hooks,
+        "line 9: [Interface] SaveConfig: pywg never writes the configuration back to the file; ignored",
+        f"line 10: [Interface] DNS: pywg does not set name servers; ignored ({WG_QUICK_WITH_PYWG} sets them)",
+    ]
+
+
+@pytest.mark.parametrize("setting", ["Table = auto", "table = Main", "SaveConfig = false"])
+def test_wg_quick_settings_that_ask_for_what_pywg_does_are_silent(setting: str) -> None:
+    text = _ini("[Interface]", f"PrivateKey={PRIV}", "Address = 10.0.0.1", setting)
+    assert parse_config(text).warnings == []
 
 
 def test_ini_overlapping_allowed_ips_between_peers_warns() -> None:
-    text = f"[Interface]\nPrivateKey={PRIV}\n[Peer]\nPublicKey={PUB1}\nAllowedIPs=10.0.0.0/8\n"
+    text = (
+        f"[Interface]\nPrivateKey={PRIV}\nAddress=10.0.0.1\n[Peer]\nPublicKey={PUB1}\nAllowedIPs=10.0.0.0/8\n"
+    )
     text += f"[Peer]\nPublicKey={PUB2}\nAllowedIPs=10.0.0.0/8\n"
     assert parse_config(text).warnings == [
-        "line 6: [Peer] #2 AllowedIPs: 10.0.0.0/8 is also allowed for [Peer] #1 (line 3); "
+        "line 7: [Peer] #2 AllowedIPs: 10.0.0.0/8 is also allowed for [Peer] #1 (line 4); "
         "WireGuard gives it to the later peer"
     ]
 
@@ -545,7 +617,8 @@ BAD_INPUTS: list[tuple[str, str, str]] = [
     ("fwmark octal", jtext({"fwmark": "010"}), 'fwmark: "010" is ambiguous'),
     ("fwmark text", jtext({"fwmark": "zz"}), 'fwmark: "zz" is not a number'),
     ("fwmark type", jtext({"fwmark": [1]}), "fwmark: expected an integer, got an array"),
-    ("top level", '{"a": 1} ', "privateKey: required"),
+    ("top level", '{"a": 1} ', "a: unknown key"),
+    ("no private key", '{"address": "10.0.0.1"} ', "privateKey: required"),
     ("peers type", jtext({"peers": {}}), "peers: expected an array, got an object"),
     ("peer type", jtext({"peers": ["x"]}), "peers[0]: expected an object, got a string"),
     ("no public key", jtext(publicKey=DROP), "peers[0].publicKey: required"),
@@ -726,7 +799,28 @@ BAD_INPUTS: list[tuple[str, str, str]] = [
     (
         "ini table in peer",
         _ini("[Interface]", f"PrivateKey={PRIV}", "[Peer]", f"PublicKey={PUB1}", "Table = off"),
-        "line 5: [Peer] #1 Table: unknown key",
+        "line 5: [Peer] #1 Table: unknown key here (it belongs in [Interface])",
+    ),
+    (
+        "ini misspelt key",
+        _ini("[Interface]", f"PrivateKey={PRIV}", "[Peer]", f"PublicKey={PUB1}", "AllowedIP = 10.0.0.0/8"),
+        "line 5: [Peer] #1 AllowedIP: unknown key; did you mean AllowedIPs?",
+    ),
+    (
+        "ini peer key in interface",
+        _ini("[Interface]", f"PrivateKey={PRIV}", "Endpoint = 192.0.2.1:51820"),
+        "line 3: [Interface] Endpoint: unknown key here (it belongs in [Peer])",
+    ),
+    # Routes in another table or none: pywg would add the routes this forbids.
+    (
+        "ini table off",
+        _ini("[Interface]", f"PrivateKey={PRIV}", "Table = off"),
+        'line 3: [Interface] Table: "off" is not supported: pywg routes every AllowedIPs prefix',
+    ),
+    (
+        "ini table number",
+        _ini("[Interface]", f"PrivateKey={PRIV}", "Table = 1234"),
+        'line 3: [Interface] Table: "1234" is not supported: ',
     ),
 ]
 
@@ -754,7 +848,8 @@ def test_load_config(tmp_path: Path) -> None:
     path.write_text(INI)
     path.chmod(0o600)
     assert load_config(path) == parse_config(INI)
-    assert load_config(str(path)).warnings == parse_config(INI).warnings
+    # Every warning names the file.
+    assert load_config(str(path)).warnings == [f"{path}: {warning}" for warning in parse_config(INI).warnings]
     path.chmod(0o644)
     assert (
         load_config(path).warnings[-1] == f"{path}: the file is world accessible, and it holds a private key"

@@ -95,13 +95,16 @@ def _redirect_stdio(log_path: Path | None) -> None:
 
 @dataclass
 class State:
-    """What `pywg down` needs to find a running tunnel."""
+    """What `pywg down` and `pywg reload` need to find a running tunnel. `name` is its UAPI name
+    (the state file's name too), `netns` the --netns path it was given (None: where it started),
+    `netns_id` the (st_dev, st_ino) of the namespace its interface lives in."""
 
     name: str
     interface: str
     netns: str | None
     pid: int
     config: str | None
+    netns_id: list[int] | None = None
 
     def save(self, state_dir: Path = STATE_DIR) -> Path:
         private_dir(state_dir)
@@ -115,21 +118,38 @@ class State:
     def remove(self, state_dir: Path = STATE_DIR) -> None:
         (state_dir / f"{self.name}.json").unlink(missing_ok=True)
 
+    def namespace(self) -> tuple[int, int] | None:
+        """The identity of the interface's namespace (None if it cannot be known any more)."""
+        if self.netns_id is not None:
+            return (self.netns_id[0], self.netns_id[1])
+        # A state file of an older pywg: the --netns path, or else the daemon's own namespace.
+        try:
+            st = os.stat(self.netns or f"/proc/{self.pid}/ns/net")
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
 
-def find_state(interface: str, netns: str | None, state_dir: Path = STATE_DIR) -> State | None:
-    """The state of the live tunnel for `interface` in `netns` (a resolved path or None)."""
-    if not state_dir.is_dir():
-        return None
-    for path in sorted(state_dir.glob("*.json")):
+
+def running_tunnels(state_dir: Path = STATE_DIR) -> list[State]:
+    """The states of the live `pywg up` tunnels; what dead ones left is removed on the way.
+
+    Raises PermissionError if the state directory cannot be read (only root can).
+    """
+    try:
+        names = sorted(os.listdir(state_dir))  # unlike Path.glob, says when it may not look
+    except FileNotFoundError:
+        return []
+    running = []
+    for path in [state_dir / name for name in names if name.endswith(".json")]:
         try:
             state = State(**json.loads(path.read_text()))
         except (OSError, ValueError, TypeError):
             continue
-        if (state.interface, state.netns) == (interface, netns):
-            if alive(state.pid):
-                return state
+        if alive(state.pid):
+            running.append(state)
+        else:
             _remove_leftovers(state, path)
-    return None
+    return running
 
 
 def _remove_leftovers(state: State, path: Path) -> None:

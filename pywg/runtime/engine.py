@@ -31,6 +31,7 @@ largest batch once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
@@ -47,7 +48,7 @@ from pywg.runtime.tun import Tun, TunGoneError
 from pywg.runtime.tun_offload import TunReader, TunWriter
 from pywg.runtime.uapi_server import UapiServer
 from pywg.runtime.udp import UdpSockets
-from pywg.uapi import UapiHooks
+from pywg.uapi import ReloadRefused, UapiHooks
 
 TUN_BATCH = 128  # packets read from the TUN per wake-up (MAX_STAGED_PACKETS per peer)
 UDP_BATCH = 256  # datagrams read per socket per wake-up (GRO segments counted)
@@ -64,6 +65,8 @@ class Engine:
         self.tun = tun
         self.udp = udp
         self.name = name
+        # What `pywg reload` and SIGHUP run (see UapiHooks.reload); None: this tunnel does not reload.
+        self.on_reload: Callable[[], tuple[str, list[str]]] | None = None
         self.uapi = UapiServer(name, device, self.uapi_hooks())
         self.stopped: asyncio.Future[str] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -76,8 +79,20 @@ class Engine:
 
     def uapi_hooks(self) -> UapiHooks:
         return UapiHooks(
-            set_listen_port=self.set_listen_port, set_fwmark=self.udp.set_fwmark, after_set=self.flush
+            set_listen_port=self.set_listen_port,
+            set_fwmark=self.udp.set_fwmark,
+            after_set=self.flush,
+            reload=self.reload,
         )
+
+    def reload(self) -> tuple[str, list[str]]:
+        if self.on_reload is None:
+            return UapiHooks().reload()  # refuses, saying why
+        return self.on_reload()
+
+    def reload_on_signal(self) -> None:
+        with contextlib.suppress(ReloadRefused):  # on_reload logged why
+            self.reload()
 
     # Lifecycle.
     async def run(self, on_ready: Callable[[], None] | None = None) -> str:
@@ -260,17 +275,18 @@ def _log_events(name: str, device: Device) -> None:
 def run_engine(
     engine: Engine,
     on_ready: Callable[[], None] | None = None,
-    on_reload: Callable[[], None] | None = None,
+    on_reload: Callable[[], tuple[str, list[str]]] | None = None,
 ) -> str:
-    """Run `engine` on a uvloop loop until it stops. SIGTERM and SIGINT stop it,
-    SIGHUP calls `on_reload`."""
+    """Run `engine` on a uvloop loop until it stops. SIGTERM and SIGINT stop it; SIGHUP and
+    `pywg reload` call `on_reload` (see UapiHooks.reload)."""
 
     async def main() -> str:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, engine.stop, f"signal {signal.Signals(signum).name}")
         if on_reload is not None:
-            loop.add_signal_handler(signal.SIGHUP, on_reload)
+            engine.on_reload = on_reload
+            loop.add_signal_handler(signal.SIGHUP, engine.reload_on_signal)
         return await engine.run(on_ready)
 
     return uvloop.run(main())

@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
 from typing import Any
 
+from pywg.runtime.oserror import DescribedOSError
+
 IPNetwork = IPv4Network | IPv6Network
 IPInterface = IPv4Interface | IPv6Interface
 
@@ -56,10 +58,12 @@ def _in_child(name: str, *args: Any) -> Any:
         reply = pipe.read()
     os.waitpid(pid, 0)
     if not reply:
-        raise OSError(f"netconfig {name}: the child process making the call died")
+        raise DescribedOSError(f"netconfig {name}: the child process making the call died")
     answer = json.loads(reply)
     if "errno" in answer:
-        raise OSError(answer["errno"], answer["message"]) if answer["errno"] else OSError(answer["message"])
+        if answer["errno"]:
+            raise DescribedOSError(answer["errno"], answer["message"])
+        raise DescribedOSError(answer["message"])
     if "bug" in answer:
         raise RuntimeError(f"netconfig {name}: {answer['bug']}")
     return answer["result"]

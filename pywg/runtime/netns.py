@@ -27,6 +27,8 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from pywg.runtime.oserror import DescribedOSError
+
 CLONE_NEWNET = 0x40000000
 NETNS_RUN_DIR = "/run/netns"
 THREAD_NETNS = "/proc/thread-self/ns/net"
@@ -34,11 +36,11 @@ THREAD_NETNS = "/proc/thread-self/ns/net"
 NS_GET_NSTYPE = 0xB703
 
 
-class NamespaceNotFoundError(FileNotFoundError):
+class NamespaceNotFoundError(DescribedOSError, FileNotFoundError):
     """The named network namespace does not exist (or is not a network namespace)."""
 
 
-class NamespaceSwitchError(OSError):
+class NamespaceSwitchError(DescribedOSError):
     """setns failed; `in_netns` raises it also if the thread could not return to its namespace."""
 
 

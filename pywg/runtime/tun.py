@@ -26,6 +26,7 @@ import stat
 import struct
 
 from pywg.runtime.netns import in_netns, netns_identity, resolve_netns
+from pywg.runtime.oserror import DescribedOSError
 
 TUN_DEVICE_PATH = "/dev/net/tun"
 TUN_MAJOR, TUN_MINOR = 10, 200
@@ -71,7 +72,7 @@ VIRTIO_NET_HDR_LEN = 10  # the default TUNSETVNETHDRSZ
 MAX_IP_PACKET = 65535
 
 
-class TunError(OSError):
+class TunError(DescribedOSError):
     """Creating or using a TUN failed."""
 
 
