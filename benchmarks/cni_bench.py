@@ -35,8 +35,10 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from ipaddress import ip_interface, ip_network
 from pathlib import Path
@@ -51,6 +53,7 @@ from cni.build_entrypoint import DEFAULT_OUT as ENTRYPOINT  # noqa: E402
 from pywg.config import InterfaceConfig, PeerConfig  # noqa: E402
 from pywg.runtime.lab import raise_interrupt  # noqa: E402
 from pywg.runtime.netns import in_netns  # noqa: E402
+from pywg.runtime.uapi_server import query, socket_path  # noqa: E402
 from tests.cni_run import (  # noqa: E402
     ANNOTATION,
     CNI_PATH,
@@ -71,6 +74,9 @@ NAMESPACE = "default"
 PEER_ADDRESS = PEER_TUNNEL[0].split("/")[0]
 TARGET_P95_MS = 300.0
 TARGET_IDLE_MB = 100.0
+TARGET_FULL_RSS_MB = 150.0  # 110 idle tunnels in one agent (issue #13)
+TARGET_RECOVERY_S = 10.0
+TARGET_KEPT = 0.8  # a tunnel's throughput while another tenant attacks, of its throughput alone
 
 
 def say(text: str) -> None:
@@ -96,14 +102,18 @@ class Calls:
 
 
 class Node:
-    def __init__(self, topology: Topology, fake: FakeKubernetes) -> None:
+    """`supervise`: the agent under its supervisor, else alone as the DaemonSet runs it (the kubelet
+    restarts it; here the benchmark does)."""
+
+    def __init__(self, topology: Topology, fake: FakeKubernetes, supervise: bool = True) -> None:
         self.host, self.peer = node_with_peer(topology)
         self.topology = topology
         self.fake = fake
         with in_netns(self.host.name):
             fake.start()  # its socket listens on the node's loopback, where the agent looks
         self.kubeconfig = fake.write_kubeconfig("token")
-        self.agent = NodeAgent(self.host, args=["--config-dir", str(self.kubeconfig.parent)]).start()
+        args = ["--config-dir", str(self.kubeconfig.parent)]
+        self.agent = NodeAgent(self.host, args=args, supervise=supervise).start()
 
     def pods(self, count: int, keepalive: str) -> list[Pod]:
         """`count` Pod namespaces, each with its Pod object and Secret, and served by the peer."""
@@ -243,6 +253,212 @@ def idle_wireguard_go(topology: Topology, count: int) -> dict[str, Any]:
     return {"processes": len(pids), "total": total}
 
 
+# --- a full node -----------------------------------------------------------------------------------
+
+# 64 KiB of TCP over IPv4 with gso_size 1, behind a virtio_net_hdr, written on net1 with AF_PACKET as
+# fast as one process can: the frame that used to become 65,000 packets in the agent (issue #13).
+_GSO_FLOOD = r"""
+import socket, struct, sys, time
+ifname, source, destination, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+payload = 65535 - 40
+ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40 + payload, 0, 0x4000, 64, 6, 0,
+                 socket.inet_aton(source), socket.inet_aton(destination))
+tcp = struct.pack("!HHIIBBHHH", 40000, 5201, 1, 0, 5 << 4, 0x18, 65535, 0, 0)
+vnet = struct.pack("<BBHHHH", 1, 1, 40, 1, 20, 16)  # NEEDS_CSUM, TCPV4, hdr_len, gso_size 1, csum
+frame = vnet + ip + tcp + bytes(payload)
+sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+sock.setsockopt(263, 15, 1)  # SOL_PACKET, PACKET_VNET_HDR
+sent, end = 0, time.monotonic() + seconds
+print("ready", flush=True)
+while time.monotonic() < end:
+    try:
+        sock.sendto(frame, (ifname, 0x0800))
+        sent += 1
+    except OSError:
+        time.sleep(0.001)
+print(sent, flush=True)
+"""
+
+
+def add_in_parallel(node: Node, pods: Sequence[Pod], in_flight: int) -> list[float]:
+    """ADD through the entrypoint for every Pod, `in_flight` at a time, as a kubelet does; ms each."""
+
+    def add(pod: Pod) -> float:
+        pod.container_id = os.urandom(32).hex()
+        return node.cni(ENTRYPOINT, "ADD", pod)
+
+    with ThreadPoolExecutor(max_workers=in_flight) as pool:
+        return list(pool.map(add, pods))
+
+
+def unreachable(pods: Sequence[Pod], timeout: float = 10.0) -> list[str]:
+    """The Pods whose ping to the peer through net1 gets no reply within `timeout` s."""
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answered = list(pool.map(lambda pod: pod.host.ping(PEER_ADDRESS, timeout=timeout), pods))
+    return [pod.name for pod, ok in zip(pods, answered, strict=True) if not ok]
+
+
+def recovery_after_kill(node: Node, pods: Sequence[Pod]) -> dict[str, Any]:
+    """kill -9 of the agent, restarted at once (as the kubelet restarts a crashed container): the
+    seconds until every Pod's ping through net1 is answered again (ping every 0.2 s, timestamps)."""
+    pingers = [
+        pod.host.popen(["ping", "-n", "-D", "-i", "0.2", "-W", "1", PEER_ADDRESS], stdout=subprocess.PIPE)
+        for pod in pods
+    ]
+    time.sleep(2)  # every ping answered before the kill
+    assert node.agent.process is not None
+    worker = node.agent.worker_pid()
+    killed = time.time()
+    os.kill(worker, signal.SIGKILL)
+    node.agent.process.wait()
+    node.agent.process = None
+    node.agent.start()
+    started = time.time() - killed
+    time.sleep(15)
+    back: list[float | None] = []
+    for pinger in pingers:
+        pinger.terminate()
+        out, _ = pinger.communicate(timeout=10)
+        replies = [
+            float(line[1:].split("]")[0]) for line in out.decode().splitlines() if line.startswith("[")
+        ]
+        after = [t for t in replies if t > killed + 0.3]  # a reply already on its way at the kill aside
+        back.append(after[0] - killed if after else None)
+    missing = sum(1 for b in back if b is None)
+    seconds = [b for b in back if b is not None]
+    return {
+        "pods": len(pods),
+        "agent_answering_after_s": round(started, 2),
+        "all_back_after_s": None if missing else round(max(seconds), 2),
+        "median_back_after_s": round(statistics.median(seconds), 2) if seconds else None,
+        "never_back": missing,
+    }
+
+
+def iperf_gbps(pod: Pod, seconds: float) -> float:
+    done = pod.host.run(
+        ["iperf3", "-c", PEER_ADDRESS, "-t", str(seconds), "-J"], check=True, timeout=seconds + 30
+    )
+    return json.loads(done.stdout)["end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def big_secret(node: Node, pod: Pod, peers: int) -> None:
+    """The Pod's Secret with `peers` - 1 more peers (keys of nobody), a /32 each: a hub's config."""
+    doc = config_json(pod.keys, node.peer, [f"{PEER_ADDRESS}/32"], keepalive="0s")
+    doc["peers"] += [
+        {
+            "publicKey": KeyPair.generate().public_b64,
+            "allowedIPs": [f"10.{100 + i // 65536}.{i // 256 % 256}.{i % 256}/32"],
+        }
+        for i in range(peers - 1)
+    ]
+    node.fake.add_secret(NAMESPACE, f"wg-{pod.name}", {"config.json": json.dumps(doc)})
+
+
+def under_attack(
+    node: Node, reference: Pod, hub: Pod, flooder: Pod, fresh: Sequence[Pod], args: argparse.Namespace
+) -> dict[str, Any]:
+    """`reference`'s TCP throughput alone, then while `hub`'s 5,000-peer Secret is added and deleted
+    again and again and `flooder` writes gso_size-1 frames on its net1; meanwhile `fresh` Pods are
+    added `in_flight` at a time."""
+    server = node.peer.host.popen(["iperf3", "-s", "-B", PEER_ADDRESS])
+    time.sleep(0.5)
+    try:
+        alone = iperf_gbps(reference, args.seconds)
+        stop = threading.Event()
+        hub_adds: list[float] = []
+
+        def churn() -> None:
+            while not stop.is_set():
+                hub_adds.append(node.cni(ENTRYPOINT, "ADD", hub))
+                node.cni(ENTRYPOINT, "DEL", hub)
+
+        flood_address = flooder.keys.addresses[0].split("/")[0]
+        flood = flooder.host.popen(
+            [sys.executable, "-c", _GSO_FLOOD, "net1", flood_address, PEER_ADDRESS, str(args.seconds + 30)],
+            stdout=subprocess.PIPE,
+        )
+        assert flood.stdout is not None and flood.stdout.readline() == b"ready\n"
+        hub.container_id = os.urandom(32).hex()
+        churner = threading.Thread(target=churn)
+        churner.start()
+        try:
+            time.sleep(1)
+            measured: dict[str, Any] = {}
+            measuring = threading.Thread(
+                target=lambda: measured.update(gbps=iperf_gbps(reference, args.seconds))
+            )
+            measuring.start()
+            adds = add_in_parallel(node, fresh, args.in_flight)
+            measuring.join()
+        finally:
+            stop.set()
+            churner.join()
+            flood.terminate()
+            frames, _ = flood.communicate(timeout=30)
+        drops = node.agent.call("list")  # the flooder's drop counters come from its UAPI socket
+        name = next(a["name"] for a in drops["attachments"] if a["container_id"] == flooder.container_id)
+        counters = stats_of(name)
+    finally:
+        server.terminate()
+        server.wait()
+    return {
+        "reference_gbps_alone": round(alone, 3),
+        "reference_gbps_under_attack": round(measured["gbps"], 3),
+        "throughput_kept": round(measured["gbps"] / alone, 3),
+        "add_ms_under_attack": percentiles(adds),
+        "raw_add_ms": adds,
+        "hub_peers": args.hub_peers,
+        "hub_adds_ms": hub_adds,
+        "flood_frames_written": int(frames.split()[-1]) if frames.split() else 0,
+        "flooder_drops": {k: v for k, v in counters.items() if k.startswith("drop_")},
+    }
+
+
+def stats_of(name: str) -> dict[str, int]:
+    """The `stats=1` counters of an attachment, from its UAPI socket."""
+    reply = query(socket_path(name), b"stats=1\n\n").decode()
+    return {
+        k: int(v)
+        for k, v in (line.split("=", 1) for line in reply.splitlines() if "=" in line)
+        if v.isdigit()
+    }
+
+
+def full_node(topology: Topology, fake: FakeKubernetes, args: argparse.Namespace) -> dict[str, Any]:
+    node = Node(topology, fake, supervise=False)
+    say(f"a full node: {args.full} Pods, {args.in_flight} ADDs in flight ...")
+    extra = args.in_flight + 3  # Pods added under attack, the hub, the flooder (whose net1 runs)
+    pods = node.pods(args.full + extra, keepalive="0s")
+    running, hub, flooder, fresh = (
+        pods[: args.full],
+        pods[args.full],
+        pods[args.full + 1],
+        pods[args.full + 2 :],
+    )
+    adds = add_in_parallel(node, running, args.in_flight)
+    say("ping through every tunnel ...")
+    silent = unreachable(running)
+    rss = memory_kb([node.agent.worker_pid()])
+    say(f"kill -9 of the agent with {args.full} attachments ...")
+    recovery = recovery_after_kill(node, running)
+    say("isolation under attack ...")
+    add_in_parallel(node, [flooder], 1)
+    big_secret(node, hub, args.hub_peers)
+    attack = under_attack(node, running[0], hub, flooder, fresh, args)
+    return {
+        "pods": args.full,
+        "in_flight": args.in_flight,
+        "add_ms": percentiles(adds),
+        "raw_add_ms": adds,
+        "unreachable": silent,
+        "agent_rss_kb": rss["rss_kb"],
+        "agent_pss_kb": rss["pss_kb"],
+        "recovery": recovery,
+        "attack": attack,
+    }
+
+
 # --- figures --------------------------------------------------------------------------------------
 
 
@@ -296,7 +512,52 @@ def render(report: dict[str, Any]) -> str:
         f"targets: ADD p95 ≤ {TARGET_P95_MS:g} ms (entrypoint: {p95}); "
         f"{n} tunnels ≤ {TARGET_IDLE_MB:g} MB (agent + supervisor: {total_kib * 1024 / 1e6:.1f} MB)",
     ]
+    if "full_node" in report:
+        lines += ["", *render_full_node(report["full_node"])]
     return "\n".join(lines)
+
+
+def render_full_node(full: dict[str, Any]) -> list[str]:
+    add, attack, recovery = full["add_ms"], full["attack"], full["recovery"]
+    under = attack["add_ms_under_attack"]
+    rss_mb = full["agent_rss_kb"] * 1024 / 1e6
+    back = recovery["all_back_after_s"]
+    rows = [
+        (
+            "ADD p95, {in_flight} in flight".format(**full),
+            f"{add['p95']} ms (p50 {add['p50']}, max {add['max']})",
+            f"≤ {TARGET_P95_MS:g} ms",
+        ),
+        ("agent RSS, {pods} idle tunnels".format(**full), f"{rss_mb:.1f} MB", f"≤ {TARGET_FULL_RSS_MB:g} MB"),
+        ("tunnels answering a ping", f"{full['pods'] - len(full['unreachable'])} of {full['pods']}", "all"),
+        (
+            "traffic back after kill -9",
+            f"{back} s (median {recovery['median_back_after_s']} s)"
+            if back is not None
+            else f"{recovery['never_back']} never",
+            f"≤ {TARGET_RECOVERY_S:g} s",
+        ),
+        (
+            "ADD p95 under attack",
+            f"{under['p95']} ms (p50 {under['p50']}, max {under['max']})",
+            f"≤ {TARGET_P95_MS:g} ms",
+        ),
+        (
+            "a tunnel's throughput under attack",
+            f"{attack['reference_gbps_under_attack']} of {attack['reference_gbps_alone']} Gbit/s "
+            f"({attack['throughput_kept']:.0%})",
+            f"≥ {TARGET_KEPT:.0%}",
+        ),
+    ]
+    lines = [
+        f"a full node: the agent as the DaemonSet runs it, {full['pods']} Pods; attack: a "
+        f"{attack['hub_peers']}-peer Secret added and deleted {len(attack['hub_adds_ms'])} times, "
+        f"{attack['flood_frames_written']} gso_size-1 frames on another Pod's net1 "
+        f"(dropped: {attack['flooder_drops']})",
+        f"{'':<36} {'measured':<40} target",
+    ]
+    lines += [f"{label:<36} {value:<40} {target}" for label, value, target in rows]
+    return lines
 
 
 def run(args: argparse.Namespace, report: dict[str, Any]) -> None:
@@ -313,6 +574,9 @@ def run(args: argparse.Namespace, report: dict[str, Any]) -> None:
             say(f"{args.idle} idle tunnels in the agent, then {args.idle} idle wireguard-go ...")
             report["idle"] = {"agent": idle_agent(node, pods[: args.idle])}
             report["idle"]["wireguard_go"] = idle_wireguard_go(topology, args.idle)
+        if args.full:
+            with Topology() as topology:
+                report["full_node"] = full_node(topology, fake, args)
     finally:
         fake.stop()
 
@@ -321,6 +585,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="ADD latency and idle memory of pywg-cni on one node.")
     parser.add_argument("--pods", type=int, default=50, help="Pods to ADD and DEL per path (50)")
     parser.add_argument("--idle", type=int, default=20, help="idle tunnels to measure (20)")
+    parser.add_argument("--full", type=int, default=110, help="Pods of the full node (110; 0: skip it)")
+    parser.add_argument("--in-flight", type=int, default=20, help="ADDs at once on the full node (20)")
+    parser.add_argument("--hub-peers", type=int, default=5000, help="peers of the attacking hub's Secret")
+    parser.add_argument("--seconds", type=float, default=10.0, help="of each throughput measurement (10)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the results")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -334,7 +602,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     report: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "settings": {"pods": args.pods, "idle": args.idle},
+        "settings": {
+            "pods": args.pods,
+            "idle": args.idle,
+            "full": args.full,
+            "in_flight": args.in_flight,
+            "hub_peers": args.hub_peers,
+            "seconds": args.seconds,
+        },
         "load_average_start": load_average(),
     }
     previous = signal.signal(signal.SIGTERM, raise_interrupt)

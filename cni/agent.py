@@ -440,7 +440,7 @@ class Agent:
                 "(the node agent's --max-config-bytes)",
             )
         try:
-            cfg = parse_config(text, source="config")
+            cfg = parse_config(text, source="config", require_address=True)
             self.policy.check(cfg)
         except (ConfigError, PolicyError) as error:
             raise OpError(INVALID_NETWORK_CONFIG, str(error)) from None
@@ -449,7 +449,8 @@ class Agent:
     async def op_add(self, request: dict[str, Any]) -> dict[str, Any]:
         cid, ifname = _attachment_key(request)
         netns, netns_id = _pod_netns(_string(request, "netns"))
-        cfg = self.admit(_string(request, "config"))
+        text = _string(request, "config")
+        cfg = await self.blocking(lambda: self.admit(text))  # thousands of peers: not on the loop
         pod = str(request.get("pod") or f"container {cid[:12]}")
         network = request.get("network")
         att = Attachment(cid, ifname, netns, netns_id, pod, cfg, [None] * len(cfg.peers))

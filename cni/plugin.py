@@ -169,7 +169,7 @@ def _api_client(kubeconfig: str, node_policy: NodePolicy) -> k8s.ApiClient:
 
 def _parse(text: str, source: str) -> InterfaceConfig:
     try:
-        return parse_config(text, source=source)
+        return parse_config(text, source=source, require_address=True)
     except ConfigError as error:
         raise CniError(INVALID_NETWORK_CONFIG, str(error)) from None
 

@@ -343,7 +343,9 @@ DROP_REASONS = {
     "no_endpoint": "a packet or handshake for a peer with no endpoint yet (it has not contacted us)",
     "staged_queue_full": "a packet waiting for a handshake, pushed out by newer ones (128 per peer)",
     "handshake_no_keys": "an initiation not sent: the keys give no shared secret (a low-order point)",
-    "malformed_tun_frame": "a frame from the TUN whose offload header pywg cannot split",
+    "malformed_tun_frame": "a frame from the TUN whose offload header does not match its packet",
+    "tun_gso_segment_too_small": "a TUN super-packet in segments below the floor (TCP 472, UDP 8 bytes)",
+    "tun_gso_too_many_segments": "a TUN super-packet of more segments than a 64 KiB frame allows (139)",
     "tun_write_refused": "a decrypted packet the kernel refused when written to the TUN",
 }
 

@@ -142,8 +142,11 @@ class NodeAgent:
     supervisor and removes UAPI sockets of attachments nobody serves any more.
     """
 
-    def __init__(self, node: Host, socket: Path | None = None, args: Sequence[str] = ()) -> None:
+    def __init__(
+        self, node: Host, socket: Path | None = None, args: Sequence[str] = (), supervise: bool = True
+    ) -> None:
         self.node = node
+        self.supervise = supervise  # False: the agent alone, as the DaemonSet runs it
         self.state_dir = node.tmpdir / "state"
         self.socket = socket or node.tmpdir / "run" / "agent.sock"
         self.log_path = node.tmpdir / "agent.log"
@@ -159,7 +162,8 @@ class NodeAgent:
         return env | ({"PYWG_CNI_CONFIG_DIRS": dirs} if dirs else {})
 
     def start(self) -> NodeAgent:
-        command = [sys.executable, "-m", "cni.agent", "--supervise", *self.args]
+        command = [sys.executable, "-m", "cni.agent", *self.args]
+        command += ["--supervise"] if self.supervise else []
         command += ["--state-dir", str(self.state_dir), "--socket", str(self.socket)]
         with open(self.log_path, "ab") as log:
             self.process = self.node.popen(command, stdout=log, stderr=subprocess.STDOUT)

@@ -32,6 +32,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from pywg.runtime.netns import NamespaceNotFoundError, in_netns, resolve_netns
+from pywg.runtime.oserror import DescribedOSError
 
 IPInterface = IPv4Interface | IPv6Interface
 IPNetwork = IPv4Network | IPv6Network
@@ -45,7 +46,7 @@ IPV6_DEFAULT_METRIC = 1024
 T = TypeVar("T")
 
 
-class NetconfigError(OSError):
+class NetconfigError(DescribedOSError):
     """Configuring an interface failed; the message names the namespace, interface and item."""
 
 

@@ -68,6 +68,14 @@ def untouched_buffer(size: int) -> mmap.mmap:
     return mmap.mmap(-1, size)
 
 
+# The drop counter of each reason the C splitter refuses a frame for (offload.h WG_SPLIT_*).
+TUN_DROP_REASONS = {
+    "WG_SPLIT_MALFORMED": "malformed_tun_frame",
+    "WG_SPLIT_SEGMENT_TOO_SMALL": "tun_gso_segment_too_small",
+    "WG_SPLIT_TOO_MANY_SEGMENTS": "tun_gso_too_many_segments",
+}
+
+
 class TunReader:
     """Reads a vnet_hdr TUN in batches; super-packets come out split into IP packets."""
 
@@ -78,9 +86,7 @@ class TunReader:
         self._batch = hotpath.BufferPackets(untouched_buffer(READ_BUFFER), READ_SLOTS)
         self._error = ffi.new("int *")
         self._drop_reasons = {
-            -1 - self._lib.WG_SPLIT_MALFORMED: "malformed_tun_frame",
-            -1 - self._lib.WG_SPLIT_SEGMENT_TOO_SMALL: "tun_gso_segment_too_small",
-            -1 - self._lib.WG_SPLIT_TOO_MANY_SEGMENTS: "tun_gso_too_many_segments",
+            -1 - getattr(self._lib, code): reason for code, reason in TUN_DROP_REASONS.items()
         }
         self._dropped_seen = [0] * self._lib.WG_SPLIT_DROP_REASONS
 

@@ -19,9 +19,11 @@ from pywg.hotpath import data_path_crypto
 from pywg.runtime import netlink_child, tun_offload
 from pywg.runtime.engine import Engine
 from pywg.runtime.netns import resolve_netns
+from pywg.runtime.oserror import describe_os_error
 from pywg.runtime.resolve import resolve_endpoints
 from pywg.runtime.system import SystemClock, system_rng
 from pywg.runtime.tun import Tun, open_tun
+from pywg.runtime.uapi_server import UapiNameTaken
 from pywg.runtime.udp import UdpSockets
 
 _log = logging.getLogger("pywg")
@@ -140,7 +142,8 @@ def tunnel_on_tun(
         try:
             engine.uapi.bind()
         except OSError as error:
-            raise SetupError(f"cannot serve UAPI as {name!r}: {error}; choose another with --name") from None
+            advice = "; choose another with --name" if isinstance(error, UapiNameTaken) else ""
+            raise SetupError(f"cannot serve UAPI as {name!r}: {describe_os_error(error)}{advice}") from None
         cleanup.callback(engine.uapi.close)
         apply_peers(device, cfg, endpoints)
         cleanup.pop_all()
