@@ -363,6 +363,25 @@ def test_two_dropped_connections_are_transient(fake_k8s: FakeKubernetes, reset: 
     assert fake_k8s.dropped == 2  # one retry, not more
 
 
+def test_requests_are_sent_without_waiting_for_acks(
+    fake_k8s: FakeKubernetes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TCP_NODELAY: else each request waits out the server's delayed ACK (40 ms with kube-apiserver)."""
+    nodelay: list[int] = []
+    wrap = ssl.SSLContext.wrap_socket
+
+    def spy(self: ssl.SSLContext, sock: socket.socket, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        if not kwargs.get("server_side"):  # not the fake's end
+            nodelay.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        return wrap(self, sock, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "wrap_socket", spy)
+    client = load_kubeconfig(fake_k8s.write_kubeconfig("token"))
+    client.get_pod("default", "wireguard-pod")
+    client.get_secret("default", "wireguard-config")
+    assert len(nodelay) == 2 and all(nodelay)
+
+
 # --- TLS --------------------------------------------------------------------------------------------
 
 
