@@ -1,9 +1,9 @@
 """A small Kubernetes API client: GET a Pod or a Secret over TLS, with the errors an operator can act on.
 
 Only the standard library: http.client over an ssl context built by cni/kubeconfig.py (from a
-kubeconfig or the in-cluster ServiceAccount), one TLS connection per request, TCP_NODELAY.
-docs/design.md ("Kubernetes API client") says why this and not a client library, with the
-measurements.
+kubeconfig or the in-cluster ServiceAccount), one TLS connection per request, TCP_NODELAY, through an
+HTTP CONNECT proxy when the kubeconfig names one. docs/design.md ("Kubernetes API client") says why
+this and not a client library, with the measurements.
 
 Every failure is a `KubernetesError` whose `cni_code` is a CNI error code and whose
 message tells an operator what to change; it ends up in `kubectl get events`. Messages
@@ -15,11 +15,14 @@ Error codes:
   5  IO_FAILURE              a kubeconfig, token, CA or certificate file cannot be read.
   6  DECODING_FAILURE        the kubeconfig is not YAML/JSON; an answer or a Secret value does not decode.
   7  INVALID_NETWORK_CONFIG  something an operator has to fix, so retrying does not help: the kubeconfig
-                             is incomplete or uses an unsupported auth method; the API server rejects
+                             is incomplete or uses an unsupported auth method; an exec credential plugin
+                             is missing, fails or prints no usable credential; the API server rejects
                              the credentials (401) or RBAC forbids the read (403); the Secret is missing
                              or has no usable key; TLS verification fails (wrong CA, wrong name, client
-                             certificate rejected); `server` is not an API server.
-  11 TRY_AGAIN_LATER         transient: unreachable, refused, reset twice, timed out, 5xx, 429, 408.
+                             certificate rejected); `server` is not an API server; the proxy wants
+                             credentials (407).
+  11 TRY_AGAIN_LATER         transient: unreachable, refused, reset twice, timed out, 5xx, 429, 408; an
+                             exec credential plugin that does not finish in time.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import ssl
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import quote
 
 from cni.spec import (
@@ -51,7 +54,10 @@ __all__ = [
     "CONFIG_SECRET_ANNOTATION",
     "DEFAULT_TIMEOUT",
     "ApiClient",
+    "Credential",
+    "CredentialSource",
     "KubernetesError",
+    "Proxy",
     "secret_config_text",
 ]
 
@@ -64,6 +70,7 @@ USER_AGENT = "pywg-cni"
 # RFC 1123 subdomain: what the API server accepts as a namespace, Pod or Secret name.
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _TOKEN = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces: safe in an Authorization header
+_TUNNEL_FAILED = "Tunnel connection failed:"
 _RESETS = (
     ConnectionResetError,  # includes http.client.RemoteDisconnected
     ConnectionAbortedError,
@@ -93,6 +100,36 @@ class KubernetesError(Exception):
         self.message = message
 
 
+class Credential(NamedTuple):
+    """What an exec credential plugin issued: a bearer token and/or a TLS context with its client cert."""
+
+    token: str
+    ssl_context: ssl.SSLContext | None  # None: the client's own (the plugin issued no client certificate)
+
+
+class CredentialSource(Protocol):
+    """Credentials that can change while a client lives (cni/kubeconfig.py's exec credential plugins)."""
+
+    def get(self) -> Credential:
+        """The current credential: cached while it is valid, else issued anew (may raise KubernetesError)."""
+        ...
+
+    def expire(self, token: str) -> None:
+        """The API server rejected `token` (401): forget it, if it is still the current one."""
+        ...
+
+
+class Proxy(NamedTuple):
+    """An HTTP proxy the client tunnels through (HTTP CONNECT); `headers` may hold Proxy-Authorization."""
+
+    host: str
+    port: int
+    headers: Mapping[str, str]
+
+    def __repr__(self) -> str:  # never the headers: they may hold the proxy's password
+        return f"Proxy(http://{self.host}:{self.port})"
+
+
 # --------------------------------------------------------------------------------------------
 # The client.
 
@@ -101,7 +138,9 @@ class ApiClient:
     """GETs objects from one API server with one set of credentials.
 
     The token file (if any) is read at every request, so a rotated ServiceAccount token
-    is picked up; it wins over a literal token when both are set (as in client-go).
+    is picked up; it wins over a literal token when both are set (as in client-go). Without
+    either, an exec credential plugin (`credential_source`) is asked at every request; its
+    credential is cached until it expires, and a 401 makes it issue a new one, once.
     """
 
     def __init__(
@@ -116,6 +155,8 @@ class ApiClient:
         credentials: str = "the configured credentials",
         origin: str = "the client configuration",
         client_certificate: bool = False,
+        credential_source: CredentialSource | None = None,
+        proxy: Proxy | None = None,
         connect_timeout: float = DEFAULT_TIMEOUT,
         read_timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
@@ -128,6 +169,8 @@ class ApiClient:
         self.credentials = credentials
         self.origin = origin
         self.client_certificate = client_certificate  # only to explain a TLS close after the handshake
+        self.credential_source = credential_source
+        self.proxy = proxy
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         token = token.strip()
@@ -256,20 +299,46 @@ class ApiClient:
             return token
         return self._token
 
-    def _request(self, path: str) -> tuple[int, str, bytes, dict[str, str]]:
-        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+    def _credential(self) -> tuple[str, ssl.SSLContext, bool]:
+        """(bearer token or "", TLS context, whether it presents a client certificate) to send with."""
         token = self._bearer()
+        if token or self.credential_source is None:
+            return token, self.ssl_context, self.client_certificate
+        issued = self.credential_source.get()
+        if issued.ssl_context is None:
+            return issued.token, self.ssl_context, self.client_certificate
+        return issued.token, issued.ssl_context, True
+
+    def _request(self, path: str) -> tuple[int, str, bytes, dict[str, str]]:
+        token, context, with_certificate = self._credential()
+        answer = self._send(path, token, context, with_certificate)
+        if answer[0] == 401 and self.credential_source is not None:
+            # Revoked or expired early: client-go asks the plugin for a new credential and retries, once.
+            self.credential_source.expire(token)
+            fresh = self._credential()
+            if fresh[:2] != (token, context):
+                token, context, with_certificate = fresh
+                answer = self._send(path, token, context, with_certificate)
+        if answer[0] != 200 and self.credential_source is not None and len(token) >= 8:
+            status, reason, body, headers = answer
+            answer = status, reason, body.replace(token.encode(), b"<redacted>"), headers
+        return answer
+
+    def _send(
+        self, path: str, token: str, context: ssl.SSLContext, with_certificate: bool
+    ) -> tuple[int, str, bytes, dict[str, str]]:
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         for attempt in (1, 2):
             try:
-                return self._roundtrip(path, headers)
+                return self._roundtrip(path, headers, context)
             except _RESETS as error:
                 if attempt == 2:
                     hint = (
                         f"; if this persists, the server may be rejecting the client certificate in "
                         f"{self.credentials} (a TLS alert can be lost when the server closes at once)"
-                        if self.client_certificate and isinstance(error, ssl.SSLError)
+                        if with_certificate and isinstance(error, ssl.SSLError)
                         else ""
                     )
                     raise KubernetesError(
@@ -280,7 +349,8 @@ class ApiClient:
             except _Timeout as error:
                 if error.phase == "connect":
                     what = (
-                        f"could not connect to the API server {self.server} within {self.connect_timeout:g} s"
+                        f"could not connect to the API server {self.server}{self._via()} within "
+                        f"{self.connect_timeout:g} s"
                     )
                 else:
                     what = f"the API server {self.server} did not answer within {self.read_timeout:g} s"
@@ -303,18 +373,18 @@ class ApiClient:
             except ConnectionRefusedError:
                 raise KubernetesError(
                     TRY_AGAIN_LATER,
-                    f"cannot reach the API server {self.server} (connection refused); try again later",
+                    f"cannot reach the API server {self.server}{self._via()} (connection refused); try again "
+                    "later",
                 ) from None
             except socket.gaierror as error:
+                host = self.proxy.host if self.proxy else self.host
                 raise KubernetesError(
                     TRY_AGAIN_LATER,
-                    f"cannot resolve the API server host {self.host} ({error.strerror}); try again later",
+                    f"cannot resolve the {'proxy' if self.proxy else 'API server'} host {host} "
+                    f"({error.strerror}); try again later",
                 ) from None
             except OSError as error:
-                raise KubernetesError(
-                    TRY_AGAIN_LATER,
-                    f"cannot reach the API server {self.server} ({_why(error)}); try again later",
-                ) from None
+                raise self._connection_error(error) from None
             except http.client.HTTPException as error:
                 raise KubernetesError(
                     TRY_AGAIN_LATER,
@@ -323,14 +393,17 @@ class ApiClient:
                 ) from None
         raise AssertionError("unreachable")
 
-    def _roundtrip(self, path: str, headers: Mapping[str, str]) -> tuple[int, str, bytes, dict[str, str]]:
+    def _roundtrip(
+        self, path: str, headers: Mapping[str, str], context: ssl.SSLContext
+    ) -> tuple[int, str, bytes, dict[str, str]]:
         conn = _TlsConnection(
-            self.host,
-            self.port,
-            self.ssl_context,
+            (self.proxy.host, self.proxy.port) if self.proxy else (self.host, self.port),
+            context,
             self.tls_server_name or self.host,
             self.connect_timeout,
         )
+        if self.proxy:
+            conn.set_tunnel(self.host, self.port, dict(self.proxy.headers))
         try:
             try:
                 conn.connect()
@@ -365,6 +438,29 @@ class ApiClient:
             return response.status, response.reason, body, lowered
         finally:
             conn.close()
+
+    def _via(self) -> str:
+        return f" through the proxy http://{self.proxy.host}:{self.proxy.port}" if self.proxy else ""
+
+    def _connection_error(self, error: OSError) -> KubernetesError:
+        said = str(error)
+        if self.proxy and said.startswith(_TUNNEL_FAILED):  # http.client's CONNECT got no 200
+            answer = said.removeprefix(_TUNNEL_FAILED).strip()
+            wants_credentials = answer.startswith("407")
+            return KubernetesError(
+                INVALID_NETWORK_CONFIG if wants_credentials else TRY_AGAIN_LATER,
+                f"the proxy http://{self.proxy.host}:{self.proxy.port} did not open a tunnel to the API "
+                f"server {self.server} ({_clip(answer, 100)})"
+                + (
+                    f": give proxy-url in {self.origin} the proxy's user and password"
+                    if wants_credentials
+                    else "; try again later"
+                ),
+            )
+        return KubernetesError(
+            TRY_AGAIN_LATER,
+            f"cannot reach the API server {self.server}{self._via()} ({_why(error)}); try again later",
+        )
 
     def _tls_error(self, error: ssl.SSLError) -> KubernetesError:
         reason = str(error.reason or "")
@@ -420,22 +516,25 @@ class _Timeout(Exception):
 
 
 class _TlsConnection(http.client.HTTPConnection):
-    """HTTP over a TLS socket we wrap ourselves: our SNI/verification name, our connect timeout."""
+    """HTTP over a TLS socket we wrap ourselves: our SNI/verification name, our connect timeout.
+
+    `first_hop` is the API server, or the proxy when set_tunnel() names the API server.
+    """
 
     default_port = 443
 
     def __init__(
-        self, host: str, port: int, context: ssl.SSLContext, server_hostname: str, timeout: float
+        self, first_hop: tuple[str, int], context: ssl.SSLContext, server_hostname: str, timeout: float
     ) -> None:
-        super().__init__(host, port, timeout=timeout)
+        super().__init__(*first_hop, timeout=timeout)
         self._context = context
         self._server_hostname = server_hostname
 
     def connect(self) -> None:
-        raw = socket.create_connection((self.host, self.port), self.timeout)
-        # Without it the request waits for the ACK of the TLS handshake's last flight: 40 ms of
-        # delayed ACK per request against kube-apiserver, 100 ms for the two reads of an ADD.
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # TCP with TCP_NODELAY (without it, the request waits for the ACK of the TLS handshake's last
+        # flight: 40 ms of delayed ACK per request against kube-apiserver), then the proxy's tunnel.
+        super().connect()
+        raw = self.sock
         try:
             self.sock = self._context.wrap_socket(raw, server_hostname=self._server_hostname)
         except BaseException:

@@ -9,13 +9,22 @@ MAX_YAML_NODES nodes once every alias is expanded (aliases are shared, not copie
 the document would still see them all: billion laughs), no alias inside the node it names; all
 checked on the parser's events before a node is built (LibYAML's composer recurses on the C stack).
 
-Cluster: `server`, `certificate-authority(-data)`, `insecure-skip-tls-verify`, `tls-server-name`.
-User: `token`, `tokenFile`, `client-certificate(-data)` with `client-key(-data)`. Refused with a
-message: exec and auth-provider plugins, basic auth, impersonation, proxy-url. Relative file names
-resolve against the kubeconfig's directory.
+Cluster: `server`, `certificate-authority(-data)`, `insecure-skip-tls-verify`, `tls-server-name`,
+`proxy-url` (http:// only, through HTTP CONNECT; user:password in it becomes Proxy-Authorization).
+User: `token`, `tokenFile`, `client-certificate(-data)` with `client-key(-data)`, and exec credential
+plugins (client.authentication.k8s.io/v1 and v1beta1), run as kubectl runs them: the command (relative
+to the kubeconfig's directory when it has a slash, else from PATH) with its args, the agent's
+environment plus the plugin's `env` plus KUBERNETES_EXEC_INFO (an ExecCredential with `interactive:
+false`, and `cluster` when provideClusterInfo is true), no stdin, stderr to ours (the agent's log, as
+kubectl leaves it on the terminal). It must print an ExecCredential of the same apiVersion with a
+token or a client certificate and key within EXEC_TIMEOUT seconds; the credential is kept, per plugin
+configuration, until its expirationTimestamp, and replaced once when the API server answers 401. As in
+kubectl, a token or tokenFile wins over the plugin. Refused with a message: auth-provider plugins,
+basic auth, impersonation, exec plugins with interactiveMode Always, socks5 and https proxies.
+Relative file names resolve against the kubeconfig's directory.
 
 Errors are cni.k8s.KubernetesError (its docstring has the codes); no message quotes the document,
-a token or a key.
+a token, a key or what a plugin printed.
 """
 
 from __future__ import annotations
@@ -23,22 +32,36 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import datetime
+import json
 import os
 import re
 import shutil
+import signal
 import ssl
+import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import yaml
 
-from cni.k8s import DEFAULT_TIMEOUT, ApiClient, KubernetesError
-from cni.spec import DECODING_FAILURE, INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG, IO_FAILURE
+from cni.k8s import _TOKEN, DEFAULT_TIMEOUT, ApiClient, Credential, KubernetesError, Proxy
+from cni.spec import (
+    DECODING_FAILURE,
+    INVALID_ENVIRONMENT,
+    INVALID_NETWORK_CONFIG,
+    IO_FAILURE,
+    TRY_AGAIN_LATER,
+)
 
 __all__ = [
+    "EXEC_TIMEOUT",
     "MAX_KUBECONFIG_BYTES",
     "MAX_YAML_DEPTH",
     "MAX_YAML_NODES",
@@ -51,6 +74,10 @@ SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 MAX_KUBECONFIG_BYTES = 4 << 20  # a kubeconfig with a hundred clusters and their CAs is some 500 KiB
 MAX_YAML_DEPTH = 100  # kubeconfigs nest about 6 deep; extensions may nest more
 MAX_YAML_NODES = 100_000  # scalars and collections, every alias expanded
+EXEC_TIMEOUT = 10.0  # seconds for an exec credential plugin to print its credential
+MAX_EXEC_OUTPUT = 1 << 20
+EXEC_API_VERSIONS = ("client.authentication.k8s.io/v1", "client.authentication.k8s.io/v1beta1")
+EXEC_CLUSTER_CONFIG = "client.authentication.k8s.io/exec"  # the cluster extension passed to the plugin
 
 # --------------------------------------------------------------------------------------------
 # YAML.
@@ -230,7 +257,6 @@ def in_cluster(
 
 
 _UNSUPPORTED_USER = {
-    "exec": "an exec credential plugin",
     "auth-provider": "an auth-provider plugin",
     "username": "basic auth",
     "password": "basic auth",
@@ -284,7 +310,8 @@ class _Kubeconfig:
             if user.get(key):
                 self.fail(
                     f"user {user_name!r} authenticates with {what} ({key}); pywg-cni supports token, "
-                    "tokenFile and client certificates: give it a ServiceAccount token"
+                    "tokenFile, client certificates and exec credential plugins: give it a ServiceAccount "
+                    "token"
                 )
         c_where, u_where = f"cluster {cluster_name!r}", f"user {user_name!r}"
         server = self.string(cluster, "server", c_where, required=True)
@@ -293,10 +320,12 @@ class _Kubeconfig:
         if client_certificate is not None:
             what = f"the client certificate of {u_where} in {self.path}"
             _load_cert_chain(context, *client_certificate, what)
-        if self.string(cluster, "proxy-url", c_where):
-            self.fail(f"{c_where} sets proxy-url, which pywg-cni does not support")
         token = self.string(user, "token", u_where)
         token_file = self.string(user, "tokenFile", u_where)
+        source = None
+        if user.get("exec") is not None and not (token or token_file):  # kubectl: a token wins
+            plugin = self.exec_plugin(user, u_where, cluster, c_where, server, trust)
+            source = _ExecCredentials(plugin, trust)
         return ApiClient(
             server,
             context,
@@ -307,6 +336,8 @@ class _Kubeconfig:
             credentials=f"the credentials in {where}",
             origin=f"kubeconfig {self.path}",
             client_certificate=client_certificate is not None,
+            credential_source=source,
+            proxy=self.proxy(cluster, c_where),
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
         )
@@ -335,6 +366,29 @@ class _Kubeconfig:
         trust.new()  # a CA that cannot be used is a configuration error now, not at the first request
         return trust
 
+    def proxy(self, cluster: dict[str, Any], c_where: str) -> Proxy | None:
+        url = self.string(cluster, "proxy-url", c_where)
+        if not url:
+            return None
+        try:
+            parts = urlsplit(url)
+            port = parts.port or 80
+        except ValueError:
+            return self.fail(f"{c_where}: proxy-url is not a URL")
+        scheme = parts.scheme.lower()
+        if scheme != "http":
+            return self.fail(
+                f"{c_where}: proxy-url is a {scheme or 'scheme-less'} proxy; pywg-cni tunnels through "
+                "http:// proxies only (HTTP CONNECT)"
+            )
+        if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
+            return self.fail(f"{c_where}: proxy-url must be http://HOST[:PORT], or http://USER:PASSWORD@HOST")
+        headers = {}
+        if parts.username is not None:
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            headers["Proxy-Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+        return Proxy(parts.hostname, port, headers)
+
     # User.
     def client_certificate(self, user: dict[str, Any], u_where: str) -> tuple[bytes, bytes] | None:
         cert_data = self.string(user, "client-certificate-data", u_where)
@@ -357,6 +411,82 @@ class _Kubeconfig:
             else _read_file(self.resolve(key_file), "client-key")
         )
         return cert, key
+
+    def exec_plugin(
+        self,
+        user: dict[str, Any],
+        u_where: str,
+        cluster: dict[str, Any],
+        c_where: str,
+        server: str,
+        trust: _Trust,
+    ) -> _ExecPlugin:
+        spec = self.section(user, "exec", u_where)
+        where = f"the exec credential plugin of {u_where} in kubeconfig {self.path}"
+        api_version = self.string(spec, "apiVersion", f"{u_where} exec", required=True)
+        if api_version not in EXEC_API_VERSIONS:
+            removed = " (removed in Kubernetes 1.24)" if api_version.endswith("/v1alpha1") else ""
+            self.fail(
+                f"{u_where}: exec apiVersion {api_version!r}{removed} is not one of "
+                f"{', '.join(EXEC_API_VERSIONS)}"
+            )
+        mode = self.string(spec, "interactiveMode", f"{u_where} exec")
+        if not mode and api_version.endswith("/v1"):
+            self.fail(f"{u_where}: exec needs interactiveMode with apiVersion {api_version} (as in kubectl)")
+        if mode not in ("", "Never", "IfAvailable", "Always"):
+            self.fail(f"{u_where}: exec interactiveMode must be Never, IfAvailable or Always")
+        if mode == "Always":
+            self.fail(
+                f"{u_where}: the exec plugin wants a terminal (interactiveMode Always), and pywg-cni runs it "
+                "without one: give it credentials it can get without asking"
+            )
+        command = self.string(spec, "command", f"{u_where} exec", required=True)
+        if "/" in command:
+            command = str(self.resolve(command))
+        args = spec.get("args") or []
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            self.fail(f"{u_where}: exec args must be a list of strings")
+        env = []
+        for n, entry in enumerate(spec.get("env") or []):
+            if not (isinstance(entry, dict) and isinstance(entry.get("name"), str)):
+                self.fail(f"{u_where}: exec env[{n}] must be a mapping with a name and a value")
+            value = entry.get("value")
+            if not isinstance(value, str | None) or not entry["name"] or "=" in entry["name"]:
+                self.fail(f"{u_where}: exec env[{n}] must be a mapping with a name and a value")
+            env.append((entry["name"], value or ""))
+        cluster_info = ""
+        if self.boolean(spec, "provideClusterInfo", f"{u_where} exec"):
+            cluster_info = self.cluster_info(cluster, c_where, server, trust)
+        return _ExecPlugin(
+            command,
+            tuple(args),
+            tuple(env),
+            api_version,
+            cluster_info,
+            install_hint=_clip(self.string(spec, "installHint", f"{u_where} exec")),
+            where=where,
+        )
+
+    def cluster_info(self, cluster: dict[str, Any], c_where: str, server: str, trust: _Trust) -> str:
+        """ExecCredential spec.cluster (JSON), what a plugin with provideClusterInfo gets."""
+        info: dict[str, Any] = {"server": server}
+        for key in ("tls-server-name", "proxy-url"):
+            if value := self.string(cluster, key, c_where):
+                info[key] = value
+        if trust.insecure:
+            info["insecure-skip-tls-verify"] = True
+        if trust.ca is not None:
+            info["certificate-authority-data"] = base64.b64encode(trust.ca).decode("ascii")
+        extensions = cluster.get("extensions") or []
+        if not isinstance(extensions, list):
+            self.fail(f"{c_where}: extensions must be a list")
+        for entry in extensions:
+            if isinstance(entry, dict) and entry.get("name") == EXEC_CLUSTER_CONFIG:
+                info["config"] = entry.get("extension")
+        try:
+            return json.dumps(info, sort_keys=True)
+        except (TypeError, ValueError):  # a !!binary or !!float value with no JSON form
+            return self.fail(f"{c_where}: the extension {EXEC_CLUSTER_CONFIG} has a value JSON cannot hold")
 
     # Typed access.
     def named_list(self, section: str) -> dict[str, dict[str, Any]]:
@@ -414,13 +544,18 @@ def _names(entries: Mapping[str, Any]) -> str:
     return ", ".join(repr(n) for n in entries) or "(none)"
 
 
+def _clip(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 # --------------------------------------------------------------------------------------------
 # TLS material.
 
 
 @dataclass(frozen=True)
 class _Trust:
-    """How a cluster's API server is verified; new() makes a context for it."""
+    """How a cluster's API server is verified; new() makes a context, for a client certificate of its own."""
 
     ca: bytes | None  # None: the system's CA store (or nothing, when insecure)
     where: str
@@ -516,3 +651,156 @@ def _memory_files(blobs: tuple[bytes, ...]) -> list[int] | None:
     for fd in fds:
         os.close(fd)
     return None
+
+
+# --------------------------------------------------------------------------------------------
+# Exec credential plugins.
+
+
+@dataclass(frozen=True)
+class _ExecPlugin:
+    """One plugin configuration; equal configurations share the credential they were issued."""
+
+    command: str
+    args: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = field(repr=False)
+    api_version: str
+    cluster_info: str  # JSON for ExecCredential spec.cluster, "" without provideClusterInfo
+    install_hint: str = field(compare=False)
+    where: str = field(compare=False)
+
+    def run(self) -> _Issued:
+        """Runs the plugin once and checks what it printed."""
+        spec: dict[str, Any] = {"interactive": False}
+        if self.cluster_info:
+            spec["cluster"] = json.loads(self.cluster_info)
+        info = {"apiVersion": self.api_version, "kind": "ExecCredential", "spec": spec}
+        env = {**os.environ, **dict(self.env), "KUBERNETES_EXEC_INFO": json.dumps(info)}
+        name = os.path.basename(self.command)
+        try:
+            process = subprocess.Popen(
+                [self.command, *self.args],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                env=env,
+                start_new_session=True,  # its own process group: a timeout kills what it started too
+            )
+        except FileNotFoundError:
+            hint = f" ({self.install_hint})" if self.install_hint else ""
+            raise KubernetesError(
+                INVALID_NETWORK_CONFIG, f"{self.where}: the command {self.command!r} is not there{hint}"
+            ) from None
+        except OSError as error:
+            raise KubernetesError(
+                INVALID_NETWORK_CONFIG,
+                f"{self.where}: cannot run {self.command!r} ({error.strerror or type(error).__name__})",
+            ) from None
+        try:
+            out, _ = process.communicate(timeout=EXEC_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            assert process.stdout is not None
+            process.stdout.close()
+            process.wait()
+            raise KubernetesError(
+                TRY_AGAIN_LATER,
+                f"{self.where}: {name} did not print a credential within {EXEC_TIMEOUT:g} s (killed); try "
+                "again later",
+            ) from None
+        if process.returncode != 0:
+            how = (
+                f"was killed by signal {-process.returncode}"
+                if process.returncode < 0
+                else f"exited with status {process.returncode}"
+            )
+            raise KubernetesError(
+                INVALID_NETWORK_CONFIG, f"{self.where}: {name} {how} (its standard error is in our log)"
+            )
+        return self.parse(out, name)
+
+    def parse(self, out: bytes, name: str) -> _Issued:
+        def bad(problem: str) -> KubernetesError:
+            return KubernetesError(INVALID_NETWORK_CONFIG, f"{self.where}: {name} printed {problem}")
+
+        if len(out) > MAX_EXEC_OUTPUT:
+            raise bad(f"over {MAX_EXEC_OUTPUT >> 20} MiB, not an ExecCredential")
+        try:
+            doc = json.loads(out)
+        except (ValueError, RecursionError):
+            raise bad("something that is not JSON, not an ExecCredential") from None
+        if not isinstance(doc, dict) or doc.get("kind") != "ExecCredential":
+            raise bad("JSON that is not an ExecCredential")
+        if doc.get("apiVersion") != self.api_version:
+            raise bad(f"an ExecCredential of another apiVersion than the kubeconfig's {self.api_version}")
+        status = doc.get("status")
+        if not isinstance(status, dict):
+            raise bad("an ExecCredential without a status")
+        token, cert, key = (status.get(k) or "" for k in ("token", "clientCertificateData", "clientKeyData"))
+        if not all(isinstance(v, str) for v in (token, cert, key)):
+            raise bad("an ExecCredential whose token, clientCertificateData or clientKeyData is not text")
+        if token and not _TOKEN.match(token):
+            raise bad("a token with characters a bearer token cannot have (spaces, line breaks or non-ASCII)")
+        if bool(cert) != bool(key):
+            raise bad("a client certificate without its key, or a key without its certificate")
+        if not token and not cert:
+            raise bad("an ExecCredential with neither a token nor a client certificate")
+        expires = None
+        if (stamp := status.get("expirationTimestamp")) is not None:
+            try:
+                when = datetime.datetime.fromisoformat(stamp) if isinstance(stamp, str) else None
+            except ValueError:
+                when = None
+            if when is None or when.tzinfo is None:
+                raise bad("an expirationTimestamp that is not an RFC 3339 time")
+            expires = when.timestamp()
+        return _Issued(token, cert.encode(), key.encode(), expires)
+
+
+@dataclass(frozen=True)
+class _Issued:
+    token: str = field(repr=False)
+    cert: bytes = field(repr=False)
+    key: bytes = field(repr=False)
+    expires: float | None  # seconds since the epoch; None: until the API server refuses it
+
+    def valid(self) -> bool:
+        return self.expires is None or time.time() < self.expires
+
+
+_issued: dict[_ExecPlugin, _Issued] = {}
+_plugin_locks: dict[_ExecPlugin, threading.Lock] = {}
+_issued_lock = threading.Lock()
+
+
+class _ExecCredentials:
+    """A cni.k8s.CredentialSource: the plugin's credential, shared by every client with that plugin."""
+
+    def __init__(self, plugin: _ExecPlugin, trust: _Trust) -> None:
+        self.plugin = plugin
+        self.trust = trust
+        self._contexts: dict[_Issued, ssl.SSLContext] = {}
+
+    def get(self) -> Credential:
+        with _issued_lock:
+            lock = _plugin_locks.setdefault(self.plugin, threading.Lock())
+        with lock:  # one run at a time per plugin: parallel ADDs wait for the same credential
+            issued = _issued.get(self.plugin)
+            if issued is None or not issued.valid():
+                issued = self.plugin.run()
+                _issued[self.plugin] = issued
+        if not issued.cert:
+            return Credential(issued.token, None)
+        context = self._contexts.get(issued)
+        if context is None:
+            context = self.trust.new()
+            where = f"the client certificate from {self.plugin.where}"
+            _load_cert_chain(context, issued.cert, issued.key, where)
+            self._contexts = {issued: context}
+        return Credential(issued.token, context)
+
+    def expire(self, token: str) -> None:
+        with _issued_lock:
+            issued = _issued.get(self.plugin)
+            if issued is not None and issued.token == token:
+                del _issued[self.plugin]

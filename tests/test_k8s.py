@@ -506,11 +506,10 @@ def _minimal(fake: FakeKubernetes, cluster: str = "", user: str = "", top: str =
 @pytest.mark.parametrize(
     ("cluster", "user", "top", "code", "fragment"),
     [
-        ("", "    exec:\n      command: aws\n", "", INVALID_NETWORK_CONFIG, "exec credential plugin"),
         ("", "    auth-provider:\n      name: gcp\n", "", INVALID_NETWORK_CONFIG, "auth-provider"),
         ("", "    username: admin\n    password: hunter2hunter2\n", "", INVALID_NETWORK_CONFIG, "basic auth"),
         ("", "", "current-context: other", INVALID_NETWORK_CONFIG, "has no context 'other'"),
-        ("    proxy-url: http://proxy:3128\n", "", "", INVALID_NETWORK_CONFIG, "proxy-url"),
+        ("    proxy-url: socks5://proxy:1080\n", "", "", INVALID_NETWORK_CONFIG, "http:// proxies only"),
         ("", "    client-key-data: QUJD\n", "", INVALID_NETWORK_CONFIG, "without its certificate"),
         (
             "",
