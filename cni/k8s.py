@@ -1,8 +1,9 @@
-"""A small Kubernetes API client: kubeconfig or in-cluster credentials, GET a Pod or a Secret.
+"""A small Kubernetes API client: GET a Pod or a Secret over TLS, with the errors an operator can act on.
 
-Only the standard library: http.client over an ssl context we build ourselves, and a
-strict parser for the YAML subset kubeconfigs are written in (block maps and lists,
-scalars, quoted strings; a JSON document is accepted too).
+Only the standard library: http.client over an ssl context built by cni/kubeconfig.py (from a
+kubeconfig or the in-cluster ServiceAccount), one TLS connection per request, TCP_NODELAY, through an
+HTTP CONNECT proxy when the kubeconfig names one. docs/design.md ("Kubernetes API client") says why
+this and not a client library, with the measurements.
 
 Every failure is a `KubernetesError` whose `cni_code` is a CNI error code and whose
 message tells an operator what to change; it ends up in `kubectl get events`. Messages
@@ -14,11 +15,14 @@ Error codes:
   5  IO_FAILURE              a kubeconfig, token, CA or certificate file cannot be read.
   6  DECODING_FAILURE        the kubeconfig is not YAML/JSON; an answer or a Secret value does not decode.
   7  INVALID_NETWORK_CONFIG  something an operator has to fix, so retrying does not help: the kubeconfig
-                             is incomplete or uses an unsupported auth method; the API server rejects
+                             is incomplete or uses an unsupported auth method; an exec credential plugin
+                             is missing, fails or prints no usable credential; the API server rejects
                              the credentials (401) or RBAC forbids the read (403); the Secret is missing
                              or has no usable key; TLS verification fails (wrong CA, wrong name, client
-                             certificate rejected); `server` is not an API server.
-  11 TRY_AGAIN_LATER         transient: unreachable, refused, reset twice, timed out, 5xx, 429, 408.
+                             certificate rejected); `server` is not an API server; the proxy wants
+                             credentials (407).
+  11 TRY_AGAIN_LATER         transient: unreachable, refused, reset twice, timed out, 5xx, 429, 408; an
+                             exec credential plugin that does not finish in time.
 """
 
 from __future__ import annotations
@@ -30,19 +34,16 @@ import http.client
 import json
 import os
 import re
-import shutil
 import socket
 import ssl
-import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import quote
 
 from cni.spec import (
     DECODING_FAILURE,
-    INVALID_ENVIRONMENT,
     INVALID_NETWORK_CONFIG,
     IO_FAILURE,
     TRY_AGAIN_LATER,
@@ -52,18 +53,15 @@ from cni.spec import (
 __all__ = [
     "CONFIG_SECRET_ANNOTATION",
     "DEFAULT_TIMEOUT",
-    "SERVICE_ACCOUNT_DIR",
     "ApiClient",
+    "Credential",
+    "CredentialSource",
     "KubernetesError",
-    "YamlError",
-    "in_cluster",
-    "load_kubeconfig",
-    "parse_yaml",
+    "Proxy",
     "secret_config_text",
 ]
 
 DEFAULT_TIMEOUT = 5.0
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 CONFIG_SECRET_ANNOTATION = "wgcni.schu.io/configsecret"
 RBAC_HINT = "deploy/rbac.yaml"
 MAX_BODY = 16 << 20  # a Secret is at most 1 MiB; a Pod with many annotations is still far below this
@@ -72,6 +70,7 @@ USER_AGENT = "pywg-cni"
 # RFC 1123 subdomain: what the API server accepts as a namespace, Pod or Secret name.
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _TOKEN = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces: safe in an Authorization header
+_TUNNEL_FAILED = "Tunnel connection failed:"
 _RESETS = (
     ConnectionResetError,  # includes http.client.RemoteDisconnected
     ConnectionAbortedError,
@@ -101,458 +100,34 @@ class KubernetesError(Exception):
         self.message = message
 
 
-# --------------------------------------------------------------------------------------------
-# The YAML subset.
+class Credential(NamedTuple):
+    """What an exec credential plugin issued: a bearer token and/or a TLS context with its client cert."""
+
+    token: str
+    ssl_context: ssl.SSLContext | None  # None: the client's own (the plugin issued no client certificate)
 
 
-class YamlError(ValueError):
-    """Names a line (1-based) and what is wrong there, never the text on it (it may be a token)."""
+class CredentialSource(Protocol):
+    """Credentials that can change while a client lives (cni/kubeconfig.py's exec credential plugins)."""
 
-    def __init__(self, line: int, message: str) -> None:
-        super().__init__(f"line {line}: {message}")
-        self.line = line
+    def get(self) -> Credential:
+        """The current credential: cached while it is valid, else issued anew (may raise KubernetesError)."""
+        ...
 
-
-_NULLS = ("", "~", "null", "Null", "NULL")
-_INT = re.compile(r"^[-+]?[0-9]+$")
-_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
-_ESCAPES = {
-    "0": "\0",
-    "a": "\a",
-    "b": "\b",
-    "t": "\t",
-    "\t": "\t",
-    "n": "\n",
-    "v": "\v",
-    "f": "\f",
-    "r": "\r",
-    "e": "\x1b",
-    " ": " ",
-    '"': '"',
-    "/": "/",
-    "\\": "\\",
-    "N": "\x85",
-    "_": "\xa0",
-    "L": "\u2028",
-    "P": "\u2029",
-}
-_HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
+    def expire(self, token: str) -> None:
+        """The API server rejected `token` (401): forget it, if it is still the current one."""
+        ...
 
 
-def parse_yaml(text: str, *, typed: bool = True) -> Any:
-    """One YAML document in the block style kubectl writes, or a JSON document.
+class Proxy(NamedTuple):
+    """An HTTP proxy the client tunnels through (HTTP CONNECT); `headers` may hold Proxy-Authorization."""
 
-    Supported: block mappings and sequences (a sequence may sit at its key's indentation),
-    plain, single- and double-quoted scalars (also over several lines), `|` and `>` block
-    scalars, comments, a leading `---`, and flow collections written as JSON (`{}`, `[]`).
-    Anchors, aliases, tags, complex keys and several documents raise YamlError.
-    With `typed=False` plain scalars stay text (except null), like sigs.k8s.io/yaml
-    decoding into string fields; with `typed=True` they resolve as YAML 1.2 core.
-    """
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    stripped = text.lstrip()
-    if stripped.startswith(("{", "[")):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as error:
-            raise YamlError(error.lineno, f"invalid JSON: {error.msg}") from None
-        except (RecursionError, ValueError):  # too deep, or a number with more digits than int() takes
-            raise YamlError(1, "invalid JSON: nested too deeply or a number too long") from None
-    return _YamlParser(text, typed).document()
+    host: str
+    port: int
+    headers: Mapping[str, str]
 
-
-class _YamlParser:
-    def __init__(self, text: str, typed: bool) -> None:
-        self.lines = re.split(r"\r\n|\r|\n", text)
-        self.typed = typed
-        self.pos = 0
-        self.end = len(self.lines)
-        self.virtual: dict[int, tuple[int, str]] = {}  # a "- key: v" item re-read as its inner line
-        self._find_document()
-
-    # Lines.
-    def _find_document(self) -> None:
-        seen_content = False
-        for i, line in enumerate(self.lines):
-            if line.startswith("%") and not seen_content:
-                if not line.startswith("%YAML"):
-                    raise YamlError(i + 1, "YAML directives other than %YAML are not supported")
-                self.pos = i + 1
-                continue
-            if line == "---" or line.startswith(("--- ", "---\t")):
-                if seen_content:
-                    raise YamlError(i + 1, "several YAML documents in one file are not supported")
-                if line[3:].strip() and not line[3:].strip().startswith("#"):
-                    raise YamlError(i + 1, "content after '---' on the same line is not supported")
-                seen_content = True
-                self.pos = i + 1
-                continue
-            if line == "..." or line.startswith(("... ", "...\t")):
-                self.end = i
-                for j in range(i + 1, len(self.lines)):
-                    if not _blank_or_comment(self.lines[j]):
-                        raise YamlError(j + 1, "several YAML documents in one file are not supported")
-                return
-            if not _blank_or_comment(line):
-                seen_content = True
-
-    def _line(self, i: int) -> tuple[int, str]:
-        if i in self.virtual:
-            return self.virtual[i]
-        raw = self.lines[i]
-        body = raw.lstrip(" ")
-        indent = len(raw) - len(body)
-        if body.startswith("\t") and body.strip():
-            raise YamlError(i + 1, "a tab in the indentation (YAML indents with spaces)")
-        return indent, body.rstrip(" \t")
-
-    def peek(self) -> tuple[int, int, str] | None:
-        """The next line with content: (index, indent, text without indentation)."""
-        i = self.pos
-        while i < self.end:
-            if i in self.virtual or not _blank_or_comment(self.lines[i]):
-                indent, body = self._line(i)
-                return i, indent, body
-            i += 1
-        return None
-
-    # Nodes.
-    def document(self) -> Any:
-        first = self.peek()
-        if first is None:
-            return None
-        value = self.node(-1)
-        rest = self.peek()
-        if rest is not None:
-            raise YamlError(rest[0] + 1, "unexpected indentation or content after the document")
-        return value
-
-    def node(self, parent: int) -> Any:
-        p = self.peek()
-        if p is None or p[1] <= parent:
-            return None
-        i, indent, body = p
-        if _is_item(body):
-            return self.sequence(indent)
-        if self._key(body, i, probe=True) is not None:
-            return self.mapping(indent)
-        self.pos = i + 1
-        return self.inline(body, parent, i)
-
-    def mapping(self, indent: int) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        while (p := self.peek()) is not None and p[1] >= indent:
-            i, at, body = p
-            if at > indent:
-                raise YamlError(i + 1, "unexpected indentation")
-            if _is_item(body):
-                raise YamlError(i + 1, "a list item where a key was expected")
-            split = self._key(body, i, probe=False)
-            if split is None:
-                raise YamlError(i + 1, "expected 'key: value'")
-            key, rest = split
-            if key in out:
-                raise YamlError(i + 1, f"duplicate key {key!r}")
-            self.pos = i + 1
-            if rest == "" or rest.startswith("#"):
-                nxt = self.peek()
-                if nxt is not None and nxt[1] == indent and _is_item(nxt[2]):
-                    out[key] = self.sequence(indent)  # kubectl's style: the list sits at the key's column
-                else:
-                    out[key] = self.node(indent)
-            else:
-                out[key] = self.inline(rest, indent, i)
-        return out
-
-    def sequence(self, indent: int) -> list[Any]:
-        out: list[Any] = []
-        while (p := self.peek()) is not None and p[1] >= indent:
-            i, at, body = p
-            if at > indent:
-                raise YamlError(i + 1, "unexpected indentation")
-            if not _is_item(body):
-                break
-            after = body[1:]
-            item = after.lstrip(" ")
-            if item == "" or item.startswith("#"):
-                self.pos = i + 1
-                out.append(self.node(indent))
-                continue
-            inner = indent + 1 + len(after) - len(item)
-            if _is_item(item) or self._key(item, i, probe=True) is not None:
-                self.virtual[i] = (inner, item)
-                self.pos = i
-                out.append(self.sequence(inner) if _is_item(item) else self.mapping(inner))
-            else:
-                self.pos = i + 1
-                out.append(self.inline(item, indent, i))
-        return out
-
-    def _key(self, body: str, i: int, *, probe: bool) -> tuple[str, str] | None:
-        """(key, rest after the colon) if `body` is a `key: value` line, else None."""
-        if body.startswith(("'", '"')):
-            try:
-                key, end = self._quoted_line(body, i)
-            except YamlError:
-                if probe:
-                    return None
-                raise
-            rest = body[end:].lstrip(" ")
-            if rest == ":" or rest.startswith((": ", ":\t")):
-                return key, rest[1:].strip(" \t")
-            return None
-        match = re.search(r":(?:[ \t]|$)", body)
-        if match is None or body[0] in "#[{&*!|>":
-            return None
-        key = body[: match.start()].rstrip(" \t")
-        if not probe:
-            if key == "" or key[0] in "?[]{},&*!|>%@`" or key == "<<":
-                raise YamlError(i + 1, "complex keys, merge keys, anchors and tags are not supported")
-            if " #" in key:
-                raise YamlError(i + 1, "a comment inside a key")
-        return key, body[match.end() :].strip(" \t")
-
-    def inline(self, text: str, parent: int, i: int) -> Any:
-        """A scalar or flow value that starts on line i after its key or dash."""
-        head = text[0]
-        if head in "|>":
-            return self._block_scalar(text, parent, i)
-        if head in "'\"":
-            return self._quoted(text, parent, i)
-        if head in "[{":
-            return self._flow(text, i)
-        if head in "&*!":
-            raise YamlError(i + 1, "anchors, aliases and tags are not supported")
-        if head in "@`%,?:" or (head == "-" and (len(text) == 1 or text[1] in " \t")):
-            raise YamlError(i + 1, "a plain value cannot start with this character; quote it")
-        return self._plain(text, parent, i)
-
-    # Scalars.
-    def _plain(self, text: str, parent: int, i: int) -> Any:
-        value, commented = _strip_comment(text)
-        _check_plain(value, i)
-        parts = [value]
-        j, blanks = self.pos, 0
-        while not commented and j < self.end:
-            raw = self.lines[j]
-            if not raw.strip(" \t"):
-                blanks += 1
-                j += 1
-                continue
-            indent, body = self._line(j)
-            if indent <= parent or body.startswith("#"):
-                break
-            body, commented = _strip_comment(body)
-            _check_plain(body, j)
-            parts.append("\n" * blanks if blanks else " ")
-            parts.append(body)
-            blanks = 0
-            j += 1
-            self.pos = j
-        joined = "".join(parts)
-        return _resolve(joined) if self.typed else (None if joined in _NULLS else joined)
-
-    def _quoted_line(self, text: str, i: int) -> tuple[str, int]:
-        """A quoted scalar that ends on this line: (value, index after the closing quote)."""
-        scan = _QuotedScan(text[0], i)
-        end = scan.feed(text, 1)
-        if scan.state != "closed":
-            raise YamlError(i + 1, "a quoted key must end on its line")
-        return "".join(scan.pieces), end
-
-    def _quoted(self, text: str, parent: int, i: int) -> str:
-        start = i
-        scan = _QuotedScan(text[0], i)
-        line, end = text, scan.feed(text, 1)
-        while scan.state != "closed":
-            # The string goes on: fold the line break (YAML 1.2 §7.3).
-            escaped_break = scan.state == "escaped-break"
-            if not escaped_break:
-                scan.strip_trailing_space()
-            blanks = 0
-            while True:
-                if self.pos >= self.end:
-                    raise YamlError(start + 1, "a quoted string is not closed")
-                i = self.pos
-                line = self.lines[i]
-                self.pos += 1
-                if line.strip(" \t"):
-                    break
-                blanks += 1
-            if len(line) - len(line.lstrip(" ")) <= parent:
-                raise YamlError(start + 1, "a quoted string is not closed")
-            if blanks:
-                scan.pieces.append("\n" * blanks)
-            elif not escaped_break:
-                scan.pieces.append(" ")
-            line = line.lstrip(" \t")
-            scan.line = i
-            end = scan.feed(line, 0)
-        rest = line[end:].strip(" \t")
-        if rest and not rest.startswith("#"):
-            raise YamlError(i + 1, "text after the closing quote")
-        return "".join(scan.pieces)
-
-    def _flow(self, text: str, i: int) -> Any:
-        candidates = [text]
-        if " #" in text:
-            candidates.append(text[: text.index(" #")])
-        for candidate in candidates:
-            try:
-                return json.loads(candidate)
-            except (ValueError, RecursionError):  # not JSON, too deep, a number too long
-                continue
-        raise YamlError(i + 1, "flow collections must be written as JSON (or use block style)")
-
-    def _block_scalar(self, header: str, parent: int, i: int) -> str:
-        match = re.fullmatch(r"([|>])(?:([1-9])?([+-])?|([+-])([1-9]))(?:[ \t]+#.*)?", header)
-        if match is None:
-            raise YamlError(i + 1, "a block scalar header must be |, >, optionally with + or - and a digit")
-        style = match.group(1)
-        chomp = match.group(3) or match.group(4) or ""
-        explicit = match.group(2) or match.group(5)
-        block = max(parent, 0) + int(explicit) if explicit else None
-        lines: list[str] = []
-        j = self.pos
-        while j < self.end:
-            raw = self.lines[j]
-            if not raw.strip(" "):
-                lines.append("")
-                j += 1
-                continue
-            indent = len(raw) - len(raw.lstrip(" "))
-            if block is None:
-                if indent <= parent:
-                    break
-                block = indent
-            if indent < block:
-                break
-            lines.append(raw[block:])
-            j += 1
-        trailing = 0
-        while lines and lines[-1] == "":
-            lines.pop()
-            trailing += 1
-        self.pos = j - trailing
-        body = "\n".join(lines) if style == "|" else _fold(lines)
-        if not lines:
-            return "\n" * trailing if chomp == "+" else ""
-        if chomp == "-":
-            return body
-        if chomp == "+":
-            return body + "\n" + "\n" * trailing
-        return body + "\n"
-
-
-def _blank_or_comment(line: str) -> bool:
-    stripped = line.strip(" \t")
-    return stripped == "" or stripped.startswith("#")
-
-
-def _is_item(body: str) -> bool:
-    return body == "-" or body.startswith(("- ", "-\t"))
-
-
-def _strip_comment(text: str) -> tuple[str, bool]:
-    match = re.search(r"[ \t]#", text)
-    if match is None:
-        return text.rstrip(" \t"), False
-    return text[: match.start()].rstrip(" \t"), True
-
-
-def _check_plain(value: str, i: int) -> None:
-    if re.search(r":(?:[ \t]|$)", value):
-        raise YamlError(i + 1, "': ' inside a plain value; quote the value")
-
-
-class _QuotedScan:
-    """Reads a single- or double-quoted scalar line by line into `pieces`."""
-
-    def __init__(self, quote_char: str, line: int) -> None:
-        self.quote = quote_char
-        self.line = line
-        self.pieces: list[str] = []
-        self.protected = 0  # pieces[:protected] end with an escape: not trailing space to strip
-        self.state = "open"  # "open", "escaped-break" (a backslash ended the line) or "closed"
-
-    def feed(self, text: str, k: int) -> int:
-        """Scans text[k:]; returns the index after the closing quote (or len(text))."""
-        self.state = "open"
-        while k < len(text):
-            c = text[k]
-            if c == self.quote:
-                if self.quote == "'" and text[k + 1 : k + 2] == "'":
-                    self.pieces.append("'")
-                    k += 2
-                    continue
-                self.state = "closed"
-                return k + 1
-            if c == "\\" and self.quote == '"':
-                if k + 1 == len(text):
-                    self.state = "escaped-break"
-                    return k + 1
-                self.pieces.append(self._escape(text, k))
-                self.protected = len(self.pieces)
-                k += 2 + _HEX_ESCAPES.get(text[k + 1], 0)
-                continue
-            self.pieces.append(c)
-            k += 1
-        return k
-
-    def _escape(self, text: str, k: int) -> str:
-        e = text[k + 1]
-        if e in _ESCAPES:
-            return _ESCAPES[e]
-        if e in _HEX_ESCAPES:
-            width = _HEX_ESCAPES[e]
-            digits = text[k + 2 : k + 2 + width]
-            if len(digits) != width or not all(d in "0123456789abcdefABCDEF" for d in digits):
-                raise YamlError(self.line + 1, f"a \\{e} escape needs {width} hex digits")
-            return chr(int(digits, 16))
-        raise YamlError(self.line + 1, "an unknown escape in a double-quoted string")
-
-    def strip_trailing_space(self) -> None:
-        while len(self.pieces) > self.protected and self.pieces[-1] in (" ", "\t"):
-            self.pieces.pop()
-
-
-def _fold(lines: list[str]) -> str:
-    out = ""
-    for n, line in enumerate(lines):
-        if n == 0:
-            out = line
-        elif line == "" or line.startswith((" ", "\t")) or lines[n - 1].startswith((" ", "\t")):
-            out += "\n" + line
-        elif lines[n - 1] == "":
-            out += line
-        else:
-            out += " " + line
-    return out
-
-
-def _resolve(value: str) -> Any:
-    if value in _NULLS:
-        return None
-    if value in ("true", "True", "TRUE"):
-        return True
-    if value in ("false", "False", "FALSE"):
-        return False
-    if _INT.match(value):
-        return int(value)
-    if re.fullmatch(r"0x[0-9a-fA-F]+", value):
-        return int(value, 16)
-    if re.fullmatch(r"0o[0-7]+", value):
-        return int(value[2:], 8)
-    if _FLOAT.match(value):
-        return float(value)
-    if value in (".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF"):
-        return float("inf")
-    if value in ("-.inf", "-.Inf", "-.INF"):
-        return float("-inf")
-    if value in (".nan", ".NaN", ".NAN"):
-        return float("nan")
-    return value
+    def __repr__(self) -> str:  # never the headers: they may hold the proxy's password
+        return f"Proxy(http://{self.host}:{self.port})"
 
 
 # --------------------------------------------------------------------------------------------
@@ -563,7 +138,9 @@ class ApiClient:
     """GETs objects from one API server with one set of credentials.
 
     The token file (if any) is read at every request, so a rotated ServiceAccount token
-    is picked up; it wins over a literal token when both are set (as in client-go).
+    is picked up; it wins over a literal token when both are set (as in client-go). Without
+    either, an exec credential plugin (`credential_source`) is asked at every request; its
+    credential is cached until it expires, and a 401 makes it issue a new one, once.
     """
 
     def __init__(
@@ -578,6 +155,8 @@ class ApiClient:
         credentials: str = "the configured credentials",
         origin: str = "the client configuration",
         client_certificate: bool = False,
+        credential_source: CredentialSource | None = None,
+        proxy: Proxy | None = None,
         connect_timeout: float = DEFAULT_TIMEOUT,
         read_timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
@@ -590,6 +169,8 @@ class ApiClient:
         self.credentials = credentials
         self.origin = origin
         self.client_certificate = client_certificate  # only to explain a TLS close after the handshake
+        self.credential_source = credential_source
+        self.proxy = proxy
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         token = token.strip()
@@ -718,20 +299,46 @@ class ApiClient:
             return token
         return self._token
 
-    def _request(self, path: str) -> tuple[int, str, bytes, dict[str, str]]:
-        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+    def _credential(self) -> tuple[str, ssl.SSLContext, bool]:
+        """(bearer token or "", TLS context, whether it presents a client certificate) to send with."""
         token = self._bearer()
+        if token or self.credential_source is None:
+            return token, self.ssl_context, self.client_certificate
+        issued = self.credential_source.get()
+        if issued.ssl_context is None:
+            return issued.token, self.ssl_context, self.client_certificate
+        return issued.token, issued.ssl_context, True
+
+    def _request(self, path: str) -> tuple[int, str, bytes, dict[str, str]]:
+        token, context, with_certificate = self._credential()
+        answer = self._send(path, token, context, with_certificate)
+        if answer[0] == 401 and self.credential_source is not None:
+            # Revoked or expired early: client-go asks the plugin for a new credential and retries, once.
+            self.credential_source.expire(token)
+            fresh = self._credential()
+            if fresh[:2] != (token, context):
+                token, context, with_certificate = fresh
+                answer = self._send(path, token, context, with_certificate)
+        if answer[0] != 200 and self.credential_source is not None and len(token) >= 8:
+            status, reason, body, headers = answer
+            answer = status, reason, body.replace(token.encode(), b"<redacted>"), headers
+        return answer
+
+    def _send(
+        self, path: str, token: str, context: ssl.SSLContext, with_certificate: bool
+    ) -> tuple[int, str, bytes, dict[str, str]]:
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         for attempt in (1, 2):
             try:
-                return self._roundtrip(path, headers)
+                return self._roundtrip(path, headers, context)
             except _RESETS as error:
                 if attempt == 2:
                     hint = (
                         f"; if this persists, the server may be rejecting the client certificate in "
                         f"{self.credentials} (a TLS alert can be lost when the server closes at once)"
-                        if self.client_certificate and isinstance(error, ssl.SSLError)
+                        if with_certificate and isinstance(error, ssl.SSLError)
                         else ""
                     )
                     raise KubernetesError(
@@ -742,7 +349,8 @@ class ApiClient:
             except _Timeout as error:
                 if error.phase == "connect":
                     what = (
-                        f"could not connect to the API server {self.server} within {self.connect_timeout:g} s"
+                        f"could not connect to the API server {self.server}{self._via()} within "
+                        f"{self.connect_timeout:g} s"
                     )
                 else:
                     what = f"the API server {self.server} did not answer within {self.read_timeout:g} s"
@@ -765,18 +373,18 @@ class ApiClient:
             except ConnectionRefusedError:
                 raise KubernetesError(
                     TRY_AGAIN_LATER,
-                    f"cannot reach the API server {self.server} (connection refused); try again later",
+                    f"cannot reach the API server {self.server}{self._via()} (connection refused); try again "
+                    "later",
                 ) from None
             except socket.gaierror as error:
+                host = self.proxy.host if self.proxy else self.host
                 raise KubernetesError(
                     TRY_AGAIN_LATER,
-                    f"cannot resolve the API server host {self.host} ({error.strerror}); try again later",
+                    f"cannot resolve the {'proxy' if self.proxy else 'API server'} host {host} "
+                    f"({error.strerror}); try again later",
                 ) from None
             except OSError as error:
-                raise KubernetesError(
-                    TRY_AGAIN_LATER,
-                    f"cannot reach the API server {self.server} ({_why(error)}); try again later",
-                ) from None
+                raise self._connection_error(error) from None
             except http.client.HTTPException as error:
                 raise KubernetesError(
                     TRY_AGAIN_LATER,
@@ -785,14 +393,17 @@ class ApiClient:
                 ) from None
         raise AssertionError("unreachable")
 
-    def _roundtrip(self, path: str, headers: Mapping[str, str]) -> tuple[int, str, bytes, dict[str, str]]:
+    def _roundtrip(
+        self, path: str, headers: Mapping[str, str], context: ssl.SSLContext
+    ) -> tuple[int, str, bytes, dict[str, str]]:
         conn = _TlsConnection(
-            self.host,
-            self.port,
-            self.ssl_context,
+            (self.proxy.host, self.proxy.port) if self.proxy else (self.host, self.port),
+            context,
             self.tls_server_name or self.host,
             self.connect_timeout,
         )
+        if self.proxy:
+            conn.set_tunnel(self.host, self.port, dict(self.proxy.headers))
         try:
             try:
                 conn.connect()
@@ -827,6 +438,29 @@ class ApiClient:
             return response.status, response.reason, body, lowered
         finally:
             conn.close()
+
+    def _via(self) -> str:
+        return f" through the proxy http://{self.proxy.host}:{self.proxy.port}" if self.proxy else ""
+
+    def _connection_error(self, error: OSError) -> KubernetesError:
+        said = str(error)
+        if self.proxy and said.startswith(_TUNNEL_FAILED):  # http.client's CONNECT got no 200
+            answer = said.removeprefix(_TUNNEL_FAILED).strip()
+            wants_credentials = answer.startswith("407")
+            return KubernetesError(
+                INVALID_NETWORK_CONFIG if wants_credentials else TRY_AGAIN_LATER,
+                f"the proxy http://{self.proxy.host}:{self.proxy.port} did not open a tunnel to the API "
+                f"server {self.server} ({_clip(answer, 100)})"
+                + (
+                    f": give proxy-url in {self.origin} the proxy's user and password"
+                    if wants_credentials
+                    else "; try again later"
+                ),
+            )
+        return KubernetesError(
+            TRY_AGAIN_LATER,
+            f"cannot reach the API server {self.server}{self._via()} ({_why(error)}); try again later",
+        )
 
     def _tls_error(self, error: ssl.SSLError) -> KubernetesError:
         reason = str(error.reason or "")
@@ -882,19 +516,25 @@ class _Timeout(Exception):
 
 
 class _TlsConnection(http.client.HTTPConnection):
-    """HTTP over a TLS socket we wrap ourselves: our SNI/verification name, our connect timeout."""
+    """HTTP over a TLS socket we wrap ourselves: our SNI/verification name, our connect timeout.
+
+    `first_hop` is the API server, or the proxy when set_tunnel() names the API server.
+    """
 
     default_port = 443
 
     def __init__(
-        self, host: str, port: int, context: ssl.SSLContext, server_hostname: str, timeout: float
+        self, first_hop: tuple[str, int], context: ssl.SSLContext, server_hostname: str, timeout: float
     ) -> None:
-        super().__init__(host, port, timeout=timeout)
+        super().__init__(*first_hop, timeout=timeout)
         self._context = context
         self._server_hostname = server_hostname
 
     def connect(self) -> None:
-        raw = socket.create_connection((self.host, self.port), self.timeout)
+        # TCP with TCP_NODELAY (without it, the request waits for the ACK of the TLS handshake's last
+        # flight: 40 ms of delayed ACK per request against kube-apiserver), then the proxy's tunnel.
+        super().connect()
+        raw = self.sock
         try:
             self.sock = self._context.wrap_socket(raw, server_hostname=self._server_hostname)
         except BaseException:
@@ -983,340 +623,6 @@ def _parse_server(server: str, where: str) -> tuple[str, int, str]:
         )
     prefix = "/" + path.strip("/") if path.strip("/") else ""
     return host, port, prefix
-
-
-# --------------------------------------------------------------------------------------------
-# Building clients.
-
-
-def load_kubeconfig(
-    path: str | os.PathLike[str],
-    *,
-    context: str | None = None,
-    connect_timeout: float = DEFAULT_TIMEOUT,
-    read_timeout: float = DEFAULT_TIMEOUT,
-) -> ApiClient:
-    """A client for the current context (or `context`) of the kubeconfig at `path`.
-
-    Supports cluster `server`, `certificate-authority(-data)`, `insecure-skip-tls-verify`,
-    `tls-server-name`; user `token`, `tokenFile`, `client-certificate(-data)` with
-    `client-key(-data)`. Relative file names resolve against the kubeconfig's directory.
-    exec/auth-provider plugins, basic auth, impersonation and proxy-url are refused.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise KubernetesError(IO_FAILURE, f"cannot read kubeconfig {path}: {error.strerror}") from None
-    except UnicodeDecodeError:
-        raise KubernetesError(DECODING_FAILURE, f"kubeconfig {path} is not UTF-8 text") from None
-    try:
-        doc = parse_yaml(text, typed=False)
-    except YamlError as error:
-        raise KubernetesError(
-            DECODING_FAILURE, f"kubeconfig {path} is not in the YAML subset pywg-cni reads: {error}"
-        ) from None
-    return _Kubeconfig(doc, path).client(context, connect_timeout, read_timeout)
-
-
-def in_cluster(
-    service_account_dir: str | os.PathLike[str] = SERVICE_ACCOUNT_DIR,
-    *,
-    environ: Mapping[str, str] | None = None,
-    connect_timeout: float = DEFAULT_TIMEOUT,
-    read_timeout: float = DEFAULT_TIMEOUT,
-) -> ApiClient:
-    """A client for the pod's own ServiceAccount (KUBERNETES_SERVICE_HOST/PORT, token, ca.crt)."""
-    env = os.environ if environ is None else environ
-    host, port = env.get("KUBERNETES_SERVICE_HOST", ""), env.get("KUBERNETES_SERVICE_PORT", "")
-    if not host or not port:
-        raise KubernetesError(
-            INVALID_ENVIRONMENT,
-            "KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set, so this is not a pod with "
-            "in-cluster credentials: name a kubeconfig (kubeConfigPath) in the network config",
-        )
-    directory = Path(service_account_dir)
-    token_file = directory / "token"
-    if not token_file.is_file():
-        raise KubernetesError(
-            IO_FAILURE,
-            f"no ServiceAccount token at {token_file}: is automountServiceAccountToken disabled for this "
-            "pod?",
-        )
-    ca_file = directory / "ca.crt"
-    context = _verifying_context(_read_file(ca_file, "the in-cluster CA"), f"CA file {ca_file}")
-    namespace = "default"
-    with contextlib.suppress(OSError, UnicodeDecodeError):
-        namespace = (directory / "namespace").read_text(encoding="utf-8").strip() or namespace
-    bracketed = f"[{host}]" if ":" in host else host
-    return ApiClient(
-        f"https://{bracketed}:{port}",
-        context,
-        token_file=token_file,
-        namespace=namespace,
-        credentials=f"the ServiceAccount token {token_file}",
-        origin=f"the in-cluster config (KUBERNETES_SERVICE_HOST/PORT, {directory})",
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-    )
-
-
-_UNSUPPORTED_USER = {
-    "exec": "an exec credential plugin",
-    "auth-provider": "an auth-provider plugin",
-    "username": "basic auth",
-    "password": "basic auth",
-    "as": "impersonation",
-    "as-uid": "impersonation",
-    "as-groups": "impersonation",
-    "as-user-extra": "impersonation",
-}
-
-
-class _Kubeconfig:
-    def __init__(self, doc: Any, path: Path) -> None:
-        self.path = path
-        self.base = path.parent
-        if not isinstance(doc, dict):
-            self.fail("is not a YAML mapping with clusters, users and contexts")
-        kind = doc.get("kind")
-        if kind not in (None, "Config"):
-            self.fail(f"has kind {kind!r}, not Config")
-        self.doc: dict[str, Any] = doc
-
-    def fail(self, message: str, code: int = INVALID_NETWORK_CONFIG) -> Any:
-        raise KubernetesError(code, f"kubeconfig {self.path} {message}")
-
-    def client(self, override: str | None, connect_timeout: float, read_timeout: float) -> ApiClient:
-        contexts = self.named_list("contexts")
-        name = override or self.string(self.doc, "current-context", "current-context")
-        if not name:
-            if len(contexts) != 1:
-                self.fail(f"has no current-context; its contexts are: {_names(contexts)}")
-            name = next(iter(contexts))
-        if name not in contexts:
-            self.fail(f"has no context {name!r}; its contexts are: {_names(contexts)}")
-        ctx = self.section(contexts[name], "context", f"context {name!r}")
-        cluster_name = self.string(ctx, "cluster", f"context {name!r}", required=True)
-        clusters = self.named_list("clusters")
-        if cluster_name not in clusters:
-            self.fail(
-                f"context {name!r} names cluster {cluster_name!r}, which is not among: {_names(clusters)}"
-            )
-        cluster = self.section(clusters[cluster_name], "cluster", f"cluster {cluster_name!r}")
-        user_name = self.string(ctx, "user", f"context {name!r}")
-        user: dict[str, Any] = {}
-        if user_name:
-            users = self.named_list("users")
-            if user_name not in users:
-                self.fail(f"context {name!r} names user {user_name!r}, which is not among: {_names(users)}")
-            user = self.section(users[user_name], "user", f"user {user_name!r}")
-        where = f"kubeconfig {self.path}" + (f" (user {user_name!r})" if user_name else "")
-        for key, what in _UNSUPPORTED_USER.items():
-            if user.get(key):
-                self.fail(
-                    f"user {user_name!r} authenticates with {what} ({key}); pywg-cni supports token, "
-                    "tokenFile and client certificates: give it a ServiceAccount token"
-                )
-        context, client_certificate = self.tls_context(cluster, cluster_name, user, user_name)
-        token = self.string(user, "token", f"user {user_name!r}")
-        token_file = self.string(user, "tokenFile", f"user {user_name!r}")
-        return ApiClient(
-            self.string(cluster, "server", f"cluster {cluster_name!r}", required=True),
-            context,
-            token=token,
-            token_file=self.resolve(token_file) if token_file else "",
-            tls_server_name=self.string(cluster, "tls-server-name", f"cluster {cluster_name!r}"),
-            namespace=self.string(ctx, "namespace", f"context {name!r}") or "default",
-            credentials=f"the credentials in {where}",
-            origin=f"kubeconfig {self.path}",
-            client_certificate=client_certificate,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-        )
-
-    def tls_context(
-        self, cluster: dict[str, Any], cluster_name: str, user: dict[str, Any], user_name: str
-    ) -> tuple[ssl.SSLContext, bool]:
-        """The TLS context for this cluster and user, and whether it presents a client certificate."""
-        c_where, u_where = f"cluster {cluster_name!r}", f"user {user_name!r}"
-        if self.string(cluster, "proxy-url", c_where):
-            self.fail(f"{c_where} sets proxy-url, which pywg-cni does not support")
-        insecure = self.boolean(cluster, "insecure-skip-tls-verify", c_where)
-        ca_data = self.string(cluster, "certificate-authority-data", c_where)
-        ca_file = self.string(cluster, "certificate-authority", c_where)
-        if insecure and (ca_data or ca_file):
-            self.fail(
-                f"{c_where} sets both a certificate authority and insecure-skip-tls-verify (kubectl refuses "
-                "this too)"
-            )
-        if insecure:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        elif ca_data:
-            pem = self.base64(ca_data, f"{c_where} certificate-authority-data")
-            context = _verifying_context(pem, f"certificate-authority-data of {c_where} in {self.path}")
-        elif ca_file:
-            path = self.resolve(ca_file)
-            context = _verifying_context(_read_file(path, "certificate-authority"), f"CA file {path}")
-        else:
-            context = ssl.create_default_context()
-        cert_data = self.string(user, "client-certificate-data", u_where)
-        key_data = self.string(user, "client-key-data", u_where)
-        cert_file = self.string(user, "client-certificate", u_where)
-        key_file = self.string(user, "client-key", u_where)
-        has_cert, has_key = bool(cert_data or cert_file), bool(key_data or key_file)
-        if has_cert != has_key:
-            self.fail(f"{u_where} has a client certificate without its key, or a key without its certificate")
-        if has_cert:
-            cert = (
-                self.base64(cert_data, f"{u_where} client-certificate-data")
-                if cert_data
-                else _read_file(self.resolve(cert_file), "client-certificate")
-            )
-            key = (
-                self.base64(key_data, f"{u_where} client-key-data")
-                if key_data
-                else _read_file(self.resolve(key_file), "client-key")
-            )
-            _load_cert_chain(context, cert, key, f"the client certificate of {u_where} in {self.path}")
-        return context, has_cert
-
-    # Typed access.
-    def named_list(self, section: str) -> dict[str, dict[str, Any]]:
-        entries = self.doc.get(section) or []
-        if not isinstance(entries, list):
-            self.fail(f"{section} must be a list")
-        out: dict[str, dict[str, Any]] = {}
-        for n, entry in enumerate(entries):
-            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-                self.fail(f"{section}[{n}] must be a mapping with a name")
-            out.setdefault(entry["name"], entry)
-        return out
-
-    def section(self, entry: dict[str, Any], key: str, where: str) -> dict[str, Any]:
-        value = entry.get(key) or {}
-        if not isinstance(value, dict):
-            self.fail(f"{where}: {key} must be a mapping")
-        return value
-
-    def string(self, mapping: dict[str, Any], key: str, where: str, *, required: bool = False) -> str:
-        value = mapping.get(key)
-        if value is None or value == "":
-            if required:
-                self.fail(f"{where} has no {key}")
-            return ""
-        if not isinstance(value, str):
-            self.fail(f"{where}: {key} must be a string")
-        return value
-
-    def boolean(self, mapping: dict[str, Any], key: str, where: str) -> bool:
-        value = mapping.get(key)
-        if value is None or isinstance(value, bool):
-            return bool(value)
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        return self.fail(f"{where}: {key} must be true or false")
-
-    def base64(self, text: str, where: str) -> bytes:
-        try:
-            return base64.b64decode("".join(text.split()), validate=True)
-        except (binascii.Error, ValueError):
-            return self.fail(f"{where} is not valid base64", DECODING_FAILURE)
-
-    def resolve(self, name: str) -> Path:
-        if "\0" in name:
-            self.fail(f"names a file {name!r} with a NUL character in it")
-        try:
-            path = Path(name).expanduser()
-        except RuntimeError:  # ~user of an unknown user
-            return self.fail(f"names a file {name!r} in the home directory of an unknown user")
-        return path if path.is_absolute() else self.base / path
-
-
-def _names(entries: Mapping[str, Any]) -> str:
-    return ", ".join(repr(n) for n in entries) or "(none)"
-
-
-def _read_file(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as error:
-        raise KubernetesError(IO_FAILURE, f"cannot read {what} {path}: {error.strerror}") from None
-
-
-def _verifying_context(ca: bytes, where: str) -> ssl.SSLContext:
-    """Verifies the server against exactly this CA bundle (PEM or DER), names checked."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # check_hostname and CERT_REQUIRED by default
-    try:
-        if ca.lstrip().startswith(b"-----BEGIN"):
-            context.load_verify_locations(cadata=ca.decode("ascii"))
-        else:
-            context.load_verify_locations(cadata=ca)
-    except (ssl.SSLError, ValueError, UnicodeDecodeError):
-        raise KubernetesError(INVALID_NETWORK_CONFIG, f"{where} holds no usable CA certificate") from None
-    return context
-
-
-def _load_cert_chain(context: ssl.SSLContext, cert: bytes, key: bytes, where: str) -> None:
-    """ssl wants file names: an anonymous memory fd, else a 0600 file in a 0700 dir, removed at once."""
-
-    def refuse_password() -> str:
-        raise KubernetesError(INVALID_NETWORK_CONFIG, f"{where}: the key is encrypted; give it unencrypted")
-
-    try:
-        with _secret_files(cert, key) as (cert_path, key_path):
-            context.load_cert_chain(cert_path, key_path, password=refuse_password)
-    except ssl.SSLError:
-        raise KubernetesError(
-            INVALID_NETWORK_CONFIG,
-            f"{where} is unusable: not PEM, or the key does not belong to the certificate",
-        ) from None
-    except OSError as error:
-        raise KubernetesError(IO_FAILURE, f"{where}: cannot stage it for TLS ({_why(error)})") from None
-
-
-@contextlib.contextmanager
-def _secret_files(*blobs: bytes) -> Iterator[list[str]]:
-    fds = _memory_files(blobs)
-    if fds is not None:
-        try:
-            yield [f"/proc/self/fd/{fd}" for fd in fds]
-        finally:
-            for fd in fds:
-                os.close(fd)
-        return
-    directory = tempfile.mkdtemp(prefix="pywg-cni-tls-")  # 0700
-    try:
-        paths = []
-        for n, blob in enumerate(blobs):
-            name = os.path.join(directory, str(n))
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(blob)
-            paths.append(name)
-        yield paths
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def _memory_files(blobs: tuple[bytes, ...]) -> list[int] | None:
-    """Anonymous memory fds holding `blobs`, reachable as /proc/self/fd/N; None where that fails."""
-    if not hasattr(os, "memfd_create"):
-        return None
-    fds: list[int] = []
-    try:
-        for blob in blobs:
-            fds.append(os.memfd_create("pywg-cni-tls", os.MFD_CLOEXEC))
-            os.write(fds[-1], blob)
-        if all(os.path.exists(f"/proc/self/fd/{fd}") for fd in fds):
-            return fds
-    except OSError:
-        pass
-    for fd in fds:
-        os.close(fd)
-    return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any, Protocol
 
-from cni import agent_client, k8s
+from cni import agent_client, k8s, kubeconfig
 from cni.policy import SOCKET_ENV, NodePolicy, PolicyError, configured_config_dirs, configured_socket
 from cni.spec import (
     DECODING_FAILURE,
@@ -150,7 +150,7 @@ def _secret_name(pod: dict[str, Any], pod_name: str) -> str:
     return annotations.get(ANNOTATION) or ""
 
 
-def _api_client(kubeconfig: str, node_policy: NodePolicy) -> k8s.ApiClient:
+def _api_client(kubeconfig_path: str, node_policy: NodePolicy) -> k8s.ApiClient:
     """The kubeconfig the network config names, or the service account of the pod we run in.
 
     A kubeconfig must be where the node's operator allows (NodePolicy.config_file): a tenant's network
@@ -160,11 +160,11 @@ def _api_client(kubeconfig: str, node_policy: NodePolicy) -> k8s.ApiClient:
     not there, and the agent's own service account is the right identity: fall back to it.
     """
     in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
-    if kubeconfig:
-        path = _allowed(node_policy, "kubeConfigPath", kubeconfig)
+    if kubeconfig_path:
+        path = _allowed(node_policy, "kubeConfigPath", kubeconfig_path)
         if path.exists() or not in_pod:
-            return k8s.load_kubeconfig(str(path))
-    return k8s.in_cluster()
+            return kubeconfig.load_kubeconfig(str(path))
+    return kubeconfig.in_cluster()
 
 
 def _parse(text: str, source: str) -> InterfaceConfig:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cni import k8s, plugin
+from cni import k8s, kubeconfig, plugin
 from cni.policy import NodePolicy
 from tests.k8s_fake import FakeKubernetes
 
@@ -18,8 +18,8 @@ def _in_cluster_here(fake: FakeKubernetes, monkeypatch: pytest.MonkeyPatch) -> N
     account = fake.write_service_account_dir()
     for key, value in fake.in_cluster_env().items():
         monkeypatch.setenv(key, value)
-    real = k8s.in_cluster
-    monkeypatch.setattr(plugin.k8s, "in_cluster", lambda: real(account))
+    real = kubeconfig.in_cluster
+    monkeypatch.setattr(plugin.kubeconfig, "in_cluster", lambda: real(account))
 
 
 def test_an_old_nads_node_kubeconfig_falls_back_to_the_service_account(
@@ -33,7 +33,7 @@ def test_an_old_nads_node_kubeconfig_falls_back_to_the_service_account(
 
 def test_an_existing_kubeconfig_is_used(fake_k8s: FakeKubernetes, monkeypatch: pytest.MonkeyPatch) -> None:
     _in_cluster_here(fake_k8s, monkeypatch)
-    monkeypatch.setattr(plugin.k8s, "in_cluster", lambda: pytest.fail("the kubeconfig must win"))
+    monkeypatch.setattr(plugin.kubeconfig, "in_cluster", lambda: pytest.fail("the kubeconfig must win"))
     path = fake_k8s.write_kubeconfig("token")
     assert plugin._api_client(str(path), NodePolicy(config_dirs=(path.parent,))).get_pod(
         "default", "wireguard-pod"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cni import k8s, plugin
+from cni import k8s, kubeconfig, plugin
 from cni.policy import NodePolicy
 from cni.spec import (
     DECODING_FAILURE,
@@ -80,13 +80,13 @@ def _kubeconfig(tmp_path: Path, user: str) -> Path:
 def test_kubeconfig_file_names_that_cannot_be_files(tmp_path: Path, user: str, shown: str) -> None:
     """fuzz_kubeconfig: a NUL in a file name raised ValueError; ~user of an unknown user, RuntimeError."""
     with pytest.raises(k8s.KubernetesError) as caught:
-        k8s.load_kubeconfig(_kubeconfig(tmp_path, user))
+        kubeconfig.load_kubeconfig(_kubeconfig(tmp_path, user))
     assert caught.value.cni_code == INVALID_NETWORK_CONFIG
     assert shown in caught.value.message
 
 
 def test_kubeconfig_file_names_in_a_known_home_still_work(tmp_path: Path) -> None:
-    client = k8s.load_kubeconfig(_kubeconfig(tmp_path, "    tokenFile: ~/token\n"))
+    client = kubeconfig.load_kubeconfig(_kubeconfig(tmp_path, "    tokenFile: ~/token\n"))
     assert client._token_file == Path.home() / "token"
 
 
@@ -152,16 +152,19 @@ def test_cni_stdin_too_deep_or_with_a_number_too_long(stdin: bytes, says: str) -
 
 
 @pytest.mark.parametrize(
-    "text", [TOO_DEEP, b"clusters: [" + TOO_DEEP + b"\n", b"clusters: [" + TOO_LONG + b"]\n"]
+    ("text", "code"),
+    [
+        (TOO_DEEP, DECODING_FAILURE),
+        (b"clusters: [" + TOO_DEEP + b"\n", DECODING_FAILURE),
+        (b"clusters: [" + TOO_LONG + b"]\n", INVALID_NETWORK_CONFIG),  # text, as kubectl reads it
+    ],
 )
-def test_kubeconfig_json_too_deep_or_with_a_number_too_long(tmp_path: Path, text: bytes) -> None:
+def test_kubeconfig_json_too_deep_or_with_a_number_too_long(tmp_path: Path, text: bytes, code: int) -> None:
     path = tmp_path / "kubeconfig"
     path.write_bytes(text)
     with pytest.raises(k8s.KubernetesError) as caught:
-        k8s.load_kubeconfig(path)
-    assert caught.value.cni_code == DECODING_FAILURE
-    with pytest.raises(k8s.YamlError):
-        k8s.parse_yaml(text.decode())
+        kubeconfig.load_kubeconfig(path)
+    assert caught.value.cni_code == code
 
 
 @pytest.mark.parametrize(("status", "code"), [(200, DECODING_FAILURE), (503, TRY_AGAIN_LATER)])
