@@ -31,8 +31,11 @@ import pytest
 
 from pywg import hotpath
 from pywg.config import InterfaceConfig
+from pywg.device import Device
 from pywg.runtime import tun_offload
+from pywg.runtime.engine import TUN_PAUSE_MIN, Engine
 from pywg.runtime.netns import in_netns
+from pywg.runtime.system import SystemClock, system_rng
 from pywg.runtime.tun import (
     TUN_F_CSUM,
     TUN_F_TSO4,
@@ -43,6 +46,7 @@ from pywg.runtime.tun import (
     Tun,
     open_tun,
 )
+from pywg.runtime.udp import UdpSockets
 from tests.netsim import checksum
 from tests.pywg_run import Pywg
 from tests.test_hostile import uapi_drops
@@ -1040,3 +1044,66 @@ def test_offloads_can_be_turned_off(
     assert "no IFF_VNET_HDR" in pywg_a.log() and "IFF_VNET_HDR, offloads" in pywg_b.log()
     assert tun_average(a, pywg_a.ifname, "rx") <= MTU and tun_average(a, pywg_a.ifname, "tx") <= MTU
     assert pywg_a.stop() == 0 and pywg_b.stop() == 0
+
+
+class _RecordingLoop:
+    """What an engine asks of its loop, recorded: readers added and removed, callbacks scheduled."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def remove_reader(self, fd: int) -> bool:
+        self.calls.append(("remove_reader", fd))
+        return True
+
+    def add_reader(self, fd: int, callback: Any) -> None:
+        self.calls.append(("add_reader", fd))
+
+    def call_later(self, delay: float, callback: Any) -> SimpleNamespace:
+        self.calls.append(("call_later", delay))
+        return SimpleNamespace(callback=callback, cancel=lambda: None)
+
+    def call_soon(self, callback: Any) -> None:
+        self.calls.append(("call_soon", callback))
+
+    def time(self) -> float:
+        return time.monotonic()
+
+    def call_at(self, when: float, callback: Any) -> SimpleNamespace:
+        return SimpleNamespace(cancel=lambda: None)
+
+
+@needs_offload
+def test_a_tun_giving_only_refused_frames_is_not_read_for_a_while(vnet_tun: tuple[Host, Tun]) -> None:
+    """A Pod writing nothing but hostile frames: after each read that gave only drops, the engine
+    stops reading its TUN for a pause that doubles (the frames wait in, and overflow, the kernel's
+    queue instead of costing the loop that serves every other tunnel); a real packet ends it."""
+    host, tun = vnet_tun
+    host.sysctl({"net.ipv6.conf.offl0.disable_ipv6": "1"})  # no router solicitations or MLD reports
+    device = Device(KeyPair.generate().private, clock=SystemClock(), rng=system_rng, mtu=1420)
+    udp = UdpSockets(0)
+    engine = Engine(device, tun, udp, "offl-pause")
+    loop = _RecordingLoop()
+    engine._loop = cast(Any, loop)
+    engine.stopped = cast(Any, SimpleNamespace(done=lambda: False))
+    hostile = next(frame for what, frame, _ in HOSTILE if what == "TCP gso_size 1, 64 KiB")
+    assert engine._reader is not None
+    while len(engine._reader.read()):  # what the kernel sent before IPv6 went off
+        pass
+    try:
+        for pause in (TUN_PAUSE_MIN, 2 * TUN_PAUSE_MIN):
+            assert write_frames(host, "offl0", [hostile] * 3) == [True] * 3
+            loop.calls.clear()
+            engine._tun_readable()
+            assert loop.calls == [("remove_reader", tun.fd), ("call_later", pause)], loop.calls
+        assert engine._tun_resume is not None
+        engine._tun_resume.callback()
+        assert loop.calls[-1] == ("add_reader", tun.fd)
+        with in_netns(host.name), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"x" * 100, ("10.1.0.2", 9))
+        loop.calls.clear()
+        engine._tun_readable()
+        assert ("remove_reader", tun.fd) not in loop.calls and engine._tun_pause == 0.0
+        assert device.drops["tun_gso_segment_too_small"] == 6 and device.drops["no_route"] == 1
+    finally:
+        udp.close()

@@ -56,6 +56,10 @@ UDP_BATCH = 256  # datagrams read per socket per wake-up (GRO segments counted)
 # costs tens of microseconds, so a small batch lets the data sockets be read every few milliseconds.
 HANDSHAKE_BATCH = 32
 WATCH_INTERVAL = 1.0
+# A TUN read that gave nothing but refused frames (a Pod writing hostile offload headers): the TUN
+# is not read again for a pause that doubles up to TUN_PAUSE_MAX while it goes on, so its frames
+# wait in (and overflow) the kernel's queue instead of costing this loop, which serves other tunnels.
+TUN_PAUSE_MIN, TUN_PAUSE_MAX = 0.001, 0.1
 _log = logging.getLogger("pywg")
 
 
@@ -76,6 +80,8 @@ class Engine:
         # With IFF_VNET_HDR every read and write carries a virtio_net_hdr: the C offload path.
         self._reader = TunReader(tun) if tun.vnet_hdr else None
         self._writer = TunWriter(tun) if tun.vnet_hdr else None
+        self._tun_pause = 0.0
+        self._tun_resume: asyncio.TimerHandle | None = None
 
     def uapi_hooks(self) -> UapiHooks:
         return UapiHooks(
@@ -122,6 +128,8 @@ class Engine:
         assert self._loop is not None
         if self._timer is not None:
             self._timer.cancel()
+        if self._tun_resume is not None:
+            self._tun_resume.cancel()
         for fd in self._watched:
             self._loop.remove_reader(fd)
         if self.tun.fd >= 0:
@@ -189,12 +197,28 @@ class Engine:
         reader = self._reader
         assert reader is not None and self._loop is not None
         packets = reader.read()
-        for reason, count in reader.take_drops().items():
+        drops = reader.take_drops()
+        for reason, count in drops.items():
             self.device.count_drop(reason, count)
+        if drops and not len(packets):
+            self._pause_tun()
+            return packets
+        self._tun_pause = 0.0
         if reader.pending:
             # The rest of a super-packet waits in the reader, not in the fd: come back for it.
             self._loop.call_soon(self._tun_readable)
         return packets
+
+    def _pause_tun(self) -> None:
+        assert self._loop is not None
+        self._tun_pause = min(TUN_PAUSE_MAX, max(TUN_PAUSE_MIN, 2 * self._tun_pause))
+        self._loop.remove_reader(self.tun.fd)
+        self._tun_resume = self._loop.call_later(self._tun_pause, self._resume_tun)
+
+    def _resume_tun(self) -> None:
+        self._tun_resume = None
+        if self._loop is not None and self.stopped is not None and not self.stopped.done():
+            self._loop.add_reader(self.tun.fd, self._tun_readable)
 
     def _udp_readable(self, sock: socket.socket, limit: int) -> None:
         # Each batch may lie in the socket's receive pool: delivered (flushed) before the next read.
