@@ -22,7 +22,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_interface, ip_network
 import pytest
 
 from pywg.config import InterfaceConfig, PeerConfig, format_wg_quick
-from tests.pywg_run import (
+from tests.support.pywg_run import (
     PYWG_USERSPACE,
     STATE_DIR,
     PywgUp,
@@ -30,7 +30,7 @@ from tests.pywg_run import (
     one_line,
     pywg_argv,
 )
-from tests.topology import (
+from tests.support.topology import (
     Host,
     KeyPair,
     Link,
@@ -46,7 +46,7 @@ from tests.topology import (
     wg_setconf_text,
 )
 
-pytest_plugins = ["tests.topology"]
+pytest_plugins = ["tests.support.topology"]
 
 A_UNDER, B_UNDER = "192.0.2.1", "192.0.2.2"
 INNER_A = ["10.99.0.1/24", "fd99::1/64"]

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from cni import k8s, plugin
-from tests.k8s_fake import FakeKubernetes
+from tests.support.k8s_fake import FakeKubernetes
 
-pytest_plugins = ["tests.k8s_fake"]
+pytest_plugins = ["tests.support.k8s_fake"]
 
 
 def _in_cluster_here(fake: FakeKubernetes, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,7 +24,7 @@ import pytest
 
 from pywg import crypto
 from pywg.crypto import CryptoError, StaticKey
-from tests.vectors_path import project_vectors, shared_vectors
+from tests.support.vectors_path import project_vectors, shared_vectors
 
 
 def h(text: str) -> bytes:

@@ -29,7 +29,7 @@ from pywg.keys import (
     key_to_hex,
     public_key_for,
 )
-from tests.vectors_path import project_vectors
+from tests.support.vectors_path import project_vectors
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 BASE64_KEY_LINE = re.compile(r"[A-Za-z0-9+/]{43}=\n")

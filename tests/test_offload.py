@@ -40,11 +40,11 @@ from pywg.runtime.tun import (
     Tun,
     open_tun,
 )
-from tests.netsim import checksum
-from tests.pywg_run import Pywg
-from tests.topology import Host, KeyPair, Topology, WireguardGo, link, tcp_transfer, tunnel_configs
+from tests.support.netsim import checksum
+from tests.support.pywg_run import Pywg
+from tests.support.topology import Host, KeyPair, Topology, WireguardGo, link, tcp_transfer, tunnel_configs
 
-pytest_plugins = ["tests.topology"]
+pytest_plugins = ["tests.support.topology"]
 
 VNET = 10
 NEEDS_CSUM = 1

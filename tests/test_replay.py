@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from pywg.constants import COUNTER_BITS_TOTAL, COUNTER_WINDOW_SIZE, REJECT_AFTER_MESSAGES
 from pywg.replay import ReplayWindow
-from tests.vectors_path import project_vectors
+from tests.support.vectors_path import project_vectors
 
 W = COUNTER_WINDOW_SIZE
 SEQUENCES = 7  # the 34 numbered steps, then six full-window sweeps

@@ -22,7 +22,7 @@ import pytest
 
 SHARED_VECTORS_ENV = "PYWG_SHARED_VECTORS"
 
-_CHECKOUT = Path(__file__).resolve().parents[1]
+_CHECKOUT = Path(__file__).resolve().parents[2]
 
 
 def project_vectors_dir() -> Path:
@@ -36,7 +36,7 @@ def project_vectors_dir() -> Path:
 def shared_vectors_dir() -> Path:
     """The shared vector folder: $PYWG_SHARED_VECTORS, else `shared/vectors` beside the checkout."""
     override = os.environ.get(SHARED_VECTORS_ENV)
-    path = Path(override) if override else Path(__file__).resolve().parents[2] / "shared" / "vectors"
+    path = Path(override) if override else _CHECKOUT.parent / "shared" / "vectors"
     if not path.is_dir():
         how = f"{SHARED_VECTORS_ENV} is set to {override!r}" if override else "the default location"
         pytest.fail(

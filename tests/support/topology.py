@@ -19,7 +19,7 @@ touch each other's resources, and at the end of the session anything of our own.
 wireguard-go's UAPI sockets live in /var/run/wireguard, which is NOT per namespace: interface names
 must be unique across everything on the machine. `unique_ifname` makes `wgt` + 8 hex digits.
 
-Use it from a test module with `pytest_plugins = ["tests.topology"]` (the fixtures then exist for the
+Use it from a test module with `pytest_plugins = ["tests.support.topology"]` (the fixtures then exist for the
 whole session), or list it in a conftest.py's `pytest_plugins`. The module is imported by test modules
 before pytest loads it as a plugin, so it opts out of assertion rewriting (PYTEST_DONT_REWRITE) rather
 than have pytest warn; its asserts are internal checks only.
