@@ -4,8 +4,8 @@ Not a test: `sudo make bench-cni`, or `sudo python3 benchmarks/cni_bench.py [--p
 [--json PATH]`. benchmarks/README.md explains the figures. (Not `cni.py`: run as a script, that name
 would hide the `cni` package from itself.)
 
-A `node` namespace runs the node agent (`python -m cni.agent --supervise`, as tests/cni_run.py's
-NodeAgent does) and a fake Kubernetes API (tests/k8s_fake.py, on the node's loopback) holding a Pod
+A `node` namespace runs the node agent (`python -m cni.agent --supervise`, as tests/support/cni_run.py's
+NodeAgent does) and a fake Kubernetes API (tests/support/k8s_fake.py, on the node's loopback) holding a Pod
 and its Secret for each of --pods Pod namespaces; wireguard-go in a `peer` namespace, linked to the
 node, is every Pod's WireGuard peer. The plugin runs inside the node's namespace, as a runtime on the
 node runs it, with the CNI_* variables and the NetworkAttachmentDefinition's config on stdin, and is
@@ -21,7 +21,7 @@ timed from exec to exit:
    processes, one interface and one peer each, in a namespace of their own. PSS shares the pages
    that several processes map among them, so it is the fairer sum for twenty copies of one binary.
 
-Everything runs in namespaces made for the run (tests/topology.py) and is removed at the end, also
+Everything runs in namespaces made for the run (tests/support/topology.py) and is removed at the end, also
 after a failure, Ctrl-C or SIGTERM. Progress goes to stderr, the report to stdout, the JSON to --json.
 """
 
@@ -54,7 +54,7 @@ from pywg.config import InterfaceConfig, PeerConfig  # noqa: E402
 from pywg.runtime.lab import raise_interrupt  # noqa: E402
 from pywg.runtime.netns import in_netns  # noqa: E402
 from pywg.runtime.uapi_server import query, socket_path  # noqa: E402
-from tests.cni_run import (  # noqa: E402
+from tests.support.cni_run import (  # noqa: E402
     ANNOTATION,
     CNI_PATH,
     PEER_TUNNEL,
@@ -66,8 +66,8 @@ from tests.cni_run import (  # noqa: E402
     netns_path,
     node_with_peer,
 )
-from tests.k8s_fake import FakeKubernetes  # noqa: E402
-from tests.topology import OWNER, OWNER_ENV, Host, KeyPair, Topology, WireguardGo  # noqa: E402
+from tests.support.k8s_fake import FakeKubernetes  # noqa: E402
+from tests.support.topology import OWNER, OWNER_ENV, Host, KeyPair, Topology, WireguardGo  # noqa: E402
 
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "cni.json"
 NAMESPACE = "default"

@@ -5,7 +5,7 @@ Not a test: `python3 benchmarks/flood.py [--seconds S] [--rehandshake S] [--atta
 
 The world is tests/test_hostile.py's: `pywg up` (host `engine`) holds a tunnel with wireguard-go (host
 `legit`); an attacker namespace with 254 addresses floods the engine's port with initiations that carry
-a valid MAC1, from two sockets per address, as fast as N Python processes (tests/attacker.py) send (or
+a valid MAC1, from two sockets per address, as fast as N Python processes (tests/support/attacker.py) send (or
 R a second in all). Two floods run one after the other:
 
     mac1      cookie replies ignored: the engine answers every initiation it reads with a cookie reply
@@ -19,7 +19,7 @@ engine's drops by reason (its `stats=1` UAPI request), the kernel's UDP receive-
 engine's namespace, the engine's CPU time and its peak RSS (VmHWM). The JSON (default
 benchmarks/results/flood.json) holds it all; a summary goes to stdout.
 
-Everything runs in namespaces the test helpers make and remove (tests/topology.py), also on failure.
+Everything runs in namespaces the test helpers make and remove (tests/support/topology.py), also on failure.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.support.topology import Topology  # noqa: E402
 from tests.test_hostile import (  # noqa: E402 (after the path is set)
     ATTACKER_SOURCES,
     INNER_ENGINE,
@@ -50,7 +51,6 @@ from tests.test_hostile import (  # noqa: E402 (after the path is set)
     restart_legit,
     start_flood,
 )
-from tests.topology import Topology  # noqa: E402
 
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "flood.json"
 PING_INTERVAL = 0.01

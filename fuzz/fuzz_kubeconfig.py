@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """Fuzz target: kubeconfigs as cni/kubeconfig.py reads them (PyYAML, then contexts and credentials).
 
-An input is a kubeconfig file's bytes. It is written to a private temporary directory that also
-holds a CA certificate, a client certificate and key and a token file (ca.crt, client.crt,
-client.key, token, what relative names in the seeds point at) and read with `load_kubeconfig`,
-which builds the TLS context and the client without connecting. Files outside that directory
-read as missing, so the fuzzer cannot make the harness read /dev/zero; the system CA store is
-replaced by an empty context, which makes no difference to parsing and saves its load time.
+An input is a kubeconfig file's bytes. It is written to an anonymous memory file (memfd) and read
+with `load_kubeconfig`, which builds the TLS context and the client without connecting. The files
+a kubeconfig names are served from memory: beside it, a CA certificate, a client certificate and
+its key (ca.crt, client.crt, client.key, what relative names in the seeds point at); any other
+name reads as missing, so the fuzzer cannot make the harness read /dev/zero. Nothing is written to
+disk: libFuzzer ends the process without running Python's atexit handlers, so a temporary directory
+would outlive every run. (A token file is only read to make a request, which the harness never makes.)
+The system CA store is replaced by an empty context, which makes no difference to parsing and
+saves its load time.
 Exec credential plugins are set up but never run: that happens at the first request.
 
 Only `KubernetesError` may come out, and neither it nor the client's repr quotes the token or
@@ -15,12 +18,9 @@ PEM data.
 
 from __future__ import annotations
 
-import atexit
 import datetime
 import os
-import shutil
 import ssl
-import tempfile
 from pathlib import Path
 
 import atheris
@@ -37,9 +37,10 @@ with atheris.instrument_imports(include=["cni", "_common"]):
 TOKEN = "fuzz-bearer-token.c2lnbmF0dXJl"
 # "-----BEGIN" in base64, however the PEM goes on: the start of every *-data value.
 PEM_BASE64 = "LS0tLS1CRUdJTi"
-WORKDIR = Path(tempfile.mkdtemp(prefix="pywg-fuzz-kubeconfig-"))
-atexit.register(shutil.rmtree, WORKDIR, ignore_errors=True)
-KUBECONFIG = WORKDIR / "kubeconfig"
+# Each input goes into this memory file; the files beside it, by name, are BESIDE (setup() fills it).
+KUBECONFIG = Path(f"/proc/self/fd/{os.memfd_create('kubeconfig')}")
+BESIDE: dict[str, bytes] = {}
+NOWHERE = Path("/nonexistent-pywg-fuzz")  # a directory that does not exist
 
 
 def self_signed() -> tuple[bytes, bytes]:
@@ -63,18 +64,18 @@ def self_signed() -> tuple[bytes, bytes]:
     return cert.public_bytes(serialization.Encoding.PEM), pem_key
 
 
-def _read_inside(path: Path, what: str) -> bytes:
-    """kubeconfig._read_file, with a path outside WORKDIR moved under a directory that does not exist."""
-    if WORKDIR not in Path(os.path.normpath(os.path.abspath(path))).parents:
-        path = WORKDIR / "outside" / str(path).lstrip("/")
-    return READ_FILE(path, what)
+def _read_beside(path: Path, what: str) -> bytes:
+    """kubeconfig._read_file serving the files of BESIDE; any other path reads as missing."""
+    path = Path(os.path.normpath(os.path.abspath(path)))
+    if path.parent == KUBECONFIG.parent and path.name in BESIDE:
+        return BESIDE[path.name]
+    return READ_FILE(NOWHERE / str(path).lstrip("/"), what)  # kubeconfig's own "cannot read" error
 
 
 def setup() -> None:
     cert, key = self_signed()
-    for name, content in (("ca.crt", cert), ("client.crt", cert), ("client.key", key), ("token", TOKEN)):
-        (WORKDIR / name).write_bytes(content if isinstance(content, bytes) else content.encode())
-    kubeconfig._read_file = _read_inside
+    BESIDE.update({"ca.crt": cert, "client.crt": cert, "client.key": key})
+    kubeconfig._read_file = _read_beside
     ssl.create_default_context = lambda *args, **kwargs: ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
@@ -83,7 +84,7 @@ def check_quiet(text: str) -> None:
 
 
 def test_one_input(data: bytes) -> None:
-    KUBECONFIG.write_bytes(data)
+    KUBECONFIG.write_bytes(data)  # truncates the memory file first
     try:
         check_quiet(repr(kubeconfig.load_kubeconfig(KUBECONFIG)))
     except k8s.KubernetesError as error:

@@ -31,8 +31,8 @@ from cni.spec import INTERNAL, INVALID_NETNS, INVALID_NETWORK_CONFIG
 from pywg.config import Endpoint, InterfaceConfig, PeerConfig, to_json
 from pywg.runtime.daemon import alive
 from pywg.runtime.uapi_server import socket_path
-from tests.cni_run import NodeAgent
-from tests.topology import (
+from tests.support.cni_run import NodeAgent
+from tests.support.topology import (
     NETNS_DIR,
     Host,
     KeyPair,
@@ -43,7 +43,7 @@ from tests.topology import (
     wait_until,
 )
 
-pytest_plugins = ["tests.topology"]
+pytest_plugins = ["tests.support.topology"]
 
 NODE_IP, PEER_IP = "192.168.77.1", "192.168.77.2"
 PEER_PORT = 51820

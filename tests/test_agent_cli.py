@@ -16,10 +16,10 @@ import pytest
 
 from cni.agent_client import EXIT_NOT_RUNNING
 from pywg.config import InterfaceConfig, PeerConfig, to_json
-from tests.cni_run import NodeAgent, netns_path
-from tests.topology import KeyPair, Topology
+from tests.support.cni_run import NodeAgent, netns_path
+from tests.support.topology import KeyPair, Topology
 
-pytest_plugins = ["tests.topology"]
+pytest_plugins = ["tests.support.topology"]
 
 
 def client(*args: str) -> subprocess.CompletedProcess[str]:

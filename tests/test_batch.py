@@ -29,7 +29,7 @@ from pywg.hotpath import BufferPackets, CCrypto, COpenedRun
 from pywg.messages import DATA_HEADER
 from pywg.runtime import udp
 from pywg.transport import PythonCrypto, PythonSession, RxStatus
-from tests.netsim import Network, connect, ipv4_packet, ipv6_packet
+from tests.support.netsim import Network, connect, ipv4_packet, ipv6_packet
 
 A = ("192.0.2.1", 51820)
 B = ("192.0.2.2", 51820)

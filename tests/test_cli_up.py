@@ -24,7 +24,7 @@ import pytest
 
 from pywg.config import InterfaceConfig, PeerConfig, format_wg_quick
 from pywg.runtime.daemon import alive
-from tests.pywg_run import (
+from tests.support.pywg_run import (
     PYWG_USERSPACE,
     STATE_DIR,
     PywgUp,
@@ -32,7 +32,7 @@ from tests.pywg_run import (
     one_line,
     pywg_argv,
 )
-from tests.topology import (
+from tests.support.topology import (
     Host,
     KeyPair,
     Link,
@@ -49,7 +49,7 @@ from tests.topology import (
     wg_setconf_text,
 )
 
-pytest_plugins = ["tests.topology"]
+pytest_plugins = ["tests.support.topology"]
 
 A_UNDER, B_UNDER = "192.0.2.1", "192.0.2.2"
 INNER_A = ["10.99.0.1/24", "fd99::1/64"]

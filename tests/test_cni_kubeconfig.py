@@ -8,9 +8,9 @@ import pytest
 
 from cni import k8s, kubeconfig, plugin
 from cni.policy import NodePolicy
-from tests.k8s_fake import FakeKubernetes
+from tests.support.k8s_fake import FakeKubernetes
 
-pytest_plugins = ["tests.k8s_fake"]
+pytest_plugins = ["tests.support.k8s_fake"]
 
 
 def _in_cluster_here(fake: FakeKubernetes, monkeypatch: pytest.MonkeyPatch) -> None:

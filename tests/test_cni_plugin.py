@@ -2,7 +2,7 @@
 
 Each test runs the installed `pywg-cni` executable from the root namespace with CNI_* variables
 and a NetworkAttachmentDefinition's config on stdin. The config names a kubeconfig for the fake
-API server (tests/k8s_fake.py), which holds the Pod with its `wgcni.schu.io/configsecret`
+API server (tests/support/k8s_fake.py), which holds the Pod with its `wgcni.schu.io/configsecret`
 annotation and the Secret with `config.json`, and the socket of a node agent of the test's own.
 That agent runs in a `node` namespace; its WireGuard peer is wireguard-go in a `peer` namespace
 joined to the node by a veth (198.18.0.0/24). Pods are namespaces given as /run/netns/<name>.
@@ -28,7 +28,7 @@ import pytest
 
 from cni.spec import INVALID_NETWORK_CONFIG, TRY_AGAIN_LATER
 from pywg.runtime.daemon import alive
-from tests.cni_run import (
+from tests.support.cni_run import (
     ANNOTATION,
     CniCall,
     NodeAgent,
@@ -41,10 +41,10 @@ from tests.cni_run import (
     netns_path,
     node_with_peer,
 )
-from tests.k8s_fake import FakeKubernetes
-from tests.topology import Host, KeyPair, Topology, wait_until
+from tests.support.k8s_fake import FakeKubernetes
+from tests.support.topology import Host, KeyPair, Topology, wait_until
 
-pytest_plugins = ["tests.topology", "tests.k8s_fake"]
+pytest_plugins = ["tests.support.topology", "tests.support.k8s_fake"]
 
 PEER_V4, PEER_V6 = "10.1.2.1", "fd00:1:2::1"
 NAMESPACE = "default"

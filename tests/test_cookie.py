@@ -6,7 +6,7 @@ from pywg.constants import COOKIE_SECRET_MAX_AGE, COOKIE_VALID_FOR, TAI64_BASE
 from pywg.cookie import CookieChecker, CookieGenerator, MacState
 from pywg.messages import INITIATION_MAC1_OFFSET, CookieReply, Initiation
 from pywg.tai64n import tai64n
-from tests.netsim import SeededRng, fixed_public
+from tests.support.netsim import SeededRng, fixed_public
 
 RESPONDER = fixed_public(2)
 SOURCE = bytes([192, 0, 2, 1]) + (51820).to_bytes(2, "big")

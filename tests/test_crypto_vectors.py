@@ -1,8 +1,8 @@
 """pywg.crypto against published test vectors.
 
-Project vectors (vectors/*.json, transcribed from RFC 7748, RFC 8439, RFC 7693,
-draft-irtf-cfrg-xchacha-03 and wireguard-go's kdf_test.go) and the shared published files
-(Wycheproof x25519 / chacha20_poly1305 / xchacha20_poly1305, the BLAKE2s KAT). Every value
+Vectors transcribed from RFC 7748, RFC 8439, RFC 7693, draft-irtf-cfrg-xchacha-03 and
+wireguard-go's kdf_test.go, and the published files (Wycheproof x25519 / chacha20_poly1305 /
+xchacha20_poly1305, the BLAKE2s KAT), all in vectors/ (vectors/PROVENANCE.md). Every value
 goes through pywg.crypto; a wrong byte in a vector file makes a test fail.
 
 Two primitives are narrower in pywg.crypto than the vectors: the AEAD takes a 64-bit counter
@@ -14,6 +14,8 @@ express (first four bytes zero) also go through the unpatched counter path.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import struct
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,11 +26,21 @@ import pytest
 
 from pywg import crypto
 from pywg.crypto import CryptoError, StaticKey
-from tests.vectors_path import project_vectors, shared_vectors
+from tests.support.vectors_path import VECTORS_DIR, load_vectors
 
 
 def h(text: str) -> bytes:
     return bytes.fromhex(text)
+
+
+def test_every_vector_file_is_the_one_its_provenance_names() -> None:
+    """vectors/PROVENANCE.md lists each vector file with its sha256, and the files are those bytes."""
+    provenance = (VECTORS_DIR / "PROVENANCE.md").read_text(encoding="utf-8")
+    listed = dict(re.findall(r"^\| `([^`]+\.json)` \|.*\| `([0-9a-f]{64})` \|$", provenance, re.MULTILINE))
+    present = {str(path.relative_to(VECTORS_DIR)) for path in VECTORS_DIR.rglob("*.json")}
+    assert set(listed) == present
+    for name, sha256 in listed.items():
+        assert hashlib.sha256((VECTORS_DIR / name).read_bytes()).hexdigest() == sha256, name
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,7 +118,7 @@ RFC7748 = "rfc7748-x25519.json"
 
 @pytest.mark.parametrize("index", [0, 1])
 def test_x25519_rfc7748_scalar_mult(index: int) -> None:
-    vector = project_vectors(RFC7748)["scalar_mult"][index]
+    vector = load_vectors(RFC7748)["scalar_mult"][index]
     assert StaticKey(h(vector["scalar"])).dh(h(vector["u"])) == h(vector["output"])
 
 
@@ -121,14 +133,14 @@ def _x25519_iterate(start: bytes, iterations: int, checkpoints: dict[int, bytes]
 
 
 def test_x25519_rfc7748_iterated() -> None:
-    iterated = project_vectors(RFC7748)["iterated"]
+    iterated = load_vectors(RFC7748)["iterated"]
     expected = {r["iterations"]: h(r["k"]) for r in iterated["results"] if not r["slow"]}
     assert sorted(expected) == [1, 1000]
     assert _x25519_iterate(h(iterated["start"]), max(expected), expected) == expected
 
 
 def test_x25519_rfc7748_diffie_hellman() -> None:
-    v = project_vectors(RFC7748)["diffie_hellman"]
+    v = load_vectors(RFC7748)["diffie_hellman"]
     alice, bob = StaticKey(h(v["alice_private"])), StaticKey(h(v["bob_private"]))
     assert crypto.public_key(h(v["alice_private"])) == alice.public == h(v["alice_public"])
     assert crypto.public_key(h(v["bob_private"])) == bob.public == h(v["bob_public"])
@@ -138,7 +150,7 @@ def test_x25519_rfc7748_diffie_hellman() -> None:
 
 def test_x25519_clamping_matches_the_ladder() -> None:
     """crypto.clamp (what `wg genkey` applies) changes no X25519 result: X25519 clamps anyway."""
-    v = project_vectors(RFC7748)
+    v = load_vectors(RFC7748)
     for vector in v["scalar_mult"]:
         scalar = h(vector["scalar"])
         assert crypto.clamp(scalar) != scalar  # these RFC scalars are unclamped
@@ -150,7 +162,7 @@ def test_x25519_clamping_matches_the_ladder() -> None:
 
 def test_x25519_wycheproof() -> None:
     """Valid and acceptable results must match; an all-zero result must raise CryptoError."""
-    document = shared_vectors("wycheproof/x25519_test.json")
+    document = load_vectors("wycheproof/x25519_test.json")
     failures: list[str] = []
     zero_results = 0
     for group, case in _wycheproof_cases(document):
@@ -200,7 +212,7 @@ def test_aead_nonce_layout() -> None:
 
 @pytest.mark.parametrize("name", ["section-2.8.2", "appendix-A.5"])
 def test_chacha20poly1305_rfc8439(name: str) -> None:
-    (v,) = [v for v in project_vectors("rfc8439-chacha20poly1305.json")["vectors"] if v["name"] == name]
+    (v,) = [v for v in load_vectors("rfc8439-chacha20poly1305.json")["vectors"] if v["name"] == name]
     key, nonce, aad = h(v["key"]), h(v["nonce"]), h(v["aad"])
     plaintext, sealed = h(v["plaintext"]), h(v["ciphertext"]) + h(v["tag"])
     assert nonce == h(v["constant"]) + h(v["iv"])
@@ -215,7 +227,7 @@ def test_chacha20poly1305_rfc8439(name: str) -> None:
 
 def test_chacha20poly1305_rfc8439_a5_through_counter() -> None:
     """A.5's nonce is 00000000 || 0102030405060708: WireGuard's nonce for one counter value."""
-    (v,) = [v for v in project_vectors("rfc8439-chacha20poly1305.json")["vectors"] if v["section"] == "A.5"]
+    (v,) = [v for v in load_vectors("rfc8439-chacha20poly1305.json")["vectors"] if v["section"] == "A.5"]
     counter = 0x0807060504030201
     assert crypto.aead_nonce(counter) == h(v["nonce"])
     sealed = h(v["ciphertext"]) + h(v["tag"])
@@ -260,7 +272,7 @@ def _check_aead_case(case: dict[str, Any], nonce_size: int, seal: Aead, open_: A
 
 
 def test_chacha20poly1305_wycheproof() -> None:
-    document = shared_vectors("wycheproof/chacha20_poly1305_test.json")
+    document = load_vectors("wycheproof/chacha20_poly1305_test.json")
     assert document["algorithm"] == "CHACHA20-POLY1305"
     failures: list[str] = []
     counter_nonces = 0
@@ -281,7 +293,7 @@ def test_chacha20poly1305_wycheproof() -> None:
 
 
 def test_xchacha20poly1305_draft_a31() -> None:
-    (v,) = project_vectors("xchacha20poly1305-draft.json")["vectors"]
+    (v,) = load_vectors("xchacha20poly1305-draft.json")["vectors"]
     key, iv, aad, plaintext = h(v["key"]), h(v["iv"]), h(v["aad"]), h(v["plaintext"])
     sealed = h(v["ciphertext"]) + h(v["tag"])
     assert len(iv) == 24 and h(v["fixed_common_part"]) == bytes(4)
@@ -295,7 +307,7 @@ def test_xchacha20poly1305_draft_a31() -> None:
 
 
 def test_xchacha20poly1305_wycheproof() -> None:
-    document = shared_vectors("wycheproof/xchacha20_poly1305_test.json")
+    document = load_vectors("wycheproof/xchacha20_poly1305_test.json")
     assert document["algorithm"] == "XCHACHA20-POLY1305"
     failures: list[str] = []
     for group, case in _wycheproof_cases(document):
@@ -312,7 +324,7 @@ def test_xchacha20poly1305_wycheproof() -> None:
 
 
 def test_blake2s_rfc7693_appendix_b() -> None:
-    v = project_vectors("rfc7693-blake2s.json")["appendix_b"]
+    v = load_vectors("rfc7693-blake2s.json")["appendix_b"]
     assert h(v["input"]) == v["input_text"].encode("ascii")
     assert v["digest_size"] == 32
     assert crypto.hash_(h(v["input"])) == h(v["digest"])
@@ -328,7 +340,7 @@ def _selftest_seq(length: int, seed: int) -> bytes:
 
 
 def test_blake2s_rfc7693_appendix_e_selftest() -> None:
-    v = project_vectors("rfc7693-blake2s.json")["appendix_e"]
+    v = load_vectors("rfc7693-blake2s.json")["appendix_e"]
     assert int(v["sequence"]["multiplier"], 16) == 0xDEAD4BAD
     digests = bytearray()
     for outlen in v["digest_sizes"]:
@@ -341,7 +353,7 @@ def test_blake2s_rfc7693_appendix_e_selftest() -> None:
 
 
 def _blake2s_kat() -> list[dict[str, str]]:
-    entries = shared_vectors("blake2/blake2s-kat.json")
+    entries = load_vectors("blake2/blake2s-kat.json")
     assert len(entries) == 512 and all(e["hash"] == "blake2s" for e in entries)
     return entries
 
@@ -380,7 +392,7 @@ def test_mac_is_blake2s_with_16_byte_digest_not_a_truncation() -> None:
 
 
 def test_kdf_wireguard_go() -> None:
-    vectors = project_vectors("wireguard-go-kdf.json")["vectors"]
+    vectors = load_vectors("wireguard-go-kdf.json")["vectors"]
     assert len(vectors) == 3
     for v in vectors:
         key, data = h(v["key"]), h(v["input"])

@@ -1,6 +1,6 @@
 """The device's data path with either crypto: the C hot path must behave exactly like pure Python.
 
-One seeded in-memory run (tests/netsim.py) per crypto: thousands of packets both ways in batches,
+One seeded in-memory run (tests/support/netsim.py) per crypto: thousands of packets both ways in batches,
 IPv4 and IPv6, every size up to past the MTU, losses, replays, tampered and cut messages, packets
 the receiver must refuse, rekeys, a counter running out mid-batch. Everything sent and delivered,
 the drop counters, the events and the peers' byte counts must be equal byte for byte. The other
@@ -28,7 +28,7 @@ from pywg.messages import message_type
 from pywg.peer import Peer
 from pywg.timers import Timer
 from pywg.transport import Crypto, PythonCrypto, PythonSession, RxStatus, pad
-from tests.netsim import Network, connect, ipv4_packet, ipv6_packet
+from tests.support.netsim import Network, connect, ipv4_packet, ipv6_packet
 
 A = ("192.0.2.1", 51820)
 B = ("192.0.2.2", 51820)

@@ -9,7 +9,7 @@ import pytest
 from pywg.constants import MESSAGE_INITIATION, MESSAGE_RESPONSE
 from pywg.device import Device, EndpointChanged, HandshakeCompleted
 from pywg.messages import message_type
-from tests.netsim import Network, connect, ipv4_packet, ipv6_packet
+from tests.support.netsim import Network, connect, ipv4_packet, ipv6_packet
 
 A = ("192.0.2.1", 51820)
 B = ("192.0.2.2", 51820)

@@ -49,8 +49,8 @@ from cni.spec import (
 )
 from pywg.config import Endpoint, InterfaceConfig, PeerConfig, to_json
 from pywg.runtime.uapi_server import socket_path
-from tests.cni_run import NodeAgent
-from tests.topology import (
+from tests.support.cni_run import NodeAgent
+from tests.support.topology import (
     NETNS_DIR,
     OWNER,
     OWNER_ENV,
@@ -62,7 +62,7 @@ from tests.topology import (
     stop_process,
 )
 
-pytest_plugins = ["tests.topology"]
+pytest_plugins = ["tests.support.topology"]
 
 CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
 NODE_IP, PEER_IP = "192.168.78.1", "192.168.78.2"

@@ -3,7 +3,7 @@
 Every fault is injected into real processes in network namespaces: the node agent (`python -m
 cni.agent --supervise` in a `node` host) hosting Pods' `net1`, wireguard-go as the WireGuard peer in
 a `peer` host joined to the node by a veth, `pywg up` daemons, the CNI plugin as runtimes run it and
-the fake Kubernetes API (tests/k8s_fake.py). Traffic during a fault is a `Flow`: UDP probes every
+the fake Kubernetes API (tests/support/k8s_fake.py). Traffic during a fault is a `Flow`: UDP probes every
 10 ms (their gaps and losses time the recovery) beside a paced TCP stream (it must complete with
 the sender's SHA-256). Recovery figures are printed (`pytest -s`) and listed in SECURITY.md, "Faults".
 
@@ -37,7 +37,7 @@ from cni import agent_client
 from cni.spec import IO_FAILURE, TRY_AGAIN_LATER
 from pywg.runtime.daemon import alive
 from pywg.runtime.netns import in_netns
-from tests.cni_run import (
+from tests.support.cni_run import (
     ANNOTATION,
     NODE_UNDERLAY,
     PEER_TUNNEL,
@@ -54,9 +54,9 @@ from tests.cni_run import (
     silent_resolver,
     start_silent_dns,
 )
-from tests.k8s_fake import FakeKubernetes
-from tests.pywg_run import PywgUp, pywg_argv
-from tests.topology import (
+from tests.support.k8s_fake import FakeKubernetes
+from tests.support.pywg_run import PywgUp, pywg_argv
+from tests.support.topology import (
     Host,
     KeyPair,
     Link,
@@ -69,7 +69,7 @@ from tests.topology import (
     wait_until,
 )
 
-pytest_plugins = ["tests.topology", "tests.k8s_fake"]
+pytest_plugins = ["tests.support.topology", "tests.support.k8s_fake"]
 
 PEER_V4 = PEER_TUNNEL[0].split("/")[0]
 NAMESPACE = "default"

@@ -27,7 +27,7 @@ from cni.spec import (
 from pywg.clock import FakeClock
 from pywg.device import Device
 from pywg.uapi import handle_request
-from tests.netsim import SeededRng, fixed_public
+from tests.support.netsim import SeededRng, fixed_public
 
 EINVAL = b"errno=-22\n\n"
 TOO_DEEP = b"[" * 100_000

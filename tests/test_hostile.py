@@ -2,7 +2,7 @@
 
 The world: `pywg up` (the engine under test, host `engine`) holds a tunnel with wireguard-go (host
 `legit`) over one veth pair; an attacker (host `attacker`) on a second veth pair reaches the engine's
-port from 254 addresses of its own. The attacker runs tests/attacker.py: it throws datagrams, and it
+port from 254 addresses of its own. The attacker runs tests/support/attacker.py: it throws datagrams, and it
 knows what anyone may know, the engine's public key. Some tests also hold the legitimate peer's
 private key, to craft initiations that would be accepted but for the one defect under test, and copy
 what is on the wire with an AF_PACKET socket on the engine's underlay veth.
@@ -45,9 +45,9 @@ from pywg.constants import (
 )
 from pywg.keys import encode_key
 from pywg.messages import message_type
-from tests import attacker
-from tests.pywg_run import Pywg
-from tests.topology import (
+from tests.support import attacker
+from tests.support.pywg_run import Pywg
+from tests.support.topology import (
     WG_PORT,
     WG_SOCKET_DIR,
     Host,
@@ -63,7 +63,7 @@ from tests.topology import (
     wg_peers,
 )
 
-pytest_plugins = ["tests.topology"]
+pytest_plugins = ["tests.support.topology"]
 
 ATTACKER = str(Path(attacker.__file__).resolve())
 ENGINE_UNDER, LEGIT_UNDER = "192.0.2.1", "192.0.2.2"
@@ -149,7 +149,7 @@ def build_world(topology: Topology) -> World:
 
 
 def start_sniffer(host: Host, ifname: str, seconds: float) -> subprocess.Popen[bytes]:
-    """tests/attacker.py sniff in `host`, once it listens."""
+    """tests/support/attacker.py sniff in `host`, once it listens."""
     process = host.popen(
         [sys.executable, ATTACKER, "sniff", ifname, str(WG_PORT), str(seconds)], stdout=subprocess.PIPE
     )
@@ -428,7 +428,7 @@ def peak_rss_mb(pid: int) -> float:
 def start_flood(
     live: World, seconds: float, cookies: bool, rate: float = 0.0, sources: Sequence[str] = ATTACKER_SOURCES
 ) -> subprocess.Popen[bytes]:
-    """tests/attacker.py flood from `sources` (all the attacker's addresses), two sockets each."""
+    """tests/support/attacker.py flood from `sources` (all the attacker's addresses), two sockets each."""
     argv = [sys.executable, ATTACKER, "flood", ENGINE_FOR_ATTACKER, str(WG_PORT)]
     argv += [encode_key(live.engine_keys.public), "--sources", ",".join(sources), "--ports", "2"]
     argv += ["--seconds", str(seconds), "--rate", str(rate), *(["--cookies"] if cookies else [])]

@@ -45,7 +45,7 @@ from pywg.keypair import Keypair
 from pywg.messages import message_type, parse_data_header
 from pywg.replay import ReplayWindow
 from pywg.transport import inner_packet, pad
-from tests.test_replay import deltas, expand, load_vectors
+from tests.test_replay import deltas, expand, kernel_vectors
 
 BATCH = 64
 NEAR_LIMIT = REJECT_AFTER_MESSAGES - 80
@@ -437,7 +437,7 @@ def test_keepalive_and_inner_offsets() -> None:
 @pytest.mark.parametrize("index", range(7))
 def test_replay_kernel_sequence(index: int) -> None:
     require_built()
-    sequence = load_vectors()["sequences"][index]
+    sequence = kernel_vectors()["sequences"][index]
     window, reference = CReplayWindow(), ReplayWindow()
     for number, (counter, expected) in enumerate(expand(sequence["steps"]), 1):
         assert reference.validate(counter) is expected

@@ -18,8 +18,8 @@ import pytest
 from pywg import hotpath
 from pywg.config import Endpoint, InterfaceConfig
 from pywg.keys import encode_key
-from tests.pywg_run import Pywg
-from tests.topology import (
+from tests.support.pywg_run import Pywg
+from tests.support.topology import (
     WG_PORT,
     Host,
     KeyPair,
@@ -34,7 +34,7 @@ from tests.topology import (
     wait_until,
 )
 
-pytest_plugins = ["tests.topology"]
+pytest_plugins = ["tests.support.topology"]
 
 A4, B4 = "192.0.2.1/24", "192.0.2.2/24"
 A6, B6 = "2001:db8::1/64", "2001:db8::2/64"

@@ -37,7 +37,7 @@ from cni.spec import (
     TRY_AGAIN_LATER,
     UNKNOWN_CONTAINER,
 )
-from tests.k8s_fake import (
+from tests.support.k8s_fake import (
     CONFIG_ANNOTATION,
     DEFAULT_USER,
     EXAMPLE_CONFIG_JSON,
@@ -47,7 +47,7 @@ from tests.k8s_fake import (
     make_ca,
 )
 
-pytest_plugins = ["tests.k8s_fake"]
+pytest_plugins = ["tests.support.k8s_fake"]
 
 PRIVATE_KEY = json.loads(EXAMPLE_CONFIG_JSON)["privateKey"]
 WG_QUICK = textwrap.dedent(

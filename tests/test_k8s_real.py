@@ -35,7 +35,7 @@ import yaml
 from cni.k8s import KubernetesError, secret_config_text
 from cni.kubeconfig import in_cluster, load_kubeconfig
 from cni.spec import INVALID_NETWORK_CONFIG, UNKNOWN_CONTAINER
-from tests.k8s_fake import CONFIG_ANNOTATION, EXAMPLE_CONFIG_JSON
+from tests.support.k8s_fake import CONFIG_ANNOTATION, EXAMPLE_CONFIG_JSON
 
 SHARED_K8S_ENV = "PYWG_SHARED_K8S"
 CHECKOUT = Path(__file__).resolve().parents[1]

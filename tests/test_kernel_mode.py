@@ -5,8 +5,8 @@ namespace: `mode: kernel` on a kernel without WireGuard is a CNI error that says
 and `auto` falls back to userspace with the same result as the kernel path gives. (On a kernel with
 WireGuard the same tests check that both get a kernel link instead.)
 
-The kernel path itself runs in a VM (tests/vm.py) that boots Debian's kernel under QEMU with this
-machine's root filesystem, loads the wireguard module, and runs tests/kernel_scenario.py: the compiled
+The kernel path itself runs in a VM (tests/support/vm.py) that boots Debian's kernel under QEMU with this
+machine's root filesystem, loads the wireguard module, and runs tests/support/kernel_scenario.py: the compiled
 entrypoint is executed as Multus executes it, for ADD (kernel, then auto), CHECK, a refused second Pod,
 an agent restart, CHECK after tampering, DEL, DEL again, a failed ADD, GC and DEL after the namespace
 went, with pings through net1 to a kernel WireGuard peer. Each step's outcome comes back through a
@@ -28,8 +28,8 @@ import pytest
 from cni import plugin
 from cni.build_entrypoint import build
 from cni.spec import NOT_AVAILABLE, UNSUPPORTED_FIELD
-from tests import vm
-from tests.cni_run import (
+from tests.support import vm
+from tests.support.cni_run import (
     CniCall,
     NodeAgent,
     Peer,
@@ -41,10 +41,10 @@ from tests.cni_run import (
     netns_path,
     node_with_peer,
 )
-from tests.kernel_scenario import STEPS, expected_result
-from tests.topology import Host, KeyPair, Topology
+from tests.support.kernel_scenario import STEPS, expected_result
+from tests.support.topology import Host, KeyPair, Topology
 
-pytest_plugins = ["tests.topology"]
+pytest_plugins = ["tests.support.topology"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_V4 = "10.1.2.1"
@@ -188,7 +188,8 @@ def test_kernel_mode_in_a_vm(tmp_path: Path) -> None:
         "PYTHONDONTWRITEBYTECODE": "1",  # the root filesystem is read-only in the VM
     }
     command = (
-        f"cd {ROOT} && exec {sys.executable} -m tests.kernel_scenario /run/results /run/results/pywg-cni"
+        f"cd {ROOT} && exec {sys.executable} -m tests.support.kernel_scenario "
+        "/run/results /run/results/pywg-cni"
     )
     started = time.monotonic()
     try:

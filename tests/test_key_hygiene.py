@@ -16,7 +16,7 @@ Modes: /run/pywg 0700 with 0600 state and log files, UAPI sockets srwx------ own
 `wg show` as `nobody` fails with "Permission denied"), the agent's socket 0600 in a 0700
 directory, its state files 0600 in a 0700 directory and the only files that hold the key.
 
-The in-memory side, key buffers zeroed 540 s after the last handshake, runs on tests/netsim.py's
+The in-memory side, key buffers zeroed 540 s after the last handshake, runs on tests/support/netsim.py's
 fake clock; tests/test_timers.py::test_keys_zeroed_after_540s checks the sending key of the current
 keypair, this checks every buffer of every keypair on both sides and the handshake state.
 
@@ -45,11 +45,10 @@ from pywg.config import Endpoint, InterfaceConfig, PeerConfig, to_json
 from pywg.constants import REKEY_AFTER_TIME, ZERO_KEY_MATERIAL_AFTER
 from pywg.noise import HandshakeState
 from pywg.runtime.uapi_server import query, socket_path
-from tests.cni_run import NodeAgent
-from tests.netsim import Network, connect, ipv4_packet
-from tests.pywg_run import STATE_DIR, PywgUp, pids_with_argument, pywg_argv
-from tests.test_agent import netns_path
-from tests.topology import (
+from tests.support.cni_run import NodeAgent
+from tests.support.netsim import Network, connect, ipv4_packet
+from tests.support.pywg_run import STATE_DIR, PywgUp, pids_with_argument, pywg_argv
+from tests.support.topology import (
     KeyPair,
     Topology,
     WireguardGo,
@@ -59,8 +58,9 @@ from tests.topology import (
     tunnel_configs,
     wait_until,
 )
+from tests.test_agent import netns_path
 
-pytest_plugins = ["tests.topology"]
+pytest_plugins = ["tests.support.topology"]
 
 A_UNDER, B_UNDER = "192.0.2.1", "192.0.2.2"
 NODE_IP, PEER_IP = "192.168.77.1", "192.168.77.2"

@@ -29,7 +29,7 @@ from pywg.keys import (
     key_to_hex,
     public_key_for,
 )
-from tests.vectors_path import project_vectors
+from tests.support.vectors_path import load_vectors
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 BASE64_KEY_LINE = re.compile(r"[A-Za-z0-9+/]{43}=\n")
@@ -78,7 +78,7 @@ def test_generation_refuses_a_short_rng(generate: Callable[[Callable[[int], byte
 
 
 def test_public_key_for_matches_rfc7748() -> None:
-    v = project_vectors("rfc7748-x25519.json")["diffie_hellman"]
+    v = load_vectors("rfc7748-x25519.json")["diffie_hellman"]
     assert public_key_for(bytes.fromhex(v["alice_private"])) == bytes.fromhex(v["alice_public"])
     assert public_key_for(bytes.fromhex(v["bob_private"])) == bytes.fromhex(v["bob_public"])
     clamped = crypto.clamp(bytes.fromhex(v["alice_private"]))
@@ -312,7 +312,7 @@ def test_unclamped_private_keys_agree_with_wg() -> None:
 
 
 def test_rfc7748_key_through_both_tools() -> None:
-    v = project_vectors("rfc7748-x25519.json")["diffie_hellman"]
+    v = load_vectors("rfc7748-x25519.json")["diffie_hellman"]
     private = encode_key(bytes.fromhex(v["alice_private"])).encode() + b"\n"
     expected = encode_key(bytes.fromhex(v["alice_public"])) + "\n"
     assert _ok(pywg("pubkey", stdin=private)) == _ok(wg("pubkey", stdin=private)) == expected

@@ -32,9 +32,9 @@ from cni import kubeconfig
 from cni.k8s import KubernetesError
 from cni.kubeconfig import MAX_KUBECONFIG_BYTES, MAX_YAML_DEPTH, MAX_YAML_NODES, load_kubeconfig
 from cni.spec import DECODING_FAILURE, INVALID_NETWORK_CONFIG, TRY_AGAIN_LATER
-from tests.k8s_fake import DEFAULT_USER, FakeKubernetes, Pem
+from tests.support.k8s_fake import DEFAULT_USER, FakeKubernetes, Pem
 
-pytest_plugins = ["tests.k8s_fake"]
+pytest_plugins = ["tests.support.k8s_fake"]
 
 V1 = "client.authentication.k8s.io/v1"
 V1BETA1 = "client.authentication.k8s.io/v1beta1"

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import pytest
 
 from pywg import crypto
@@ -17,20 +13,11 @@ from pywg.noise import (
     ResponseBody,
     consume_initiation,
 )
-
-
-def _shared_vectors() -> Path:
-    override = os.environ.get("PYWG_SHARED_VECTORS")
-    path = Path(override) if override else Path(__file__).resolve().parents[2] / "shared" / "vectors"
-    assert path.is_dir(), f"shared test vectors not found at {path} (set PYWG_SHARED_VECTORS)"
-    return path
+from tests.support.vectors_path import load_vectors
 
 
 def _noise_vector() -> dict:
-    data = json.loads(
-        (_shared_vectors() / "noise" / "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s.json").read_text()
-    )
-    (vector,) = data["vectors"]
+    (vector,) = load_vectors("noise/Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s.json")["vectors"]
     return vector
 
 

@@ -47,10 +47,9 @@ from pywg.runtime.tun import (
     open_tun,
 )
 from pywg.runtime.udp import UdpSockets
-from tests.netsim import checksum
-from tests.pywg_run import Pywg
-from tests.test_hostile import uapi_drops
-from tests.topology import (
+from tests.support.netsim import checksum
+from tests.support.pywg_run import Pywg
+from tests.support.topology import (
     Host,
     KeyPair,
     Topology,
@@ -60,8 +59,9 @@ from tests.topology import (
     tunnel_configs,
     wait_until,
 )
+from tests.test_hostile import uapi_drops
 
-pytest_plugins = ["tests.topology"]
+pytest_plugins = ["tests.support.topology"]
 
 VNET = 10
 NEEDS_CSUM = 1

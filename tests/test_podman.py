@@ -33,10 +33,10 @@ from typing import Any
 
 import pytest
 
-from tests.cni_run import PLUGIN, NodeAgent, PodKeys, config_json, node_with_peer
-from tests.topology import NETNS_PREFIX, OWNER, OWNER_ENV, KeyPair, Topology, wait_until
+from tests.support.cni_run import PLUGIN, NodeAgent, PodKeys, config_json, node_with_peer
+from tests.support.topology import NETNS_PREFIX, OWNER, OWNER_ENV, KeyPair, Topology, wait_until
 
-pytest_plugins = ["tests.topology"]
+pytest_plugins = ["tests.support.topology"]
 
 PEER_V4 = "10.1.2.1"
 POD_ADDRESS = "10.1.2.2/32"

@@ -10,14 +10,14 @@ from hypothesis import strategies as st
 
 from pywg.constants import COUNTER_BITS_TOTAL, COUNTER_WINDOW_SIZE, REJECT_AFTER_MESSAGES
 from pywg.replay import ReplayWindow
-from tests.vectors_path import project_vectors
+from tests.support.vectors_path import load_vectors
 
 W = COUNTER_WINDOW_SIZE
 SEQUENCES = 7  # the 34 numbered steps, then six full-window sweeps
 
 
-def load_vectors() -> dict[str, Any]:
-    return project_vectors("replay-window-kernel.json")
+def kernel_vectors() -> dict[str, Any]:
+    return load_vectors("replay-window-kernel.json")
 
 
 def expand(steps: list[dict[str, Any]]) -> list[tuple[int, bool]]:
@@ -34,14 +34,14 @@ def expand(steps: list[dict[str, Any]]) -> list[tuple[int, bool]]:
 
 
 def test_vector_constants_match_ours() -> None:
-    constants = load_vectors()["constants"]
+    constants = kernel_vectors()["constants"]
     assert constants["COUNTER_BITS_TOTAL"] == COUNTER_BITS_TOTAL
     assert constants["COUNTER_WINDOW_SIZE"] == COUNTER_WINDOW_SIZE
     assert constants["REJECT_AFTER_MESSAGES"] == REJECT_AFTER_MESSAGES
 
 
 def test_vector_file_is_complete() -> None:
-    sequences = load_vectors()["sequences"]
+    sequences = kernel_vectors()["sequences"]
     assert [s["step"] for s in sequences[0]["steps"]] == list(range(1, 35))
     assert len(sequences) == SEQUENCES
     assert sum(len(expand(s["steps"])) for s in sequences) == 34 + 6 * (W + 2) - 1
@@ -49,7 +49,7 @@ def test_vector_file_is_complete() -> None:
 
 @pytest.mark.parametrize("index", range(SEQUENCES))
 def test_kernel_sequence(index: int) -> None:
-    sequence = load_vectors()["sequences"][index]
+    sequence = kernel_vectors()["sequences"][index]
     window = ReplayWindow()
     for number, (counter, expected) in enumerate(expand(sequence["steps"]), 1):
         assert window.validate(counter) is expected, f"{sequence['name']}, step {number}: counter {counter}"

@@ -58,7 +58,7 @@ from pywg.runtime.tun import (
     TunGoneError,
     open_tun,
 )
-from tests.netsim import checksum
+from tests.support.netsim import checksum
 
 IFNAME = "pywg0"
 

@@ -1,6 +1,6 @@
 """Soak (issue #6): hundreds of rekeys and key expiries on the fake clock, with traffic both ways.
 
-Three devices on tests/netsim.py's in-memory network: a hub A with two peers, B and C. Each cycle
+Three devices on tests/support/netsim.py's in-memory network: a hub A with two peers, B and C. Each cycle
 has an active phase of ACTIVE seconds, in which every STEP seconds each end of both tunnels sends
 BURST numbered packets to the other (all four sends before the network moves anything, so data,
 initiations and responses cross in flight), then an idle phase with no traffic at all, alternately
@@ -56,7 +56,7 @@ from pywg.constants import (
 from pywg.device import HandshakeCompleted
 from pywg.keypair import Keypair
 from pywg.peer import Peer
-from tests.netsim import Network, connect, ipv4_packet
+from tests.support.netsim import Network, connect, ipv4_packet
 
 A, B, C = ("192.0.2.1", 51820), ("192.0.2.2", 51820), ("192.0.2.3", 51820)
 NAMES = {A: "a", B: "b", C: "c"}

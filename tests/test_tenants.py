@@ -28,7 +28,7 @@ import pytest
 from cni import agent_client
 from cni.spec import INVALID_NETWORK_CONFIG, TRY_AGAIN_LATER
 from pywg.runtime.daemon import alive
-from tests.cni_run import (
+from tests.support.cni_run import (
     PEER_UNDERLAY,
     NodeAgent,
     Peer,
@@ -40,9 +40,9 @@ from tests.cni_run import (
     silent_resolver,
     start_silent_dns,
 )
-from tests.topology import Host, KeyPair, Topology, wait_until
+from tests.support.topology import Host, KeyPair, Topology, wait_until
 
-pytest_plugins = ["tests.topology"]
+pytest_plugins = ["tests.support.topology"]
 
 PEER_V4 = "10.1.2.1"
 SLOW_NAME = "wg-peer.pywg-tenants.invalid"  # asked of a DNS server that never answers

@@ -16,7 +16,7 @@ from pywg.constants import (
 )
 from pywg.device import Device, HandshakeGaveUp, KeysZeroed
 from pywg.messages import message_type
-from tests.netsim import Network, connect, ipv4_packet, sent_of_type
+from tests.support.netsim import Network, connect, ipv4_packet, sent_of_type
 
 A = ("192.0.2.1", 51820)
 B = ("192.0.2.2", 51820)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.topology import (
+from tests.support.topology import (
     NETNS_DIR,
     OWNER,
     OWNER_ENV,
@@ -43,7 +43,7 @@ from tests.topology import (
     wg_setconf_text,
 )
 
-pytest_plugins = ["tests.topology"]
+pytest_plugins = ["tests.support.topology"]
 
 A4, B4 = "192.0.2.1/24", "192.0.2.2/24"
 A6, B6 = "2001:db8::1/64", "2001:db8::2/64"
@@ -214,7 +214,7 @@ def test_everything_goes_when_a_test_fails() -> None:
 _ABORTED_RUN = """
 import json, os, sys
 sys.path.insert(0, sys.argv[1])
-from tests.topology import KeyPair, Topology, WireguardGo, tunnel_configs
+from tests.support.topology import KeyPair, Topology, WireguardGo, tunnel_configs
 world = Topology()
 host = world.host("aborted")
 cfg, _ = tunnel_configs(KeyPair.generate(), KeyPair.generate(), ["10.99.0.1/24"], ["10.99.0.2/24"])

@@ -41,7 +41,7 @@ from pywg.uapi import (
     _prefix,
     handle_request,
 )
-from tests.netsim import Network, SeededRng, fixed_public, ipv4_packet
+from tests.support.netsim import Network, SeededRng, fixed_public, ipv4_packet
 
 PRIVATE = clamp(random.Random(7).randbytes(32))
 OWN = public_key(PRIVATE)

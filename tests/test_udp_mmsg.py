@@ -14,7 +14,7 @@ import pytest
 from pywg import hotpath
 from pywg.runtime import udp
 from pywg.runtime.udp import UdpSockets
-from tests.topology import ipv6_loopback
+from tests.support.topology import ipv6_loopback
 
 pytestmark = pytest.mark.skipif(
     not hotpath.built() or not hasattr(hotpath.extension()[1], "wg_udp_recv"), reason="C extension not built"

@@ -21,9 +21,9 @@ import pytest
 
 from pywg.runtime import udp
 from pywg.runtime.udp import UDP_SEGMENT, UdpSockets
-from tests.topology import Topology, ipv6_loopback
+from tests.support.topology import Topology, ipv6_loopback
 
-pytest_plugins = ["tests.topology"]
+pytest_plugins = ["tests.support.topology"]
 
 Ancillary = list[tuple[int, int, bytes]]
 LOOPBACK = {4: "127.0.0.1", 6: "::1"}

@@ -19,8 +19,8 @@ import pytest
 
 from pywg.config import Endpoint, InterfaceConfig, PeerConfig, parse_config
 from pywg.keys import encode_key
-from tests.pywg_run import PywgUp, Userspace
-from tests.topology import (
+from tests.support.pywg_run import PywgUp, Userspace
+from tests.support.topology import (
     Host,
     KeyPair,
     Link,
@@ -34,7 +34,7 @@ from tests.topology import (
     wg_setconf_text,
 )
 
-pytest_plugins = ["tests.topology"]
+pytest_plugins = ["tests.support.topology"]
 
 A_UNDER, B_UNDER = "192.0.2.1", "192.0.2.2"
 INNER_A = ["10.99.0.1/24", "fd99::1/64"]

@@ -28,7 +28,7 @@ from cni import agent_client
 from cni.agent import attachment_name
 from pywg.config import InterfaceConfig, PeerConfig
 from pywg.runtime.uapi_server import socket_path
-from tests.topology import (
+from tests.support.topology import (
     NETNS_DIR,
     OWNER,
     OWNER_ENV,

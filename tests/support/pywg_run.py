@@ -30,7 +30,7 @@ from typing import Any
 
 from pywg.config import InterfaceConfig, format_wg_quick, to_json
 from pywg.runtime.daemon import alive
-from tests.topology import (
+from tests.support.topology import (
     WG_SOCKET_DIR,
     Host,
     PeerStatus,

@@ -6,7 +6,7 @@ bearer token or a client certificate, and can be slowed down or told to drop
 connections. Its CA, server and client certificates are made at test time and live in
 memory or in its own temp dir; kubeconfigs it writes there are 0600.
 
-Use it as the pytest fixture `fake_k8s` (pytest_plugins = ["tests.k8s_fake"]). Test modules
+Use it as the pytest fixture `fake_k8s` (pytest_plugins = ["tests.support.k8s_fake"]). Test modules
 import from it before pytest loads it as a plugin, so it opts out of assertion rewriting:
 PYTEST_DONT_REWRITE.
 """

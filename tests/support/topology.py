@@ -19,7 +19,7 @@ touch each other's resources, and at the end of the session anything of our own.
 wireguard-go's UAPI sockets live in /var/run/wireguard, which is NOT per namespace: interface names
 must be unique across everything on the machine. `unique_ifname` makes `wgt` + 8 hex digits.
 
-Use it from a test module with `pytest_plugins = ["tests.topology"]` (the fixtures then exist for the
+Use it from a test module with `pytest_plugins = ["tests.support.topology"]` (the fixtures then exist for the
 whole session), or list it in a conftest.py's `pytest_plugins`. The module is imported by test modules
 before pytest loads it as a plugin, so it opts out of assertion rewriting (PYTEST_DONT_REWRITE) rather
 than have pytest warn; its asserts are internal checks only.
@@ -924,7 +924,8 @@ def _tagged_processes() -> Iterator[tuple[int, str]]:
                 break
 
 
-def _tag_of(name: str) -> str | None:
+def tag_of(name: str) -> str | None:
+    """The owner tag in a name this module made (`pywgt-<owner>-<random>`), else None."""
     match = _TAGGED.fullmatch(name)
     return match.group(1) if match else None
 
@@ -939,11 +940,11 @@ def find_leftovers(owned: Callable[[str], bool]) -> Leftovers:
     found.processes = sorted(pid for pid, tag in _tagged_processes() if owned(tag))
     if NETNS_DIR.is_dir():
         found.namespaces = sorted(
-            n for n in os.listdir(NETNS_DIR) if (tag := _tag_of(n)) is not None and owned(tag)
+            n for n in os.listdir(NETNS_DIR) if (tag := tag_of(n)) is not None and owned(tag)
         )
     tmp = Path(tempfile.gettempdir())
     found.tmpdirs = sorted(
-        p for p in tmp.glob(f"{NETNS_PREFIX}*") if (tag := _tag_of(p.name)) is not None and owned(tag)
+        p for p in tmp.glob(f"{NETNS_PREFIX}*") if (tag := tag_of(p.name)) is not None and owned(tag)
     )
     if WG_SOCKET_DIR.is_dir():
         now = time.time()

@@ -1,6 +1,6 @@
-"""The kernel-mode scenario that tests/test_kernel_mode.py runs inside its VM (tests/vm.py):
+"""The kernel-mode scenario that tests/test_kernel_mode.py runs inside its VM (tests/support/vm.py):
 
-    python -m tests.kernel_scenario RESULTS_DIR ENTRYPOINT
+    python -m tests.support.kernel_scenario RESULTS_DIR ENTRYPOINT
 
 The VM's root namespace plays the node: the node agent runs there, and ENTRYPOINT (the compiled
 cni/entrypoint.c, as the DaemonSet installs it in /opt/cni/bin) is executed for every CNI call exactly as
