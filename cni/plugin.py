@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any, Protocol
@@ -96,8 +97,22 @@ class NetConf:
             )
 
 
-def wireguard_config(request: Request, conf: NetConf, node_policy: NodePolicy) -> InterfaceConfig | None:
-    """The Pod's WireGuard config, or None for a chained plugin whose Pod has no annotation."""
+@dataclass
+class Source:
+    """Where an ADD's config came from: the Secret (namespace, name) the node agent then watches, and
+    the Pod's uid for Events on it."""
+
+    secret: tuple[str, str] | None = None
+    pod_uid: str = ""
+
+
+def wireguard_config(
+    request: Request, conf: NetConf, node_policy: NodePolicy, source: Source | None = None
+) -> InterfaceConfig | None:
+    """The Pod's WireGuard config, or None for a chained plugin whose Pod has no annotation; `source`
+    (if given) is filled in."""
+    source = source if source is not None else Source()
+    source.pod_uid = request.args.get("K8S_POD_UID", "")
     if conf.inline is not None:
         return _parse(json.dumps(conf.inline), "the network config's wireguard object")
     if conf.static_config:
@@ -129,6 +144,9 @@ def wireguard_config(request: Request, conf: NetConf, node_policy: NodePolicy) -
             )
         secret = client.get_secret(namespace, secret_name)
         text = k8s.secret_config_text(secret, f"secret {namespace}/{secret_name}")
+        source.secret = (namespace, secret_name)
+        uid = (pod.get("metadata") or {}).get("uid")
+        source.pod_uid = uid if isinstance(uid, str) and uid else source.pod_uid
     except k8s.KubernetesError as error:
         raise CniError(error.cni_code, str(error)) from None
     return _parse(text, f"secret {namespace}/{secret_name}")
@@ -191,11 +209,20 @@ def build_result(request: Request, conf: NetConf, cfg: InterfaceConfig, mtu: int
 
 def cmd_add(request: Request, conf: NetConf, link: AgentLink, node_policy: NodePolicy) -> dict[str, Any]:
     conf.check_agent_socket(link)
-    cfg = wireguard_config(request, conf, node_policy)
+    source = Source()
+    cfg = wireguard_config(request, conf, node_policy, source)
     if cfg is None:
         assert conf.prev_result is not None
         return conf.prev_result.render(request.cni_version)
-    payload = {"pod": _pod(request), "network": conf.name, "config": to_json(cfg), "mode": conf.mode}
+    payload: dict[str, Any] = {
+        "pod": _pod(request),
+        "network": conf.name,
+        "config": to_json(cfg),
+        "mode": conf.mode,
+        "pod_uid": source.pod_uid,
+    }
+    if source.secret is not None:
+        payload["secret"] = {"namespace": source.secret[0], "name": source.secret[1]}
     reply = _agent(link, "add", _attachment(request) | payload)
     return build_result(request, conf, cfg, int(reply.get("mtu") or cfg.mtu or 1420)).render(
         request.cni_version
