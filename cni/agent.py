@@ -23,8 +23,8 @@ Every reply has `ok`; a failed operation has `{"ok": false, "code": <CNI error c
 * `{"op": "add", "container_id", "ifname", "netns", "pod": "ns/name", "network": "<config name>",
   "config": "<config JSON>", "mode"?: "auto" | "kernel" | "userspace", "pod_uid"?: "<uid>",
   "secret"?: {"namespace", "name"}}` (the Secret the config is from: watched, see below).
-  Refused (code 7, naming the limit) over the policy's limits, with a listenPort outside its port range or a fwmark it does not
-  allow. Userspace: creates a persistent TUN `ifname` in `netns` with the MTU, every address and a
+  Refused (code 7, naming the limit) over the policy's limits, with a listenPort outside its port
+  range or a fwmark it does not allow. Userspace: creates a persistent TUN `ifname` in `netns` with the MTU, every address and a
   route for every allowed-IPs prefix; UDP sockets in the agent's namespace on a port of the range
   (the config's listenPort when it is inside); the UAPI socket /var/run/wireguard/<name>.sock (name =
   "cni" + 12 hex digits of sha256("<container_id>/<ifname>"), so `wg show <name>` works); then runs
