@@ -22,21 +22,21 @@ Every reply has `ok`; a failed operation has `{"ok": false, "code": <CNI error c
 
 * `{"op": "add", "container_id", "ifname", "netns", "pod": "ns/name", "network": "<config name>",
   "config": "<config JSON>", "mode"?: "auto" | "kernel" | "userspace", "pod_uid"?: "<uid>",
-  "secret"?: {"namespace", "name"}}` (the Secret the config is from: watched, see below).
-  Refused (code 7, naming the limit) over the policy's limits, with a listenPort outside its port
-  range or a fwmark it does not allow. Userspace: creates a persistent TUN `ifname` in `netns` with the MTU, every address and a
-  route for every allowed-IPs prefix; UDP sockets in the agent's namespace on a port of the range
-  (the config's listenPort when it is inside); the UAPI socket /var/run/wireguard/<name>.sock (name =
-  "cni" + 12 hex digits of sha256("<container_id>/<ifname>"), so `wg show <name>` works); then runs
-  its engine. Kernel: a WireGuard link made and configured in the agent's namespace (so its UDP
-  socket is there), moved into `netns` as `ifname`, with the same MTU, addresses and routes
-  (cni/kernel.py). auto (the default) is kernel when this kernel can make a WireGuard link (probed
-  once), else userspace; kernel on a kernel without WireGuard is refused. Reply: `{"ok": true,
-  "name", "mode", "listen_port", "interface", "netns", "mtu", "public_key", "addresses": [...],
-  "routes": [...], "warnings": [...]}`. All or nothing: a failed add leaves no link, socket or state.
-  A private key already used by another attachment of this node is refused, naming that pod; with
-  the agent's own API credentials, one used by a Pod anywhere in the cluster too, naming the Pod and
-  its node (a Lease per key, cni/live.py).
+  "secret"?: {"namespace", "name"}}` (the Secret the config is from: watched, see below). Refused
+  (code 7, naming the limit) over the policy's limits, with a listenPort outside its port range or a
+  fwmark it does not allow. Userspace: creates a persistent TUN `ifname` in `netns` with the MTU,
+  every address and a route for every allowed-IPs prefix; UDP sockets in the agent's namespace on a
+  port of the range (the config's listenPort when it is inside); the UAPI socket
+  /var/run/wireguard/<name>.sock (name = "cni" + 12 hex digits of sha256("<container_id>/<ifname>"),
+  so `wg show <name>` works); then runs its engine. Kernel: a WireGuard link made and configured in
+  the agent's namespace (so its UDP socket is there), moved into `netns` as `ifname`, with the same
+  MTU, addresses and routes (cni/kernel.py). auto (the default) is kernel when this kernel can make
+  a WireGuard link (probed once), else userspace; kernel on a kernel without WireGuard is refused.
+  Reply: `{"ok": true, "name", "mode", "listen_port", "interface", "netns", "mtu", "public_key",
+  "addresses": [...], "routes": [...], "warnings": [...]}`. All or nothing: a failed add leaves no
+  link, socket or state. A private key already used by another attachment of this node is refused,
+  naming that pod; with the agent's own API credentials, one used by a Pod anywhere in the cluster
+  too, naming the Pod and its node (a Lease per key, cni/live.py).
 * `{"op": "del", "container_id", "ifname", "netns"?, "network"?}`: stop the engine, delete the link
   (when its namespace still exists), remove the UAPI socket and the state. An attachment of another
   network is left alone. Succeeds when there is nothing to remove (repeated DEL, namespace gone, DEL
