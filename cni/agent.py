@@ -1480,7 +1480,7 @@ def run_agent(
         os.close(lock)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cni.agent", description=__doc__.split("\n\n")[0])
     parser.add_argument("--state-dir", type=Path, default=policy.DEFAULT_STATE_DIR)
     parser.add_argument("--socket", type=Path, default=None, help="default: <state-dir>/agent.sock")
@@ -1493,6 +1493,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     policy.add_arguments(parser)
     live.add_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         node_policy = policy.from_arguments(args)

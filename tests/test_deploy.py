@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cni import agent, agent_client, plugin, policy
+from cni import agent, agent_client, live, plugin, policy
 from cni.spec import SUPPORTED_VERSIONS
 from pywg.config import ConfigError, InterfaceConfig, parse_config
 from pywg.keys import encode_key, generate_private_key, public_key_for
@@ -239,6 +239,25 @@ def test_daemonset_runs_the_agent_on_the_default_socket() -> None:
     # The probe is Python the image runs: make sure it at least compiles.
     for line in re.findall(r"- (import sys, cni\.agent_client.*)", doc):
         compile(line, "probe", "exec")
+
+
+def test_daemonset_agent_options_are_the_agents() -> None:
+    """The agent's args parse as the agent parses them, with the downward API's values filled in."""
+    doc = next(d for d in yaml.safe_load_all(_text(DEPLOY / "daemonset.yaml")) if d["kind"] == "DaemonSet")
+    container = next(c for c in doc["spec"]["template"]["spec"]["containers"] if c["name"] == "agent")
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
+    assert env == {
+        "NODE_NAME": "spec.nodeName",
+        "POD_NAMESPACE": "metadata.namespace",
+        "HOST_IP": "status.hostIP",
+    }
+    args = [a.replace("$(HOST_IP)", "192.0.2.7") for a in container["command"][3:] + container["args"]]
+    parsed = agent.build_parser().parse_args(args)
+    assert parsed.metrics == "192.0.2.7:9587"
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9587, "protocol": "TCP"}]
+    annotations = doc["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": "9587"}
+    assert live.from_arguments(parsed).lease_duration == 60
 
 
 def test_image_builds_what_the_init_container_copies() -> None:
