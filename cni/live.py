@@ -373,7 +373,9 @@ class EventRecorder:
         _log.info("event on pod %s/%s: %s: %s", pod.namespace, pod.name, reason, message)
         if series.flush is not None or series.writing:
             return  # a write is due already: it takes this one along
-        wait = series.written_at + self.interval - time.monotonic() if series.name else 0.0
+        # The first of a series at once; after a write (or a failed one: the API server may be
+        # struggling) the next one `interval` later.
+        wait = series.written_at + self.interval - time.monotonic() if series.written_at else 0.0
         loop = asyncio.get_running_loop()
         series.flush = loop.call_later(max(wait, 0.0), lambda: loop.create_task(self._write(pod, key)))
 
@@ -401,7 +403,7 @@ class EventRecorder:
         finally:
             series.writing = False
             series.written_at = time.monotonic()
-        if series.count > series.written_count and series.name:  # more came while writing
+        if series.count > series.written_count:  # more came while writing, or the write failed
             loop = asyncio.get_running_loop()
             series.flush = loop.call_later(self.interval, lambda: loop.create_task(self._write(pod, key)))
 
