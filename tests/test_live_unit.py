@@ -80,7 +80,8 @@ def test_a_watch_resumes_relists_after_410_and_reconnects(monkeypatch: pytest.Mo
             watch.stop()
             done.set()
 
-    watch = SecretWatch(client, ("ns", "wg"), deliver, counters).start()  # type: ignore[arg-type]
+    watch = SecretWatch(client, ("ns", "wg"), deliver, counters)  # type: ignore[arg-type]
+    watch.start()  # after the assignment: deliver() uses `watch`
     watch.thread.join(10)
     assert done.is_set() and not watch.thread.is_alive()
     assert seen == ["one", None, "two", None]
