@@ -20,7 +20,8 @@ Every reply has `ok`; a failed operation has `{"ok": false, "code": <CNI error c
 "msg": "<one line>"}`.
 
 * `{"op": "add", "container_id", "ifname", "netns", "pod": "ns/name", "network": "<config name>",
-  "config": "<config JSON>", "mode"?: "auto" | "kernel" | "userspace"}`. Refused (code 7, naming the
+  "config": "<config JSON or wg-quick INI>", "source"?: "<what errors call it>", "mode"?: "auto" |
+  "kernel" | "userspace"}`. Refused (code 7, naming the
   limit) over the policy's limits, with a listenPort outside its port range or a fwmark it does not
   allow. Userspace: creates a persistent TUN `ifname` in `netns` with the MTU, every address and a
   route for every allowed-IPs prefix; UDP sockets in the agent's namespace on a port of the range
@@ -138,6 +139,10 @@ RESOLVERS = 8  # getaddrinfo calls at once, over all attachments; each add uses 
 RESOLVE_PARALLEL = 4
 RESTORE_PARALLEL = 8  # attachments re-attached at once after a restart
 CNI_WORKERS = 32  # concurrent `cni` ops; each mostly waits for its own add/del
+# The loop thread forwards every tunnel's packets and gives up the GIL at each system call; while a
+# worker parses or applies a config of thousands of peers, taking it back waits for the worker's
+# switch interval (Python's default: 5 ms), which would throttle every tunnel of the node.
+SWITCH_INTERVAL = 0.0005
 
 _CONTAINER_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
 _log = logging.getLogger("pywg-cni-agent")
@@ -430,7 +435,7 @@ class Agent:
             _log.exception("op %s failed", op)
             return _error(INTERNAL, f"internal error in the node agent ({type(error).__name__}: {error})")
 
-    def admit(self, text: str) -> InterfaceConfig:
+    def admit(self, text: str, source: str) -> InterfaceConfig:
         """The config of an add, if the node's policy admits it (OpError code 7 naming the limit)."""
         size = len(text.encode("utf-8", "surrogateescape"))
         if size > self.policy.max_config_bytes:
@@ -440,7 +445,7 @@ class Agent:
                 "(the node agent's --max-config-bytes)",
             )
         try:
-            cfg = parse_config(text, source="config", require_address=True)
+            cfg = parse_config(text, source=source, require_address=True)
             self.policy.check(cfg)
         except (ConfigError, PolicyError) as error:
             raise OpError(INVALID_NETWORK_CONFIG, str(error)) from None
@@ -450,10 +455,11 @@ class Agent:
         cid, ifname = _attachment_key(request)
         netns, netns_id = _pod_netns(_string(request, "netns"))
         text = _string(request, "config")
-        cfg = await self.blocking(lambda: self.admit(text))  # thousands of peers: not on the loop
+        source = str(request.get("source") or "config")[:200]  # how errors name it ("secret NS/NAME")
+        cfg = await self.blocking(lambda: self.admit(text, source))  # thousands of peers: not on the loop
         pod = str(request.get("pod") or f"container {cid[:12]}")
         network = request.get("network")
-        att = Attachment(cid, ifname, netns, netns_id, pod, cfg, [None] * len(cfg.peers))
+        att = Attachment(cid, ifname, netns, netns_id, pod, cfg, [None] * len(cfg.peers), text=text)
         att.network = network if isinstance(network, str) else ""
         async with self.locks.hold(att.key):
             existing = self.attachments.get(att.key)
@@ -1028,6 +1034,7 @@ def _lock(state_dir: Path) -> int | None:
 def run_agent(state_dir: Path, sock_path: Path, node_policy: NodePolicy | None = None) -> int:
     os.umask(0o077)
     disable_core_dumps()
+    sys.setswitchinterval(SWITCH_INTERVAL)
     _private_dir(state_dir)
     lock = _lock(state_dir)
     if lock is None:

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from cni import agent_client, k8s, kubeconfig
 from cni.policy import SOCKET_ENV, NodePolicy, PolicyError, configured_config_dirs, configured_socket
@@ -37,7 +37,7 @@ from cni.spec import (
     parse_result,
     version_answer,
 )
-from pywg.config import ConfigError, InterfaceConfig, parse_config, to_json
+from pywg.config import ConfigError, InterfaceConfig, parse_config
 from pywg.runtime.system import disable_core_dumps
 
 ANNOTATION = "wgcni.schu.io/configsecret"
@@ -96,7 +96,15 @@ class NetConf:
             )
 
 
-def wireguard_config(request: Request, conf: NetConf, node_policy: NodePolicy) -> InterfaceConfig | None:
+class PodConfig(NamedTuple):
+    """A Pod's WireGuard config: parsed, as its text came (what the agent gets), and where from."""
+
+    cfg: InterfaceConfig
+    text: str
+    source: str
+
+
+def wireguard_config(request: Request, conf: NetConf, node_policy: NodePolicy) -> PodConfig | None:
     """The Pod's WireGuard config, or None for a chained plugin whose Pod has no annotation."""
     if conf.inline is not None:
         return _parse(json.dumps(conf.inline), "the network config's wireguard object")
@@ -167,9 +175,9 @@ def _api_client(kubeconfig_path: str, node_policy: NodePolicy) -> k8s.ApiClient:
     return kubeconfig.in_cluster()
 
 
-def _parse(text: str, source: str) -> InterfaceConfig:
+def _parse(text: str, source: str) -> PodConfig:
     try:
-        return parse_config(text, source=source, require_address=True)
+        return PodConfig(parse_config(text, source=source, require_address=True), text, source)
     except ConfigError as error:
         raise CniError(INVALID_NETWORK_CONFIG, str(error)) from None
 
@@ -191,11 +199,13 @@ def build_result(request: Request, conf: NetConf, cfg: InterfaceConfig, mtu: int
 
 def cmd_add(request: Request, conf: NetConf, link: AgentLink, node_policy: NodePolicy) -> dict[str, Any]:
     conf.check_agent_socket(link)
-    cfg = wireguard_config(request, conf, node_policy)
-    if cfg is None:
+    found = wireguard_config(request, conf, node_policy)
+    if found is None:
         assert conf.prev_result is not None
         return conf.prev_result.render(request.cni_version)
-    payload = {"pod": _pod(request), "network": conf.name, "config": to_json(cfg), "mode": conf.mode}
+    cfg = found.cfg
+    payload = {"pod": _pod(request), "network": conf.name, "mode": conf.mode}
+    payload |= {"config": found.text, "source": found.source}
     reply = _agent(link, "add", _attachment(request) | payload)
     return build_result(request, conf, cfg, int(reply.get("mtu") or cfg.mtu or 1420)).render(
         request.cni_version

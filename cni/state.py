@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cni.spec import IO_FAILURE
-from pywg.config import ConfigError, InterfaceConfig, parse_config, to_json
+from pywg.config import ConfigError, InterfaceConfig, parse_config
 from pywg.endpoint import Endpoint
 from pywg.runtime.tunnel import Tunnel
 
@@ -58,6 +58,7 @@ class Attachment:
     pod: str
     cfg: InterfaceConfig
     endpoints: list[Endpoint | None]
+    text: str = ""  # the config as it came (a Secret's JSON or INI): kept in the state file
     network: str = ""  # the network config's name: GC and DEL of another network leave it alone
     mode: str = USERSPACE
     link: str = ""  # kernel mode: the link's name in the agent's namespace until it moves to the Pod
@@ -99,13 +100,14 @@ class Attachment:
             "link": self.link,
             "listen_port": self.listen_port,
             "endpoints": [list(e) if e is not None else None for e in self.endpoints],
-            "config": to_json(self.cfg),
+            "config": self.text,
         }
 
     @classmethod
     def from_state(cls, doc: dict[str, Any]) -> Attachment:
         cid, ifname = str(doc["container_id"]), str(doc["ifname"])
-        cfg = parse_config(str(doc["config"]), source=f"state of {attachment_name(cid, ifname)}")
+        text = str(doc["config"])
+        cfg = parse_config(text, source=f"state of {attachment_name(cid, ifname)}")
         endpoints: list[Endpoint | None] = [
             (str(e[0]), int(e[1])) if e is not None else None for e in doc.get("endpoints") or []
         ]
@@ -121,6 +123,7 @@ class Attachment:
             pod=str(doc.get("pod") or ""),
             cfg=cfg,
             endpoints=endpoints,
+            text=text,
             network=str(doc.get("network") or ""),
             mode=KERNEL if doc.get("mode") == KERNEL else USERSPACE,
             link=str(doc.get("link") or ""),
