@@ -21,22 +21,23 @@ Every reply has `ok`; a failed operation has `{"ok": false, "code": <CNI error c
 "msg": "<one line>"}`.
 
 * `{"op": "add", "container_id", "ifname", "netns", "pod": "ns/name", "network": "<config name>",
-  "config": "<config JSON>", "mode"?: "auto" | "kernel" | "userspace", "pod_uid"?: "<uid>",
-  "secret"?: {"namespace", "name"}}` (the Secret the config is from: watched, see below). Refused
-  (code 7, naming the limit) over the policy's limits, with a listenPort outside its port range or a
-  fwmark it does not allow. Userspace: creates a persistent TUN `ifname` in `netns` with the MTU,
-  every address and a route for every allowed-IPs prefix; UDP sockets in the agent's namespace on a
-  port of the range (the config's listenPort when it is inside); the UAPI socket
-  /var/run/wireguard/<name>.sock (name = "cni" + 12 hex digits of sha256("<container_id>/<ifname>"),
-  so `wg show <name>` works); then runs its engine. Kernel: a WireGuard link made and configured in
-  the agent's namespace (so its UDP socket is there), moved into `netns` as `ifname`, with the same
-  MTU, addresses and routes (cni/kernel.py). auto (the default) is kernel when this kernel can make
-  a WireGuard link (probed once), else userspace; kernel on a kernel without WireGuard is refused.
-  Reply: `{"ok": true, "name", "mode", "listen_port", "interface", "netns", "mtu", "public_key",
-  "addresses": [...], "routes": [...], "warnings": [...]}`. All or nothing: a failed add leaves no
-  link, socket or state. A private key already used by another attachment of this node is refused,
-  naming that pod; with the agent's own API credentials, one used by a Pod anywhere in the cluster
-  too, naming the Pod and its node (a Lease per key, cni/live.py).
+  "config": "<config JSON or wg-quick INI>", "source"?: "<what errors call it>", "mode"?: "auto" |
+  "kernel" | "userspace", "pod_uid"?: "<uid>", "secret"?: {"namespace", "name"}}` (the Secret the
+  config is from: watched, see below). Refused (code 7, naming the limit) over the policy's limits,
+  with a listenPort outside its port range or a fwmark it does not allow. Userspace: creates a
+  persistent TUN `ifname` in `netns` with the MTU, every address and a route for every allowed-IPs
+  prefix; UDP sockets in the agent's namespace on a port of the range (the config's listenPort when
+  it is inside); the UAPI socket /var/run/wireguard/<name>.sock (name = "cni" + 12 hex digits of
+  sha256("<container_id>/<ifname>"), so `wg show <name>` works); then runs its engine. Kernel: a
+  WireGuard link made and configured in the agent's namespace (so its UDP socket is there), moved
+  into `netns` as `ifname`, with the same MTU, addresses and routes (cni/kernel.py). auto (the
+  default) is kernel when this kernel can make a WireGuard link (probed once), else userspace;
+  kernel on a kernel without WireGuard is refused. Reply: `{"ok": true, "name", "mode",
+  "listen_port", "interface", "netns", "mtu", "public_key", "addresses": [...], "routes": [...],
+  "warnings": [...]}`. All or nothing: a failed add leaves no link, socket or state. A private key
+  already used by another attachment of this node is refused, naming that pod; with the agent's own
+  API credentials, one used by a Pod anywhere in the cluster too, naming the Pod and its node (a
+  Lease per key, cni/live.py).
 * `{"op": "del", "container_id", "ifname", "netns"?, "network"?}`: stop the engine, delete the link
   (when its namespace still exists), remove the UAPI socket and the state. An attachment of another
   network is left alone. Succeeds when there is nothing to remove (repeated DEL, namespace gone, DEL
@@ -143,7 +144,7 @@ from cni.spec import (
 )
 from cni.state import KERNEL, USERSPACE, Attachment, Key, OpError, StateStore, attachment_name
 from cni.supervisor import EXIT_ALREADY_RUNNING, EXIT_USAGE
-from pywg.config import ConfigError, InterfaceConfig, parse_config, to_json
+from pywg.config import ConfigError, InterfaceConfig, parse_config
 from pywg.constants import DEFAULT_MTU
 from pywg.endpoint import Endpoint, format_endpoint
 from pywg.keys import encode_key
@@ -173,6 +174,10 @@ RESTORE_PARALLEL = 8  # attachments re-attached at once after a restart
 CNI_WORKERS = 32  # concurrent `cni` ops; each mostly waits for its own add/del
 API_WORKERS = 4  # the agent's own API requests (Leases, Events) at once; watches have threads of their own
 HEALTH_INTERVAL = 2.0  # how often peers' handshakes are looked at, for Events
+# The loop thread forwards every tunnel's packets and gives up the GIL at each system call; while a
+# worker parses or applies a config of thousands of peers, taking it back waits for the worker's
+# switch interval (Python's default: 5 ms), which would throttle every tunnel of the node.
+SWITCH_INTERVAL = 0.0005
 
 _CONTAINER_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
 _log = logging.getLogger("pywg-cni-agent")
@@ -529,7 +534,7 @@ class Agent:
             _log.exception("op %s failed", op)
             return _error(INTERNAL, f"internal error in the node agent ({type(error).__name__}: {error})")
 
-    def admit(self, text: str) -> InterfaceConfig:
+    def admit(self, text: str, source: str) -> InterfaceConfig:
         """The config of an add, if the node's policy admits it (OpError code 7 naming the limit)."""
         size = len(text.encode("utf-8", "surrogateescape"))
         if size > self.policy.max_config_bytes:
@@ -539,7 +544,7 @@ class Agent:
                 "(the node agent's --max-config-bytes)",
             )
         try:
-            cfg = parse_config(text, source="config", require_address=True)
+            cfg = parse_config(text, source=source, require_address=True)
             self.policy.check(cfg)
         except (ConfigError, PolicyError) as error:
             raise OpError(INVALID_NETWORK_CONFIG, str(error)) from None
@@ -549,10 +554,11 @@ class Agent:
         cid, ifname = _attachment_key(request)
         netns, netns_id = _pod_netns(_string(request, "netns"))
         text = _string(request, "config")
-        cfg = await self.blocking(lambda: self.admit(text))  # thousands of peers: not on the loop
+        source = str(request.get("source") or "config")[:200]  # how errors name it ("secret NS/NAME")
+        cfg = await self.blocking(lambda: self.admit(text, source))  # thousands of peers: not on the loop
         pod = str(request.get("pod") or f"container {cid[:12]}")
         network = request.get("network")
-        att = Attachment(cid, ifname, netns, netns_id, pod, cfg, [None] * len(cfg.peers))
+        att = Attachment(cid, ifname, netns, netns_id, pod, cfg, [None] * len(cfg.peers), text=text)
         att.network = network if isinstance(network, str) else ""
         att.secret = _secret_ref(request.get("secret"))
         uid = request.get("pod_uid")
@@ -968,16 +974,21 @@ class Agent:
             except (KubernetesError, OpError) as error:
                 why = error.message if isinstance(error, KubernetesError) else error.msg
                 _log.warning("%s (pod %s): %s changed but is refused: %s", att.name, att.pod, where, why)
-                self.event(att, "ConfigRejected", f"{where}: {why}; the running config stays", warning=True)
+                said = why if why.startswith(where) else f"{where}: {why}"  # parse errors name it already
+                self.event(att, "ConfigRejected", f"{said}; the running config stays", warning=True)
 
     async def update(self, att: Attachment, text: str, where: str) -> None:
         """Apply a changed config to the running attachment, as an ADD would admit it (size, limits,
         policy, the key not in use elsewhere, host names resolving); OpError when refused, and then
         nothing changed. Unchanged peers keep their sessions. The caller holds the lock."""
-        cfg = await self.blocking(lambda: self.admit(text))
+        if text == att.text:
+            return  # the state a watch starts with, or a change of another key of the Secret
+        cfg = await self.blocking(lambda: self.admit(text, where))
         old = att.cfg
-        if to_json(cfg) == to_json(old):
-            return  # the state the watch starts with, or a change of another key of the Secret
+        if cfg == old:  # written differently, the same config
+            att.text = text
+            await self.blocking(lambda: self.store.save(att))
+            return
         new_key = cfg.public_key != old.public_key
         new_port = att.listen_port
         if new_key:
@@ -1024,7 +1035,7 @@ class Agent:
             self.lease_release(att, old.public_key)
             self.health.pop(att.key, None)
         summary = _changes(old, cfg)
-        att.cfg, att.endpoints = cfg, endpoints
+        att.cfg, att.endpoints, att.text = cfg, endpoints, text
         await self.blocking(lambda: self.store.save(att))
         _log.info("%s (pod %s): applied %s: %s", att.name, att.pod, where, summary)
         self.event(att, "ConfigUpdated", f"applied {where}: {summary}")
@@ -1442,6 +1453,7 @@ def run_agent(
 ) -> int:
     os.umask(0o077)
     disable_core_dumps()
+    sys.setswitchinterval(SWITCH_INTERVAL)
     _private_dir(state_dir)
     lock = _lock(state_dir)
     if lock is None:

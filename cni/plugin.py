@@ -14,10 +14,9 @@ import logging
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from cni import agent_client, k8s, kubeconfig
 from cni.policy import SOCKET_ENV, NodePolicy, PolicyError, configured_config_dirs, configured_socket
@@ -38,7 +37,7 @@ from cni.spec import (
     parse_result,
     version_answer,
 )
-from pywg.config import ConfigError, InterfaceConfig, parse_config, to_json
+from pywg.config import ConfigError, InterfaceConfig, parse_config
 from pywg.runtime.system import disable_core_dumps
 
 ANNOTATION = "wgcni.schu.io/configsecret"
@@ -97,22 +96,19 @@ class NetConf:
             )
 
 
-@dataclass
-class Source:
-    """Where an ADD's config came from: the Secret (namespace, name) the node agent then watches, and
-    the Pod's uid for Events on it."""
+class PodConfig(NamedTuple):
+    """A Pod's WireGuard config: parsed, as its text came (what the agent gets), and where from; for
+    a Secret, which one (the node agent watches it) and the Pod's uid (for Events on it)."""
 
+    cfg: InterfaceConfig
+    text: str
+    source: str
     secret: tuple[str, str] | None = None
     pod_uid: str = ""
 
 
-def wireguard_config(
-    request: Request, conf: NetConf, node_policy: NodePolicy, source: Source | None = None
-) -> InterfaceConfig | None:
-    """The Pod's WireGuard config, or None for a chained plugin whose Pod has no annotation; `source`
-    (if given) is filled in."""
-    source = source if source is not None else Source()
-    source.pod_uid = request.args.get("K8S_POD_UID", "")
+def wireguard_config(request: Request, conf: NetConf, node_policy: NodePolicy) -> PodConfig | None:
+    """The Pod's WireGuard config, or None for a chained plugin whose Pod has no annotation."""
     if conf.inline is not None:
         return _parse(json.dumps(conf.inline), "the network config's wireguard object")
     if conf.static_config:
@@ -144,12 +140,11 @@ def wireguard_config(
             )
         secret = client.get_secret(namespace, secret_name)
         text = k8s.secret_config_text(secret, f"secret {namespace}/{secret_name}")
-        source.secret = (namespace, secret_name)
-        uid = (pod.get("metadata") or {}).get("uid")
-        source.pod_uid = uid if isinstance(uid, str) and uid else source.pod_uid
     except k8s.KubernetesError as error:
         raise CniError(error.cni_code, str(error)) from None
-    return _parse(text, f"secret {namespace}/{secret_name}")
+    uid = (pod.get("metadata") or {}).get("uid")
+    found = _parse(text, f"secret {namespace}/{secret_name}")
+    return found._replace(secret=(namespace, secret_name), pod_uid=uid if isinstance(uid, str) else "")
 
 
 def _allowed(node_policy: NodePolicy, key: str, value: str) -> Path:
@@ -185,9 +180,9 @@ def _api_client(kubeconfig_path: str, node_policy: NodePolicy) -> k8s.ApiClient:
     return kubeconfig.in_cluster()
 
 
-def _parse(text: str, source: str) -> InterfaceConfig:
+def _parse(text: str, source: str) -> PodConfig:
     try:
-        return parse_config(text, source=source, require_address=True)
+        return PodConfig(parse_config(text, source=source, require_address=True), text, source)
     except ConfigError as error:
         raise CniError(INVALID_NETWORK_CONFIG, str(error)) from None
 
@@ -209,20 +204,16 @@ def build_result(request: Request, conf: NetConf, cfg: InterfaceConfig, mtu: int
 
 def cmd_add(request: Request, conf: NetConf, link: AgentLink, node_policy: NodePolicy) -> dict[str, Any]:
     conf.check_agent_socket(link)
-    source = Source()
-    cfg = wireguard_config(request, conf, node_policy, source)
-    if cfg is None:
+    found = wireguard_config(request, conf, node_policy)
+    if found is None:
         assert conf.prev_result is not None
         return conf.prev_result.render(request.cni_version)
-    payload: dict[str, Any] = {
-        "pod": _pod(request),
-        "network": conf.name,
-        "config": to_json(cfg),
-        "mode": conf.mode,
-        "pod_uid": source.pod_uid,
-    }
-    if source.secret is not None:
-        payload["secret"] = {"namespace": source.secret[0], "name": source.secret[1]}
+    cfg = found.cfg
+    payload: dict[str, Any] = {"pod": _pod(request), "network": conf.name, "mode": conf.mode}
+    payload |= {"config": found.text, "source": found.source}
+    payload["pod_uid"] = found.pod_uid or request.args.get("K8S_POD_UID", "")
+    if found.secret is not None:
+        payload["secret"] = {"namespace": found.secret[0], "name": found.secret[1]}
     reply = _agent(link, "add", _attachment(request) | payload)
     return build_result(request, conf, cfg, int(reply.get("mtu") or cfg.mtu or 1420)).render(
         request.cni_version

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cni.spec import IO_FAILURE
-from pywg.config import ConfigError, InterfaceConfig, parse_config, to_json
+from pywg.config import ConfigError, InterfaceConfig, parse_config
 from pywg.endpoint import Endpoint
 from pywg.runtime.tunnel import Tunnel
 
@@ -58,6 +58,7 @@ class Attachment:
     pod: str
     cfg: InterfaceConfig
     endpoints: list[Endpoint | None]
+    text: str = ""  # the config as it came (a Secret's JSON or INI): kept in the state file
     network: str = ""  # the network config's name: GC and DEL of another network leave it alone
     secret: tuple[str, str] | None = None  # (namespace, name) of the Secret its config is from: watched
     pod_uid: str = ""  # for Events on the Pod
@@ -104,13 +105,14 @@ class Attachment:
             "link": self.link,
             "listen_port": self.listen_port,
             "endpoints": [list(e) if e is not None else None for e in self.endpoints],
-            "config": to_json(self.cfg),
+            "config": self.text,
         }
 
     @classmethod
     def from_state(cls, doc: dict[str, Any]) -> Attachment:
         cid, ifname = str(doc["container_id"]), str(doc["ifname"])
-        cfg = parse_config(str(doc["config"]), source=f"state of {attachment_name(cid, ifname)}")
+        text = str(doc["config"])
+        cfg = parse_config(text, source=f"state of {attachment_name(cid, ifname)}")
         endpoints: list[Endpoint | None] = [
             (str(e[0]), int(e[1])) if e is not None else None for e in doc.get("endpoints") or []
         ]
@@ -127,6 +129,7 @@ class Attachment:
             pod=str(doc.get("pod") or ""),
             cfg=cfg,
             endpoints=endpoints,
+            text=text,
             network=str(doc.get("network") or ""),
             secret=(str(secret[0]), str(secret[1]))
             if isinstance(secret, list) and len(secret) == 2

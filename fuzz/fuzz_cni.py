@@ -55,8 +55,9 @@ def render(request: Request, conf: NetConf) -> str:
         return (
             json.dumps([conf.prev_result.render(v) for v in SUPPORTED_VERSIONS]) if conf.prev_result else ""
         )
-    cfg = wireguard_config(request, conf, NodePolicy())
-    assert cfg is not None
+    found = wireguard_config(request, conf, NodePolicy())
+    assert found is not None
+    cfg = found.cfg
     result = build_result(request, conf, cfg, cfg.mtu or 1420)
     return json.dumps([result.render(version) for version in SUPPORTED_VERSIONS])
 
