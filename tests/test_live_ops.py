@@ -311,12 +311,17 @@ def test_an_invalid_change_is_an_event_and_the_running_config_stays(lab: Lab) ->
     result = lab.cni("ADD", pod).ok()
     assert pod.host.ping(PEER_V4, timeout=10)
     running = set(wg_peers(lab.node, pod.uapi))
+    other = lab.pod("pod-b2", ["10.1.2.14/32"], [f"{PEER_V4}/32"])
+    lab.cni("ADD", other).ok()
 
     bad_cidr = [{**pod.doc["peers"][0], "allowedIPs": ["10.1.2.300/32"]}]
     too_many = [*pod.doc["peers"], *({"publicKey": KeyPair.generate().public_b64} for _ in range(2))]
+    in_use = f"config already in use by pod {other.namespace}/pod-b2 on this node"
     cases = [
         ("not JSON", "{", "secret"),
+        ("a bad key", json.dumps({**pod.doc, "privateKey": "not a key"}), "privateKey"),
         ("a bad CIDR", json.dumps({**pod.doc, "peers": bad_cidr}), "peers[0].allowedIPs"),
+        ("a key in use", json.dumps({**pod.doc, "privateKey": other.wg.keys.private_b64}), in_use),
         ("over a limit", json.dumps({**pod.doc, "peers": too_many}), "--max-peers"),
         ("a port outside the range", json.dumps({**pod.doc, "listenPort": 53}), "--port-range"),
     ]
