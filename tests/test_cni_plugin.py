@@ -161,7 +161,7 @@ def assert_result(result: dict[str, Any], version: str, pod: Pod, index: int = 0
         assert set(interface) <= interface_keys, (version, interface)
     ours = result["interfaces"][index]
     assert ours["name"] == "net1" and ours["sandbox"] == pod.netns, ours
-    assert ours["mac"] == "00:00:00:00:00:00", ours  # a TUN has none; podman needs one it can parse
+    assert "mac" not in ours, ours  # a TUN has no hardware address
     for ip in result["ips"]:
         expected = {"address", "interface", "gateway"} | ({"version"} if legacy else set())
         assert set(ip) <= expected and "interface" in ip, (version, ip)
@@ -189,9 +189,7 @@ def test_add_ping_check_kill_agent_check_del(lab: Lab) -> None:
     lab.serve(pod)
     result = lab.cni("ADD", pod).ok()
     assert_result(result, "1.1.0", pod)
-    assert result["interfaces"] == [
-        {"name": "net1", "mac": "00:00:00:00:00:00", "mtu": 1420, "sandbox": pod.netns}
-    ]
+    assert result["interfaces"] == [{"name": "net1", "mtu": 1420, "sandbox": pod.netns}]
     assert result["ips"] == [{"address": "10.1.2.2/32", "interface": 0}]
     assert result["routes"] == [{"dst": "10.1.2.1/32"}]
     assert pod.host.ping(PEER_V4, timeout=10)
