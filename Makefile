@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: deps deps-demo demo test lint entrypoint bench soak bench-cni fuzz
+.PHONY: deps deps-demo demo test e2e lint entrypoint bench soak bench-cni fuzz
 
 # What the tests (and everything else) need; deps-demo: only what the demo, bench and soak need.
 deps:
@@ -39,6 +39,13 @@ test: deps
 	$(PYTHON) -m ruff check pywg cni tests benchmarks fuzz
 	$(PYTHON) -m pytest -q
 	PYWG_NO_EXT=1 $(PYTHON) -m pytest -q $(PURE_PYTHON_TESTS)
+
+# The node path end to end (tests/test_e2e.py, also part of `make test`): the image built from
+# deploy/Containerfile, its agent and CNI entrypoint run by a private containerd with Multus, against a
+# real kube-apiserver. Needs ../shared/k8s (docs/kubernetes.md); about 4 minutes the first time on a
+# machine, under 2 with the caches in /var/cache/pywg-e2e.
+e2e: deps
+	$(PYTHON) -m pytest -q tests/test_e2e.py
 
 lint:
 	$(PYTHON) -m ruff check pywg cni tests benchmarks fuzz
