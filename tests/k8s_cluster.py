@@ -32,6 +32,8 @@ from typing import Any, NoReturn
 
 import pytest
 
+from tests.topology import OWNER, OWNER_ENV
+
 SHARED_K8S_ENV = "PYWG_SHARED_K8S"
 CHECKOUT = Path(__file__).resolve().parents[1]
 # Where scripts/install-deps.sh and the end-to-end tests keep what they unpack or build.
@@ -211,7 +213,9 @@ def _groups(user: str) -> list[str]:
 def start_real_kubernetes(workdir: Path) -> Iterator[RealKubernetes]:
     """A fresh API server whose state lives in `workdir`/run; stopped and removed when the context ends."""
     shared = require_shared()
-    env = {**os.environ, "KUBE_REAL_RUN": str(workdir / "run")}
+    # The owner tag: if this process dies, the next session's sweep (tests/topology.py) stops etcd and
+    # kube-apiserver, which up.sh starts in sessions of their own.
+    env = {**os.environ, "KUBE_REAL_RUN": str(workdir / "run"), OWNER_ENV: OWNER}
     if os.access(Path(os.environ.get(KUBECTL_ENV) or KUBECTL), os.X_OK):
         env["KUBECTL"] = str(Path(os.environ.get(KUBECTL_ENV) or KUBECTL))
     try:
