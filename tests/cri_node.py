@@ -231,22 +231,9 @@ class Node:
         manifest = self.workdir / "multus-rbac.yaml"
         manifest.write_text(MULTUS_RBAC)
         self.api.kubectl("apply", "-f", str(manifest))
-        kubeconfig = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "real",
-                    "cluster": {"server": self.api.server, "certificate-authority": str(self.api.ca)},
-                }
-            ],
-            "users": [{"name": "multus", "user": {"token": self.api.token_for("kube-system", "multus")}}],
-            "contexts": [{"name": "multus", "context": {"cluster": "real", "user": "multus"}}],
-            "current-context": "multus",
-        }
-        path = self.workdir / "multus.kubeconfig"
-        path.write_text(json.dumps(kubeconfig))
-        path.chmod(0o600)
+        path = self.api.write_kubeconfig(
+            self.workdir / "multus.kubeconfig", self.api.token_for("kube-system", "multus")
+        )
         default = {
             "cniVersion": "0.3.1",
             "name": DEFAULT_NETWORK,

@@ -15,6 +15,7 @@ of skew), unpacked by scripts/install-deps.sh into the test cache ($PYWG_KUBECTL
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+import yaml
 
 from tests.topology import OWNER, OWNER_ENV
 
@@ -174,6 +176,30 @@ class RealKubernetes:
         shutil.copy(self.ca, directory / "ca.crt")
         (directory / "namespace").write_text(namespace)
         return directory
+
+    def write_kubeconfig(self, path: Path, token: str, server: str = "") -> Path:
+        """A kubeconfig (0600) for this server, or `server`, with `token`, as kubectl writes one."""
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "real",
+                    "cluster": {
+                        "server": server or self.server,
+                        "certificate-authority-data": base64.b64encode(self.ca.read_bytes()).decode(),
+                    },
+                }
+            ],
+            "users": [{"name": "user", "user": {"token": token}}],
+            "contexts": [{"name": "user@real", "context": {"cluster": "real", "user": "user"}}],
+            "current-context": "user@real",
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(doc, f, default_flow_style=False)
+        return path
 
     def can_i(self, user: str, verb: str, resource: str, namespace: str = "", group: str = "") -> bool:
         """What RBAC answers for `user` (a SubjectAccessReview, as `kubectl auth can-i --as`)."""
