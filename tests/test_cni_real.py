@@ -267,12 +267,16 @@ def test_add_ping_check_kill_reuse_bad_secret_del_dual_stack(lab: Lab) -> None:
     assert lab.agent.attachments() == [] and lab.agent.state_files() == []
 
 
-def test_a_wg_cni_network_as_written_for_wireguard_cni(lab: Lab) -> None:
-    """deploy/examples/wgnet-nad-wg-cni.yaml: type wg-cni, cniVersion 0.3.1."""
+@pytest.mark.parametrize("kubeconfig", [None, "/etc/kubernetes/wg-cni.kubeconfig"])
+def test_a_wg_cni_network_as_written_for_wireguard_cni(lab: Lab, kubeconfig: str | None) -> None:
+    """deploy/examples/wgnet-nad-wg-cni.yaml: type wg-cni, cniVersion 0.3.1; also with the node
+    kubeconfig wireguard-cni's NADs name, which the agent's Pod does not have: it reads with its
+    ServiceAccount instead."""
     pod = lab.pod("pod", ["10.1.2.5/32"], [f"{PEER_V4}/32"])
     lab.serve(pod)
     example = "wgnet-nad-wg-cni.yaml"
-    result = lab.cni("ADD", pod, example=example).ok()
+    extra = {"kubeConfigPath": kubeconfig} if kubeconfig else {}
+    result = lab.cni("ADD", pod, example=example, **extra).ok()
     assert result["cniVersion"] == "0.3.1" and "mac" not in result["interfaces"][0], result
     assert result["ips"] == [{"version": "4", "address": "10.1.2.5/32", "interface": 0}], result
     assert pod.host.ping(PEER_V4, timeout=10)
