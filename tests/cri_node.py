@@ -45,6 +45,7 @@ from tests.topology import OWNER, OWNER_ENV, Host, owner_alive, run, wait_until
 RUNS = Path("/var/tmp/pywg-e2e")
 BIN_CACHE = E2E_CACHE / "bin"
 PAUSE_IMAGE = "localhost/pause:3.9"  # what shared/k8s/pause-image.oci.tar holds
+CRICTL, MULTUS = "crictl-1.36.0-196", "multus-4.3.0"  # shared/k8s/NAME.xz
 DEBIAN_PLUGINS = Path("/usr/lib/cni")  # containernetworking-plugins
 SHIM_SOCKETS = Path("/run/containerd/s")
 NETNS_DIR = Path("/var/run/netns")
@@ -107,8 +108,8 @@ def unpacked(name: str) -> Path:
     return target
 
 
-def _quantity(text: str) -> int:
-    """A Kubernetes quantity (256Mi, 64M, 100m is milli) as a number; memory in bytes."""
+def _bytes(text: str) -> int:
+    """A Kubernetes memory quantity (256Mi, 64M, 1000) in bytes."""
     units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "k": 10**3, "M": 10**6, "G": 10**9}
     for unit, factor in units.items():
         if text.endswith(unit):
@@ -162,8 +163,8 @@ class Node:
         self.workdir = RUNS / OWNER
         self.record = Record()
         self.process: subprocess.Popen[bytes] | None = None
-        self.crictl_bin = unpacked("crictl-1.36.0-196")
-        self.multus_bin = unpacked("multus-4.3.0")
+        self.crictl_bin = unpacked(CRICTL)
+        self.multus_bin = unpacked(MULTUS)
         self.pause_archive = require_shared("pause-image.oci.tar") / "pause-image.oci.tar"
 
     # paths
@@ -205,21 +206,8 @@ class Node:
             (self.bin_dir / plugin).symlink_to(DEBIAN_PLUGINS / plugin)
         self.record.master = f"e2e{self.workdir.name.replace('-', '')[-12:]}"  # 15 characters at most
         self._save()
-        run(
-            [
-                "ip",
-                "link",
-                "add",
-                self.record.master,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "lan",
-                "netns",
-                default_network.name,
-            ]
-        )
+        lan = ["peer", "name", "lan", "netns", default_network.name]
+        run(["ip", "link", "add", self.record.master, "type", "veth", *lan])
         run(["ip", "link", "set", "dev", self.record.master, "up"])
         default_network.set_link("lan", True)
         self._multus_config()
@@ -302,7 +290,7 @@ state = "{w}/state"
         process = self.process
         start = _start_time(process.pid)
         assert start is not None, f"containerd exited at once:\n{self.log('containerd.log')}"
-        self.record.containerd = (process.pid, start)
+        self.record.containerd = (process.pid, start)  # for clean(): a pid alone may be reused
         self._save()
 
         def serving() -> bool:
@@ -462,7 +450,7 @@ def clean(workdir: Path) -> None:
     libcni cache entries, shim sockets, cgroups, the default network's link, the directory."""
     record = Record.load(workdir / "record.json")
     address = workdir / "containerd.sock"
-    crictl = [str(BIN_CACHE / "crictl-1.36.0-196"), "--config", str(workdir / "crictl.yaml")]
+    crictl = [str(BIN_CACHE / CRICTL), "--config", str(workdir / "crictl.yaml")]
     alive = record.containerd is not None and _start_time(record.containerd[0]) == record.containerd[1]
     if alive and Path(crictl[0]).exists():
         listed = subprocess.run(
@@ -643,7 +631,7 @@ def _container_config(
     resources = container.get("resources") or {}
     linux_resources: dict[str, int] = {}
     if "memory" in (resources.get("limits") or {}):
-        linux_resources["memory_limit_in_bytes"] = _quantity(resources["limits"]["memory"])
+        linux_resources["memory_limit_in_bytes"] = _bytes(resources["limits"]["memory"])
     if "cpu" in (resources.get("requests") or {}):
         linux_resources["cpu_shares"] = _cpu_shares(resources["requests"]["cpu"])
     envs = [

@@ -38,7 +38,16 @@ import yaml
 
 from cni import agent_client
 from tests.cni_run import PodKeys
-from tests.cri_node import NETNS_DIR, CriError, DaemonSetPod, Node, run_daemonset_pod, sweep_dead_runs
+from tests.cri_node import (
+    CRICTL,
+    MULTUS,
+    NETNS_DIR,
+    CriError,
+    DaemonSetPod,
+    Node,
+    run_daemonset_pod,
+    sweep_dead_runs,
+)
 from tests.e2e_image import BuiltImage, build_image
 from tests.host_network import LoopbackPeer
 from tests.k8s_cluster import CHECKOUT, RealKubernetes, require_shared, start_real_kubernetes, unavailable
@@ -111,7 +120,7 @@ class E2E:
 
 @pytest.fixture(scope="module")
 def e2e(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2E]:
-    require_shared("multus-4.3.0.xz", "crictl-1.36.0-196.xz", "pause-image.oci.tar")
+    require_shared(f"{MULTUS}.xz", f"{CRICTL}.xz", "pause-image.oci.tar")
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     if missing:
         unavailable(f"{', '.join(missing)} not installed (scripts/install-deps.sh test installs them)")
