@@ -43,10 +43,13 @@ from pywg.runtime.system import disable_core_dumps
 ANNOTATION = "wgcni.schu.io/configsecret"
 MODES = ("auto", "kernel", "userspace")
 TUN_DEVICE = Path("/dev/net/tun")
-# A TUN (and a kernel WireGuard link) has no hardware address, but podman's CNI backend fails a result
-# whose sandbox interface lacks a MAC it can parse ("invalid MAC address"); Multus copies the value into
-# the network-status annotation as it is. So the result says all zeros, the "no address" of loopback.
-NO_MAC = "00:00:00:00:00:00"
+# A TUN (and a kernel WireGuard link) has no hardware address, so the result has no `mac` for it: Multus
+# copies what it gets into the network-status annotation. podman's CNI backend is the exception: it
+# parses a MAC for every sandbox interface (containers/common libnetwork/cni CNIResultToStatus,
+# net.ParseMAC) and fails the container on an empty one ("invalid MAC address"). It is the runtime that
+# passes K8S_POD_NAME without K8S_POD_NAMESPACE, so a call without K8S_POD_NAMESPACE gets all zeros,
+# the "no address" of loopback.
+PODMAN_MAC = "00:00:00:00:00:00"
 _log = logging.getLogger("pywg-cni")
 
 
@@ -194,8 +197,9 @@ def build_result(request: Request, conf: NetConf, cfg: InterfaceConfig, mtu: int
     routes: list[IPv4Network | IPv6Network] = []
     for peer in cfg.peers:
         routes += [net for net in peer.allowed_ips if net not in routes]
+    mac = "" if request.args.get("K8S_POD_NAMESPACE") else PODMAN_MAC
     return Result(
-        interfaces=[*base.interfaces, Interface(request.ifname, sandbox=request.netns, mac=NO_MAC, mtu=mtu)],
+        interfaces=[*base.interfaces, Interface(request.ifname, sandbox=request.netns, mac=mac, mtu=mtu)],
         ips=[*base.ips, *(IPConfig(address, index) for address in cfg.addresses)],
         routes=[*base.routes, *(Route(net) for net in routes)],
         dns=base.dns,

@@ -15,7 +15,7 @@ import pytest
 
 from cni.k8s import KubernetesError
 from cni.kubeconfig import load_kubeconfig
-from tests.test_k8s_real import RealKubernetes, real_k8s  # noqa: F401 (the fixture `kube` uses)
+from tests.support.k8s_cluster import RealKubernetes, real_k8s  # noqa: F401 (the fixture `kube` uses)
 
 
 @pytest.fixture

@@ -42,6 +42,7 @@ from tests.support.cni_run import (
     netns_path,
     node_with_peer,
 )
+from tests.support.k8s_cluster import RealKubernetes, real_k8s  # noqa: F401 (the fixture `cluster` uses)
 from tests.support.k8s_live import (
     AGENT_NAMESPACE,
     ApiBridge,
@@ -53,7 +54,6 @@ from tests.support.k8s_live import (
 from tests.support.scrape import scrape
 from tests.support.scrape import value as sample_value
 from tests.support.topology import Host, KeyPair, Topology, wait_until, wg_peers
-from tests.test_k8s_real import RealKubernetes, real_k8s  # noqa: F401 (the fixture `cluster` uses)
 
 pytest_plugins = ["tests.support.topology"]
 

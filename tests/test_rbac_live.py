@@ -22,9 +22,9 @@ import yaml
 
 from cni.k8s import ApiClient, KubernetesError
 from cni.kubeconfig import load_kubeconfig
+from tests.support.k8s_cluster import RealKubernetes, real_k8s  # noqa: F401 (the fixture `rbac` uses)
 from tests.support.k8s_live import AGENT_NAMESPACE, DEPLOY, allowed, install_agent_identity
 from tests.support.topology import wait_until
-from tests.test_k8s_real import RealKubernetes, real_k8s  # noqa: F401 (the fixture `rbac` uses)
 
 VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
 RESOURCES = (

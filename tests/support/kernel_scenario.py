@@ -59,14 +59,13 @@ PEER_TUNNEL_IP = "10.13.13.1"
 ALLOWED = "10.13.13.0/24"  # contains the pods' own addresses: routed through net1 all the same
 STATE_DIR = Path("/run/pywg-cni")
 SOCKET = STATE_DIR / "agent.sock"
-NO_MAC = "00:00:00:00:00:00"
 
 
 def expected_result(netns: str, address: str, allowed: list[str], mtu: int = 1420) -> dict[str, Any]:
     """ADD's CNI 1.1.0 result for a one-address config: the same in kernel and userspace mode."""
     return {
         "cniVersion": "1.1.0",
-        "interfaces": [{"name": "net1", "mac": NO_MAC, "mtu": mtu, "sandbox": netns}],
+        "interfaces": [{"name": "net1", "mtu": mtu, "sandbox": netns}],
         "ips": [{"address": address, "interface": 0}],
         "routes": [{"dst": net} for net in allowed],
         "dns": {},
