@@ -25,8 +25,10 @@ import yaml
 from cni.k8s import KubernetesError, secret_config_text
 from cni.kubeconfig import in_cluster, load_kubeconfig
 from cni.spec import INVALID_NETWORK_CONFIG, UNKNOWN_CONTAINER
-from tests.support.k8s_cluster import RealKubernetes, real_k8s  # noqa: F401 (the fixture)
+from tests.support.k8s_cluster import RealKubernetes
 from tests.support.k8s_fake import CONFIG_ANNOTATION, EXAMPLE_CONFIG_JSON
+
+pytest_plugins = ["tests.support.k8s_cluster"]  # the real_k8s fixture
 
 
 def _pod_and_secret(real: RealKubernetes, namespace: str) -> None:
