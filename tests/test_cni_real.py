@@ -53,6 +53,7 @@ from tests.support.k8s_cluster import (
     RealKubernetes,
     start_real_kubernetes,
 )
+from tests.support.kubelet import container_env, expanded
 from tests.support.topology import Host, KeyPair, Topology, wait_until
 
 pytest_plugins = ["tests.support.topology"]
@@ -69,10 +70,12 @@ def _documents(path: Path) -> list[dict[str, Any]]:
 
 
 def daemonset_agent_args() -> list[str]:
-    """The agent's policy arguments as deploy/daemonset.yaml gives them."""
+    """The agent's arguments as deploy/daemonset.yaml gives them, as the kubelet expands them."""
     [daemonset] = [d for d in _documents(DEPLOY / "daemonset.yaml") if d["kind"] == "DaemonSet"]
-    [agent] = [c for c in daemonset["spec"]["template"]["spec"]["containers"] if c["name"] == "agent"]
-    return [str(arg) for arg in agent["args"]]
+    template = daemonset["spec"]["template"]
+    [agent] = [c for c in template["spec"]["containers"] if c["name"] == "agent"]
+    metadata = {"name": "pywg-cni-test", "namespace": daemonset["metadata"]["namespace"]}
+    return expanded(agent["args"], container_env(metadata, agent))
 
 
 def nad_config(example: str) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.k8s_cluster import E2E_CACHE, SERVICE_ACCOUNT_PATH, RealKubernetes, require_shared
+from tests.support.kubelet import container_env, expanded
 from tests.support.topology import OWNER, OWNER_ENV, Host, owner_alive, run, wait_until
 
 RUNS = Path("/var/tmp/pywg-e2e")
@@ -589,7 +590,10 @@ def run_daemonset_pod(
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
     containers: dict[str, str] = {}
     for container in every:
-        config = _container_config(container, volumes, namespaces, host_paths, service_account, node.api.port)
+        env = container_env(metadata, container)
+        config = _container_config(
+            container, env, volumes, namespaces, host_paths, service_account, node.api.port
+        )
         containers[container["name"]] = node.start_container(sandbox, pod_config, config)
         if container in spec.get("initContainers", []):
             status = node.wait_exited(containers[container["name"]])
@@ -600,6 +604,7 @@ def run_daemonset_pod(
 
 def _container_config(
     container: Mapping[str, Any],
+    env: Mapping[str, str],
     volumes: Mapping[str, Any],
     namespaces: Mapping[str, int],
     host_paths: Mapping[str, Path],
@@ -638,13 +643,13 @@ def _container_config(
         {"key": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
         {"key": "KUBERNETES_SERVICE_PORT", "value": str(api_port)},
         {"key": OWNER_ENV, "value": OWNER},  # so the session's sweep finds its processes
-        *({"key": e["name"], "value": e.get("value", "")} for e in container.get("env", [])),
+        *({"key": key, "value": value} for key, value in env.items()),
     ]
     return {
         "metadata": {"name": container["name"]},
         "image": {"image": container["image"]},
-        "command": list(container.get("command", [])),
-        "args": list(container.get("args", [])),
+        "command": expanded(container.get("command", []), env),
+        "args": expanded(container.get("args", []), env),
         "envs": envs,
         "mounts": mounts,
         "log_path": f"{container['name']}.log",
