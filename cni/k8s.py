@@ -40,6 +40,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -558,8 +559,7 @@ class ApiClient:
             # The socket timeout bounds each recv only: a server trickling its answer a byte at a
             # time would hold the ADD as long as it liked. The whole answer gets read_timeout too.
             expired = threading.Event()
-            timer = threading.Timer(self.read_timeout, _cut, (conn.sock, expired))
-            timer.start()
+            deadline = _DEADLINES.add(time.monotonic() + self.read_timeout, conn.sock, expired)
             try:
                 conn.request(method, path, body=data, headers=dict(headers))
                 response = conn.getresponse()
@@ -571,7 +571,7 @@ class ApiClient:
                     raise _Timeout("read") from None
                 raise
             finally:
-                timer.cancel()
+                _DEADLINES.remove(deadline)
             if expired.is_set():
                 raise _Timeout("read")
             if len(body) > MAX_BODY:
@@ -687,10 +687,50 @@ class ApiClient:
 
 
 def _cut(sock: socket.socket, expired: threading.Event) -> None:
-    """In a timer thread: end a read that took too long (the blocked recv sees end of file)."""
+    """End a read that took too long (the blocked recv sees end of file)."""
     expired.set()
     with contextlib.suppress(OSError):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the fd itself, not SSLSocket's unwrap
+
+
+class _Deadlines:
+    """One thread for every request's whole-answer deadline (a thread per request cost the node
+    agent more than the request when twenty ADDs came at once): `_cut` what is still there when its
+    time comes."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[float, socket.socket, threading.Event]] = {}
+        self._next = 0
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, when: float, sock: socket.socket, expired: threading.Event) -> int:
+        with self._changed:
+            self._next += 1
+            self._entries[self._next] = (when, sock, expired)
+            if self._thread is None or not self._thread.is_alive():  # none yet, or none since fork()
+                self._thread = threading.Thread(target=self._run, name="pywg-k8s-deadlines", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+            return self._next
+
+    def remove(self, key: int) -> None:
+        with self._changed:
+            self._entries.pop(key, None)
+
+    def _run(self) -> None:
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                for key, (when, sock, expired) in list(self._entries.items()):
+                    if when <= now:
+                        del self._entries[key]
+                        _cut(sock, expired)
+                soonest = min((when for when, _, _ in self._entries.values()), default=None)
+                self._changed.wait(None if soonest is None else soonest - now)
+
+
+_DEADLINES = _Deadlines()
 
 
 class _Timeout(Exception):

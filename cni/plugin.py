@@ -13,7 +13,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -179,8 +180,34 @@ def _api_client(kubeconfig_path: str, node_policy: NodePolicy) -> k8s.ApiClient:
     if kubeconfig_path:
         path = _allowed(node_policy, "kubeConfigPath", kubeconfig_path)
         if path.exists() or not in_pod:
-            return kubeconfig.load_kubeconfig(str(path))
-    return kubeconfig.in_cluster()
+            return _kept(path, lambda: kubeconfig.load_kubeconfig(str(path)))
+    return _kept(kubeconfig.SERVICE_ACCOUNT_DIR / "ca.crt", kubeconfig.in_cluster)
+
+
+_CLIENTS: dict[tuple[str, int, int, int], k8s.ApiClient] = {}
+_CLIENTS_LOCK = threading.Lock()
+MAX_CLIENTS = 16
+
+
+def _kept(path: Path, make: Callable[[], k8s.ApiClient]) -> k8s.ApiClient:
+    """One client per credential file as it is now (a changed file makes a new one), keeping its
+    connections: inside the node agent, twenty ADDs at once would otherwise each start a TLS
+    session with the API server."""
+    try:
+        stat = path.stat()
+        key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        return make()  # in_cluster and load_kubeconfig say what is wrong with it
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(key)
+    if client is None:
+        client = make()
+        client.keep_alive = True
+        with _CLIENTS_LOCK:
+            if len(_CLIENTS) >= MAX_CLIENTS:
+                _CLIENTS.pop(next(iter(_CLIENTS)))
+            client = _CLIENTS.setdefault(key, client)
+    return client
 
 
 def _parse(text: str, source: str) -> PodConfig:
