@@ -111,12 +111,10 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from ipaddress import ip_interface
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import uvloop
-from pyroute2 import IPRoute
 
 from cni import kernel, live, plugin, policy
 from cni.k8s import ApiClient, KubernetesError, secret_config_text
@@ -149,7 +147,7 @@ from pywg.constants import DEFAULT_MTU
 from pywg.endpoint import Endpoint, format_endpoint
 from pywg.keys import encode_key
 from pywg.runtime import netconfig, tun_offload
-from pywg.runtime.netns import NamespaceNotFoundError, in_netns, netns_identity, resolve_netns, same_netns
+from pywg.runtime.netns import NamespaceNotFoundError, netns_identity, resolve_netns, same_netns
 from pywg.runtime.resolve import ResolveTimeout, resolve_concurrently
 from pywg.runtime.system import disable_core_dumps
 from pywg.runtime.tun import Tun, TunError, attach_tun, open_tun
@@ -165,8 +163,6 @@ SHADOWED_METRIC = 4096
 MAX_REQUEST = 8 << 20
 READY_TIMEOUT = 10.0
 STOP_DEADLINE = 1.5  # SIGTERM: engines stopped and the process gone within this (plus exit)
-IFF_UP = 0x1
-IFF_LOWER_UP = 0x10000
 WORKERS = 8  # attachments whose netlink and TUN work runs at once
 RESOLVERS = 8  # getaddrinfo calls at once, over all attachments; each add uses at most RESOLVE_PARALLEL
 RESOLVE_PARALLEL = 4
@@ -333,23 +329,6 @@ def release(tunnel: Tunnel, delete_link: bool) -> None:
         tunnel.udp.close()
 
 
-def inspect_link(netns: str, ifname: str) -> tuple[bool, int, set[str]]:
-    """(exists, link flags, addresses as "addr/len") of `ifname` in `netns`."""
-    with in_netns(netns), IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=ifname)
-        if not found:
-            return False, 0, set()
-        index = int(found[0])
-        flags = int(ipr.link("get", index=index)[0]["flags"])
-        addresses = set()
-        for message in ipr.addr("dump"):
-            if message["index"] != index:
-                continue
-            address = message.get("IFA_LOCAL") or message.get("IFA_ADDRESS")
-            addresses.add(str(ip_interface(f"{address}/{message['prefixlen']}")))
-        return True, flags, addresses
-
-
 def _netns_present(att: Attachment) -> bool:
     """True while the attachment's netns path still names the namespace it was added in."""
     try:
@@ -361,17 +340,17 @@ def _netns_present(att: Attachment) -> bool:
 def link_problems(att: Attachment) -> list[str]:
     if not _netns_present(att):
         return [f"network namespace {att.netns} is gone"]
-    exists, flags, addresses = inspect_link(att.netns, att.ifname)
+    exists, flags, addresses = netconfig.link_state(att.netns, att.ifname)
     if not exists:
         return [f"{att.ifname} does not exist in {att.netns}"]
     problems = []
-    if not flags & IFF_UP:
+    if "UP" not in flags:
         problems.append(f"{att.ifname} is down")
-    elif not flags & IFF_LOWER_UP:
+    elif "LOWER_UP" not in flags:
         why = ": no engine is attached to its TUN" if att.mode == USERSPACE else ""
         problems.append(f"{att.ifname} has no carrier{why}")
     for address in att.cfg.addresses:
-        if str(address) not in addresses:
+        if address not in addresses:
             problems.append(f"{att.ifname} lacks address {address}")
     present = {route.dst for route in netconfig.list_routes(att.netns, att.ifname)}
     for route in att.routes:

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from pyroute2 import IPRoute
 
-from pywg.runtime import netconfig, netlink_child
+from pywg.runtime import netconfig
 from pywg.runtime.daemon import State
 from pywg.runtime.netconfig import (
     IPv6UnavailableError,
@@ -555,13 +555,13 @@ def test_routes_cost_one_dump_per_family_however_many(
     configuring quadratic and let one Pod's config hold the node agent for minutes)."""
     tuns()
     dumps: list[int] = []
-    dump = netconfig._routes
+    dump = netconfig._ip_routes
 
-    def counted(ipr: IPRoute, family: int) -> list[Any]:
+    def counted(family: int) -> list[Any]:
         dumps.append(family)
-        return dump(ipr, family)
+        return dump(family)
 
-    monkeypatch.setattr(netconfig, "_routes", counted)
+    monkeypatch.setattr(netconfig, "_ip_routes", counted)
     routes = [ip_network(f"10.{i // 250}.{i % 250}.1/32") for i in range(1000)] + [ip_network("fd00:9::/64")]
     result = configure_interface(netns, IFNAME, 1420, [ip_interface("10.1.2.3/32")], routes)
     assert sorted(dumps) == [socket.AF_INET, socket.AF_INET6]
@@ -582,42 +582,8 @@ def test_missing_link_and_namespace(netns: str) -> None:
     assert not link_exists(missing, IFNAME)
 
 
-def test_netlink_child_makes_the_calls_and_reports_errors_as_netconfig_does(
-    netns: str, tuns: Callable[..., Tun], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """What `pywg up` calls in a forked child (pywg/runtime/netlink_child.py): the same effects, the
-    same results, and an OSError with netconfig's errno and message; every child is reaped."""
-    children: list[int] = []
-    fork = os.fork
-
-    def recorded_fork() -> int:
-        pid = fork()
-        if pid:
-            children.append(pid)
-        return pid
-
-    monkeypatch.setattr(os, "fork", recorded_fork)
-    tuns()
-    assert netlink_child.link_exists(netns, IFNAME) and not netlink_child.link_exists(netns, "nosuchlink")
-    netlink_child.configure_interface(netns, IFNAME, 1420, ADDRESSES, ROUTES)
-    assert set(ROUTES) <= {r.dst for r in list_routes(netns, IFNAME)}
-    assert netlink_child.remove_routes(netns, IFNAME, ROUTES[:1]) == 1
-    assert netlink_child.remove_addresses(netns, IFNAME, ADDRESSES[:1]) == 1
-    with pytest.raises(LinkNotFoundError) as direct:
-        configure_interface(netns, "nosuchlink", 1420, [], [])
-    with pytest.raises(OSError) as child:
-        netlink_child.configure_interface(netns, "nosuchlink", 1420, [], [])
-    assert (child.value.errno, child.value.strerror) == (direct.value.errno, direct.value.strerror)
-    assert str(child.value) == direct.value.strerror  # the message alone, for users: no "[Errno 19]"
-    assert netlink_child.delete_link(netns, IFNAME) and not netlink_child.link_exists(netns, IFNAME)
-    assert len(children) == 8  # one per call
-    for pid in children:
-        with pytest.raises(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # reaped already
-
-
 def test_pywg_up_never_loads_pyroute2() -> None:
-    """The daemon's modules reach netlink only through netlink_child: pyroute2 (~20 MB) stays out."""
+    """The daemon configures links with iproute2: pyroute2 (~20 MB once imported) stays out."""
     code = "import sys, pywg.cli, pywg.runtime.commands; print('pyroute2' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"

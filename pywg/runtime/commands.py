@@ -22,7 +22,7 @@ from pywg.cli import CommandError
 from pywg.config import ConfigError, InterfaceConfig, load_config
 from pywg.device import Device
 from pywg.hotpath import data_path_crypto
-from pywg.runtime import netlink_child, tun_offload
+from pywg.runtime import netconfig, tun_offload
 from pywg.runtime.daemon import STATE_DIR, Notifier, State, detach, running_tunnels, zombie
 from pywg.runtime.engine import Engine, run_engine
 from pywg.runtime.netns import NETNS_RUN_DIR, netns_identity
@@ -300,7 +300,7 @@ def down(name: str, netns: str | None) -> int:
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.kill(state.pid, signal.SIGKILL)  # it would not stop: clean up after it
-    netlink_child.delete_link(state.netns, state.interface)
+    netconfig.delete_link(state.netns, state.interface)
     socket_path(state.name).unlink(missing_ok=True)
     state.remove()
     print(

@@ -16,7 +16,7 @@ from pywg.constants import DEFAULT_MTU
 from pywg.device import Device
 from pywg.endpoint import Endpoint
 from pywg.hotpath import data_path_crypto
-from pywg.runtime import netlink_child, tun_offload
+from pywg.runtime import netconfig, tun_offload
 from pywg.runtime.engine import Engine
 from pywg.runtime.netns import resolve_netns
 from pywg.runtime.oserror import describe_os_error
@@ -91,7 +91,7 @@ def build_tunnel(cfg: InterfaceConfig, interface: str, netns_spec: str | None, n
     except OSError as error:
         raise SetupError(str(error)) from None
     where = f" in network namespace {netns_spec}" if netns_spec else ""
-    if netlink_child.link_exists(netns, interface):
+    if netconfig.link_exists(netns, interface):
         raise SetupError(f"interface {interface} already exists{where}")
     mtu = cfg.mtu or DEFAULT_MTU
     cleanup = contextlib.ExitStack()
@@ -103,7 +103,7 @@ def build_tunnel(cfg: InterfaceConfig, interface: str, netns_spec: str | None, n
         cleanup.callback(tun.close)
         routes = allowed_routes(cfg)
         try:
-            netlink_child.configure_interface(netns, interface, mtu, cfg.addresses, routes)
+            netconfig.configure_interface(netns, interface, mtu, cfg.addresses, routes)
         except OSError as error:
             raise SetupError(f"cannot configure {interface}{where}: {error}") from None
         tunnel = tunnel_on_tun(cfg, tun, name, endpoints, routes)
@@ -164,11 +164,11 @@ def reload_tunnel(tunnel: Tunnel, cfg: InterfaceConfig) -> None:
     routes = allowed_routes(cfg)
     stale = [route for route in tunnel.routes if route not in routes]
     mtu = cfg.mtu or DEFAULT_MTU
-    netlink_child.remove_routes(tunnel.netns, tunnel.interface, stale)
-    netlink_child.remove_addresses(
+    netconfig.remove_routes(tunnel.netns, tunnel.interface, stale)
+    netconfig.remove_addresses(
         tunnel.netns, tunnel.interface, [a for a in tunnel.config.addresses if a not in cfg.addresses]
     )
-    netlink_child.configure_interface(tunnel.netns, tunnel.interface, mtu, cfg.addresses, routes)
+    netconfig.configure_interface(tunnel.netns, tunnel.interface, mtu, cfg.addresses, routes)
     device.mtu = mtu
     tunnel.config, tunnel.routes = cfg, routes
     tunnel.engine.flush()
