@@ -260,8 +260,9 @@ def idle_wireguard_go(topology: Topology, count: int) -> dict[str, Any]:
 # 64 KiB of TCP over IPv4 with gso_size 1, behind a virtio_net_hdr, written on net1 with AF_PACKET as
 # fast as one process can: the frame that used to become 65,000 packets in the agent (issue #13).
 _GSO_FLOOD = r"""
-import socket, struct, sys, time
+import signal, socket, struct, sys, time
 ifname, source, destination, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # to the `finally` below
 payload = 65535 - 40
 ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40 + payload, 0, 0x4000, 64, 6, 0,
                  socket.inet_aton(source), socket.inet_aton(destination))
@@ -272,13 +273,15 @@ sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 sock.setsockopt(263, 15, 1)  # SOL_PACKET, PACKET_VNET_HDR
 sent, end = 0, time.monotonic() + seconds
 print("ready", flush=True)
-while time.monotonic() < end:
-    try:
-        sock.sendto(frame, (ifname, 0x0800))
-        sent += 1
-    except OSError:
-        time.sleep(0.001)
-print(sent, flush=True)
+try:
+    while time.monotonic() < end:
+        try:
+            sock.sendto(frame, (ifname, 0x0800))
+            sent += 1
+        except OSError:
+            time.sleep(0.001)
+finally:
+    print(sent, flush=True)
 """
 
 
