@@ -1,4 +1,12 @@
-"""Session checks for the whole suite.
+"""What the whole suite shares: markers that say what a test needs, and a check for leftovers.
+
+Markers (registered in pyproject.toml): `root` (root, CAP_NET_ADMIN, network namespaces,
+/dev/net/tun), `vm` (boots QEMU), `shared` (the real parts of the shared test material: k8s/, bin/)
+and `slow` (over ~10 s). A test marked with a need this machine cannot meet is skipped, the reason
+shown (tests/support/machine.py); with CI=true it fails instead, since CI must run everything.
+A test using the `topology`, `real_k8s` or `real_api` fixture is marked `root` or `shared("k8s")` here
+anyway.
+`make check` runs what needs neither root nor a VM and is not slow.
 
 Leftovers: a run must leave nothing in the temporary directory. The names pywg and its tests give
 there all start with "pywg" (`pywgt-<owner>-*` for the test hosts, `pywg-cni-tls-*`, the demo's
@@ -16,12 +24,43 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import machine
 from tests.support.topology import OWNER, tag_of
 
 IN_CI = os.environ.get("CI") == "true"
 
 _AT_START = pytest.StashKey[set[str]]()
 _LEFTOVERS = pytest.StashKey[tuple[list[str], list[str]]]()
+
+
+# Fixtures that make a test need something of the machine: a test using one carries its marker even
+# if nobody wrote it (the fixtures a test uses include those its fixtures use).
+IMPLIED_BY_FIXTURES = {
+    "topology": pytest.mark.root,
+    "real_k8s": pytest.mark.shared("k8s"),
+    "real_api": pytest.mark.shared("k8s"),
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for fixture, mark in IMPLIED_BY_FIXTURES.items():
+            if fixture in getattr(item, "fixturenames", ()) and item.get_closest_marker(mark.name) is None:
+                item.add_marker(mark)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in machine.MARKERS:
+        mark = item.get_closest_marker(marker)
+        if mark is None:
+            continue
+        reason = machine.missing(marker, *mark.args)
+        if reason is None:
+            continue
+        if IN_CI:
+            pytest.fail(f"CI=true, but this machine cannot run `{marker}` tests: {reason}", pytrace=False)
+        pytest.skip(f"{marker}: {reason}")
 
 
 def _entries() -> set[str]:

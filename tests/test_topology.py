@@ -45,6 +45,8 @@ from tests.support.topology import (
 
 pytest_plugins = ["tests.support.topology"]
 
+pytestmark = pytest.mark.root
+
 A4, B4 = "192.0.2.1/24", "192.0.2.2/24"
 A6, B6 = "2001:db8::1/64", "2001:db8::2/64"
 INNER_A = ["10.99.0.1/24", "fd99::1/64"]
