@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: deps deps-demo demo test e2e lint entrypoint bench soak bench-cni fuzz
+.PHONY: deps deps-demo demo test check ext e2e lint entrypoint bench soak bench-cni fuzz
 
 # What the tests (and everything else) need; deps-demo: only what the demo, bench and soak need.
 deps:
@@ -34,7 +34,16 @@ fuzz: deps
 # ruff, the suite with the C hot path (CI builds it), the functional tests once more on the pure-Python
 # data path; every stage runs even if one fails, and the end says which failed (scripts/test.sh).
 test: deps
-	PYTHON=$(PYTHON) bash scripts/test.sh
+	PYTHON=$(PYTHON) bash scripts/test.sh test
+
+# Without root: ruff and the tests that need neither root nor a VM and are not slow (pytest markers,
+# pyproject.toml), in under a minute. Needs the Python packages of '.[test]', gcc and libssl-dev.
+check: ext
+	PYTHON=$(PYTHON) bash scripts/test.sh check
+
+# The C hot path, built in place (make deps does it through pip install -e).
+ext:
+	$(PYTHON) setup.py build_ext --inplace -q
 
 # The node path end to end (tests/test_e2e.py, also part of `make test`): the image built from
 # deploy/Containerfile, its agent and CNI entrypoint run by a private containerd with Multus, against a

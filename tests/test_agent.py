@@ -168,6 +168,7 @@ def assert_ok(reply: dict[str, Any]) -> dict[str, Any]:
 # --- the whole life of an attachment ------------------------------------------------------------
 
 
+@pytest.mark.root
 def test_add_ping_check_kill_recover_del(lab: Lab) -> None:
     pod = lab.pod("pod-a", ["10.99.0.2/32"], ["10.99.0.1/32"])
     lab.serve_peer(["10.99.0.1/24"], [pod])
@@ -224,6 +225,7 @@ def test_add_ping_check_kill_recover_del(lab: Lab) -> None:
         assert secret not in agent.log()
 
 
+@pytest.mark.root
 def test_dual_stack(lab: Lab) -> None:
     pod = lab.pod("pod", ["10.99.0.2/32", "fd99::2/128"], ["10.99.0.1/32", "fd99::1/128"])
     lab.serve_peer(["10.99.0.1/24", "fd99::1/64"], [pod])
@@ -236,6 +238,7 @@ def test_dual_stack(lab: Lab) -> None:
     assert assert_ok(lab.check(pod))["problems"] == []
 
 
+@pytest.mark.root
 def test_address_inside_allowed_ips(lab: Lab) -> None:
     pod = lab.pod("pod", ["10.1.2.3/32"], ["10.1.2.0/24"])
     lab.serve_peer(["10.1.2.1/24"], [pod])
@@ -245,6 +248,7 @@ def test_address_inside_allowed_ips(lab: Lab) -> None:
     assert assert_ok(lab.check(pod))["problems"] == []
 
 
+@pytest.mark.root
 def test_route_the_pod_has_elsewhere_gets_a_higher_metric(lab: Lab) -> None:
     pod = lab.pod("pod", ["10.99.0.2/32"], ["0.0.0.0/0"])
     gateway = lab.topology.host("gateway")
@@ -258,6 +262,7 @@ def test_route_the_pod_has_elsewhere_gets_a_higher_metric(lab: Lab) -> None:
     assert assert_ok(lab.check(pod))["problems"] == []
 
 
+@pytest.mark.root
 def test_check_reports_a_link_deleted_behind_the_agents_back(lab: Lab) -> None:
     pod = lab.pod("pod", ["10.99.0.2/32"], ["10.99.0.1/32"])
     name = assert_ok(lab.add(pod))["name"]
@@ -279,6 +284,7 @@ def test_check_reports_a_link_deleted_behind_the_agents_back(lab: Lab) -> None:
 # --- refusals and failures ------------------------------------------------------------------------
 
 
+@pytest.mark.root
 def test_config_reuse_is_refused_naming_the_first_pod(lab: Lab) -> None:
     first = lab.pod("pod-first", ["10.99.0.2/32"], ["10.99.0.1/32"])
     assert_ok(lab.add(first))
@@ -293,6 +299,7 @@ def test_config_reuse_is_refused_naming_the_first_pod(lab: Lab) -> None:
     assert [a["pod"] for a in lab.agent.call("list")["attachments"]] == ["default/pod-first"]
 
 
+@pytest.mark.root
 def test_config_of_a_pod_whose_namespace_is_gone_is_free_again(lab: Lab) -> None:
     old = lab.pod("pod-old", ["10.99.0.2/32"], ["10.99.0.1/32"])
     old_name = assert_ok(lab.add(old))["name"]
@@ -305,6 +312,7 @@ def test_config_of_a_pod_whose_namespace_is_gone_is_free_again(lab: Lab) -> None
     assert new.host.ping("10.99.0.1", timeout=10)
 
 
+@pytest.mark.root
 def test_failed_adds_leave_nothing(lab: Lab) -> None:
     first = lab.pod("pod-first", ["10.99.0.2/32"], ["10.99.0.1/32"])
     taken_port = assert_ok(lab.add(first))["listen_port"]
@@ -351,6 +359,7 @@ def test_failed_adds_leave_nothing(lab: Lab) -> None:
 # --- many attachments -----------------------------------------------------------------------------
 
 
+@pytest.mark.root
 def test_gc_removes_what_is_not_valid(lab: Lab) -> None:
     pods = [lab.pod(f"pod-{i}", [f"10.99.0.{i + 2}/32"], ["10.99.0.1/32"]) for i in range(3)]
     names = [assert_ok(lab.add(pod))["name"] for pod in pods]
@@ -364,6 +373,7 @@ def test_gc_removes_what_is_not_valid(lab: Lab) -> None:
     assert assert_ok(lab.check(keep))["problems"] == []
 
 
+@pytest.mark.root
 def test_parallel_adds_for_different_pods(lab: Lab) -> None:
     pods = [lab.pod(f"pod-{i}", [f"10.99.0.{i + 2}/32"], ["10.99.0.1/32"]) for i in range(2)]
     lab.serve_peer(["10.99.0.1/24"], pods)
@@ -380,6 +390,7 @@ def test_parallel_adds_for_different_pods(lab: Lab) -> None:
         assert assert_ok(lab.check(pod))["problems"] == []
 
 
+@pytest.mark.root
 def test_twenty_idle_tunnels_in_one_agent(lab: Lab) -> None:
     worker = lab.agent.worker_pid()
     empty = rss_kib(worker)
@@ -404,6 +415,7 @@ def test_twenty_idle_tunnels_in_one_agent(lab: Lab) -> None:
 # --- restarts -------------------------------------------------------------------------------------
 
 
+@pytest.mark.root
 def test_the_supervisor_is_a_bare_interpreter(lab: Lab) -> None:
     """The process kept beside the worker has exec'd cni.supervisor and loaded no engine modules."""
     assert lab.agent.process is not None
@@ -416,6 +428,7 @@ def test_the_supervisor_is_a_bare_interpreter(lab: Lab) -> None:
     print(f"\nsupervisor RSS {rss_kib(supervisor) / 1024:.1f} MiB, worker {rss_kib(worker) / 1024:.1f} MiB")
 
 
+@pytest.mark.root
 def test_restart_resumes_live_pods_and_cleans_up_gone_ones(lab: Lab) -> None:
     live = lab.pod("pod-live", ["10.99.0.2/32"], ["10.99.0.1/32"])
     gone = lab.pod("pod-gone", ["10.99.0.3/32"], ["10.99.0.1/32"])
@@ -451,6 +464,7 @@ def test_client_reports_a_missing_agent(tmp_path: Path) -> None:
 _ENSURE = "import sys; from cni.agent_client import ensure_agent; print(ensure_agent(sys.argv[1]))"
 
 
+@pytest.mark.root
 def test_ensure_agent_starts_one_detached_supervised_agent(topology: Topology) -> None:
     node = topology.host("node")
     sock = node.tmpdir / "ensure" / "agent.sock"

@@ -45,6 +45,7 @@ def agent(topology: Topology) -> Iterator[NodeAgent]:
     yield NodeAgent(topology.host("node")).start()
 
 
+@pytest.mark.root
 def test_status_and_list_of_a_running_agent(agent: NodeAgent, topology: Topology) -> None:
     sock = str(agent.socket)
     empty = client("list", "--socket", sock)
@@ -74,6 +75,7 @@ def test_status_and_list_of_a_running_agent(agent: NodeAgent, topology: Topology
     assert json.loads(client("status", "--json", "--socket", sock).stdout)["pid"] == worker
 
 
+@pytest.mark.root
 def test_no_agent_is_a_clear_error_with_its_own_exit_status(agent: NodeAgent) -> None:
     agent.terminate()  # the socket goes with the agent
     for command in ("status", "list"):

@@ -53,6 +53,8 @@ from tests.support.topology import (
 
 pytest_plugins = ["tests.support.topology"]
 
+pytestmark = pytest.mark.root
+
 A_UNDER, B_UNDER = "192.0.2.1", "192.0.2.2"
 INNER_A = ["10.99.0.1/24", "fd99::1/64"]
 INNER_B = ["10.99.0.2/24", "fd99::2/64"]
@@ -483,6 +485,7 @@ def test_down_after_sigkill_removes_what_the_dead_daemon_left(world: World) -> N
     assert pywg.leftovers() == []
 
 
+@pytest.mark.slow
 def test_reload_reaches_exactly_the_named_tunnel_and_says_how_it_went(world: World) -> None:
     host = world.a
     first_text = _ini()

@@ -51,6 +51,8 @@ from tests.support.topology import Host, KeyPair, Topology, wait_until
 
 pytest_plugins = ["tests.support.topology", "tests.support.k8s_fake"]
 
+pytestmark = pytest.mark.root
+
 PEER_V4, PEER_V6 = "10.1.2.1", "fd00:1:2::1"
 AGENT_USER = "system:serviceaccount:kube-system:pywg-cni"
 RECOVERY_LIMIT = 10.0

@@ -58,6 +58,8 @@ from tests.support.topology import Host, KeyPair, Topology, wait_until
 
 pytest_plugins = ["tests.support.topology"]
 
+pytestmark = [pytest.mark.shared("k8s"), pytest.mark.slow]  # a real API server (~10 s to start)
+
 DEPLOY = CHECKOUT / "deploy"
 AGENT_USER = "system:serviceaccount:kube-system:pywg-cni"
 PEER_V4, PEER_V6 = "10.1.2.1", "fd00:1:2::1"

@@ -62,7 +62,7 @@ from tests.support.topology import KeyPair, Topology, run, wait_until
 
 pytest_plugins = ["tests.support.topology"]
 # The first run on a machine makes the Debian base and builds every layer of the image.
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.root, pytest.mark.shared("k8s"), pytest.mark.slow]
 
 DEPLOY = CHECKOUT / "deploy"
 EXAMPLES = DEPLOY / "examples"

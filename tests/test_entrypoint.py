@@ -64,6 +64,8 @@ from tests.support.topology import (
 
 pytest_plugins = ["tests.support.topology"]
 
+pytestmark = pytest.mark.root
+
 CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
 NODE_IP, PEER_IP = "192.168.78.1", "192.168.78.2"
 PEER_PORT = 51820

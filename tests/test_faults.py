@@ -74,6 +74,8 @@ from tests.support.topology import (
 
 pytest_plugins = ["tests.support.topology", "tests.support.k8s_fake"]
 
+pytestmark = pytest.mark.root
+
 PEER_V4 = PEER_TUNNEL[0].split("/")[0]
 NAMESPACE = "default"
 RECOVERY_LIMIT = 10.0  # the CNI issue: after a SIGKILL of the engine, traffic within 10 s
@@ -433,6 +435,7 @@ def test_node_agent_restarted_under_traffic(lab: Lab, how: str) -> None:
     no_traceback(lab.agent)
 
 
+@pytest.mark.slow
 def test_peer_restart_under_traffic(lab: Lab) -> None:
     [pod] = added(lab, "pod")
     assert lab.peer.wg is not None

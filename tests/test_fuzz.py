@@ -48,6 +48,7 @@ def test_every_target_has_a_small_corpus() -> None:
         assert all(0 < f.stat().st_size <= MAX_CORPUS_FILE_SIZE for f in files), target
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", runner.TARGETS)
 def test_target_survives_its_corpus_and_fuzzing(target: str, tmp_path: Path) -> None:
     corpus = sorted((FUZZ / "corpus" / target).iterdir())

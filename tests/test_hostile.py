@@ -65,6 +65,8 @@ from tests.support.topology import (
 
 pytest_plugins = ["tests.support.topology"]
 
+pytestmark = pytest.mark.root
+
 ATTACKER = str(Path(attacker.__file__).resolve())
 ENGINE_UNDER, LEGIT_UNDER = "192.0.2.1", "192.0.2.2"
 ENGINE_FOR_ATTACKER = "10.66.0.1"
@@ -442,6 +444,7 @@ def end_flood(flood: subprocess.Popen[bytes]) -> dict[str, float]:
     return dict(json.loads(out))
 
 
+@pytest.mark.slow
 def test_initiation_flood(topology: Topology) -> None:
     """Initiations with a valid MAC1 from 508 sockets on 254 addresses, as fast as one Python
     process sends them, cookies answered: the engine sends cookie replies, lets no address past its

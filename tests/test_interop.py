@@ -36,6 +36,8 @@ from tests.support.topology import (
 
 pytest_plugins = ["tests.support.topology"]
 
+pytestmark = pytest.mark.root
+
 A4, B4 = "192.0.2.1/24", "192.0.2.2/24"
 A6, B6 = "2001:db8::1/64", "2001:db8::2/64"
 INNER_A = ["10.99.0.1/24", "fd99::1/64"]
@@ -287,6 +289,7 @@ def test_wireguard_go_roams_mid_transfer(pair: Pair) -> None:
 # --- peer restarts and keepalives ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tunnel_resumes_after_wireguard_go_restarts(pair: Pair) -> None:
     cfg_a, cfg_b = pair.configs(a_reaches_b=4, b_reaches_a=4)
     pywg = Pywg(pair.a, cfg_a).start()

@@ -30,6 +30,8 @@ from tests.support.k8s_fake import CONFIG_ANNOTATION, EXAMPLE_CONFIG_JSON
 
 pytest_plugins = ["tests.support.k8s_cluster"]  # the real_k8s fixture
 
+pytestmark = [pytest.mark.shared("k8s"), pytest.mark.slow]  # the server takes ~10 s to start and stop
+
 
 def _pod_and_secret(real: RealKubernetes, namespace: str) -> None:
     real.call(

@@ -17,6 +17,8 @@ from cni.k8s import KubernetesError
 from cni.kubeconfig import load_kubeconfig
 from tests.support.k8s_cluster import RealKubernetes, real_k8s  # noqa: F401 (the fixture `kube` uses)
 
+pytestmark = [pytest.mark.shared("k8s"), pytest.mark.slow]  # a real API server (~10 s to start)
+
 
 @pytest.fixture
 def kube(request: pytest.FixtureRequest) -> RealKubernetes:

@@ -103,6 +103,7 @@ def kind_of_net1(host: Host) -> str:
     return "wireguard" if "wireguard" in details else "tun" if "tun" in details else " ".join(details)
 
 
+@pytest.mark.root
 def test_mode_kernel_without_wireguard_is_refused_cleanly(lab: Lab) -> None:
     host, keys, cid = lab.pod("pod-a", "10.1.2.2/32")
     config = config_json(keys, lab.peer, ALLOWED)
@@ -122,6 +123,7 @@ def test_mode_kernel_without_wireguard_is_refused_cleanly(lab: Lab) -> None:
     assert lab.node_links() == []
 
 
+@pytest.mark.root
 def test_auto_uses_what_the_node_has(lab: Lab) -> None:
     host, keys, cid = lab.pod("pod-a", "10.1.2.2/32")
     lab.peer.serve([keys])
@@ -138,6 +140,7 @@ def test_auto_uses_what_the_node_has(lab: Lab) -> None:
     assert lab.node_links() == []
 
 
+@pytest.mark.root
 def test_status_asks_for_a_tun_only_where_userspace_may_be_used(
     lab: Lab, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -173,6 +176,8 @@ def _failure(run: vm.VmRun, message: str) -> str:
     )
 
 
+@pytest.mark.vm
+@pytest.mark.slow
 def test_kernel_mode_in_a_vm(tmp_path: Path) -> None:
     for needed in (ROOT, Path(sys.executable)):
         assert _visible_in_vm(needed), f"{needed} is under a directory the VM mounts over: {HIDDEN_IN_VM}"

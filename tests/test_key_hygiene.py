@@ -40,6 +40,8 @@ from ipaddress import ip_interface, ip_network
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pywg.cli import build_parser
 from pywg.config import Endpoint, InterfaceConfig, PeerConfig, to_json
 from pywg.constants import REKEY_AFTER_TIME, ZERO_KEY_MATERIAL_AFTER
@@ -194,6 +196,7 @@ def _up_watching_the_parent(pywg: PywgUp, keys: Secrets) -> subprocess.Completed
     return subprocess.CompletedProcess(process.args, 0, out.read_text(), err.read_text())
 
 
+@pytest.mark.root
 def test_pywg_up_keeps_keys_out_of_processes_logs_and_output(topology: Topology) -> None:
     a, b = topology.host("a"), topology.host("b")
     link(a, b, [f"{A_UNDER}/24"], [f"{B_UNDER}/24"])
@@ -311,6 +314,8 @@ BAD_CONFIGS = {
 }
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_bad_configs_never_show_the_keys(topology: Topology) -> None:
     host = topology.host("solo")
     keys = Secrets({"private": OWN.private, "psk": PSK})
@@ -342,6 +347,7 @@ def _files(directory: Path) -> Iterable[Path]:
     return sorted(p for p in directory.iterdir() if not p.is_socket())
 
 
+@pytest.mark.root
 def test_node_agent_keeps_keys_in_its_state_files_only(topology: Topology) -> None:
     node, peer = topology.host("node"), topology.host("peer")
     link(node, peer, [f"{NODE_IP}/24"], [f"{PEER_IP}/24"])

@@ -57,6 +57,8 @@ from tests.support.topology import Host, KeyPair, Topology, wait_until, wg_peers
 
 pytest_plugins = ["tests.support.topology"]
 
+pytestmark = [pytest.mark.shared("k8s"), pytest.mark.slow]  # a real API server (~10 s to start)
+
 PEER_V4 = "10.1.2.1"
 LEASE_SECONDS = 6
 EVENT_SECONDS = 4.0

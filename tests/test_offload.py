@@ -731,6 +731,7 @@ def vnet_tun(topology: Topology) -> Iterator[tuple[Host, Tun]]:
         tun.close()
 
 
+@pytest.mark.root
 def test_offloads_fall_back_flag_by_flag(topology: Topology, monkeypatch: pytest.MonkeyPatch) -> None:
     """A kernel without USO (before 6.2) refuses its flags with EINVAL: TSO is kept."""
     real = fcntl.ioctl
@@ -752,6 +753,7 @@ def test_offloads_fall_back_flag_by_flag(topology: Topology, monkeypatch: pytest
         assert tun.offloads == 0 and asked[-1] == 0  # a re-attached persistent TUN loses old offloads
 
 
+@pytest.mark.root
 @pytest.mark.parametrize("version", [4, 6])
 def test_reader_splits_what_the_kernel_hands_over(vnet_tun: tuple[Host, Tun], version: int) -> None:
     """A UDP_SEGMENT send into the TUN's subnet comes out of the TUN as one super-packet (USO),
@@ -782,6 +784,7 @@ def rx_packets(host: Host, ifname: str = "offl0") -> int:
     return int(host.run(["cat", f"/sys/class/net/{ifname}/statistics/rx_packets"]).stdout)
 
 
+@pytest.mark.root
 def test_writer_hands_the_kernel_merged_packets(vnet_tun: tuple[Host, Tun]) -> None:
     host, tun = vnet_tun
     writer = tun_offload.TunWriter(tun)
@@ -811,6 +814,7 @@ class RefusingUdpGso:
         return n
 
 
+@pytest.mark.root
 def test_writer_stops_merging_udp_when_the_kernel_refuses(vnet_tun: tuple[Host, Tun]) -> None:
     host, tun = vnet_tun
     writer = tun_offload.TunWriter(tun)
@@ -884,6 +888,7 @@ needs_offload = pytest.mark.skipif(
 )
 
 
+@pytest.mark.root
 @needs_offload
 def test_pywg_to_pywg_with_offloads(pair: tuple[Host, Host, InterfaceConfig, InterfaceConfig]) -> None:
     """Super-packets from the TUN are split before sealing, decrypted segments merged before writing:
@@ -927,6 +932,7 @@ for _ in range(int(sys.argv[2])):
 """
 
 
+@pytest.mark.root
 @needs_offload
 @pytest.mark.parametrize("address", ["10.98.0.2", "fd98::2"])
 def test_udp_datagrams_arrive_whole_through_merged_writes(
@@ -949,6 +955,7 @@ def test_udp_datagrams_arrive_whole_through_merged_writes(
     assert merged > 100 or not uso
 
 
+@pytest.mark.root
 @needs_offload
 def test_offloading_pywg_with_wireguard_go(pair: tuple[Host, Host, InterfaceConfig, InterfaceConfig]) -> None:
     a, b, cfg_a, cfg_b = pair
@@ -988,6 +995,7 @@ def write_frames(host: Host, ifname: str, frames: list[bytes]) -> list[bool]:
     return taken
 
 
+@pytest.mark.root
 @needs_offload
 def test_hostile_frames_written_in_the_namespace(
     pair: tuple[Host, Host, InterfaceConfig, InterfaceConfig],
@@ -1029,6 +1037,7 @@ def test_hostile_frames_written_in_the_namespace(
     assert split > 100, pywg_a.log()
 
 
+@pytest.mark.root
 @needs_offload
 @pytest.mark.parametrize("variable", [tun_offload.DISABLE_ENV, hotpath.DISABLE_ENV])
 def test_offloads_can_be_turned_off(
@@ -1073,6 +1082,7 @@ class _RecordingLoop:
         return SimpleNamespace(cancel=lambda: None)
 
 
+@pytest.mark.root
 @needs_offload
 def test_a_tun_giving_only_refused_frames_is_not_read_for_a_while(vnet_tun: tuple[Host, Tun]) -> None:
     """A Pod writing nothing but hostile frames: after each read that gave only drops, the engine

@@ -38,6 +38,8 @@ from tests.support.topology import NETNS_PREFIX, OWNER, OWNER_ENV, KeyPair, Topo
 
 pytest_plugins = ["tests.support.topology"]
 
+pytestmark = pytest.mark.root
+
 PEER_V4 = "10.1.2.1"
 POD_ADDRESS = "10.1.2.2/32"
 APPLETS = ("sh", "ping", "ip", "sleep", "cat", "ls")

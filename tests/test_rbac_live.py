@@ -26,6 +26,8 @@ from tests.support.k8s_cluster import RealKubernetes, real_k8s  # noqa: F401 (th
 from tests.support.k8s_live import AGENT_NAMESPACE, DEPLOY, allowed, install_agent_identity
 from tests.support.topology import wait_until
 
+pytestmark = [pytest.mark.shared("k8s"), pytest.mark.slow]  # a real API server (~10 s to start)
+
 VERBS = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
 RESOURCES = (
     ("", "pods"),
@@ -35,6 +37,7 @@ RESOURCES = (
     ("", "serviceaccounts"),
     ("coordination.k8s.io", "leases"),
 )
+
 # (verb, group, resource, namespace or "*" for every namespace)
 GRANTED = {
     ("get", "", "pods", "*"),

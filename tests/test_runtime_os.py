@@ -236,6 +236,7 @@ def configured(netns: str, tuns: Callable[..., Tun]) -> Tun:
 # --- netns ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.root
 def test_resolve_netns_names_and_paths(netns: str) -> None:
     assert resolve_netns(None) is None
     assert resolve_netns(netns) == f"/run/netns/{netns}"
@@ -257,6 +258,7 @@ def test_resolve_missing_netns_names_it(tmp_path: Path) -> None:
         pass
 
 
+@pytest.mark.root
 def test_in_netns_enters_and_always_returns(netns: str) -> None:
     original = netns_identity(None)
     add_veth(netns)
@@ -277,6 +279,7 @@ def test_in_netns_enters_and_always_returns(netns: str) -> None:
         assert netns_identity(None) == original  # entering the current namespace is a no-op
 
 
+@pytest.mark.root
 def test_in_netns_moves_only_the_calling_thread(netns: str) -> None:
     original = netns_identity(None)
     entered, observed = threading.Event(), threading.Event()
@@ -305,6 +308,7 @@ def test_in_netns_moves_only_the_calling_thread(netns: str) -> None:
 # --- TUN ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.root
 def test_open_tun_in_namespace_from_root(netns: str, tuns: Callable[..., Tun]) -> None:
     tun = tuns()
     assert same_netns(None) and not same_netns(netns)
@@ -319,12 +323,14 @@ def test_open_tun_in_namespace_from_root(netns: str, tuns: Callable[..., Tun]) -
     assert not link_exists(None, IFNAME)
 
 
+@pytest.mark.root
 def test_open_tun_with_vnet_hdr(tuns: Callable[..., Tun]) -> None:
     tun = tuns(vnet_hdr=True)
     flags = struct.unpack_from("H", fcntl.ioctl(tun.fd, TUNGETIFF, bytes(40)), 16)[0]
     assert flags & IFF_VNET_HDR and tun.vnet_hdr
 
 
+@pytest.mark.root
 def test_open_tun_in_current_namespace(tuns: Callable[..., Tun]) -> None:
     name = f"pwt{secrets.token_hex(4)}"
     tun = tuns(name, None)
@@ -335,6 +341,7 @@ def test_open_tun_in_current_namespace(tuns: Callable[..., Tun]) -> None:
     assert tun.gone_reason() == "closed"
 
 
+@pytest.mark.root
 def test_close_deletes_the_interface(netns: str, tuns: Callable[..., Tun]) -> None:
     tun = tuns()
     tun.close()
@@ -343,6 +350,7 @@ def test_close_deletes_the_interface(netns: str, tuns: Callable[..., Tun]) -> No
     assert not tun.is_alive()
 
 
+@pytest.mark.root
 def test_existing_interface_name_is_refused(netns: str, tuns: Callable[..., Tun]) -> None:
     add_veth(netns)
     with pytest.raises(
@@ -355,17 +363,20 @@ def test_existing_interface_name_is_refused(netns: str, tuns: Callable[..., Tun]
     assert first.is_alive()
 
 
+@pytest.mark.root
 def test_open_tun_missing_namespace(tuns: Callable[..., Tun]) -> None:
     missing = f"pywgtest-missing-{secrets.token_hex(4)}"
     with pytest.raises(NamespaceNotFoundError, match=missing):
         tuns(ns=missing)
 
 
+@pytest.mark.root
 def test_invalid_interface_name(tuns: Callable[..., Tun]) -> None:
     with pytest.raises(OSError, match="invalid interface name"):
         tuns("a" * 16)
 
 
+@pytest.mark.root
 def test_missing_tun_device_node_is_created(tmp_path: Path, tuns: Callable[..., Tun]) -> None:
     device = tmp_path / "dev" / "net" / "tun"
     tun = tuns(device_path=str(device))
@@ -374,12 +385,14 @@ def test_missing_tun_device_node_is_created(tmp_path: Path, tuns: Callable[..., 
     assert tun.is_alive()
 
 
+@pytest.mark.root
 def test_write_to_a_down_interface_is_dropped(tuns: Callable[..., Tun]) -> None:
     tun = tuns()
     assert tun.write(icmp4_echo_request("10.1.2.77", "10.1.2.3", 1, 1)) is False
     assert tun.dropped_down == 1
 
 
+@pytest.mark.root
 def test_deleted_link_is_detected(netns: str, tuns: Callable[..., Tun]) -> None:
     tun = tuns()
     ip("-n", netns, "link", "del", IFNAME)
@@ -397,6 +410,7 @@ def test_deleted_link_is_detected(netns: str, tuns: Callable[..., Tun]) -> None:
     assert delete_link(netns, IFNAME) is False
 
 
+@pytest.mark.root
 def test_delete_link(netns: str, tuns: Callable[..., Tun]) -> None:
     tun = tuns()
     assert delete_link(netns, IFNAME) is True
@@ -405,6 +419,7 @@ def test_delete_link(netns: str, tuns: Callable[..., Tun]) -> None:
     assert delete_link(f"pywgtest-missing-{secrets.token_hex(4)}", IFNAME) is False
 
 
+@pytest.mark.root
 def test_deleted_namespace_is_detected(tuns: Callable[..., Tun]) -> None:
     ns = _new_netns()
     try:
@@ -420,6 +435,7 @@ def test_deleted_namespace_is_detected(tuns: Callable[..., Tun]) -> None:
 # --- netconfig ------------------------------------------------------------------------------------
 
 
+@pytest.mark.root
 def test_configure_addresses_and_routes(netns: str, configured: Tun) -> None:
     link = ip("-n", netns, "addr", "show", "dev", IFNAME)
     assert "mtu 1420" in link and ",UP," in link
@@ -448,12 +464,14 @@ def test_configure_addresses_and_routes(netns: str, configured: Tun) -> None:
         assert {("10.1.2.3", 32), ("192.168.77.1", 24), ("fd00:1::3", 128)} <= addresses
 
 
+@pytest.mark.root
 def test_configure_is_idempotent(netns: str, configured: Tun) -> None:
     result = configure_interface(netns, IFNAME, 1420, ADDRESSES, ROUTES)
     assert result.routes_added == [] and result.routes_skipped == []
     assert result.routes_present == ROUTES
 
 
+@pytest.mark.root
 def test_configure_reports_kernel_prefix_route_as_present(netns: str, tuns: Callable[..., Tun]) -> None:
     tuns()
     result = configure_interface(netns, IFNAME, 1420, ADDRESSES, ROUTES)
@@ -461,6 +479,7 @@ def test_configure_reports_kernel_prefix_route_as_present(netns: str, tuns: Call
     assert ip_network("10.1.2.0/24") in result.routes_added
 
 
+@pytest.mark.root
 def test_ping_from_namespace_is_read_in_root(
     configured: Tun, netns: str, processes: list[subprocess.Popen[bytes]]
 ) -> None:
@@ -477,6 +496,7 @@ def test_ping_from_namespace_is_read_in_root(
     assert same_netns(None) and not same_netns(netns)
 
 
+@pytest.mark.root
 def test_packet_written_in_root_is_answered_in_namespace(configured: Tun) -> None:
     assert configured.write(icmp4_echo_request("10.1.2.77", "10.1.2.3", 0x1234, 1))
     wait_for_icmp(configured, "10.1.2.3", "10.1.2.77", 0)  # echo reply
@@ -484,6 +504,7 @@ def test_packet_written_in_root_is_answered_in_namespace(configured: Tun) -> Non
     wait_for_icmp(configured, "fd00:1::3", "fd00:1::77", 129)
 
 
+@pytest.mark.root
 def test_remove_routes_keeps_kernel_routes(netns: str, configured: Tun) -> None:
     gone = [ip_network("10.9.0.0/16"), ip_network("192.168.77.0/24"), ip_network("::/0")]
     assert remove_routes(netns, IFNAME, gone) == 2  # 192.168.77.0/24 is the kernel's, it stays
@@ -494,6 +515,7 @@ def test_remove_routes_keeps_kernel_routes(netns: str, configured: Tun) -> None:
     assert remove_routes(netns, "nosuchlink", gone) == 0
 
 
+@pytest.mark.root
 def test_ipv6_disabled_namespace(tuns: Callable[..., Tun]) -> None:
     ns = _new_netns()
     try:
@@ -510,6 +532,7 @@ def test_ipv6_disabled_namespace(tuns: Callable[..., Tun]) -> None:
         ip("netns", "del", ns)
 
 
+@pytest.mark.root
 def test_ipv6_needs_mtu_1280(netns: str, tuns: Callable[..., Tun]) -> None:
     tuns()
     with pytest.raises(NetconfigError, match="below 1280"):
@@ -517,6 +540,7 @@ def test_ipv6_needs_mtu_1280(netns: str, tuns: Callable[..., Tun]) -> None:
     configure_interface(netns, IFNAME, 1200, [ip_interface("10.1.2.3/32")], [])
 
 
+@pytest.mark.root
 def test_route_through_another_interface_conflicts(netns: str, tuns: Callable[..., Tun]) -> None:
     add_veth(netns)
     ip("-n", netns, "route", "add", "default", "dev", "pywgveth0")
@@ -530,6 +554,7 @@ def test_route_through_another_interface_conflicts(netns: str, tuns: Callable[..
     assert "default proto static scope link metric 100" in ip("-n", netns, "route", "show", "dev", IFNAME)
 
 
+@pytest.mark.root
 def test_a_route_held_elsewhere_is_shadowed_in_the_same_call(netns: str, tuns: Callable[..., Tun]) -> None:
     add_veth(netns)
     ip("-n", netns, "route", "add", "default", "dev", "pywgveth0")
@@ -548,6 +573,7 @@ def test_a_route_held_elsewhere_is_shadowed_in_the_same_call(netns: str, tuns: C
     assert "dev pywgveth0" in ip("-n", netns, "route", "show", "default")
 
 
+@pytest.mark.root
 def test_routes_cost_one_dump_per_family_however_many(
     netns: str, tuns: Callable[..., Tun], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -573,6 +599,7 @@ def test_routes_cost_one_dump_per_family_however_many(
     assert not set(routes) & {r.dst for r in list_routes(netns, IFNAME)}
 
 
+@pytest.mark.root
 def test_missing_link_and_namespace(netns: str) -> None:
     with pytest.raises(LinkNotFoundError, match=f"nosuchlink does not exist in network namespace '{netns}'"):
         configure_interface(netns, "nosuchlink", 1420, [], [])
@@ -589,6 +616,7 @@ def test_pywg_up_never_loads_pyroute2() -> None:
     assert done.stdout.strip() == "False"
 
 
+@pytest.mark.root
 def test_netconfig_from_a_running_event_loop(netns: str, tuns: Callable[..., Tun]) -> None:
     tuns()
 

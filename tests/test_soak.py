@@ -44,6 +44,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pytest
+
 from pywg.constants import (
     REJECT_AFTER_MESSAGES,
     REJECT_AFTER_TIME,
@@ -57,6 +59,8 @@ from pywg.device import HandshakeCompleted
 from pywg.keypair import Keypair
 from pywg.peer import Peer
 from tests.support.netsim import Network, connect, ipv4_packet
+
+pytestmark = pytest.mark.slow
 
 A, B, C = ("192.0.2.1", 51820), ("192.0.2.2", 51820), ("192.0.2.3", 51820)
 NAMES = {A: "a", B: "b", C: "c"}

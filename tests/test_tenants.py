@@ -44,6 +44,8 @@ from tests.support.topology import Host, KeyPair, Topology, wait_until
 
 pytest_plugins = ["tests.support.topology"]
 
+pytestmark = pytest.mark.root
+
 PEER_V4 = "10.1.2.1"
 SLOW_NAME = "wg-peer.pywg-tenants.invalid"  # asked of a DNS server that never answers
 STOP_BOUND = 5.0  # SIGTERM: the agent is gone well before a stalled operation could end (30 s)
@@ -137,6 +139,7 @@ def stalled_add(lab: Lab, pod: Pod) -> tuple[threading.Thread, list[Any]]:
 # --- isolation of work ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_pod_whose_dns_never_answers_holds_up_no_other_pod(topology: Topology) -> None:
     """Host names are resolved outside any lock, with one deadline: another tenant's ADD, DEL and
     CHECK go through while one ADD waits for DNS, which then fails retriably (code 11) at the deadline."""
@@ -249,6 +252,7 @@ def test_work_per_attachment_is_bounded_by_the_operator(topology: Topology) -> N
     assert lab.add(pod, many_peers(lab, pod, 5))["ok"] is True
 
 
+@pytest.mark.slow
 def test_a_secret_of_almost_a_mebibyte_goes_through_the_plugin(lab: Lab) -> None:
     """4,500 peers (as in the issue, ~450 KB) through the plugin a runtime runs, its config inline:
     it used to pass the agent's request limit and come back as code 11, retried forever."""

@@ -45,6 +45,8 @@ from tests.support.topology import (
 
 pytest_plugins = ["tests.support.topology"]
 
+pytestmark = pytest.mark.root
+
 A4, B4 = "192.0.2.1/24", "192.0.2.2/24"
 A6, B6 = "2001:db8::1/64", "2001:db8::2/64"
 INNER_A = ["10.99.0.1/24", "fd99::1/64"]
@@ -115,9 +117,22 @@ def test_roaming_and_link_down_up(pair: Pair) -> None:
     assert pair.a.ping("192.0.2.77") and pair.a.ping("2001:db8::77")  # IPv6 kept its address
 
 
+# A process that says when it runs: `Host.popen` returns once `ip netns exec` has started, which
+# then enters the namespace and execs the command. Until then the pid is not in the namespace, and
+# during the exec its /proc/PID/environ reads empty; after this line, neither can be the case.
+SLEEPER = [sys.executable, "-c", "print('running', flush=True); import time; time.sleep(60)"]
+
+
+def start_sleeper(host: Host) -> subprocess.Popen[bytes]:
+    """SLEEPER in `host`, once it runs there."""
+    process = host.popen(SLEEPER, stdout=subprocess.PIPE)
+    assert process.stdout is not None and process.stdout.readline() == b"running\n"
+    return process
+
+
 def test_commands_and_processes_run_inside_the_host(pair: Pair) -> None:
     assert pair.wire.ifname(pair.a) in pair.a.run(["ip", "-o", "link"]).stdout
-    process = pair.a.popen(["sleep", "60"])
+    process = start_sleeper(pair.a)
     assert process.pid in pair.a.pids()
     with open(f"/proc/{process.pid}/environ", "rb") as f:
         assert f"{OWNER_ENV}={OWNER}".encode() in f.read().split(b"\0")
@@ -200,7 +215,7 @@ def test_everything_goes_when_a_test_fails() -> None:
         link(a, b, [A4], [B4])
         cfg_a, cfg_b = tunnel_configs(KeyPair.generate(), KeyPair.generate(), INNER_A, INNER_B, "192.0.2.1")
         wg_a, wg_b = WireguardGo(a, cfg_a).start(), WireguardGo(b, cfg_b).start()
-        a.popen(["sleep", "60"])
+        start_sleeper(a)
         names += [a.name, b.name]
         paths += [a.tmpdir, b.tmpdir, wg_a.socket_path, wg_b.socket_path]
         pids += [*a.pids(), *b.pids()]
@@ -212,14 +227,15 @@ def test_everything_goes_when_a_test_fails() -> None:
 
 
 _ABORTED_RUN = """
-import json, os, sys
+import json, os, subprocess, sys
 sys.path.insert(0, sys.argv[1])
 from tests.support.topology import KeyPair, Topology, WireguardGo, tunnel_configs
 world = Topology()
 host = world.host("aborted")
 cfg, _ = tunnel_configs(KeyPair.generate(), KeyPair.generate(), ["10.99.0.1/24"], ["10.99.0.2/24"])
 wg = WireguardGo(host, cfg).start()
-sleeper = host.popen(["sleep", "60"])
+sleeper = host.popen(json.loads(sys.argv[2]), stdout=subprocess.PIPE)
+assert sleeper.stdout.readline() == b"running\\n"  # in the namespace, its environment in place
 print(json.dumps([host.name, str(host.tmpdir), str(wg.socket_path), wg.process.pid, sleeper.pid]))
 os._exit(0)  # like a pytest run killed in the middle of a test: no cleanup at all
 """
@@ -228,7 +244,11 @@ os._exit(0)  # like a pytest run killed in the middle of a test: no cleanup at a
 def test_sweep_removes_what_an_aborted_run_left() -> None:
     root = str(Path(__file__).resolve().parent.parent)
     out = subprocess.run(
-        [sys.executable, "-c", _ABORTED_RUN, root], capture_output=True, text=True, check=True, timeout=30
+        [sys.executable, "-c", _ABORTED_RUN, root, json.dumps(SLEEPER)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     ).stdout
     name, tmpdir, socket_path, *pids = json.loads(out)
     try:

@@ -857,6 +857,7 @@ def _big_request(peers: int = 500, per_peer: int = 300) -> tuple[str, int]:
     return request(*lines), peers * per_peer
 
 
+@pytest.mark.slow
 def test_big_configuration_set_then_get() -> None:
     text, count = _big_request()
     device = new_device(None)
@@ -1001,6 +1002,7 @@ def _wg(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["wg", *args], capture_output=True, text=True, timeout=30, check=False)
 
 
+@pytest.mark.root
 def test_real_wg_tool_set_show_and_error(tmp_path: Path) -> None:
     device = new_device(None)
 
@@ -1125,6 +1127,7 @@ def test_corpus_matches_wireguard_go(lines: str, expected: int) -> None:
     assert handle_request(device, _body(lines)) == b"errno=%d\n\n" % expected
 
 
+@pytest.mark.root
 def test_differential_against_wireguard_go() -> None:
     assert shutil.which("wireguard-go"), "wireguard-go not found: install it (scripts/install-deps.sh does)"
     assert os.geteuid() == 0, "this test needs root for /var/run/wireguard"

@@ -248,6 +248,7 @@ print(json.dumps({"same": got == payloads, "gso": sender.gso, "off": [list(e) fo
 """
 
 
+@pytest.mark.root
 def test_real_emsgsize_from_a_small_mtu(topology: Topology) -> None:
     """Datagrams larger than the path MTU: the kernel refuses the GSO send (EMSGSIZE; EINVAL on
     older kernels), the datagrams go one by one and are fragmented, none is lost."""

@@ -36,6 +36,8 @@ from tests.support.topology import (
 
 pytest_plugins = ["tests.support.topology"]
 
+pytestmark = pytest.mark.root
+
 A_UNDER, B_UNDER = "192.0.2.1", "192.0.2.2"
 INNER_A = ["10.99.0.1/24", "fd99::1/64"]
 INNER_B = ["10.99.0.2/24", "fd99::2/64"]
