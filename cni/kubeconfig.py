@@ -158,6 +158,10 @@ def _check_shape(text: str) -> None:
 
 
 def _describe(error: yaml.YAMLError, text: str) -> str:
+    if isinstance(error, yaml.MarkedYAMLError) and "maximum nesting depth" in str(error.problem):
+        # LibYAML from 0.2.6 (PyYAML 6.0.4's wheels) stops at 1000 levels as it reads ahead, before
+        # _check_shape sees the 101st collection start: the same limit, said the same way.
+        return f"collections nested deeper than {MAX_YAML_DEPTH}{_at(error.problem_mark)}"
     if isinstance(error, yaml.MarkedYAMLError):
         parts = [f"{_quiet(error.context)}{_at(error.context_mark)}"] if error.context else []
         if error.problem:
