@@ -1,9 +1,10 @@
 """Nanoseconds per packet for sealing and opening 1420-byte packets, the C hot path against Python.
 
 Not a test: `python benchmarks/micro.py [--rounds N]`. Each row is the median over rounds of one
-batch of 64 packets (C: one call per batch; Python: the per-packet path of pywg/peer.py and
-pywg/device.py, i.e. `pad` + `Keypair.seal`, and `Keypair.open` + `ReplayWindow.validate` +
-`inner_packet` (pywg/transport.py)). The C open includes the replay window and the inner header check too.
+batch of 64 packets (C: one call per batch; Python: the per-packet path of pywg/core/peer.py and
+pywg/core/device.py, i.e. `pad` + `Keypair.seal`, and `Keypair.open` + `ReplayWindow.validate` +
+`inner_packet` (pywg/core/transport.py)). The C open includes the replay window and the inner
+header check too.
 
 The C figures use the default count of crypto threads (PYWG_CRYPTO_THREADS, else the CPUs), which
 splits a large batch's AEAD across threads (pywg/hotpath.c, "Crypto threads"). A second table times
@@ -30,11 +31,11 @@ from collections.abc import Callable
 from typing import Any
 
 from pywg import hotpath
-from pywg.batch import SealedRun
-from pywg.constants import DEFAULT_MTU, MESSAGE_DATA, MESSAGE_DATA_HEADER_SIZE
-from pywg.keypair import Keypair
+from pywg.core.batch import SealedRun
+from pywg.core.constants import DEFAULT_MTU, MESSAGE_DATA, MESSAGE_DATA_HEADER_SIZE
+from pywg.core.keypair import Keypair
+from pywg.core.transport import inner_packet, pad
 from pywg.runtime.udp import UdpSockets
-from pywg.transport import inner_packet, pad
 
 PACKET_SIZE = 1420
 BATCH = 64

@@ -1,4 +1,4 @@
-/* Runs of a batch for pywg/batch.py; see batch.h. */
+/* Runs of a batch for pywg/core/batch.py; see batch.h. */
 #include "batch.h"
 
 #include <string.h>

@@ -1,4 +1,4 @@
-/* Runs of a batch for pywg/batch.py: the per-packet questions the device asks
+/* Runs of a batch for pywg/core/batch.py: the per-packet questions the device asks
  * of a batch, answered in C so that Python works once per run, not per packet.
  *
  * - TUN side: runs of consecutive IP packets with one destination address.

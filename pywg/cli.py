@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from pywg import __version__
-from pywg.keys import (
+from pywg.core.keys import (
     KEY_LEN_BASE64,
     KeyFormatError,
     decode_key,

@@ -461,7 +461,7 @@ static int overlaps(const void *a, size_t a_size, const void *b, size_t b_size)
 
 /* Sealing. */
 
-/* Plaintext length after padding: kernel send.c calculate_skb_padding, pywg/peer.py _pad. */
+/* Plaintext length after padding: kernel send.c calculate_skb_padding, pywg/core/peer.py _pad. */
 static inline uint32_t padded_length(uint32_t length, uint32_t mtu)
 {
     if (!length)
@@ -598,7 +598,7 @@ long wg_seal_batch(wg_aead *aead, uint32_t receiver, uint64_t counter, uint32_t 
     return count;
 }
 
-/* Replay window: kernel receive.c counter_validate, pywg/replay.py. */
+/* Replay window: kernel receive.c counter_validate, pywg/core/replay.py. */
 
 int wg_replay_validate(wg_replay *replay, uint64_t counter)
 {
@@ -634,7 +634,7 @@ void wg_replay_reset(wg_replay *replay)
 
 /* Opening. */
 
-/* The inner packet check of pywg/device.py _inner_packet. */
+/* The inner packet check of pywg/core/device.py _inner_packet. */
 static uint8_t inner_packet(const uint8_t *plaintext, uint32_t length, uint32_t offset, wg_rx_result *result)
 {
     if (!length)

@@ -1,7 +1,7 @@
 """The C hot path, `pywg._hotpath`, with Python types: batches of packets sealed and opened in C.
 
 An adapter like the runtime: the protocol core never imports it, and the pure-Python path
-(pywg/transport.py `PythonSession`, `pad`, `inner_packet`, and pywg/replay.py) stays the
+(pywg/core/transport.py `PythonSession`, `pad`, `inner_packet`, and pywg/core/replay.py) stays the
 reference that tests/test_hotpath.py and tests/test_datapath.py hold this one to.
 
 Packets travel in a `PacketBatch`: one preallocated buffer plus u32 offset and length arrays, so
@@ -20,9 +20,9 @@ frees the cipher context at once (or when a running call returns); the handle's 
 with the Python object.
 
 The device uses all this through `CCrypto`, the C implementation of the core's `Crypto`
-strategy (pywg/transport.py): `data_path_crypto()` gives the engine `CCrypto` when `available()`,
+strategy (pywg/core/transport.py): `data_path_crypto()` gives the engine `CCrypto` when `available()`,
 else the pure-Python `PythonCrypto`, and `describe()` says which in words. Its sessions seal and
-open runs of the device's batches (pywg/batch.py) where they lie when the batch is an `InBuffer`
+open runs of the device's batches (pywg/core/batch.py) where they lie when the batch is an `InBuffer`
 (the TUN reader's `BufferPackets`, a UDP socket's pool in runtime/udp.py): a run is sealed into
 one `SealedRun`, and a `COpenedRun` keeps its results in C for the TUN writer.
 """
@@ -36,8 +36,8 @@ from collections.abc import Iterator, Sequence
 from itertools import accumulate
 from typing import Any, NamedTuple
 
-from pywg.batch import Datagrams, InnerPackets, PacketList, SealedRun, destination
-from pywg.constants import (
+from pywg.core.batch import Datagrams, InnerPackets, PacketList, SealedRun, destination
+from pywg.core.constants import (
     KEY_LEN,
     MESSAGE_DATA,
     MESSAGE_DATA_HEADER_SIZE,
@@ -46,8 +46,8 @@ from pywg.constants import (
     REJECT_AFTER_MESSAGES,
     TAG_LEN,
 )
-from pywg.messages import DATA_HEADER
-from pywg.transport import Crypto, PythonCrypto, RxStatus
+from pywg.core.messages import DATA_HEADER
+from pywg.core.transport import Crypto, PythonCrypto, RxStatus
 
 DISABLE_ENV = "PYWG_NO_EXT"
 BUILD_HINT = (
@@ -142,7 +142,7 @@ class SealStop(enum.IntEnum):
     BAD_INPUT = 3  # a packet lies outside its batch's buffer or is longer than 16 MiB
 
 
-# `RxStatus` (from pywg/transport.py, re-exported here) names what `COpener.open` found per
+# `RxStatus` (from pywg/core/transport.py, re-exported here) names what `COpener.open` found per
 # message: its values are hotpath.h's WG_RX_*.
 
 
@@ -231,7 +231,7 @@ class PacketBatch:
 
 
 class CReplayWindow:
-    """The replay window of one receiving key, in C: the algorithm of pywg.replay.ReplayWindow."""
+    """The replay window of one receiving key, in C: the algorithm of pywg.core.replay.ReplayWindow."""
 
     __slots__ = ("_state",)
 
@@ -392,7 +392,7 @@ class COpener(_Aead):
         return int(accepted)
 
 
-# The device's data path: CCrypto, the C implementation of pywg/transport.py's Crypto.
+# The device's data path: CCrypto, the C implementation of pywg/core/transport.py's Crypto.
 
 _MAX_IP_PACKET = 65535
 _IP_HEADERS = 40  # bytes of a packet that hold its destination address (IPv6: bytes 24-39)
@@ -475,7 +475,7 @@ class InBuffer:
 
 
 class BufferPackets(InBuffer):
-    """InnerPackets (pywg/batch.py) in one buffer: what the TUN reader split (runtime/tun_offload.py)."""
+    """InnerPackets (pywg/core/batch.py) in one buffer: what the TUN reader split (runtime/tun_offload.py)."""
 
     __slots__ = ("_run_end",)
 
@@ -500,7 +500,7 @@ class BufferPackets(InBuffer):
 
 
 class COpenedRun:
-    """The OpenedRun (pywg/batch.py) of `CSession.open_run`: results and packets stay in C memory."""
+    """The OpenedRun (pywg/core/batch.py) of `CSession.open_run`: results and packets stay in C memory."""
 
     __slots__ = (
         "_counts",
@@ -581,7 +581,7 @@ class COpenedRun:
 class CSession:
     """One keypair's keys in C: a CSealer, a COpener and a CReplayWindow, used in batches.
 
-    The pywg/transport.py SessionCrypto, byte for byte what PythonSession does.
+    The pywg/core/transport.py SessionCrypto, byte for byte what PythonSession does.
     """
 
     __slots__ = ("_opener", "_scratch", "_sealer", "replay")

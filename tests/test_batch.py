@@ -1,4 +1,4 @@
-"""Batches where the adapters keep them (pywg/batch.py): the C answers equal the Python ones, and the
+"""Batches where the adapters keep them (pywg/core/batch.py): the C answers equal the Python ones, and the
 C path does its Python work once per run, not once per packet.
 
 The device handles runs; the C path's batches (`BufferPackets` for the TUN reader,
@@ -22,13 +22,13 @@ from typing import Any
 import pytest
 
 from pywg import hotpath
-from pywg.batch import DatagramList, PacketList, Received, SealedRun
-from pywg.constants import MESSAGE_DATA
-from pywg.device import Device
+from pywg.core.batch import DatagramList, PacketList, Received, SealedRun
+from pywg.core.constants import MESSAGE_DATA
+from pywg.core.device import Device
+from pywg.core.messages import DATA_HEADER
+from pywg.core.transport import PythonCrypto, PythonSession, RxStatus
 from pywg.hotpath import BufferPackets, CCrypto, COpenedRun
-from pywg.messages import DATA_HEADER
 from pywg.runtime import udp
-from pywg.transport import PythonCrypto, PythonSession, RxStatus
 from tests.support.netsim import Network, connect, ipv4_packet, ipv6_packet
 
 A = ("192.0.2.1", 51820)

@@ -1,7 +1,7 @@
 """The protocol core stays sans-I/O: no sockets, event loops, clocks or OS randomness.
 
 Dependencies point inward: the core never imports its adapters either, the C hot path included
-(the device gets it as an injected Crypto, pywg/transport.py).
+(the device gets it as an injected Crypto, pywg/core/transport.py).
 """
 
 from __future__ import annotations
@@ -97,4 +97,4 @@ def test_checker_catches_violations() -> None:
         "imports pywg.runtime.udp.UdpSockets",
     ]
     assert violations("import pywg._hotpath") == ["imports pywg._hotpath"]
-    assert violations("from pywg.transport import PythonCrypto") == []
+    assert violations("from pywg.core.transport import PythonCrypto") == []

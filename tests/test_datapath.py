@@ -19,15 +19,15 @@ from typing import Any
 import pytest
 
 from pywg import cli, hotpath
-from pywg.batch import DatagramList, OpenedRun
-from pywg.constants import MESSAGE_DATA, REJECT_AFTER_MESSAGES
-from pywg.device import Device, EndpointChanged
-from pywg.endpoint import Endpoint
-from pywg.keypair import Keypair
-from pywg.messages import message_type
-from pywg.peer import Peer
-from pywg.timers import Timer
-from pywg.transport import Crypto, PythonCrypto, PythonSession, RxStatus, pad
+from pywg.core.batch import DatagramList, OpenedRun
+from pywg.core.constants import MESSAGE_DATA, REJECT_AFTER_MESSAGES
+from pywg.core.device import Device, EndpointChanged
+from pywg.core.endpoint import Endpoint
+from pywg.core.keypair import Keypair
+from pywg.core.messages import message_type
+from pywg.core.peer import Peer
+from pywg.core.timers import Timer
+from pywg.core.transport import Crypto, PythonCrypto, PythonSession, RxStatus, pad
 from tests.support.netsim import Network, connect, ipv4_packet, ipv6_packet
 
 A = ("192.0.2.1", 51820)

@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pywg import hotpath
-from pywg.constants import (
+from pywg.core.constants import (
     COUNTER_WINDOW_SIZE,
     KEY_LEN,
     MESSAGE_DATA,
@@ -31,6 +31,10 @@ from pywg.constants import (
     REJECT_AFTER_MESSAGES,
     TAG_LEN,
 )
+from pywg.core.keypair import Keypair
+from pywg.core.messages import message_type, parse_data_header
+from pywg.core.replay import ReplayWindow
+from pywg.core.transport import inner_packet, pad
 from pywg.hotpath import (
     COpener,
     CReplayWindow,
@@ -41,10 +45,6 @@ from pywg.hotpath import (
     RxStatus,
     SealStop,
 )
-from pywg.keypair import Keypair
-from pywg.messages import message_type, parse_data_header
-from pywg.replay import ReplayWindow
-from pywg.transport import inner_packet, pad
 from tests.test_replay import deltas, expand, kernel_vectors
 
 BATCH = 64
@@ -85,7 +85,7 @@ def batch_for(packets: list[bytes], overhead: int = 0) -> PacketBatch:
 
 
 def seal_python(key: bytes, packets: list[bytes], receiver: int, counter: int, mtu: int) -> list[bytes]:
-    """What pywg/peer.py send_staged produces: stops at the first packet Keypair.seal refuses."""
+    """What pywg/core/peer.py send_staged produces: stops at the first packet Keypair.seal refuses."""
     sender = keypair(key, key, receiver)
     sender.sending_counter = counter
     out: list[bytes] = []
@@ -222,7 +222,7 @@ def test_seal_rejects_mtu_zero_and_wrong_direction() -> None:
 
 
 def open_python(receiver: Keypair, messages: list[bytes]) -> list[Row]:
-    """What pywg/device.py _receive_data does with each message, as rows."""
+    """What pywg/core/device.py _receive_data does with each message, as rows."""
     rows: list[Row] = []
     for message in messages:
         if message_type(message) != MESSAGE_DATA:

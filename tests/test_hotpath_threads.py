@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from pywg import hotpath
-from pywg.constants import MESSAGE_DATA_MIN_SIZE, REJECT_AFTER_MESSAGES
+from pywg.core.constants import MESSAGE_DATA_MIN_SIZE, REJECT_AFTER_MESSAGES
 from pywg.hotpath import (
     COpener,
     CReplayWindow,

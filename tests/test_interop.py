@@ -17,7 +17,7 @@ import pytest
 
 from pywg import hotpath
 from pywg.config import Endpoint, InterfaceConfig
-from pywg.keys import encode_key
+from pywg.core.keys import encode_key
 from tests.support.pywg_run import Pywg
 from tests.support.topology import (
     WG_PORT,

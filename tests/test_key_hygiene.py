@@ -42,8 +42,8 @@ from typing import Any
 
 from pywg.cli import build_parser
 from pywg.config import Endpoint, InterfaceConfig, PeerConfig, to_json
-from pywg.constants import REKEY_AFTER_TIME, ZERO_KEY_MATERIAL_AFTER
-from pywg.noise import HandshakeState
+from pywg.core.constants import REKEY_AFTER_TIME, ZERO_KEY_MATERIAL_AFTER
+from pywg.core.noise import HandshakeState
 from pywg.runtime.uapi_server import query, socket_path
 from tests.support.cni_run import NodeAgent
 from tests.support.netsim import Network, connect, ipv4_packet

@@ -31,7 +31,7 @@ import pytest
 
 from pywg import hotpath
 from pywg.config import InterfaceConfig
-from pywg.device import Device
+from pywg.core.device import Device
 from pywg.runtime import tun_offload
 from pywg.runtime.engine import TUN_PAUSE_MIN, Engine
 from pywg.runtime.netns import in_netns

@@ -44,7 +44,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pywg.constants import (
+from pywg.core.constants import (
     REJECT_AFTER_MESSAGES,
     REJECT_AFTER_TIME,
     REKEY_AFTER_MESSAGES,
@@ -53,9 +53,9 @@ from pywg.constants import (
     REKEY_TIMEOUT_JITTER_MAX,
     ZERO_KEY_MATERIAL_AFTER,
 )
-from pywg.device import HandshakeCompleted
-from pywg.keypair import Keypair
-from pywg.peer import Peer
+from pywg.core.device import HandshakeCompleted
+from pywg.core.keypair import Keypair
+from pywg.core.peer import Peer
 from tests.support.netsim import Network, connect, ipv4_packet
 
 A, B, C = ("192.0.2.1", 51820), ("192.0.2.2", 51820), ("192.0.2.3", 51820)

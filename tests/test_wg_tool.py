@@ -18,7 +18,7 @@ from ipaddress import ip_network
 import pytest
 
 from pywg.config import Endpoint, InterfaceConfig, PeerConfig, parse_config
-from pywg.keys import encode_key
+from pywg.core.keys import encode_key
 from tests.support.pywg_run import PywgUp, Userspace
 from tests.support.topology import (
     Host,

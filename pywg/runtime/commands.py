@@ -19,7 +19,8 @@ from pathlib import Path
 
 from pywg.cli import CommandError
 from pywg.config import ConfigError, InterfaceConfig, load_config
-from pywg.device import Device
+from pywg.core.device import Device
+from pywg.core.uapi import ReloadRefused
 from pywg.hotpath import data_path_crypto
 from pywg.runtime import netlink_child, tun_offload
 from pywg.runtime.daemon import STATE_DIR, Notifier, State, detach, running_tunnels, zombie
@@ -31,7 +32,6 @@ from pywg.runtime.tun import open_tun
 from pywg.runtime.tunnel import SetupError, Tunnel, build_tunnel, reload_tunnel
 from pywg.runtime.uapi_server import query, socket_in_use, socket_path
 from pywg.runtime.udp import UdpSockets
-from pywg.uapi import ReloadRefused
 
 _log = logging.getLogger("pywg")
 STOP_TIMEOUT = 10.0

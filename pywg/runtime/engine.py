@@ -8,7 +8,7 @@ path when built: pywg/hotpath.py, whose large batches also use worker threads), 
 `flush` sends what the device produced (GSO runs) and re-arms the one timer for its next
 deadline.
 
-With the C extension the packets stay where they were read (pywg/batch.py): the TUN
+With the C extension the packets stay where they were read (pywg/core/batch.py): the TUN
 reader's buffer is sealed from, a UDP socket's receive pool is opened in place, and
 `flush` writes the opened packets to the TUN from there, before that socket is read
 again. What the device keeps (packets staged for a handshake) it copies.
@@ -39,16 +39,16 @@ from collections.abc import Callable
 
 import uvloop
 
-from pywg.batch import OpenedRun
-from pywg.device import Device, EndpointChanged, HandshakeCompleted, HandshakeGaveUp, KeysZeroed
-from pywg.endpoint import format_endpoint
+from pywg.core.batch import OpenedRun
+from pywg.core.device import Device, EndpointChanged, HandshakeCompleted, HandshakeGaveUp, KeysZeroed
+from pywg.core.endpoint import format_endpoint
+from pywg.core.keys import encode_key
+from pywg.core.uapi import ReloadRefused, UapiHooks
 from pywg.hotpath import BufferPackets, COpenedRun
-from pywg.keys import encode_key
 from pywg.runtime.tun import Tun, TunGoneError
 from pywg.runtime.tun_offload import TunReader, TunWriter
 from pywg.runtime.uapi_server import UapiServer
 from pywg.runtime.udp import UdpSockets
-from pywg.uapi import ReloadRefused, UapiHooks
 
 TUN_BATCH = 128  # packets read from the TUN per wake-up (MAX_STAGED_PACKETS per peer)
 UDP_BATCH = 256  # datagrams read per socket per wake-up (GRO segments counted)

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 
 from pywg.config import InterfaceConfig
-from pywg.constants import DEFAULT_MTU
-from pywg.device import Device
-from pywg.endpoint import Endpoint
+from pywg.core.constants import DEFAULT_MTU
+from pywg.core.device import Device
+from pywg.core.endpoint import Endpoint
 from pywg.hotpath import data_path_crypto
 from pywg.runtime import netlink_child, tun_offload
 from pywg.runtime.engine import Engine

@@ -72,9 +72,9 @@ from itertools import accumulate
 from typing import Any, cast
 
 from pywg import hotpath
-from pywg.batch import MAX_RECEIVE_RUN, DatagramList, Datagrams, Received, SealedRun, split
-from pywg.device import Datagram
-from pywg.endpoint import Endpoint
+from pywg.core.batch import MAX_RECEIVE_RUN, DatagramList, Datagrams, Received, SealedRun, split
+from pywg.core.device import Datagram
+from pywg.core.endpoint import Endpoint
 
 IP_PKTINFO = 8  # Linux; not exported by Python's socket module
 IPV6_RECVPKTINFO = socket.IPV6_RECVPKTINFO
@@ -479,7 +479,7 @@ def _forget(gone: list[str], source: str | None) -> None:
 
 
 class ReceivedDatagrams(hotpath.InBuffer):
-    """Datagrams (pywg/batch.py) as one recvmmsg left them in a socket's pool: GRO batches cut into
+    """Datagrams (pywg/core/batch.py) as one recvmmsg left them in a socket's pool: GRO batches cut into
     their datagrams in C, runs found in C, opened in place by the C hot path."""
 
     __slots__ = ("_ffi", "_lib", "_origin", "_origins", "_run_end", "_run_index", "_rx_view", "rx")

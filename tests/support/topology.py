@@ -59,7 +59,7 @@ from typing import Any
 import pytest
 
 from pywg.config import Endpoint, InterfaceConfig, PeerConfig, format_wg_quick
-from pywg.keys import (
+from pywg.core.keys import (
     decode_key,
     encode_key,
     generate_preshared_key,

@@ -11,8 +11,8 @@ import enum
 from collections.abc import Callable
 from hmac import compare_digest as _equal
 
-from pywg import crypto
-from pywg.constants import (
+from pywg.core import crypto
+from pywg.core.constants import (
     COOKIE_NONCE_LEN,
     COOKIE_SECRET_MAX_AGE,
     COOKIE_VALID_FOR,
@@ -20,8 +20,8 @@ from pywg.constants import (
     LABEL_MAC1,
     MAC_LEN,
 )
-from pywg.crypto import CryptoError
-from pywg.messages import MAC2_DISTANCE, CookieReply
+from pywg.core.crypto import CryptoError
+from pywg.core.messages import MAC2_DISTANCE, CookieReply
 
 _ZERO_MAC = bytes(MAC_LEN)
 

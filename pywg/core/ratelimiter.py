@@ -7,7 +7,7 @@ since one host can pick any address in its subnet.
 
 from __future__ import annotations
 
-from pywg.constants import (
+from pywg.core.constants import (
     RATELIMITER_GC_INTERVAL,
     RATELIMITER_MAX_ENTRIES,
     RATELIMITER_PACKETS_BURSTABLE,

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from pywg import crypto
-from pywg.constants import (
+from pywg.core import crypto
+from pywg.core.constants import (
     CONSTRUCTION,
     HASH_LEN,
     IDENTIFIER,
@@ -24,7 +24,7 @@ from pywg.constants import (
     MIN_INITIATION_INTERVAL,
     TIMESTAMP_LEN,
 )
-from pywg.crypto import CryptoError, StaticKey
+from pywg.core.crypto import CryptoError, StaticKey
 
 _ZERO_PSK = bytes(KEY_LEN)
 

@@ -3,7 +3,7 @@
 Feed it datagrams from the UDP side (`receive_datagrams`), IP packets from the
 TUN side (`send_packets`) and timer ticks (`handle_timers`); drain datagrams
 to send, packets to deliver and events; sleep until `next_deadline()`. The
-clock, the random source and the data-message crypto (pywg/transport.py) are
+clock, the random source and the data-message crypto (pywg/core/transport.py) are
 injected, so a test can run hours of protocol time in milliseconds and an
 adapter can hand in the C hot path.
 
@@ -20,8 +20,8 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from pywg.allowedips import AllowedIPs
-from pywg.batch import (
+from pywg.core.allowedips import AllowedIPs
+from pywg.core.batch import (
     DatagramList,
     Datagrams,
     InnerPackets,
@@ -30,8 +30,8 @@ from pywg.batch import (
     Received,
     SealedRun,
 )
-from pywg.clock import Clock
-from pywg.constants import (
+from pywg.core.clock import Clock
+from pywg.core.constants import (
     DEFAULT_MTU,
     MAX_PEERS,
     MAX_QUEUED_INCOMING_HANDSHAKES,
@@ -41,21 +41,21 @@ from pywg.constants import (
     UNDER_LOAD_AFTER_TIME,
     UNDER_LOAD_HANDSHAKES_PER_SECOND,
 )
-from pywg.cookie import CookieChecker, MacState
-from pywg.crypto import StaticKey
-from pywg.endpoint import Endpoint, cookie_source
-from pywg.keypair import PYTHON_CRYPTO, Keypair
-from pywg.messages import (
+from pywg.core.cookie import CookieChecker, MacState
+from pywg.core.crypto import StaticKey
+from pywg.core.endpoint import Endpoint, cookie_source
+from pywg.core.keypair import PYTHON_CRYPTO, Keypair
+from pywg.core.messages import (
     CookieReply,
     Initiation,
     Response,
     mac1_offset,
     message_type,
 )
-from pywg.noise import Handshake, InitiationBody, ResponseBody, consume_initiation
-from pywg.peer import Peer
-from pywg.ratelimiter import RateLimiter
-from pywg.transport import Crypto, RxStatus
+from pywg.core.noise import Handshake, InitiationBody, ResponseBody, consume_initiation
+from pywg.core.peer import Peer
+from pywg.core.ratelimiter import RateLimiter
+from pywg.core.transport import Crypto, RxStatus
 
 # An outgoing datagram, or a run of data messages: the bytes, the peer's endpoint, and the local
 # source address to send from (None: let the OS choose).

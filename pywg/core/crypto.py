@@ -20,7 +20,7 @@ from nacl.bindings import (
 )
 from nacl.exceptions import CryptoError as _NaclCryptoError
 
-from pywg.constants import KEY_LEN, MAC_LEN
+from pywg.core.constants import KEY_LEN, MAC_LEN
 
 _ZERO_KEY = bytes(KEY_LEN)
 

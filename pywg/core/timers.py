@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 
-from pywg.constants import (
+from pywg.core.constants import (
     KEEPALIVE_TIMEOUT,
     REKEY_TIMEOUT,
     ZERO_KEY_MATERIAL_AFTER,

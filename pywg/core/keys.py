@@ -15,8 +15,8 @@ import binascii
 import re
 from collections.abc import Callable
 
-from pywg.constants import KEY_LEN
-from pywg.crypto import clamp, public_key
+from pywg.core.constants import KEY_LEN
+from pywg.core.crypto import clamp, public_key
 
 Rng = Callable[[int], bytes]
 

@@ -4,7 +4,7 @@ An adapter reads many packets per wake-up into buffers of its own. The device wo
 them (kernel and wireguard-go do the same with their per-peer queues): consecutive IP packets to
 one destination from the TUN side, consecutive data messages to one receiver index on the UDP
 side. Per run it does the lookups and the bookkeeping once and hands the
-packets to the crypto (pywg/transport.py) by position, so an implementation that keeps them in
+packets to the crypto (pywg/core/transport.py) by position, so an implementation that keeps them in
 one buffer (the C hot path, pywg/hotpath.py) never makes a Python object per packet: a run is
 sealed into one `SealedRun`, and an `OpenedRun` is delivered as it lies in the receive buffer.
 
@@ -19,8 +19,8 @@ from collections.abc import Iterator, Sequence
 from itertools import accumulate
 from typing import Protocol, TypeVar
 
-from pywg.constants import MESSAGE_DATA, MESSAGE_DATA_MIN_SIZE
-from pywg.endpoint import Endpoint
+from pywg.core.constants import MESSAGE_DATA, MESSAGE_DATA_MIN_SIZE
+from pywg.core.endpoint import Endpoint
 
 Buf = TypeVar("Buf", bytes, memoryview)
 # Data messages in one run at most (one open call); a longer run is split.

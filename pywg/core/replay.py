@@ -8,7 +8,7 @@ window only ever clears whole words, never shifts.
 
 from __future__ import annotations
 
-from pywg.constants import (
+from pywg.core.constants import (
     COUNTER_BITS_TOTAL,
     COUNTER_REDUNDANT_BITS,
     COUNTER_WINDOW_SIZE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from pywg.constants import TAI64_BASE, TAI64N_WHITENER
+from pywg.core.constants import TAI64_BASE, TAI64N_WHITENER
 
 _TAI64N = struct.Struct(">QI")
 

@@ -39,12 +39,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import AddressValueError, IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
-from pywg.constants import KEY_LEN
-from pywg.crypto import clamp
-from pywg.device import Device
-from pywg.endpoint import Endpoint, format_endpoint
-from pywg.keys import KeyFormatError, key_from_hex, key_to_hex
-from pywg.peer import Peer
+from pywg.core.constants import KEY_LEN
+from pywg.core.crypto import clamp
+from pywg.core.device import Device
+from pywg.core.endpoint import Endpoint, format_endpoint
+from pywg.core.keys import KeyFormatError, key_from_hex, key_to_hex
+from pywg.core.peer import Peer
 
 __all__ = [
     "MAX_LINE",

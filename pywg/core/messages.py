@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from pywg.constants import (
+from pywg.core.constants import (
     MESSAGE_COOKIE_REPLY,
     MESSAGE_COOKIE_REPLY_SIZE,
     MESSAGE_DATA,

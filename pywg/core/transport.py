@@ -25,17 +25,17 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from pywg.batch import Datagrams, InnerPackets, OpenedRun, SealedRun
-from pywg.constants import (
+from pywg.core.batch import Datagrams, InnerPackets, OpenedRun, SealedRun
+from pywg.core.constants import (
     MESSAGE_DATA,
     MESSAGE_DATA_HEADER_SIZE,
     MESSAGE_DATA_MIN_SIZE,
     MESSAGE_PADDING_MULTIPLE,
     REJECT_AFTER_MESSAGES,
 )
-from pywg.crypto import aead_nonce
-from pywg.messages import DATA_HEADER
-from pywg.replay import ReplayWindow
+from pywg.core.crypto import aead_nonce
+from pywg.core.messages import DATA_HEADER
+from pywg.core.replay import ReplayWindow
 
 
 class RxStatus(enum.IntEnum):
@@ -211,7 +211,7 @@ class PythonSession:
 
 
 class PythonOpenedRun:
-    """The OpenedRun (pywg/batch.py) of `PythonSession.open_run`: results kept as Python objects."""
+    """The OpenedRun (pywg/core/batch.py) of `PythonSession.open_run`: results kept as Python objects."""
 
     __slots__ = (
         "_kept",

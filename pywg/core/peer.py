@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-from pywg.batch import InnerPackets, SealedRun
-from pywg.constants import (
+from pywg.core.batch import InnerPackets, SealedRun
+from pywg.core.constants import (
     KEY_LEN,
     MAX_STAGED_PACKETS,
     MAX_TIMER_HANDSHAKES,
@@ -19,17 +19,17 @@ from pywg.constants import (
     REKEY_ON_RECEIVE_AGE,
     REKEY_TIMEOUT,
 )
-from pywg.cookie import CookieGenerator
-from pywg.crypto import CryptoError
-from pywg.endpoint import Endpoint
-from pywg.keypair import Keypair, Keypairs
-from pywg.messages import INITIATION_MAC1_OFFSET, RESPONSE_MAC1_OFFSET, Initiation, Response
-from pywg.noise import Handshake
-from pywg.tai64n import tai64n
-from pywg.timers import Timer, Timers
+from pywg.core.cookie import CookieGenerator
+from pywg.core.crypto import CryptoError
+from pywg.core.endpoint import Endpoint
+from pywg.core.keypair import Keypair, Keypairs
+from pywg.core.messages import INITIATION_MAC1_OFFSET, RESPONSE_MAC1_OFFSET, Initiation, Response
+from pywg.core.noise import Handshake
+from pywg.core.tai64n import tai64n
+from pywg.core.timers import Timer, Timers
 
 if TYPE_CHECKING:
-    from pywg.device import Device
+    from pywg.core.device import Device
 
 
 class Peer:

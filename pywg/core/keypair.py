@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pywg.batch import Datagrams, InnerPackets, OpenedRun, SealedRun
-from pywg.constants import REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME
-from pywg.transport import Crypto, PythonCrypto, ReplayFilter
+from pywg.core.batch import Datagrams, InnerPackets, OpenedRun, SealedRun
+from pywg.core.constants import REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME
+from pywg.core.transport import Crypto, PythonCrypto, ReplayFilter
 
 if TYPE_CHECKING:
-    from pywg.peer import Peer
+    from pywg.core.peer import Peer
 
 # The default for keypairs made without a device's crypto (tests, tools).
 PYTHON_CRYPTO = PythonCrypto()
@@ -19,7 +19,7 @@ PYTHON_CRYPTO = PythonCrypto()
 class Keypair:
     """One session: a key and counter each way, and the indices naming it.
 
-    The ciphers and the replay window come from the device's Crypto (pywg/transport.py): the
+    The ciphers and the replay window come from the device's Crypto (pywg/core/transport.py): the
     pure-Python reference by default, the C hot path when the adapter passes it. Either way the
     counters and validity flags live here and follow the same rules.
     """

@@ -1,0 +1,1 @@
+"""The sans-I/O WireGuard protocol core: no sockets, TUN, clock or randomness of its own."""
