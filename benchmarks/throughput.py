@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pywg.core.keys import encode_key
+from pywg.core import encode_key
 from pywg.runtime.lab import (
     WG_SOCKET_DIR,
     Lab,

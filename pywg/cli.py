@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from pywg import __version__
-from pywg.core.keys import (
-    KEY_LEN_BASE64,
+from pywg.core import (
     KeyFormatError,
     decode_key,
     encode_key,
@@ -31,6 +30,7 @@ from pywg.core.keys import (
     generate_private_key,
     public_key_for,
 )
+from pywg.core.keys import KEY_LEN_BASE64
 
 PROG = "pywg"
 

@@ -47,8 +47,8 @@ from ipaddress import (
 from pathlib import Path
 from typing import Any
 
+from pywg.core import KeyFormatError, decode_key
 from pywg.core.crypto import public_key as _derive_public_key
-from pywg.core.keys import KeyFormatError, decode_key
 
 __all__ = [
     "ConfigError",

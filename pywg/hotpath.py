@@ -36,6 +36,7 @@ from collections.abc import Iterator, Sequence
 from itertools import accumulate
 from typing import Any, NamedTuple
 
+from pywg.core import Crypto, PythonCrypto
 from pywg.core.batch import Datagrams, InnerPackets, PacketList, SealedRun, destination
 from pywg.core.constants import (
     KEY_LEN,
@@ -47,7 +48,7 @@ from pywg.core.constants import (
     TAG_LEN,
 )
 from pywg.core.messages import DATA_HEADER
-from pywg.core.transport import Crypto, PythonCrypto, RxStatus
+from pywg.core.transport import RxStatus
 
 DISABLE_ENV = "PYWG_NO_EXT"
 BUILD_HINT = (

@@ -21,8 +21,9 @@ import pytest
 from pywg import cli, hotpath
 from pywg.core.batch import DatagramList, OpenedRun
 from pywg.core.constants import MESSAGE_DATA, REJECT_AFTER_MESSAGES
-from pywg.core.device import Device, EndpointChanged
+from pywg.core.device import Device
 from pywg.core.endpoint import Endpoint
+from pywg.core.events import EndpointChanged
 from pywg.core.keypair import Keypair
 from pywg.core.messages import message_type
 from pywg.core.peer import Peer

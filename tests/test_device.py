@@ -7,7 +7,8 @@ from ipaddress import ip_network
 import pytest
 
 from pywg.core.constants import MESSAGE_INITIATION, MESSAGE_RESPONSE
-from pywg.core.device import Device, EndpointChanged, HandshakeCompleted
+from pywg.core.device import Device
+from pywg.core.events import EndpointChanged, HandshakeCompleted
 from pywg.core.messages import message_type
 from tests.support.netsim import Network, connect, ipv4_packet, ipv6_packet
 

@@ -53,7 +53,7 @@ from pywg.core.constants import (
     REKEY_TIMEOUT_JITTER_MAX,
     ZERO_KEY_MATERIAL_AFTER,
 )
-from pywg.core.device import HandshakeCompleted
+from pywg.core.events import HandshakeCompleted
 from pywg.core.keypair import Keypair
 from pywg.core.peer import Peer
 from tests.support.netsim import Network, connect, ipv4_packet

@@ -14,7 +14,8 @@ from pywg.core.constants import (
     REKEY_TIMEOUT,
     ZERO_KEY_MATERIAL_AFTER,
 )
-from pywg.core.device import Device, HandshakeGaveUp, KeysZeroed
+from pywg.core.device import Device
+from pywg.core.events import HandshakeGaveUp, KeysZeroed
 from pywg.core.messages import message_type
 from tests.support.netsim import Network, connect, ipv4_packet, sent_of_type
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from pywg.core.allowedips import AllowedIPs
 from pywg.core.batch import (
@@ -44,6 +43,7 @@ from pywg.core.constants import (
 from pywg.core.cookie import CookieChecker, MacState
 from pywg.core.crypto import StaticKey
 from pywg.core.endpoint import Endpoint, cookie_source
+from pywg.core.events import EndpointChanged, Event, HandshakeCompleted, HandshakeGaveUp, KeysZeroed
 from pywg.core.keypair import PYTHON_CRYPTO, Keypair
 from pywg.core.messages import (
     CookieReply,
@@ -66,30 +66,6 @@ _DROP_REASON = {
     RxStatus.AUTH_FAILED: "decrypt_failed",
     RxStatus.MALFORMED: "malformed",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class HandshakeCompleted:
-    peer: Peer
-
-
-@dataclass(frozen=True, slots=True)
-class HandshakeGaveUp:
-    peer: Peer
-
-
-@dataclass(frozen=True, slots=True)
-class KeysZeroed:
-    peer: Peer
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointChanged:
-    peer: Peer
-    endpoint: Endpoint
-
-
-Event = HandshakeCompleted | HandshakeGaveUp | KeysZeroed | EndpointChanged
 
 
 class Device:

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from pywg.cli import CommandError
 from pywg.config import ConfigError, InterfaceConfig, load_config
-from pywg.core.device import Device
-from pywg.core.uapi import ReloadRefused
+from pywg.core import Device, ReloadRefused
 from pywg.hotpath import data_path_crypto
 from pywg.runtime import netlink_child, tun_offload
 from pywg.runtime.daemon import STATE_DIR, Notifier, State, detach, running_tunnels, zombie

@@ -27,8 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
 
-from pywg.core.device import Device, HandshakeCompleted
-from pywg.core.keys import encode_key, generate_private_key
+from pywg.core import Device, HandshakeCompleted, encode_key, generate_private_key
 from pywg.runtime.lab import (
     WG_SOCKET_DIR,
     Lab,

@@ -39,11 +39,18 @@ from collections.abc import Callable
 
 import uvloop
 
+from pywg.core import (
+    Device,
+    EndpointChanged,
+    HandshakeCompleted,
+    HandshakeGaveUp,
+    KeysZeroed,
+    ReloadRefused,
+    UapiHooks,
+    encode_key,
+    format_endpoint,
+)
 from pywg.core.batch import OpenedRun
-from pywg.core.device import Device, EndpointChanged, HandshakeCompleted, HandshakeGaveUp, KeysZeroed
-from pywg.core.endpoint import format_endpoint
-from pywg.core.keys import encode_key
-from pywg.core.uapi import ReloadRefused, UapiHooks
 from pywg.hotpath import BufferPackets, COpenedRun
 from pywg.runtime.tun import Tun, TunGoneError
 from pywg.runtime.tun_offload import TunReader, TunWriter

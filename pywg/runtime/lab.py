@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pywg.core.keys import encode_key, generate_private_key, public_key_for
+from pywg.core import encode_key, generate_private_key, public_key_for
 from pywg.runtime.daemon import STATE_DIR
 
 WG_SOCKET_DIR = Path("/var/run/wireguard")

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 
 from pywg.config import InterfaceConfig
+from pywg.core import Device, Endpoint
 from pywg.core.constants import DEFAULT_MTU
-from pywg.core.device import Device
-from pywg.core.endpoint import Endpoint
 from pywg.hotpath import data_path_crypto
 from pywg.runtime import netlink_child, tun_offload
 from pywg.runtime.engine import Engine

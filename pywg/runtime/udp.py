@@ -72,9 +72,8 @@ from itertools import accumulate
 from typing import Any, cast
 
 from pywg import hotpath
+from pywg.core import Datagram, Endpoint
 from pywg.core.batch import MAX_RECEIVE_RUN, DatagramList, Datagrams, Received, SealedRun, split
-from pywg.core.device import Datagram
-from pywg.core.endpoint import Endpoint
 
 IP_PKTINFO = 8  # Linux; not exported by Python's socket module
 IPV6_RECVPKTINFO = socket.IPV6_RECVPKTINFO
