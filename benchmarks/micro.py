@@ -7,7 +7,7 @@ pywg/core/device.py, i.e. `pad` + `Keypair.seal`, and `Keypair.open` + `ReplayWi
 header check too.
 
 The C figures use the default count of crypto threads (PYWG_CRYPTO_THREADS, else the CPUs), which
-splits a large batch's AEAD across threads (pywg/hotpath.c, "Crypto threads"). A second table times
+splits a large batch's AEAD across threads (pywg/native/hotpath.c, "Crypto threads"). A second table times
 C alone on 64 KiB batches (45 packets, what one TUN read with offloads brings) with 1 thread and
 with that default.
 
@@ -30,11 +30,11 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
-from pywg import hotpath
 from pywg.core.batch import SealedRun
 from pywg.core.constants import DEFAULT_MTU, MESSAGE_DATA, MESSAGE_DATA_HEADER_SIZE
 from pywg.core.keypair import Keypair
 from pywg.core.transport import inner_packet, pad
+from pywg.native import hotpath
 from pywg.runtime.udp import UdpSockets
 
 PACKET_SIZE = 1420

@@ -411,7 +411,7 @@ class Bench(Lab):
                     )
             pywg = [e for e in engines if e.kind.startswith("pywg")]
             if pywg:
-                # How much of the tunnels' CPU the crypto worker threads (pywg/hotpath.c) did.
+                # How much of the tunnels' CPU the crypto worker threads (pywg/native/hotpath.c) did.
                 workers = sum(thread_cpu_seconds(e.pid, CRYPTO_THREAD) for e in pywg)
                 values["crypto_thread_cpu_pct"] = (
                     100 * workers / max(1e-9, sum(cpu_seconds(e.pid) for e in pywg))
@@ -936,14 +936,14 @@ def data_path_note(case: Case, values: Mapping[str, Any]) -> str | None:
     """Whether the pywg processes of a round ran the data path the case is named for.
 
     The engine logs `data path: ...` when it starts (C hot path, or pure Python and why); an engine
-    that does not is judged by whether it mapped pywg._hotpath at all.
+    that does not is judged by whether it mapped pywg.native._hotpath at all.
     """
     wanted = {"a": case.a, "b": case.b}
     for label, path in values.get("data_path", {}).items():
         kind = wanted[label]
         if path is None:
             if kind == "pywg-c" and values.get("hotpath_loaded", {}).get(label) is False:
-                return f"pywg ({label}) never loaded pywg._hotpath, so it ran without the C path"
+                return f"pywg ({label}) never loaded pywg.native._hotpath, so it ran without the C path"
         elif kind == "pywg-c" and path.startswith("pure Python"):
             return f"pywg ({label}) ran the {path}"
         elif kind == "pywg-py" and not path.startswith("pure Python"):

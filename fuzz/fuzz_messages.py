@@ -34,7 +34,6 @@ import atheris
 with atheris.instrument_imports(include=["pywg", "_common"]):
     from _common import Reader, fuzz
 
-    from pywg import hotpath
     from pywg.core.batch import DatagramList, PacketList
     from pywg.core.clock import FakeClock
     from pywg.core.constants import MESSAGE_INITIATION, MESSAGE_RESPONSE
@@ -44,6 +43,7 @@ with atheris.instrument_imports(include=["pywg", "_common"]):
     from pywg.core.endpoint import Endpoint
     from pywg.core.messages import mac1_offset, message_type
     from pywg.core.transport import Crypto, PythonCrypto, PythonSession, inner_packet
+    from pywg.native import hotpath
     from pywg.runtime.udp import ReceivedDatagrams
 
 A_AT: Endpoint = ("192.0.2.1", 51820)

@@ -282,7 +282,7 @@ def _add_reload(subcommands: argparse._SubParsersAction) -> None:
 
 def version_text() -> str:
     """`pywg version`: the release and the data path the engine would use here."""
-    from pywg import hotpath
+    from pywg.native import hotpath
     from pywg.runtime import tun_offload, udp
 
     return (
@@ -302,7 +302,7 @@ def _add_version(subcommands: argparse._SubParsersAction) -> None:
         help="print the version and which data path is active (C hot path or pure Python)",
         description=(
             "Print pywg's version and the data path `pywg up` would use: the C hot path "
-            "(pywg._hotpath with its OpenSSL version) or pure Python, with the reason "
+            "(pywg.native._hotpath with its OpenSSL version) or pure Python, with the reason "
             "(not built, or PYWG_NO_EXT=1); and whether TUN offloads and recvmmsg/sendmmsg are on "
             "(PYWG_NO_TUN_OFFLOAD=1, PYWG_NO_MMSG=1 turn them off)."
         ),

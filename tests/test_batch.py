@@ -21,13 +21,13 @@ from typing import Any
 
 import pytest
 
-from pywg import hotpath
 from pywg.core.batch import DatagramList, PacketList, Received, SealedRun
 from pywg.core.constants import MESSAGE_DATA
 from pywg.core.device import Device
 from pywg.core.messages import DATA_HEADER
 from pywg.core.transport import PythonCrypto, PythonSession, RxStatus
-from pywg.hotpath import BufferPackets, CCrypto, COpenedRun
+from pywg.native import hotpath
+from pywg.native.hotpath import BufferPackets, CCrypto, COpenedRun
 from pywg.runtime import udp
 from tests.support.netsim import Network, connect, ipv4_packet, ipv6_packet
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pywg import cli, hotpath
+from pywg import cli
 from pywg.core.batch import DatagramList, OpenedRun
 from pywg.core.constants import MESSAGE_DATA, REJECT_AFTER_MESSAGES
 from pywg.core.device import Device
@@ -29,6 +29,7 @@ from pywg.core.messages import message_type
 from pywg.core.peer import Peer
 from pywg.core.timers import Timer
 from pywg.core.transport import Crypto, PythonCrypto, PythonSession, RxStatus, pad
+from pywg.native import hotpath
 from tests.support.netsim import Network, connect, ipv4_packet, ipv6_packet
 
 A = ("192.0.2.1", 51820)
@@ -368,7 +369,7 @@ def test_version_names_the_data_path(
     out = capsys.readouterr().out
     assert (
         out.startswith("pywg ")
-        and f"data path: C hot path (pywg._hotpath, OpenSSL {hotpath.crypto_version()}, " in out
+        and f"data path: C hot path (pywg.native._hotpath, OpenSSL {hotpath.crypto_version()}, " in out
     )
     assert hotpath.crypto_version()[0].isdigit() and f"{hotpath.crypto_threads()} crypto thread" in out
     assert "TUN offloads: IFF_VNET_HDR" in out and "UDP batching: recvmmsg/sendmmsg (C)" in out

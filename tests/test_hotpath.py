@@ -1,4 +1,4 @@
-"""The C hot path (pywg._hotpath) held to the pure-Python reference, byte for byte.
+"""The C hot path (pywg.native._hotpath) held to the pure-Python reference, byte for byte.
 
 Sealing against `Keypair.seal` with `transport.pad`, opening against `Keypair.open` +
 `ReplayWindow.validate` + `transport.inner_packet`, the C replay window against `ReplayWindow`
@@ -21,7 +21,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pywg import hotpath
 from pywg.core.constants import (
     COUNTER_WINDOW_SIZE,
     KEY_LEN,
@@ -35,7 +34,8 @@ from pywg.core.keypair import Keypair
 from pywg.core.messages import message_type, parse_data_header
 from pywg.core.replay import ReplayWindow
 from pywg.core.transport import inner_packet, pad
-from pywg.hotpath import (
+from pywg.native import hotpath
+from pywg.native.hotpath import (
     COpener,
     CReplayWindow,
     CSealer,
@@ -65,7 +65,7 @@ def require_built() -> None:
 
 
 def lib() -> Any:
-    from pywg._hotpath import lib as hotpath_lib
+    from pywg.native._hotpath import lib as hotpath_lib
 
     return hotpath_lib
 
@@ -548,7 +548,7 @@ def test_threads_sharing_a_sealer_never_share_its_context() -> None:
 def test_every_batch_call_releases_the_gil(tmp_path: Path) -> None:
     """cffi's API mode drops the GIL around each call; the builder must keep that default."""
     require_built()
-    builder = runpy.run_path(str(PACKAGE / "_hotpath_build.py"))["ffibuilder"]
+    builder = runpy.run_path(str(PACKAGE / "build.py"))["ffibuilder"]
     builder.emit_c_code(str(tmp_path / "wrapper.c"))
     wrapper = (tmp_path / "wrapper.c").read_text()
     for name in ("wg_seal_batch", "wg_open_batch", "wg_replay_validate"):

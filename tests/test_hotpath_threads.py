@@ -1,7 +1,7 @@
 """The C hot path's crypto threads: a split batch gives exactly the bytes of the sequential one.
 
 `wg_seal_batch` and `wg_open_batch` split the AEAD of a large batch across worker threads
-(pywg/hotpath.c, "Crypto threads"). Every comparison here runs the same input with 1 thread and
+(pywg/native/hotpath.c, "Crypto threads"). Every comparison here runs the same input with 1 thread and
 with 2 and 4 and wants identical outputs, results, replay windows and buffers, and checks that
 `wg_parallel_batches()` moved, so a split that never happens fails instead of passing vacuously.
 """
@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from pywg import hotpath
 from pywg.core.constants import MESSAGE_DATA_MIN_SIZE, REJECT_AFTER_MESSAGES
-from pywg.hotpath import (
+from pywg.native import hotpath
+from pywg.native.hotpath import (
     COpener,
     CReplayWindow,
     CSealer,
@@ -35,7 +35,7 @@ from tests.test_hotpath import batch_for, ip_packet, keypair, open_python, rando
 RECEIVER = 0x1234ABCD
 SPLIT = (2, 4)  # thread counts compared with 1
 ATTEMPTS = 100  # a worker may wake too late to take part in one call, not in this many
-# A batch worth splitting (pywg/hotpath.c SPLIT_MIN_COST: from ~25 packets of 1420 bytes).
+# A batch worth splitting (pywg/native/hotpath.c SPLIT_MIN_COST: from ~25 packets of 1420 bytes).
 BIG = [1420] * 45
 
 
@@ -473,7 +473,10 @@ def test_pywg_crypto_threads_environment(value: str | None, expected: int | None
     env = {k: v for k, v in os.environ.items() if k != "PYWG_CRYPTO_THREADS"}
     if value is not None:
         env["PYWG_CRYPTO_THREADS"] = value
-    script = "from pywg import hotpath; print(hotpath.crypto_threads(), hotpath.extension()[1].wg_threads())"
+    script = (
+        "from pywg.native import hotpath; "
+        "print(hotpath.crypto_threads(), hotpath.extension()[1].wg_threads())"
+    )
     completed = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     )

@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from pywg import hotpath
 from pywg.config import Endpoint, InterfaceConfig
 from pywg.core.keys import encode_key
+from pywg.native import hotpath
 from tests.support.pywg_run import Pywg
 from tests.support.topology import (
     WG_PORT,

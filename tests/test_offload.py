@@ -1,4 +1,4 @@
-"""TUN offloads (pywg/offload.c through cffi): splitting super-packets and merging TCP segments
+"""TUN offloads (pywg/native/offload.c through cffi): splitting super-packets and merging TCP segments
 and UDP datagrams, held to a Python reference, and hostile frames (issue 13: tiny or too many
 segments, headers that lie) refused before a segment is written; the reader and writer on a real
 TUN; then pywg with IFF_VNET_HDR end to end, against itself and wireguard-go, every transfer
@@ -29,9 +29,9 @@ from typing import Any, cast
 
 import pytest
 
-from pywg import hotpath
 from pywg.config import InterfaceConfig
 from pywg.core.device import Device
+from pywg.native import hotpath
 from pywg.runtime import tun_offload
 from pywg.runtime.engine import TUN_PAUSE_MIN, Engine
 from pywg.runtime.netns import in_netns
@@ -793,7 +793,7 @@ def test_writer_hands_the_kernel_merged_packets(vnet_tun: tuple[Host, Tun]) -> N
 
 
 class RefusingUdpGso:
-    """pywg._hotpath's lib, but the TUN refuses merged UDP with EINVAL (as a kernel might)."""
+    """pywg.native._hotpath's lib, but the TUN refuses merged UDP with EINVAL (as a kernel might)."""
 
     def __init__(self, lib: Any) -> None:
         self._lib = lib

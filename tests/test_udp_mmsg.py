@@ -1,4 +1,4 @@
-"""recvmmsg and sendmmsg in C (pywg/udpio.c) against real sockets on loopback, and UdpSockets with
+"""recvmmsg and sendmmsg in C (pywg/native/udpio.c) against real sockets on loopback, and UdpSockets with
 them on and forced off (PYWG_NO_MMSG=1): the same datagrams, sources and local addresses either way."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pywg import hotpath
+from pywg.native import hotpath
 from pywg.runtime import udp
 from pywg.runtime.udp import UdpSockets
 from tests.support.topology import ipv6_loopback

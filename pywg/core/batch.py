@@ -5,7 +5,7 @@ them (kernel and wireguard-go do the same with their per-peer queues): consecuti
 one destination from the TUN side, consecutive data messages to one receiver index on the UDP
 side. Per run it does the lookups and the bookkeeping once and hands the
 packets to the crypto (pywg/core/transport.py) by position, so an implementation that keeps them in
-one buffer (the C hot path, pywg/hotpath.py) never makes a Python object per packet: a run is
+one buffer (the C hot path, pywg/native/hotpath.py) never makes a Python object per packet: a run is
 sealed into one `SealedRun`, and an `OpenedRun` is delivered as it lies in the receive buffer.
 
 `PacketList` and `DatagramList` are the plain-Python batches (lists of `bytes`), used by the

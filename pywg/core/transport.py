@@ -4,7 +4,7 @@ A `Crypto` makes one `SessionCrypto` per keypair: the sending key, the receiving
 window of that session, with batch operations so an implementation can handle a whole batch in one
 call. The device takes a Crypto (`Device(..., crypto=...)`) and never names an implementation
 beyond the default, `PythonCrypto` here: `cryptography`'s ChaCha20-Poly1305 and `ReplayWindow`.
-The C hot path (pywg/hotpath.py, an adapter) is the other implementation; tests hold it to this one
+The C hot path (pywg/native/hotpath.py, an adapter) is the other implementation; tests hold it to this one
 byte for byte.
 
 The rules both follow:
@@ -39,7 +39,7 @@ from pywg.core.replay import ReplayWindow
 
 
 class RxStatus(enum.IntEnum):
-    """What became of one received data message (pywg/hotpath.h WG_RX_* has the same values).
+    """What became of one received data message (pywg/native/hotpath.h WG_RX_* has the same values).
 
     DATA, KEEPALIVE and MALFORMED_INNER authenticated and passed the replay window.
     """

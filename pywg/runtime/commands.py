@@ -20,7 +20,7 @@ from pathlib import Path
 from pywg.cli import CommandError
 from pywg.config import ConfigError, InterfaceConfig, load_config
 from pywg.core import Device, ReloadRefused
-from pywg.hotpath import data_path_crypto
+from pywg.native.hotpath import data_path_crypto
 from pywg.runtime import netlink_child, tun_offload
 from pywg.runtime.daemon import STATE_DIR, Notifier, State, detach, running_tunnels, zombie
 from pywg.runtime.engine import Engine, run_engine

@@ -4,7 +4,7 @@ The device runs on the loop's thread: the TUN fd and each UDP socket are
 watched with add_reader, each wake-up handles a batch (TUN reads until EAGAIN,
 UDP reads with GRO or recvmmsg, up to a bound each), the device seals or opens it in one
 call per run (consecutive packets to one peer, messages to one receiver index; the C hot
-path when built: pywg/hotpath.py, whose large batches also use worker threads), then
+path when built: pywg/native/hotpath.py, whose large batches also use worker threads), then
 `flush` sends what the device produced (GSO runs) and re-arms the one timer for its next
 deadline.
 
@@ -51,7 +51,7 @@ from pywg.core import (
     format_endpoint,
 )
 from pywg.core.batch import OpenedRun
-from pywg.hotpath import BufferPackets, COpenedRun
+from pywg.native.hotpath import BufferPackets, COpenedRun
 from pywg.runtime.tun import Tun, TunGoneError
 from pywg.runtime.tun_offload import TunReader, TunWriter
 from pywg.runtime.uapi_server import UapiServer

@@ -1,4 +1,4 @@
-"""TUN offloads: the engine's TUN side for a TUN opened with IFF_VNET_HDR (C in pywg/offload.c).
+"""TUN offloads: the engine's TUN side for a TUN opened with IFF_VNET_HDR (C in pywg/native/offload.c).
 
 The kernel hands such a TUN TCP (and, from Linux 6.2, UDP) super-packets of up to 64 KiB with
 their transport checksum left open; `TunReader` reads them and splits them in C into the IP
@@ -30,7 +30,7 @@ from collections.abc import Callable
 from itertools import accumulate
 from typing import Any
 
-from pywg import hotpath
+from pywg.native import hotpath
 from pywg.runtime.tun import TUN_F_USO4, TUN_F_USO6, Tun, TunGoneError
 
 DISABLE_ENV = "PYWG_NO_TUN_OFFLOAD"
@@ -103,7 +103,7 @@ class TunReader:
     def take_drops(self) -> dict[str, int]:
         """Frames dropped since the last call, by drop reason (the engine counts them as drops):
         malformed ones, and super-packets whose segments are too small or too many for the work
-        they would cost (see "Hostile frames" in pywg/offload.h)."""
+        they would cost (see "Hostile frames" in pywg/native/offload.h)."""
         drops: dict[str, int] = {}
         for index, reason in self._drop_reasons.items():
             total = int(self._reader.dropped[index])

@@ -14,7 +14,7 @@ from ipaddress import IPv4Network, IPv6Network
 from pywg.config import InterfaceConfig
 from pywg.core import Device, Endpoint
 from pywg.core.constants import DEFAULT_MTU
-from pywg.hotpath import data_path_crypto
+from pywg.native.hotpath import data_path_crypto
 from pywg.runtime import netlink_child, tun_offload
 from pywg.runtime.engine import Engine
 from pywg.runtime.netns import resolve_netns

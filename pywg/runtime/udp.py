@@ -20,7 +20,7 @@ Both are probed once when the sockets are made; the engine logs what is on.
 GRO is asked for on the data sockets only: the handshake sockets' datagrams come
 from many senders, one or two each, which GRO would not glue anyway.
 
-Where GSO and GRO cannot batch, recvmmsg and sendmmsg do (C in pywg/udpio.c, when
+Where GSO and GRO cannot batch, recvmmsg and sendmmsg do (C in pywg/native/udpio.c, when
 the extension is built; PYWG_NO_MMSG=1 turns them off): the handshake and priority
 sockets, and a data socket without GRO, take up to 64 datagrams per recvmmsg; a data
 socket with GRO takes up to GRO_SLOTS (8) GRO batches per recvmmsg, since a
@@ -71,9 +71,9 @@ from ipaddress import IPv4Address, IPv6Address
 from itertools import accumulate
 from typing import Any, cast
 
-from pywg import hotpath
 from pywg.core import Datagram, Endpoint
 from pywg.core.batch import MAX_RECEIVE_RUN, DatagramList, Datagrams, Received, SealedRun, split
+from pywg.native import hotpath
 
 IP_PKTINFO = 8  # Linux; not exported by Python's socket module
 IPV6_RECVPKTINFO = socket.IPV6_RECVPKTINFO
@@ -580,7 +580,7 @@ def _append(
 
 
 class _Mmsg:
-    """recvmmsg and sendmmsg in C (pywg/udpio.c): the message headers and the arrays of one call
+    """recvmmsg and sendmmsg in C (pywg/native/udpio.c): the message headers and the arrays of one call
     are allocated once; a call handles up to RECEIVE_SLOTS datagrams with the GIL released."""
 
     def __init__(self) -> None:

@@ -8,7 +8,7 @@
  *   inner packets with one source address, and the packets to deliver.
  * - Sending: the chunks of a sealed run one UDP GSO send can carry.
  *
- * Nothing here allocates; cffi (pywg/_hotpath_build.py) releases the GIL
+ * Nothing here allocates; cffi (pywg/native/build.py) releases the GIL
  * around every call.
  */
 #ifndef PYWG_BATCH_H

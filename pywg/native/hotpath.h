@@ -6,8 +6,8 @@
  * counter_validate (receive.c), the same algorithm as pywg/core/replay.py, which
  * stays the reference.
  *
- * Nothing here touches Python: pywg/_hotpath_build.py wraps it with cffi
- * (API mode, which releases the GIL around every call) and pywg/hotpath.py
+ * Nothing here touches Python: pywg/native/build.py wraps it with cffi
+ * (API mode, which releases the GIL around every call) and pywg/native/hotpath.py
  * gives it Python types.
  */
 #ifndef PYWG_HOTPATH_H

@@ -16,7 +16,7 @@
  * The rules are wireguard-go's tun/offload_linux.go and the kernel's GRO.
  *
  * Nothing here allocates: the caller hands in every buffer and array. cffi
- * (pywg/_hotpath_build.py, API mode) releases the GIL around every call.
+ * (pywg/native/build.py, API mode) releases the GIL around every call.
  */
 #ifndef PYWG_OFFLOAD_H
 #define PYWG_OFFLOAD_H

@@ -9,7 +9,7 @@
  *
  * Nothing here allocates: the caller hands in the wg_udp_batch (the message
  * headers, once per socket), the receive pool and every array. cffi
- * (pywg/_hotpath_build.py, API mode) releases the GIL around every call.
+ * (pywg/native/build.py, API mode) releases the GIL around every call.
  */
 #ifndef PYWG_UDPIO_H
 #define PYWG_UDPIO_H

@@ -1,9 +1,9 @@
-"""cffi builder of `pywg._hotpath`, the C hot path (API mode, linked against OpenSSL's libcrypto).
+"""cffi builder of `pywg.native._hotpath`, the C hot path (API mode, linked against libcrypto).
 
 setup.py names it in `cffi_modules`, so `pip install -e .` compiles it (it needs gcc, the Python
-headers and libssl-dev). `python pywg/_hotpath_build.py` compiles it in place by hand. The C lives
+headers and libssl-dev). `python pywg/native/build.py` compiles it in place by hand. The C lives
 beside this file: hotpath.c/hotpath.h (sealing, opening), offload.c/offload.h (TUN offloads),
-udpio.c/udpio.h (recvmmsg, sendmmsg) and batch.c/batch.h (runs of a batch); pywg/hotpath.py,
+udpio.c/udpio.h (recvmmsg, sendmmsg) and batch.c/batch.h (runs of a batch); pywg/native/hotpath.py,
 pywg/runtime/tun_offload.py and pywg/runtime/udp.py are the Python side.
 """
 
@@ -38,7 +38,7 @@ def cdef_of(header: str) -> str:
 ffibuilder = FFI()
 ffibuilder.cdef("\n".join(cdef_of(header) for header in HEADERS))
 ffibuilder.set_source(
-    "pywg._hotpath",
+    "pywg.native._hotpath",
     "\n".join(f'#include "{header}"' for header in HEADERS),
     sources=[str(HERE / name) for name in SOURCES],
     include_dirs=[str(HERE)],
@@ -49,4 +49,4 @@ ffibuilder.set_source(
 )
 
 if __name__ == "__main__":
-    ffibuilder.compile(tmpdir=str(HERE.parent), verbose=True)
+    ffibuilder.compile(tmpdir=str(HERE.parents[1]), verbose=True)

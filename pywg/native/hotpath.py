@@ -1,4 +1,4 @@
-"""The C hot path, `pywg._hotpath`, with Python types: batches of packets sealed and opened in C.
+"""The C hot path, `pywg.native._hotpath`, with Python types: batches of packets sealed and opened in C.
 
 An adapter like the runtime: the protocol core never imports it, and the pure-Python path
 (pywg/core/transport.py `PythonSession`, `pad`, `inner_packet`, and pywg/core/replay.py) stays the
@@ -57,20 +57,20 @@ BUILD_HINT = (
 )
 
 try:
-    from pywg._hotpath import ffi as _ffi
-    from pywg._hotpath import lib as _lib
+    from pywg.native._hotpath import ffi as _ffi
+    from pywg.native._hotpath import lib as _lib
 
     _NOT_BUILT: str | None = None
     if not hasattr(_lib, "wg_crypto_version"):  # built from an older hotpath.c
         _ffi = _lib = None
-        _NOT_BUILT = f"the C extension pywg._hotpath is out of date; re{BUILD_HINT}"
+        _NOT_BUILT = f"the C extension pywg.native._hotpath is out of date; re{BUILD_HINT}"
 except ImportError as error:  # not compiled, or libcrypto missing at run time
     _ffi = _lib = None
-    _NOT_BUILT = f"the C extension pywg._hotpath is not built ({error}); {BUILD_HINT}"
+    _NOT_BUILT = f"the C extension pywg.native._hotpath is not built ({error}); {BUILD_HINT}"
 
 
 def built() -> bool:
-    """Whether `pywg._hotpath` was compiled and loads."""
+    """Whether `pywg.native._hotpath` was compiled and loads."""
     return _NOT_BUILT is None
 
 
@@ -91,7 +91,7 @@ def available() -> bool:
 def _c_description() -> str:
     threads = crypto_threads()
     plural = "s" if threads > 1 else ""
-    return f"C hot path (pywg._hotpath, OpenSSL {crypto_version()}, {threads} crypto thread{plural})"
+    return f"C hot path (pywg.native._hotpath, OpenSSL {crypto_version()}, {threads} crypto thread{plural})"
 
 
 def crypto_version() -> str:
@@ -172,7 +172,7 @@ def feature_unavailable_reason(symbol: str, feature: str, disable_env: str) -> s
 
 
 def extension() -> tuple[Any, Any]:
-    """cffi's `ffi` and `lib` of pywg._hotpath, for the other adapters wrapping its C
+    """cffi's `ffi` and `lib` of pywg.native._hotpath, for the other adapters wrapping its C
     (pywg/runtime/tun_offload.py); raises HotpathUnavailable when it is not built."""
     return _require()
 
