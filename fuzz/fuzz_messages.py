@@ -43,7 +43,7 @@ with atheris.instrument_imports(include=["pywg", "_common"]):
     from pywg.core.endpoint import Endpoint
     from pywg.core.messages import mac1_offset, message_type
     from pywg.core.transport import Crypto, PythonCrypto, PythonSession, inner_packet
-    from pywg.native import hotpath
+    from pywg.native import hotpath, loader
     from pywg.runtime.udp import ReceivedDatagrams
 
 A_AT: Endpoint = ("192.0.2.1", 51820)
@@ -123,7 +123,7 @@ class World:
 def new_world() -> World:
     clock = FakeClock()
     cryptos: list[Crypto] = [PythonCrypto()]
-    if hotpath.available():
+    if loader.available():
         cryptos += [hotpath.CCrypto(), hotpath.CCrypto()]
     world = World(clock, _device(1, clock, PythonCrypto()), _device(3, clock, PythonCrypto()), [])
     world.duts = [_device(2, clock, crypto) for crypto in cryptos]

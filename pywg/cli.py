@@ -282,11 +282,11 @@ def _add_reload(subcommands: argparse._SubParsersAction) -> None:
 
 def version_text() -> str:
     """`pywg version`: the release and the data path the engine would use here."""
-    from pywg.native import hotpath
+    from pywg.native import loader
     from pywg.runtime import tun_offload, udp
 
     return (
-        f"{PROG} {__version__}\ndata path: {hotpath.describe()}\n"
+        f"{PROG} {__version__}\ndata path: {loader.describe()}\n"
         f"TUN offloads: {tun_offload.describe()}\nUDP batching: {udp.describe_batching()}"
     )
 

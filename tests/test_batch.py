@@ -26,7 +26,7 @@ from pywg.core.constants import MESSAGE_DATA
 from pywg.core.device import Device
 from pywg.core.messages import DATA_HEADER
 from pywg.core.transport import PythonCrypto, PythonSession, RxStatus
-from pywg.native import hotpath
+from pywg.native import hotpath, loader
 from pywg.native.hotpath import BufferPackets, CCrypto, COpenedRun
 from pywg.runtime import udp
 from tests.support.netsim import Network, connect, ipv4_packet, ipv6_packet
@@ -39,8 +39,8 @@ B_IPS = "10.0.0.2/32,fd00::2/128"
 
 @pytest.fixture(autouse=True)
 def built() -> None:
-    if not hotpath.built():
-        pytest.fail(f"{hotpath.unavailable_reason()}; CI builds it (`pip install -e .`)", pytrace=False)
+    if not loader.built():
+        pytest.fail(f"{loader.unavailable_reason()}; CI builds it (`pip install -e .`)", pytrace=False)
 
 
 def buffer_packets(packets: list[bytes], gap: int = 0) -> BufferPackets:

@@ -34,7 +34,7 @@ from pywg.core.keypair import Keypair
 from pywg.core.messages import message_type, parse_data_header
 from pywg.core.replay import ReplayWindow
 from pywg.core.transport import inner_packet, pad
-from pywg.native import hotpath
+from pywg.native import hotpath, loader
 from pywg.native.hotpath import (
     COpener,
     CReplayWindow,
@@ -56,9 +56,9 @@ Row = tuple[RxStatus, bytes | None, bytes | None]
 
 def require_built() -> None:
     """Fail (not skip) when the extension is missing: CI builds it, so that is a broken build."""
-    if not hotpath.built():
+    if not loader.built():
         pytest.fail(
-            f"{hotpath.unavailable_reason()}. The C hot path tests need it: run `pip install -e .` "
+            f"{loader.unavailable_reason()}. The C hot path tests need it: run `pip install -e .` "
             "in the checkout (CI does).",
             pytrace=False,
         )
@@ -559,13 +559,13 @@ def test_every_batch_call_releases_the_gil(tmp_path: Path) -> None:
 
 def test_available_honours_pywg_no_ext(monkeypatch: pytest.MonkeyPatch) -> None:
     require_built()
-    monkeypatch.delenv(hotpath.DISABLE_ENV, raising=False)
-    assert hotpath.available() and hotpath.unavailable_reason() is None
-    monkeypatch.setenv(hotpath.DISABLE_ENV, "0")
-    assert hotpath.available()
-    monkeypatch.setenv(hotpath.DISABLE_ENV, "1")
-    assert not hotpath.available()
-    assert hotpath.DISABLE_ENV in (hotpath.unavailable_reason() or "")
+    monkeypatch.delenv(loader.DISABLE_ENV, raising=False)
+    assert loader.available() and loader.unavailable_reason() is None
+    monkeypatch.setenv(loader.DISABLE_ENV, "0")
+    assert loader.available()
+    monkeypatch.setenv(loader.DISABLE_ENV, "1")
+    assert not loader.available()
+    assert loader.DISABLE_ENV in (loader.unavailable_reason() or "")
     CSealer(bytes(32))  # still usable directly, e.g. by these tests and the benchmark
 
 

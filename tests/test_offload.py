@@ -31,7 +31,7 @@ import pytest
 
 from pywg.config import InterfaceConfig
 from pywg.core.device import Device
-from pywg.native import hotpath
+from pywg.native import loader
 from pywg.runtime import tun_offload
 from pywg.runtime.engine import TUN_PAUSE_MIN, Engine
 from pywg.runtime.netns import in_netns
@@ -70,7 +70,7 @@ FIN, SYN, PSH, ACK, CWR = 0x01, 0x02, 0x08, 0x10, 0x80
 A4, B4 = "10.1.0.1", "10.1.0.2"
 A6, B6 = "fd00::1", "fd00::2"
 
-ffi, lib = hotpath.extension()
+ffi, lib = loader.extension()
 MIN_TCP, MIN_UDP, MOST_SEGMENTS = (
     lib.WG_GSO_MIN_TCP_SEGMENT,
     lib.WG_GSO_MIN_UDP_SEGMENT,
@@ -1030,7 +1030,7 @@ def test_hostile_frames_written_in_the_namespace(
 
 
 @needs_offload
-@pytest.mark.parametrize("variable", [tun_offload.DISABLE_ENV, hotpath.DISABLE_ENV])
+@pytest.mark.parametrize("variable", [tun_offload.DISABLE_ENV, loader.DISABLE_ENV])
 def test_offloads_can_be_turned_off(
     pair: tuple[Host, Host, InterfaceConfig, InterfaceConfig], monkeypatch: pytest.MonkeyPatch, variable: str
 ) -> None:

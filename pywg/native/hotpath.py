@@ -20,17 +20,16 @@ frees the cipher context at once (or when a running call returns); the handle's 
 with the Python object.
 
 The device uses all this through `CCrypto`, the C implementation of the core's `Crypto`
-strategy (pywg/core/transport.py): `data_path_crypto()` gives the engine `CCrypto` when `available()`,
-else the pure-Python `PythonCrypto`, and `describe()` says which in words. Its sessions seal and
-open runs of the device's batches (pywg/core/batch.py) where they lie when the batch is an `InBuffer`
-(the TUN reader's `BufferPackets`, a UDP socket's pool in runtime/udp.py): a run is sealed into
-one `SealedRun`, and a `COpenedRun` keeps its results in C for the TUN writer.
+strategy (pywg/core/transport.py): `data_path_crypto()` gives the engine `CCrypto` when the
+extension is available (pywg/native/loader.py), else the pure-Python `PythonCrypto`. Its sessions
+seal and open runs of the device's batches (pywg/core/batch.py) where they lie when the batch is an
+`InBuffer` (the TUN reader's `BufferPackets`, a UDP socket's pool in runtime/udp.py): a run is
+sealed into one `SealedRun`, and a `COpenedRun` keeps its results in C for the TUN writer.
 """
 
 from __future__ import annotations
 
 import enum
-import os
 from array import array
 from collections.abc import Iterator, Sequence
 from itertools import accumulate
@@ -49,68 +48,20 @@ from pywg.core.constants import (
 )
 from pywg.core.messages import DATA_HEADER
 from pywg.core.transport import RxStatus
+from pywg.native import loader
+from pywg.native.loader import extension
 
-DISABLE_ENV = "PYWG_NO_EXT"
-BUILD_HINT = (
-    "build it with `pip install -e .` from the checkout (needs gcc, the Python headers and "
-    "libssl-dev; scripts/install-deps.sh installs them)"
-)
-
-try:
-    from pywg.native._hotpath import ffi as _ffi
-    from pywg.native._hotpath import lib as _lib
-
-    _NOT_BUILT: str | None = None
-    if not hasattr(_lib, "wg_crypto_version"):  # built from an older hotpath.c
-        _ffi = _lib = None
-        _NOT_BUILT = f"the C extension pywg.native._hotpath is out of date; re{BUILD_HINT}"
-except ImportError as error:  # not compiled, or libcrypto missing at run time
-    _ffi = _lib = None
-    _NOT_BUILT = f"the C extension pywg.native._hotpath is not built ({error}); {BUILD_HINT}"
-
-
-def built() -> bool:
-    """Whether `pywg.native._hotpath` was compiled and loads."""
-    return _NOT_BUILT is None
-
-
-def unavailable_reason() -> str | None:
-    """Why the engine should not use the C path, or None if it may."""
-    if _NOT_BUILT is not None:
-        return _NOT_BUILT
-    if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
-        return f"the C extension is turned off by {DISABLE_ENV}={os.environ[DISABLE_ENV]}"
-    return None
-
-
-def available() -> bool:
-    """Whether the engine may use the C path: it is built and PYWG_NO_EXT is not set."""
-    return unavailable_reason() is None
-
-
-def _c_description() -> str:
-    threads = crypto_threads()
-    plural = "s" if threads > 1 else ""
-    return f"C hot path (pywg.native._hotpath, OpenSSL {crypto_version()}, {threads} crypto thread{plural})"
-
-
-def crypto_version() -> str:
-    """The version of the libcrypto the extension runs with, e.g. "3.0.15"."""
-    _, lib = _require()
-    return str(_ffi.string(lib.wg_crypto_version()).decode()).removeprefix("OpenSSL ")
-
-
-def describe() -> str:
-    """Which data path the engine uses, in words (for `pywg version` and the engine's log)."""
-    reason = unavailable_reason()
-    return _c_description() if reason is None else f"pure Python ({reason})"
+# cffi's ffi and lib of the extension; None when it is not built, and then every constructor below
+# raises HotpathUnavailable (through `extension()`) before they are used.
+_ffi, _lib = extension() if loader.built() else (None, None)
 
 
 def data_path_crypto() -> Crypto:
-    """The Crypto the engine hands its Device: `CCrypto` when `available()`, else `PythonCrypto`."""
-    if available():
+    """The Crypto the engine hands its Device: `CCrypto` when the C path is available, else
+    `PythonCrypto`."""
+    if loader.available():
         return CCrypto()
-    return PythonCrypto(describe())
+    return PythonCrypto(loader.describe())
 
 
 # hotpath.h WG_ERR_*
@@ -120,10 +71,6 @@ _ERRORS = {
     -3: "libcrypto failed",
     -4: "bad arguments",
 }
-
-
-class HotpathUnavailable(RuntimeError):
-    """The extension is not built."""
 
 
 class HotpathError(RuntimeError):
@@ -152,31 +99,6 @@ class SealResult(NamedTuple):
     stop: SealStop
 
 
-def _require() -> tuple[Any, Any]:
-    if _NOT_BUILT is not None:
-        raise HotpathUnavailable(_NOT_BUILT)
-    return _ffi, _lib
-
-
-def feature_unavailable_reason(symbol: str, feature: str, disable_env: str) -> str | None:
-    """Why an adapter should not use the extension's `symbol` (its `feature`), or None: the C path
-    is off, the extension was built before `feature`, or `disable_env` is set."""
-    reason = unavailable_reason()
-    if reason is not None:
-        return reason
-    if not hasattr(extension()[1], symbol):
-        return f"the C extension predates {feature}"
-    if os.environ.get(disable_env, "") not in ("", "0"):
-        return f"turned off by {disable_env}={os.environ[disable_env]}"
-    return None
-
-
-def extension() -> tuple[Any, Any]:
-    """cffi's `ffi` and `lib` of pywg.native._hotpath, for the other adapters wrapping its C
-    (pywg/runtime/tun_offload.py); raises HotpathUnavailable when it is not built."""
-    return _require()
-
-
 class PacketBatch:
     """Up to `capacity` packets in one buffer of `size` bytes, with u32 offset and length arrays.
 
@@ -187,7 +109,7 @@ class PacketBatch:
     __slots__ = ("_data", "buffer", "capacity", "count", "end", "lengths", "offsets")
 
     def __init__(self, capacity: int, size: int) -> None:
-        ffi, _ = _require()
+        ffi, _ = extension()
         if capacity < 1 or size < 1:
             raise ValueError("a batch needs room for at least one packet and one byte")
         self.capacity = capacity
@@ -237,7 +159,7 @@ class CReplayWindow:
     __slots__ = ("_state",)
 
     def __init__(self) -> None:
-        ffi, _ = _require()
+        ffi, _ = extension()
         self._state = ffi.new("wg_replay *")  # zeroed: a fresh window
 
     def validate(self, counter: int) -> bool:
@@ -259,7 +181,7 @@ class _Aead:
     __slots__ = ("_handle",)
 
     def __init__(self, key: bytes | bytearray, encrypt: bool) -> None:
-        ffi, lib = _require()
+        ffi, lib = extension()
         if len(key) != KEY_LEN:
             raise ValueError(f"a key is {KEY_LEN} bytes, not {len(key)}")
         handle = lib.wg_aead_new(ffi.from_buffer("uint8_t[]", key), int(encrypt))
@@ -323,7 +245,7 @@ class OpenResults:
     __slots__ = ("batch", "capacity", "count", "entries")
 
     def __init__(self, capacity: int) -> None:
-        ffi, _ = _require()
+        ffi, _ = extension()
         self.capacity = capacity
         self.entries = ffi.new("wg_rx_result[]", capacity)
         self.count = 0
@@ -408,7 +330,7 @@ class _Scratch:
     """
 
     def __init__(self, capacity: int = 128, size: int = 64 * 1024) -> None:
-        ffi, _ = _require()
+        ffi, _ = extension()
         self.capacity = 0
         self.stop = ffi.new("int *")
         self.summary = ffi.new("wg_rx_summary *")
@@ -449,7 +371,7 @@ class InBuffer:
     __slots__ = ("c_data", "count", "lengths", "memory", "offsets", "view")
 
     def __init__(self, memory: Any, capacity: int) -> None:
-        ffi, _ = _require()
+        ffi, _ = extension()
         self.memory = memory
         self.view = memoryview(memory)
         self.c_data = ffi.from_buffer("uint8_t[]", memory, require_writable=True)
@@ -732,7 +654,7 @@ class CCrypto:
     """
 
     def __init__(self) -> None:
-        self._description = _c_description()
+        self._description = loader.c_description()
         self._scratch = _Scratch()
 
     @property
@@ -741,34 +663,3 @@ class CCrypto:
 
     def session(self, sending_key: bytes, receiving_key: bytes) -> CSession:
         return CSession(sending_key, receiving_key, self._scratch)
-
-
-# Crypto threads: how many threads one seal or open call may split its AEAD across (hotpath.h).
-THREADS_ENV = "PYWG_CRYPTO_THREADS"
-
-
-def _apply_crypto_threads() -> None:
-    """At import: PYWG_CRYPTO_THREADS, or if unset or not a number the CPUs this process may use,
-    clamped to 1..WG_MAX_THREADS."""
-    if _lib is None or not hasattr(_lib, "wg_set_threads"):
-        return
-    try:
-        wanted = int(os.environ.get(THREADS_ENV, ""))
-    except ValueError:
-        wanted = len(os.sched_getaffinity(0))
-    _lib.wg_set_threads(min(max(wanted, 1), _lib.WG_MAX_THREADS))
-
-
-def crypto_threads() -> int:
-    """Threads one batch call may use (1: sequential)."""
-    _, lib = _require()
-    return int(lib.wg_threads()) if hasattr(lib, "wg_threads") else 1
-
-
-def parallel_batches() -> int:
-    """Batch calls so far in which a worker thread did part of the work."""
-    _, lib = _require()
-    return int(lib.wg_parallel_batches()) if hasattr(lib, "wg_parallel_batches") else 0
-
-
-_apply_crypto_threads()

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from itertools import accumulate
 from typing import Any
 
-from pywg.native import hotpath
+from pywg.native import hotpath, loader
 from pywg.runtime.tun import TUN_F_USO4, TUN_F_USO6, Tun, TunGoneError
 
 DISABLE_ENV = "PYWG_NO_TUN_OFFLOAD"
@@ -45,7 +45,7 @@ _log = logging.getLogger("pywg")
 
 def unavailable_reason() -> str | None:
     """Why a TUN should be opened without IFF_VNET_HDR, or None if the engine can handle it."""
-    return hotpath.feature_unavailable_reason("wg_tun_read", "TUN offloads", DISABLE_ENV)
+    return loader.feature_unavailable_reason("wg_tun_read", "TUN offloads", DISABLE_ENV)
 
 
 def available() -> bool:
@@ -80,7 +80,7 @@ class TunReader:
     """Reads a vnet_hdr TUN in batches; super-packets come out split into IP packets."""
 
     def __init__(self, tun: Tun) -> None:
-        ffi, self._lib = hotpath.extension()
+        ffi, self._lib = loader.extension()
         self._tun = tun
         self._reader = ffi.new("wg_tun_reader *")  # zeroed: no frame pending
         self._batch = hotpath.BufferPackets(untouched_buffer(READ_BUFFER), READ_SLOTS)
@@ -141,7 +141,7 @@ class TunWriter:
     """
 
     def __init__(self, tun: Tun) -> None:
-        ffi, lib = hotpath.extension()
+        ffi, lib = loader.extension()
         self._ffi, self._lib = ffi, lib
         self._tun = tun
         self._merge_names = {

@@ -73,7 +73,7 @@ from typing import Any, cast
 
 from pywg.core import Datagram, Endpoint
 from pywg.core.batch import MAX_RECEIVE_RUN, DatagramList, Datagrams, Received, SealedRun, split
-from pywg.native import hotpath
+from pywg.native import hotpath, loader
 
 IP_PKTINFO = 8  # Linux; not exported by Python's socket module
 IPV6_RECVPKTINFO = socket.IPV6_RECVPKTINFO
@@ -120,12 +120,12 @@ PRIORITY_MAX = 256
 _SKF_NET_OFF = -0x100000
 _SOURCE_WORDS = {socket.AF_INET: (12,), socket.AF_INET6: (8, 12, 16, 20)}
 _log = logging.getLogger("pywg")
-_CHUNKS = hotpath.extension() if hotpath.built() else None  # cffi ffi and lib for gso_chunks
+_CHUNKS = loader.extension() if loader.built() else None  # cffi ffi and lib for gso_chunks
 
 
 def mmsg_unavailable_reason() -> str | None:
     """Why datagrams go one (or one GSO/GRO batch) per system call, or None: recvmmsg/sendmmsg."""
-    return hotpath.feature_unavailable_reason("wg_udp_recv", "recvmmsg/sendmmsg", MMSG_DISABLE_ENV)
+    return loader.feature_unavailable_reason("wg_udp_recv", "recvmmsg/sendmmsg", MMSG_DISABLE_ENV)
 
 
 def describe_batching() -> str:
@@ -485,7 +485,7 @@ class ReceivedDatagrams(hotpath.InBuffer):
 
     def __init__(self, memory: mmap.mmap, slots: int, capacity: int) -> None:
         super().__init__(memory, capacity)
-        ffi, self._lib = hotpath.extension()
+        ffi, self._lib = loader.extension()
         self._ffi = ffi
         self.rx = ffi.new("wg_udp_rx[]", slots)
         self._rx_view = memoryview(ffi.buffer(self.rx))
@@ -584,7 +584,7 @@ class _Mmsg:
     are allocated once; a call handles up to RECEIVE_SLOTS datagrams with the GIL released."""
 
     def __init__(self) -> None:
-        ffi, lib = hotpath.extension()
+        ffi, lib = loader.extension()
         self.ffi, self._lib = ffi, lib
         self._headers = ffi.new("char[]", lib.wg_udp_batch_size())
         self._batch = ffi.cast("wg_udp_batch *", self._headers)
