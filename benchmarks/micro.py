@@ -7,7 +7,7 @@ pywg/core/device.py, i.e. `pad` + `Keypair.seal`, and `Keypair.open` + `ReplayWi
 header check too.
 
 The C figures use the default count of crypto threads (PYWG_CRYPTO_THREADS, else the CPUs), which
-splits a large batch's AEAD across threads (pywg/native/hotpath.c, "Crypto threads"). A second table times
+splits a large batch's AEAD across threads (pywg/native/threads.c). A second table times
 C alone on 64 KiB batches (45 packets, what one TUN read with offloads brings) with 1 thread and
 with that default.
 

@@ -411,7 +411,7 @@ class Bench(Lab):
                     )
             pywg = [e for e in engines if e.kind.startswith("pywg")]
             if pywg:
-                # How much of the tunnels' CPU the crypto worker threads (pywg/native/hotpath.c) did.
+                # How much of the tunnels' CPU the crypto worker threads (pywg/native/threads.c) did.
                 workers = sum(thread_cpu_seconds(e.pid, CRYPTO_THREAD) for e in pywg)
                 values["crypto_thread_cpu_pct"] = (
                     100 * workers / max(1e-9, sum(cpu_seconds(e.pid) for e in pywg))
@@ -709,7 +709,7 @@ def render(report: Mapping[str, Any], markdown: bool) -> str:
 # the micro-benchmark, as a subprocess
 
 
-CRYPTO_THREAD = "pywg-crypto"  # the name hotpath.c gives its worker threads
+CRYPTO_THREAD = "pywg-crypto"  # the name threads.c gives its worker threads
 MICRO_ROW = re.compile(r"^(\w+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x\s*$")
 MICRO_STEP = re.compile(r"^([a-z][a-z ]*?)\s+([\d.]+)\s*$")
 

@@ -569,12 +569,13 @@ def test_available_honours_pywg_no_ext(monkeypatch: pytest.MonkeyPatch) -> None:
     CSealer(bytes(32))  # still usable directly, e.g. by these tests and the benchmark
 
 
-def test_c_source_compiles_without_warnings(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["hotpath.c", "threads.c"])
+def test_c_source_compiles_without_warnings(tmp_path: Path, name: str) -> None:
     require_built()
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.fail("gcc builds the extension; scripts/install-deps.sh installs it", pytrace=False)
-    source, output = str(PACKAGE / "hotpath.c"), str(tmp_path / "hotpath.o")
+    source, output = str(PACKAGE / name), str(tmp_path / name.replace(".c", ".o"))
     command = [gcc, "-O2", "-Wall", "-Wextra", "-Werror", "-c", source, "-o", output]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     assert completed.returncode == 0, completed.stderr

@@ -1,7 +1,7 @@
 """The C hot path's crypto threads: a split batch gives exactly the bytes of the sequential one.
 
 `wg_seal_batch` and `wg_open_batch` split the AEAD of a large batch across worker threads
-(pywg/native/hotpath.c, "Crypto threads"). Every comparison here runs the same input with 1 thread and
+(pywg/native/threads.c). Every comparison here runs the same input with 1 thread and
 with 2 and 4 and wants identical outputs, results, replay windows and buffers, and checks that
 `wg_parallel_batches()` moved, so a split that never happens fails instead of passing vacuously.
 """
@@ -35,7 +35,7 @@ from tests.test_hotpath import batch_for, ip_packet, keypair, open_python, rando
 RECEIVER = 0x1234ABCD
 SPLIT = (2, 4)  # thread counts compared with 1
 ATTEMPTS = 100  # a worker may wake too late to take part in one call, not in this many
-# A batch worth splitting (pywg/native/hotpath.c SPLIT_MIN_COST: from ~25 packets of 1420 bytes).
+# A batch worth splitting (pywg/native/threads.c SPLIT_MIN_COST: from ~25 packets of 1420 bytes).
 BIG = [1420] * 45
 
 

@@ -2,9 +2,10 @@
 
 setup.py names it in `cffi_modules`, so `pip install -e .` compiles it (it needs gcc, the Python
 headers and libssl-dev). `python pywg/native/build.py` compiles it in place by hand. The C lives
-beside this file: hotpath.c/hotpath.h (sealing, opening), offload.c/offload.h (TUN offloads),
-udpio.c/udpio.h (recvmmsg, sendmmsg) and batch.c/batch.h (runs of a batch); pywg/native/hotpath.py,
-pywg/runtime/tun_offload.py and pywg/runtime/udp.py are the Python side.
+beside this file: hotpath.c/hotpath.h (sealing, opening) with threads.c/threads.h (its crypto
+threads), offload.c/offload.h (TUN offloads), udpio.c/udpio.h (recvmmsg, sendmmsg) and
+batch.c/batch.h (runs of a batch); pywg/native/hotpath.py, pywg/runtime/tun_offload.py and
+pywg/runtime/udp.py are the Python side.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from cffi import FFI
 HERE = Path(__file__).parent
 
 HEADERS = ("hotpath.h", "offload.h", "udpio.h", "batch.h")
-SOURCES = ("hotpath.c", "offload.c", "udpio.c", "batch.c")
+SOURCES = ("hotpath.c", "threads.c", "offload.c", "udpio.c", "batch.c")
+# Headers of the C alone, not declared to cffi.
+PRIVATE_HEADERS = ("threads.h",)
 
 
 def cdef_of(header: str) -> str:
@@ -42,10 +45,10 @@ ffibuilder.set_source(
     "\n".join(f'#include "{header}"' for header in HEADERS),
     sources=[str(HERE / name) for name in SOURCES],
     include_dirs=[str(HERE)],
-    depends=[str(HERE / name) for name in HEADERS],
+    depends=[str(HERE / name) for name in HEADERS + PRIVATE_HEADERS],
     libraries=["crypto"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-pthread"],
-    extra_link_args=["-pthread"],  # hotpath.c's crypto threads
+    extra_link_args=["-pthread"],  # threads.c's crypto threads
 )
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ words; `PYWG_NO_EXT=1` turns a built extension off. `describe()` names the data 
 wrapping the C: pywg/native/hotpath.py (sealing, opening), pywg/runtime/tun_offload.py and
 pywg/runtime/udp.py.
 
-At import, the crypto threads of hotpath.c are set from PYWG_CRYPTO_THREADS (default: the CPUs
+At import, the crypto threads of threads.c are set from PYWG_CRYPTO_THREADS (default: the CPUs
 this process may use).
 """
 
