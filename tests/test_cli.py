@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from pywg.cli import DEFAULT_INTERFACE, DROP_REASONS, CommandError, build_parser, default_interface
+from pywg.cli import CommandError, build_parser
+from pywg.cli.parser import DEFAULT_INTERFACE, DROP_REASONS, default_interface
 from pywg.core.device import _DROP_REASON
 from pywg.runtime.tun_offload import TUN_DROP_REASONS
 

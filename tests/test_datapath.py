@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from pywg import cli
+from pywg.cli import parser as cli
 from pywg.core.batch import DatagramList, OpenedRun
 from pywg.core.constants import MESSAGE_DATA, REJECT_AFTER_MESSAGES
 from pywg.core.device import Device

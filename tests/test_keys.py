@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pywg import cli
+from pywg.cli import parser as cli
 from pywg.core import crypto
 from pywg.core.keys import (
     KeyFormatError,

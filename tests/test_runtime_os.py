@@ -618,7 +618,7 @@ def test_netlink_child_makes_the_calls_and_reports_errors_as_netconfig_does(
 
 def test_pywg_up_never_loads_pyroute2() -> None:
     """The daemon's modules reach netlink only through netlink_child: pyroute2 (~20 MB) stays out."""
-    code = "import sys, pywg.cli, pywg.runtime.commands; print('pyroute2' in sys.modules)"
+    code = "import sys, pywg.cli, pywg.cli.commands; print('pyroute2' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 

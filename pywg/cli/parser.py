@@ -1,8 +1,10 @@
-"""The `pywg` command line.
+"""The `pywg` command line: the parser of every subcommand, and the entry points.
 
-Each subcommand is one `_add_<name>` function that adds its parser and sets `run`, a function
-from the parsed arguments to an exit status; `_SUBCOMMANDS` lists them in help order. To add a
-subcommand (up, down, demo, version, ...) write its `_add_...` and `_run_...` and list it.
+What acts on a tunnel (up, down, reload, stats, pywg-userspace) is in pywg/cli/commands.py,
+imported only when such a command runs. Each subcommand is one `_add_<name>` function that adds
+its parser and sets `run`, a function from the parsed arguments to an exit status; `_SUBCOMMANDS`
+lists them in help order. To add a subcommand (up, down, demo, version, ...) write its `_add_...`
+and `_run_...` and list it.
 
 The key subcommands behave like wireguard-tools' `wg genkey`, `wg genpsk` and `wg pubkey`:
 the same output (one base64 key and a newline), the same warning when a key is about to be
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 from pywg import __version__
+from pywg.cli.errors import CommandError
 from pywg.core import (
     KeyFormatError,
     decode_key,
@@ -43,10 +46,6 @@ WORLD_ACCESSIBLE_WARNING = (
 
 # `wg pubkey` accepts only these after the key: C isspace() and NUL.
 _TRAILING_ALLOWED = b" \t\n\v\f\r\0"
-
-
-class CommandError(Exception):
-    """A failure to report as one line on stderr, with exit status 1."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,7 +176,7 @@ def default_interface(config: str) -> str:
 
 def _run_up(args: argparse.Namespace) -> int:
     interface = args.interface or default_interface(args.config)
-    from pywg.runtime.commands import up
+    from pywg.cli.commands import up
 
     return up(args.config, interface, args.netns, args.foreground, args.name)
 
@@ -228,7 +227,7 @@ def _add_up(subcommands: argparse._SubParsersAction) -> None:
 
 
 def _run_down(args: argparse.Namespace) -> int:
-    from pywg.runtime.commands import down
+    from pywg.cli.commands import down
 
     return down(args.name, args.netns)
 
@@ -259,7 +258,7 @@ def _add_down(subcommands: argparse._SubParsersAction) -> None:
 
 
 def _run_reload(args: argparse.Namespace) -> int:
-    from pywg.runtime.commands import reload
+    from pywg.cli.commands import reload
 
     return reload(args.name)
 
@@ -351,7 +350,7 @@ DROP_REASONS = {
 
 
 def _run_stats(args: argparse.Namespace) -> int:
-    from pywg.runtime.commands import ask
+    from pywg.cli.commands import ask
 
     count = {key: values[-1] for key, values in ask(args.name, b"stats=1\n\n").items()}
     if count.get("errno") != "0":
@@ -462,7 +461,7 @@ def userspace_main(argv: list[str] | None = None) -> int:
     parser.add_argument("interface", metavar="IFNAME")
     args = parser.parse_args(argv)
     foreground = args.foreground or os.environ.get("WG_PROCESS_FOREGROUND") == "1"
-    from pywg.runtime.commands import userspace
+    from pywg.cli.commands import userspace
 
     try:
         return userspace(args.interface, foreground)

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from pywg.cli import CommandError
+from pywg.cli.errors import CommandError
 from pywg.config import ConfigError, InterfaceConfig, load_config
 from pywg.core import Device, ReloadRefused
 from pywg.native.hotpath import data_path_crypto
