@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from pywg.config import Endpoint, InterfaceConfig
+from pywg.config import EndpointSpec, InterfaceConfig
 from pywg.core.keys import encode_key
 from pywg.native import loader
 from tests.support.pywg_run import Pywg
@@ -361,7 +361,7 @@ def test_replies_leave_from_the_address_the_peer_reached(pair: Pair, underlay: i
 
 
 def _with_endpoint(cfg: InterfaceConfig, address: str) -> InterfaceConfig:
-    peer = replace(cfg.peers[0], endpoint=Endpoint(address, WG_PORT))
+    peer = replace(cfg.peers[0], endpoint=EndpointSpec(address, WG_PORT))
     return replace(cfg, peers=[peer])
 
 

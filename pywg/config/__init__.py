@@ -21,11 +21,11 @@ looks like a key is hidden.
 from pywg.config.emit import format_wg_quick, to_json
 from pywg.config.fields import parse_address, parse_allowed_ip, parse_endpoint, parse_fwmark, parse_keepalive
 from pywg.config.load import load_config, parse_config
-from pywg.config.model import ConfigError, Endpoint, InterfaceConfig, PeerConfig
+from pywg.config.model import ConfigError, EndpointSpec, InterfaceConfig, PeerConfig
 
 __all__ = [
     "ConfigError",
-    "Endpoint",
+    "EndpointSpec",
     "InterfaceConfig",
     "PeerConfig",
     "format_wg_quick",

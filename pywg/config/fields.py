@@ -29,7 +29,7 @@ from pywg.config.model import (
     MIN_MTU_IPV6,
     Address,
     ConfigError,
-    Endpoint,
+    EndpointSpec,
     InterfaceConfig,
     Network,
     PeerConfig,
@@ -176,7 +176,7 @@ def _check_host_name(host: str, where: str) -> str:
     return host
 
 
-def parse_endpoint(text: str, where: str = "endpoint") -> Endpoint:
+def parse_endpoint(text: str, where: str = "endpoint") -> EndpointSpec:
     """``host:port``, ``1.2.3.4:port`` or ``[v6]:port``; host names are checked, not resolved."""
     text = text.strip()
     if not text:
@@ -212,7 +212,7 @@ def parse_endpoint(text: str, where: str = "endpoint") -> Endpoint:
         raise ConfigError(f"{where}: {show(text)}: the port {show(port_text)} is not a number")
     if len(port_text) > 5 or not 1 <= int(port_text) <= MAX_PORT:
         raise ConfigError(f"{where}: {show(text)}: the port is out of range 1..{MAX_PORT}")
-    return Endpoint(host, int(port_text))
+    return EndpointSpec(host, int(port_text))
 
 
 # Go's time.ParseDuration, in nanoseconds per unit.

@@ -27,8 +27,10 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class Endpoint:
+class EndpointSpec:
     """A peer's UDP endpoint as configured: an IP literal or a host name, not yet resolved.
+
+    The runtime resolves it into the core's `Endpoint` (pywg/core/endpoint.py), a socket address.
 
     IPv6 literals are stored without brackets (with a ``%scope`` if one was given).
     """
@@ -44,7 +46,7 @@ class Endpoint:
 class PeerConfig:
     public_key: bytes
     preshared_key: bytes | None = field(default=None, repr=False)
-    endpoint: Endpoint | None = None
+    endpoint: EndpointSpec | None = None
     allowed_ips: list[Network] = field(default_factory=list)
     persistent_keepalive: int = 0  # seconds, 0 = off
 

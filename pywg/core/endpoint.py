@@ -1,4 +1,8 @@
-"""Endpoints are (IP address text, UDP port) tuples, as sockets give them."""
+"""Endpoints are (IP address text, UDP port) tuples, as sockets give them.
+
+A configuration's endpoint, which may name a host, is another type: pywg.config's `EndpointSpec`,
+which the runtime resolves into one of these (pywg/runtime/resolve.py).
+"""
 
 from __future__ import annotations
 

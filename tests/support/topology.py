@@ -58,7 +58,7 @@ from typing import Any
 
 import pytest
 
-from pywg.config import Endpoint, InterfaceConfig, PeerConfig, format_wg_quick
+from pywg.config import EndpointSpec, InterfaceConfig, PeerConfig, format_wg_quick
 from pywg.core.keys import (
     decode_key,
     encode_key,
@@ -562,7 +562,7 @@ def tunnel_configs(
                 PeerConfig(
                     public_key=peer.public,
                     preshared_key=psk,
-                    endpoint=Endpoint(str(ip_address(endpoint)), peer_port) if endpoint else None,
+                    endpoint=EndpointSpec(str(ip_address(endpoint)), peer_port) if endpoint else None,
                     allowed_ips=[_host_prefix(i) for i in theirs],
                     persistent_keepalive=keepalive,
                 )
