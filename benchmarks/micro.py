@@ -1,10 +1,10 @@
 """Nanoseconds per packet for sealing and opening 1420-byte packets, the C hot path against Python.
 
 Not a test: `python benchmarks/micro.py [--rounds N]`. Each row is the median over rounds of one
-batch of 64 packets (C: one call per batch; Python: the per-packet path of pywg/core/peer.py and
-pywg/core/device.py, i.e. `pad` + `Keypair.seal`, and `Keypair.open` + `ReplayWindow.validate` +
-`inner_packet` (pywg/core/transport.py)). The C open includes the replay window and the inner
-header check too.
+batch of 64 packets (C: one call per batch; Python: the per-packet path, i.e. `pad` +
+`Keypair.seal`, and `Keypair.open` + `Keypair.replay.validate` + `inner_packet`, from
+pywg/core/transport.py and pywg/core/keypair.py). The C open includes the replay window and the
+inner header check too.
 
 The C figures use the default count of crypto threads (PYWG_CRYPTO_THREADS, else the CPUs), which
 splits a large batch's AEAD across threads (pywg/native/threads.c). A second table times

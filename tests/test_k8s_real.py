@@ -4,7 +4,7 @@ The server comes from the shared test material, `shared/k8s` beside the checkout
 overrides it): its up.sh starts a fresh, private one for this module (own state directory) and down.sh
 stops it. Without it the tests skip saying so, except in CI (CI=true), where they fail.
 
-What the fake server (tests/k8s_fake.py) cannot prove: the plugin's reads against the real API, the
+What the fake server (tests/support/k8s_fake.py) cannot prove: the plugin's reads against the real API, the
 real Status objects behind each error message (404 of a Pod and of a Secret, 401, 403 with the real
 RBAC message), a kubeconfig in flow style with anchors and an exec credential plugin accepted by a real
 server, and the in-cluster path with a real ServiceAccount token from the TokenRequest API, re-read

@@ -1,4 +1,5 @@
-"""Kubeconfigs as kubectl users write them (cni/kubeconfig.py), against the fake API (tests/k8s_fake.py).
+"""Kubeconfigs as kubectl users write them (cni/kubeconfig.py), against the fake API
+(tests/support/k8s_fake.py).
 
 YAML as kubectl reads it (flow style, anchors, aliases, merge keys, comments, text scalars) and the
 bounds against hostile files; exec credential plugins (v1 and v1beta1: run as kubectl runs them, timed

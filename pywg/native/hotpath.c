@@ -138,7 +138,7 @@ static int overlaps(const void *a, size_t a_size, const void *b, size_t b_size)
 
 /* Sealing. */
 
-/* Plaintext length after padding: kernel send.c calculate_skb_padding, pywg/core/peer.py _pad. */
+/* Plaintext length after padding: kernel send.c calculate_skb_padding, pywg/core/transport.py pad. */
 static inline uint32_t padded_length(uint32_t length, uint32_t mtu)
 {
     if (!length)
@@ -310,7 +310,7 @@ void wg_replay_reset(wg_replay *replay)
 
 /* Opening. */
 
-/* The inner packet check of pywg/core/device.py _inner_packet. */
+/* The inner packet check of pywg/core/transport.py inner_packet. */
 static uint8_t inner_packet(const uint8_t *plaintext, uint32_t length, uint32_t offset, wg_rx_result *result)
 {
     if (!length)

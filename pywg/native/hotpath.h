@@ -87,7 +87,7 @@ void wg_aead_free(wg_aead *aead);
 /* Seal packets i = 0..n-1 (in[in_off[i] .. + in_len[i]]) with counters
  * counter, counter+1, ... into complete transport messages written one after
  * another into out; message i is out[out_off[i] .. + out_len[i]]. The
- * plaintext is zero-padded as pywg/core/peer.py _pad does. Returns how many were
+ * plaintext is zero-padded as pywg/core/transport.py pad does. Returns how many were
  * written and sets *stop to a WG_SEAL_* reason, or a negative WG_ERR_*. */
 long wg_seal_batch(wg_aead *aead, uint32_t receiver, uint64_t counter, uint32_t mtu, const uint8_t *in,
                    size_t in_size, const uint32_t *in_off, const uint32_t *in_len, size_t n, uint8_t *out,
@@ -96,7 +96,7 @@ long wg_seal_batch(wg_aead *aead, uint32_t receiver, uint64_t counter, uint32_t 
 /* Open transport messages i = 0..n-1 (buf[off[i] .. + len[i]]) in place: the
  * plaintext replaces the ciphertext at offset + 16. In order, each message
  * that authenticates goes through the replay window, and each one the window
- * accepts has its inner packet checked like pywg/core/device.py _inner_packet.
+ * accepts has its inner packet checked like pywg/core/transport.py inner_packet.
  * Fills results[i]; returns how many were accepted by the window (statuses
  * WG_RX_DATA, WG_RX_KEEPALIVE, WG_RX_MALFORMED_INNER), or a negative WG_ERR_*. */
 long wg_open_batch(wg_aead *aead, wg_replay *replay, uint8_t *buf, size_t size, const uint32_t *off,
