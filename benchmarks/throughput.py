@@ -280,7 +280,6 @@ class Bench(Lab):
 
     def stop(self, engine: Engine) -> None:
         stop_process(engine.process)
-        self.processes.remove(engine.process)
         self.engines.remove(engine)
         deadline = time.monotonic() + STOP_TIMEOUT
         while self.has_link(engine.side, engine.name) and time.monotonic() < deadline:
@@ -317,15 +316,9 @@ class Bench(Lab):
         self, server: Side, address: str, args: Sequence[str]
     ) -> tuple[dict[str, Any], dict[str, float]]:
         """One iperf3 run from the other side to `server`; its JSON report and the CPU deltas."""
-        process = subprocess.Popen(
-            server.exec_argv(["iperf3", "-s", "-1", "-p", str(IPERF_PORT)]),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=child_env(),
-            start_new_session=True,
+        process = self.namespaces[server.label].spawn(
+            ["iperf3", "-s", "-1", "-p", str(IPERF_PORT)], child_env()
         )
-        self.processes.append(process)
         try:
             self.wait_for_listener(server, process, IPERF_PORT, "iperf3")
             client = self.peer_of(server)
@@ -336,7 +329,6 @@ class Bench(Lab):
             after = {e.side.label: cpu_seconds(e.pid) for e in self.engines}
         finally:
             stop_process(process, timeout=2.0)
-            self.processes.remove(process)
         if done is None:
             raise LabFailed(f"iperf3 {' '.join(args)} did not finish within {self.seconds + 30:.0f} s")
         try:

@@ -291,7 +291,6 @@ class NetnsDemo(Lab):
         argv = client.exec_argv(["iperf3", "-c", address, "-p", str(IPERF_PORT)])
         done = attempt([*argv, "-t", str(IPERF_SECONDS), "-P", "1", "-J"], timeout=IPERF_SECONDS + 15)
         stop_process(process)
-        self.processes.remove(process)
         if done is None:
             raise LabFailed(f"{what} failed: iperf3 did not finish within {IPERF_SECONDS + 15} s")
         mbits = _received_mbits(done)
