@@ -837,7 +837,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"where to write the results ({DEFAULT_JSON.relative_to(ROOT)})",
     )
     parser.add_argument(
-        "--markdown", action="store_true", help="print the tables as Markdown, as in the README"
+        "--markdown", action="store_true", help="print the tables as Markdown, as in benchmarks/README.md"
     )
     parser.add_argument(
         "--micro", action="store_true", help="also run benchmarks/micro.py and report its figures"
