@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: deps deps-demo demo test lint entrypoint bench soak bench-cni fuzz
+.PHONY: deps deps-demo demo test e2e lint entrypoint bench soak bench-cni fuzz
 
 # What the tests (and everything else) need; deps-demo: only what the demo, bench and soak need.
 deps:
@@ -35,6 +35,13 @@ fuzz: deps
 # data path; every stage runs even if one fails, and the end says which failed (scripts/test.sh).
 test: deps
 	PYTHON=$(PYTHON) bash scripts/test.sh
+
+# The node path end to end (tests/test_e2e.py, also part of `make test`): the image built from
+# deploy/Containerfile, its agent and CNI entrypoint run by a private containerd with Multus, against a
+# real kube-apiserver. Needs ../shared/k8s (docs/kubernetes.md); about 4 minutes the first time on a
+# machine, under 2 with the caches in /var/cache/pywg-e2e.
+e2e: deps
+	$(PYTHON) -m pytest -q tests/test_e2e.py
 
 lint:
 	$(PYTHON) -m ruff check pywg cni tests benchmarks fuzz

@@ -105,14 +105,16 @@ class Node:
     """`supervise`: the agent under its supervisor, else alone as the DaemonSet runs it (the kubelet
     restarts it; here the benchmark does)."""
 
-    def __init__(self, topology: Topology, fake: FakeKubernetes, supervise: bool = True) -> None:
+    def __init__(
+        self, topology: Topology, fake: FakeKubernetes, supervise: bool = True, agent_args: Sequence[str] = ()
+    ) -> None:
         self.host, self.peer = node_with_peer(topology)
         self.topology = topology
         self.fake = fake
         with in_netns(self.host.name):
             fake.start()  # its socket listens on the node's loopback, where the agent looks
         self.kubeconfig = fake.write_kubeconfig("token")
-        args = ["--config-dir", str(self.kubeconfig.parent)]
+        args = ["--config-dir", str(self.kubeconfig.parent), *agent_args]
         self.agent = NodeAgent(self.host, args=args, supervise=supervise).start()
 
     def pods(self, count: int, keepalive: str) -> list[Pod]:

@@ -1,7 +1,8 @@
 """The pywg node agent: every userspace WireGuard tunnel of a node, in one process.
 
     python -m cni.agent [--state-dir /run/pywg-cni] [--socket /run/pywg-cni/agent.sock] [--supervise]
-                        [policy options: cni/policy.py]
+                        [--metrics ADDRESS:PORT] [policy options: cni/policy.py]
+                        [Kubernetes options: cni/live.py]
 
 One uvloop loop runs one pywg Engine per attachment (a Pod's `net1`), so tunnels outlive the CNI
 plugin process and whatever ran it (kubelet's runtime, the Multus thick-mode daemon), and idle tunnels
@@ -21,19 +22,22 @@ Every reply has `ok`; a failed operation has `{"ok": false, "code": <CNI error c
 
 * `{"op": "add", "container_id", "ifname", "netns", "pod": "ns/name", "network": "<config name>",
   "config": "<config JSON or wg-quick INI>", "source"?: "<what errors call it>", "mode"?: "auto" |
-  "kernel" | "userspace"}`. Refused (code 7, naming the
-  limit) over the policy's limits, with a listenPort outside its port range or a fwmark it does not
-  allow. Userspace: creates a persistent TUN `ifname` in `netns` with the MTU, every address and a
-  route for every allowed-IPs prefix; UDP sockets in the agent's namespace on a port of the range
-  (the config's listenPort when it is inside); the UAPI socket /var/run/wireguard/<name>.sock (name =
-  "cni" + 12 hex digits of sha256("<container_id>/<ifname>"), so `wg show <name>` works); then runs
-  its engine. Kernel: a WireGuard link made and configured in the agent's namespace (so its UDP
-  socket is there), moved into `netns` as `ifname`, with the same MTU, addresses and routes
-  (cni/kernel.py). auto (the default) is kernel when this kernel can make a WireGuard link (probed
-  once), else userspace; kernel on a kernel without WireGuard is refused. Reply: `{"ok": true,
-  "name", "mode", "listen_port", "interface", "netns", "mtu", "public_key", "addresses": [...],
-  "routes": [...], "warnings": [...]}`. All or nothing: a failed add leaves no link, socket or state.
-  A private key already used by another attachment of this node is refused, naming that pod.
+  "kernel" | "userspace", "pod_uid"?: "<uid>", "secret"?: {"namespace", "name"}}` (the Secret the
+  config is from: watched, see below). Refused (code 7, naming the limit) over the policy's limits,
+  with a listenPort outside its port range or a fwmark it does not allow. Userspace: creates a
+  persistent TUN `ifname` in `netns` with the MTU, every address and a route for every allowed-IPs
+  prefix; UDP sockets in the agent's namespace on a port of the range (the config's listenPort when
+  it is inside); the UAPI socket /var/run/wireguard/<name>.sock (name = "cni" + 12 hex digits of
+  sha256("<container_id>/<ifname>"), so `wg show <name>` works); then runs its engine. Kernel: a
+  WireGuard link made and configured in the agent's namespace (so its UDP socket is there), moved
+  into `netns` as `ifname`, with the same MTU, addresses and routes (cni/kernel.py). auto (the
+  default) is kernel when this kernel can make a WireGuard link (probed once), else userspace;
+  kernel on a kernel without WireGuard is refused. Reply: `{"ok": true, "name", "mode",
+  "listen_port", "interface", "netns", "mtu", "public_key", "addresses": [...], "routes": [...],
+  "warnings": [...]}`. All or nothing: a failed add leaves no link, socket or state. A private key
+  already used by another attachment of this node is refused, naming that pod; with the agent's own
+  API credentials, one used by a Pod anywhere in the cluster too, naming the Pod and its node (a
+  Lease per key, cni/live.py).
 * `{"op": "del", "container_id", "ifname", "netns"?, "network"?}`: stop the engine, delete the link
   (when its namespace still exists), remove the UAPI socket and the state. An attachment of another
   network is left alone. Succeeds when there is nothing to remove (repeated DEL, namespace gone, DEL
@@ -53,6 +57,16 @@ Every reply has `ok`; a failed operation has `{"ok": false, "code": <CNI error c
   without Python: `{"ok": true, "status": <exit status>, "stdout": "<what to print>"}`. stdin's bytes
   that are not UTF-8 come as lone surrogates (surrogateescape); only CNI_* variables are used. The
   plugin runs in a thread of its own pool and hands its add/del/check/gc straight to this agent.
+
+Live operations (cni/live.py; only with the agent's own API credentials: --kubeconfig, or the
+in-cluster ServiceAccount). The Secret of every attachment is watched; a change is admitted as an
+add is (size, limits, policy, the key not in use elsewhere, host names) and applied to the running
+tunnel or kernel link: peers added, removed and changed, keys, endpoints, keepalives, addresses,
+MTU and routes; unchanged peers keep their sessions. A change that is refused leaves everything as it
+was and says why in an Event on the Pod; a deleted Secret leaves the tunnel as it is. Events on the
+Pod also tell of handshakes (the first, failing for --handshake-failing-after, working again),
+at most one write per Pod and reason per --event-interval. --metrics serves Prometheus metrics
+(cni/metrics.py).
 
 Routes. Every allowed-IPs prefix is routed through the interface in the Pod's main table. A prefix the
 Pod already routes elsewhere with the same metric (typically its default route via eth0 when a config
@@ -92,17 +106,32 @@ import re
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from ipaddress import ip_interface
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import uvloop
 from pyroute2 import IPRoute
 
-from cni import kernel, plugin, policy
+from cni import kernel, live, plugin, policy
+from cni.k8s import ApiClient, KubernetesError, secret_config_text
+from cni.live import (
+    AttachmentHealth,
+    EventRecorder,
+    Holder,
+    KeyInUse,
+    Leases,
+    LiveOptions,
+    PodRef,
+    SecretRef,
+    SecretWatch,
+    WatchCounters,
+)
 from cni.policy import NodePolicy, PolicyError, PortPool, udp_port_free
 from cni.spec import (
     DECODING_FAILURE,
@@ -116,15 +145,18 @@ from cni.spec import (
 from cni.state import KERNEL, USERSPACE, Attachment, Key, OpError, StateStore, attachment_name
 from cni.supervisor import EXIT_ALREADY_RUNNING, EXIT_USAGE
 from pywg.config import ConfigError, InterfaceConfig, parse_config
-from pywg.core import encode_key
+from pywg.core import Endpoint, encode_key, format_endpoint
 from pywg.core.constants import DEFAULT_MTU
 from pywg.runtime import netconfig, tun_offload
 from pywg.runtime.netns import NamespaceNotFoundError, in_netns, netns_identity, resolve_netns, same_netns
 from pywg.runtime.resolve import ResolveTimeout, resolve_concurrently
 from pywg.runtime.system import disable_core_dumps
 from pywg.runtime.tun import Tun, TunError, attach_tun, open_tun
-from pywg.runtime.tunnel import SetupError, Tunnel, allowed_routes, tunnel_on_tun
+from pywg.runtime.tunnel import SetupError, Tunnel, allowed_routes, apply_peers, tunnel_on_tun
 from pywg.runtime.uapi_server import socket_in_use, socket_path
+
+if TYPE_CHECKING:
+    from cni.metrics import AgentMetrics
 
 SHADOWED_METRIC = 4096
 # A request line: an add's config (at most --max-config-bytes) or a `cni` op's network config as a
@@ -139,6 +171,8 @@ RESOLVERS = 8  # getaddrinfo calls at once, over all attachments; each add uses 
 RESOLVE_PARALLEL = 4
 RESTORE_PARALLEL = 8  # attachments re-attached at once after a restart
 CNI_WORKERS = 32  # concurrent `cni` ops; each mostly waits for its own add/del
+API_WORKERS = 4  # the agent's own API requests (Leases, Events) at once; watches have threads of their own
+HEALTH_INTERVAL = 2.0  # how often peers' handshakes are looked at, for Events
 # The loop thread forwards every tunnel's packets and gives up the GIL at each system call; while a
 # worker parses or applies a config of thousands of peers, taking it back waits for the worker's
 # switch interval (Python's default: 5 ms), which would throttle every tunnel of the node.
@@ -161,6 +195,20 @@ def _configure(att: Attachment) -> None:
         att.cfg.addresses,
         att.routes,
         shadow_metric=SHADOWED_METRIC,
+    )
+    att.skipped = [str(r) for r in result.routes_skipped]
+    att.shadowed = [str(r) for r in result.routes_shadowed]
+
+
+def _reconfigure(
+    att: Attachment, cfg: InterfaceConfig, routes: list[Any], stale: list[Any], old_addresses: list[Any]
+) -> None:
+    """A live update of the link: routes and addresses the new config drops, then MTU, addresses
+    and routes as `_configure` sets them. What is in both configs is not touched."""
+    netconfig.remove_routes(att.netns, att.ifname, stale)
+    netconfig.remove_addresses(att.netns, att.ifname, old_addresses)
+    result = netconfig.configure_interface(
+        att.netns, att.ifname, cfg.mtu or DEFAULT_MTU, cfg.addresses, routes, shadow_metric=SHADOWED_METRIC
     )
     att.skipped = [str(r) for r in result.routes_skipped]
     att.shadowed = [str(r) for r in result.routes_shadowed]
@@ -388,7 +436,13 @@ class InProcessLink:
 
 
 class Agent:
-    def __init__(self, state_dir: Path, node_policy: NodePolicy | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        node_policy: NodePolicy | None = None,
+        live_options: LiveOptions | None = None,
+        client: ApiClient | None = None,
+    ) -> None:
         self.policy = node_policy or NodePolicy()
         self.store = StateStore(state_dir)
         self.ports = PortPool(*self.policy.port_range)
@@ -401,9 +455,47 @@ class Agent:
         self.cni_executor = ThreadPoolExecutor(max_workers=CNI_WORKERS, thread_name_prefix="pywg-agent-cni")
         self.stopped = asyncio.Event()
         self.socket_path = policy.DEFAULT_SOCKET  # set by `serve`
+        # Live operations (cni/live.py): only with the agent's own API credentials.
+        self.live = live_options or LiveOptions()
+        self.client = client
+        self.api_executor = ThreadPoolExecutor(max_workers=API_WORKERS, thread_name_prefix="pywg-agent-api")
+        self.leases: Leases | None = None
+        self.events: EventRecorder | None = None
+        if client is not None:
+            namespace = live.lease_namespace(self.live, client)
+            self.leases = Leases(client, namespace, self.live.node_name, self.live.lease_duration)
+            self.events = EventRecorder(
+                client, self.live.node_name, self.live.event_interval, self.api_executor
+            )
+            self.events.on_api_error = self.count_api_error
+        self.watches: dict[SecretRef, SecretWatch] = {}
+        self.watch_counters = WatchCounters()
+        self.api_errors: Counter[str] = Counter()
+        self.health: dict[Key, AttachmentHealth] = {}
+        self.metrics: AgentMetrics | None = None  # set by run_agent with --metrics
+        self._background: set[asyncio.Task[Any]] = set()
 
     async def blocking(self, work: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, work)
+
+    async def api(self, work: Callable[[], T]) -> T:
+        """An API request of the agent's own, in its pool (a slow API server holds no netlink work)."""
+        return await asyncio.get_running_loop().run_in_executor(self.api_executor, work)
+
+    def count_api_error(self, operation: str) -> None:
+        self.api_errors[operation] += 1
+
+    def background(self, work: Coroutine[Any, Any, Any], what: str) -> None:
+        """Run `work` on the loop without waiting for it; a failure is logged."""
+
+        def done(task: asyncio.Task[Any]) -> None:
+            self._background.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                _log.error("%s failed: %s", what, task.exception())
+
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(done)
 
     # requests
 
@@ -427,7 +519,13 @@ class Agent:
                 return _error(
                     UNSUPPORTED_FIELD, f"unknown op {op!r}; expected add, del, check, gc, status, list, cni"
                 )
-            return await handlers[op](request)
+            if self.metrics is None or op == "cni":
+                return await handlers[op](request)
+            started = time.perf_counter()
+            try:
+                return await handlers[op](request)
+            finally:
+                self.metrics.observe(op, time.perf_counter() - started)
         except OpError as error:
             _log.info("op %s refused: %s", op, error.msg)
             return _error(error.code, error.msg)
@@ -461,6 +559,9 @@ class Agent:
         network = request.get("network")
         att = Attachment(cid, ifname, netns, netns_id, pod, cfg, [None] * len(cfg.peers), text=text)
         att.network = network if isinstance(network, str) else ""
+        att.secret = _secret_ref(request.get("secret"))
+        uid = request.get("pod_uid")
+        att.pod_uid = uid if isinstance(uid, str) else ""
         async with self.locks.hold(att.key):
             existing = self.attachments.get(att.key)
             if existing is not None:
@@ -470,10 +571,16 @@ class Agent:
                 )
             await self.claim(att)
             try:
-                await self.add_claimed(att, request.get("mode"))
+                await self.lease_acquire(att, cfg.public_key)
+                try:
+                    await self.add_claimed(att, request.get("mode"))
+                except BaseException:
+                    self.lease_release(att, cfg.public_key)
+                    raise
             except BaseException:
                 self.unclaim(att)
                 raise
+            self.watch(att)
         what = (att.name, ifname, att.mode, netns, pod, att.listen_port)
         _log.info("added %s: %s (%s) in %s for pod %s, UDP port %s", *what)
         warnings = list(cfg.warnings)
@@ -746,6 +853,251 @@ class Agent:
             ],
         }
 
+    # live operations (cni/live.py)
+
+    def holder(self, att: Attachment) -> Holder:
+        return Holder(att.pod, self.live.node_name, att.name)
+
+    async def lease_acquire(self, att: Attachment, public_key: bytes) -> None:
+        """The cluster-wide claim of `public_key` for `att` (its Lease), or OpError naming the Pod
+        and node that have it; nothing without the agent's own API credentials."""
+        if self.leases is None:
+            return
+        leases, holder = self.leases, self.holder(att)
+        names = {a.name for a in self.attachments.values()} | {att.name}
+        try:
+            await self.api(lambda: leases.acquire(public_key, holder, names.__contains__))
+        except KeyInUse as error:
+            raise OpError(INVALID_NETWORK_CONFIG, str(error)) from None
+        except KubernetesError as error:
+            self.count_api_error("lease")
+            raise OpError(
+                TRY_AGAIN_LATER,
+                f"cannot make sure no other Pod in the cluster uses this config (its Lease): {error.message}",
+            ) from None
+
+    def lease_release(self, att: Attachment, public_key: bytes) -> None:
+        """Give the key's Lease up, in the background (a DEL must not wait for the API server; a
+        Lease left behind expires, or this node takes it back for the next Pod)."""
+        if self.leases is None:
+            return
+        leases, holder = self.leases, self.holder(att)
+
+        async def release() -> None:
+            try:
+                await self.api(lambda: leases.release(public_key, holder))
+            except KubernetesError as error:
+                self.count_api_error("lease")
+                _log.warning("%s: giving up the Lease of its key failed: %s", att.name, error.message)
+
+        self.background(release(), f"{att.name}: giving up its Lease")
+
+    async def renew_leases(self) -> None:
+        """Renew every attachment's Lease, a third of the Lease's duration apart."""
+        assert self.leases is not None
+        leases = self.leases
+        while True:
+            await asyncio.sleep(self.live.lease_duration / 3)
+            for att in list(self.attachments.values()):
+                if self.attachments.get(att.key) is not att or not att.complete:
+                    continue
+                key, holder = att.cfg.public_key, self.holder(att)
+                try:
+                    other = await self.api(lambda key=key, holder=holder: leases.renew(key, holder))
+                except KubernetesError as error:
+                    self.count_api_error("lease")
+                    _log.warning("%s: renewing the Lease of its key failed: %s", att.name, error.message)
+                    continue
+                if other is not None:
+                    self.event(
+                        att,
+                        "KeyConflict",
+                        f"pod {other.pod} on node {other.node} took over this Pod's WireGuard key while this "
+                        "node could not renew its Lease; the two tunnels disturb each other: give one of the "
+                        "Pods another config",
+                        warning=True,
+                    )
+
+    def event(self, att: Attachment, reason: str, message: str, warning: bool = False) -> None:
+        pod = PodRef.parse(att.pod, att.pod_uid)
+        if self.events is not None and pod is not None:
+            self.events.record(pod, reason, message, warning)
+
+    def watch(self, att: Attachment) -> None:
+        """Follow the attachment's Secret (one watch per Secret, however many attachments use it)."""
+        ref = att.secret
+        if self.client is None or ref is None or ref in self.watches:
+            return
+        loop = asyncio.get_running_loop()
+
+        def deliver(obj: dict[str, Any] | None) -> None:
+            loop.call_soon_threadsafe(self.secret_seen, ref, obj)
+
+        self.watches[ref] = SecretWatch(
+            self.client, ref, deliver, self.watch_counters, self.count_api_error
+        ).start()
+
+    def unwatch(self, att: Attachment) -> None:
+        ref = att.secret
+        if ref is None or ref not in self.watches:
+            return
+        if not any(other.secret == ref for other in self.attachments.values() if other is not att):
+            self.watches.pop(ref).stop()
+
+    def secret_seen(self, ref: SecretRef, obj: dict[str, Any] | None) -> None:
+        """On the loop: a state of a watched Secret (None: deleted), for each attachment using it."""
+        for att in [a for a in self.attachments.values() if a.secret == ref]:
+            self.background(self.secret_changed(att, obj), f"{att.name}: applying secret {ref[0]}/{ref[1]}")
+
+    async def secret_changed(self, att: Attachment, obj: dict[str, Any] | None) -> None:
+        assert att.secret is not None
+        where = f"secret {att.secret[0]}/{att.secret[1]}"
+        async with self.locks.hold(att.key):
+            if self.attachments.get(att.key) is not att:
+                return  # deleted meanwhile
+            if obj is None:
+                if not att.secret_deleted:
+                    att.secret_deleted = True
+                    self.event(
+                        att,
+                        "SecretDeleted",
+                        f"{where} was deleted; the tunnel keeps its last config, and applies the Secret "
+                        "once it exists again",
+                        warning=True,
+                    )
+                return
+            att.secret_deleted = False
+            try:
+                text = secret_config_text(obj, where)
+                await self.update(att, text, where)
+            except (KubernetesError, OpError) as error:
+                why = error.message if isinstance(error, KubernetesError) else error.msg
+                _log.warning("%s (pod %s): %s changed but is refused: %s", att.name, att.pod, where, why)
+                said = why if why.startswith(where) else f"{where}: {why}"  # parse errors name it already
+                self.event(att, "ConfigRejected", f"{said}; the running config stays", warning=True)
+
+    async def update(self, att: Attachment, text: str, where: str) -> None:
+        """Apply a changed config to the running attachment, as an ADD would admit it (size, limits,
+        policy, the key not in use elsewhere, host names resolving); OpError when refused, and then
+        nothing changed. Unchanged peers keep their sessions. The caller holds the lock."""
+        if text == att.text:
+            return  # the state a watch starts with, or a change of another key of the Secret
+        cfg = await self.blocking(lambda: self.admit(text, where))
+        old = att.cfg
+        if cfg == old:  # written differently, the same config
+            att.text = text
+            await self.blocking(lambda: self.store.save(att))
+            return
+        new_key = cfg.public_key != old.public_key
+        new_port = att.listen_port
+        if new_key:
+            other = self.claims.get(cfg.public_key)
+            if other is not None and other is not att:
+                raise OpError(
+                    INVALID_NETWORK_CONFIG,
+                    f"config already in use by pod {other.pod} on this node; each Pod needs its own "
+                    "WireGuard config",
+                )
+            self.claims[cfg.public_key] = att
+        try:
+            if new_key:
+                await self.lease_acquire(att, cfg.public_key)
+            try:
+                if cfg.listen_port and cfg.listen_port != att.listen_port:
+                    new_port = self.take_port(cfg)
+                try:
+                    endpoints = await resolve_concurrently(
+                        cfg, self.resolver, self.policy.dns_timeout, RESOLVE_PARALLEL
+                    )
+                    await self.apply(att, cfg, endpoints, new_port)
+                except BaseException:
+                    if new_port != att.listen_port:
+                        self.ports.release(new_port)
+                    raise
+            except BaseException:
+                if new_key:
+                    self.lease_release(att, cfg.public_key)
+                raise
+        except BaseException as error:
+            if new_key and self.claims.get(cfg.public_key) is att:
+                del self.claims[cfg.public_key]
+            if isinstance(error, ConfigError | netconfig.IPv6UnavailableError):
+                raise OpError(INVALID_NETWORK_CONFIG, str(error)) from None
+            if isinstance(error, OSError | SetupError):
+                raise OpError(INTERNAL, f"applying it failed: {error}") from None
+            raise
+        if new_port != att.listen_port:
+            self.ports.release(att.listen_port)
+            att.listen_port = new_port
+        if new_key:
+            self.unclaim_key(old.public_key, att)
+            self.lease_release(att, old.public_key)
+            self.health.pop(att.key, None)
+        summary = _changes(old, cfg)
+        att.cfg, att.endpoints, att.text = cfg, endpoints, text
+        await self.blocking(lambda: self.store.save(att))
+        _log.info("%s (pod %s): applied %s: %s", att.name, att.pod, where, summary)
+        self.event(att, "ConfigUpdated", f"applied {where}: {summary}")
+
+    async def apply(
+        self, att: Attachment, cfg: InterfaceConfig, endpoints: list[Endpoint | None], port: int | None
+    ) -> None:
+        """Change the running tunnel or link to `cfg`: the WireGuard side first, then addresses and
+        routes. A failure part way puts back the old config as far as it can."""
+        routes = allowed_routes(cfg)
+        stale = [route for route in att.routes if route not in routes]
+        old_addresses = [address for address in att.cfg.addresses if address not in cfg.addresses]
+        live = replace(cfg, listen_port=port)
+        if att.mode == KERNEL:
+            await self.blocking(lambda: kernel.update(att.netns, att.ifname, live, endpoints))
+        else:
+            tunnel = att.tunnel
+            if tunnel is None:
+                raise OpError(INTERNAL, f"the tunnel of {att.ifname} is not running: {att.dead_reason}")
+            _apply_device(tunnel, live, endpoints)
+        try:
+            await self.blocking(lambda: _reconfigure(att, cfg, routes, stale, old_addresses))
+        except BaseException:
+            _log.error("%s: the new addresses and routes failed; putting the old config back", att.name)
+            old = replace(att.cfg, listen_port=att.listen_port)
+            with contextlib.suppress(Exception):
+                if att.mode == KERNEL:
+                    await self.blocking(lambda: kernel.update(att.netns, att.ifname, old, att.endpoints))
+                elif att.tunnel is not None:
+                    _apply_device(att.tunnel, old, att.endpoints)
+                await self.blocking(lambda: _reconfigure(att, att.cfg, att.routes, [], []))
+            raise
+        att.routes = routes
+
+    def unclaim_key(self, public_key: bytes, att: Attachment) -> None:
+        if self.claims.get(public_key) is att:
+            del self.claims[public_key]
+
+    async def watch_health(self) -> None:
+        """Events for peers' handshakes: the first one, failing for a while, working again.
+        Userspace tunnels only: the kernel does not say whether it tries."""
+        while True:
+            await asyncio.sleep(HEALTH_INTERVAL)
+            now = time.monotonic()
+            for att in self.attachments.values():
+                tunnel = att.tunnel
+                if att.mode != USERSPACE or tunnel is None:
+                    continue
+                health = self.health.setdefault(att.key, AttachmentHealth())
+                for peer in tunnel.device.peers.values():
+                    endpoint = format_endpoint(peer.endpoint) if peer.endpoint else "no endpoint"
+                    change = health.observe(
+                        peer.public_key,
+                        encode_key(peer.public_key),
+                        endpoint,
+                        peer.last_handshake_ns,
+                        peer.handshake_failures,
+                        now,
+                        self.live.handshake_failing_after,
+                    )
+                    if change is not None:
+                        self.event(att, change.reason, change.message, change.warning)
+
     # engines
 
     async def start_engine(self, att: Attachment) -> None:
@@ -825,6 +1177,12 @@ class Agent:
         self.attachments.pop(att.key, None)
         self.unclaim(att)
         self.ports.release(att.listen_port)
+        self.unwatch(att)
+        self.lease_release(att, att.cfg.public_key)
+        self.health.pop(att.key, None)
+        pod = PodRef.parse(att.pod)
+        if self.events is not None and pod is not None:
+            self.events.forget(pod)
         _log.info("removed %s (%s of pod %s)", att.name, att.ifname, att.pod)
 
     # start and stop
@@ -857,7 +1215,10 @@ class Agent:
         return live
 
     async def restore(self, live: list[Attachment]) -> None:
-        """Re-attach the userspace attachments `load` kept, RESTORE_PARALLEL at a time."""
+        """Re-attach the userspace attachments `load` kept, RESTORE_PARALLEL at a time, and watch
+        their Secrets again (what changed meanwhile comes first)."""
+        for att in live:
+            self.watch(att)
         slots = asyncio.Semaphore(RESTORE_PARALLEL)
 
         async def one(att: Attachment) -> None:
@@ -898,6 +1259,8 @@ class Agent:
 
         No lock is taken: operations in flight are abandoned with the process (an add cut short is
         incomplete in its state file, and the next agent removes what it made)."""
+        for watch in self.watches.values():
+            watch.stop()
         running = [att for att in self.attachments.values() if att.tunnel is not None]
         for att in running:
             att.stopping = True
@@ -911,6 +1274,48 @@ class Agent:
             if tunnel is not None:
                 _unwatch(tunnel)
                 release(tunnel, delete_link=False)  # closing fds: quick, and the workers may be stuck
+
+
+def _apply_device(tunnel: Tunnel, cfg: InterfaceConfig, endpoints: list[Endpoint | None]) -> None:
+    """On the loop: the device to `cfg` (whose listen_port is the port to use), as `wg syncconf`."""
+    device = tunnel.device
+    if cfg.public_key != device.public_key:
+        device.set_private_key(cfg.private_key)
+    if cfg.listen_port and cfg.listen_port != tunnel.udp.port:
+        device.listen_port = tunnel.engine.set_listen_port(cfg.listen_port)
+    if cfg.fwmark != tunnel.udp.fwmark:
+        tunnel.udp.set_fwmark(cfg.fwmark)
+        device.fwmark = cfg.fwmark
+    apply_peers(device, cfg, endpoints)
+    device.mtu = cfg.mtu or DEFAULT_MTU
+    tunnel.config, tunnel.routes = cfg, allowed_routes(cfg)
+    tunnel.engine.flush()
+
+
+def _changes(old: InterfaceConfig, new: InterfaceConfig) -> str:
+    """What a live update changes, in a few words for an Event."""
+    before = {peer.public_key: peer for peer in old.peers}
+    after = {peer.public_key: peer for peer in new.peers}
+    added, removed = len(after.keys() - before.keys()), len(before.keys() - after.keys())
+    changed = sum(1 for key in after.keys() & before.keys() if after[key] != before[key])
+    parts = [f"{len(new.peers)} peers ({added} added, {removed} removed, {changed} changed)"]
+    if new.public_key != old.public_key:
+        parts.append(f"new key {encode_key(new.public_key)}")
+    if new.addresses != old.addresses:
+        parts.append("addresses " + ", ".join(map(str, new.addresses)))
+    if (new.mtu, new.listen_port, new.fwmark) != (old.mtu, old.listen_port, old.fwmark):
+        parts.append("MTU, listenPort or fwmark changed")
+    return "; ".join(parts)
+
+
+def _secret_ref(value: Any) -> SecretRef | None:
+    """The `secret` of an add: {"namespace", "name"} of the Secret the config came from."""
+    if not isinstance(value, dict):
+        return None
+    namespace, name = value.get("namespace"), value.get("name")
+    if isinstance(namespace, str) and isinstance(name, str) and namespace and name:
+        return namespace, name
+    return None
 
 
 def _pod_netns(spec: str) -> tuple[str, tuple[int, int]]:
@@ -1004,11 +1409,18 @@ async def serve(agent: Agent, sock_path: Path) -> int:
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
 
-    live = await agent.load()  # before serving: a request must not race the attachments it takes over
+    kept = await agent.load()  # before serving: a request must not race the attachments it takes over
     server = await asyncio.start_unix_server(client, sock=listener, limit=MAX_REQUEST)
     _log.info("serving %s (pid %d)", sock_path, os.getpid())
-    restoring = loop.create_task(agent.restore(live))
+    restoring = loop.create_task(agent.restore(kept))
     restoring.add_done_callback(lambda _: _log.info("%d attachments after start", len(agent.attachments)))
+    if agent.leases is not None:
+        agent.background(agent.renew_leases(), "renewing the key Leases")
+    if agent.events is not None:
+        agent.background(agent.watch_health(), "watching handshakes")
+    if agent.metrics is not None:
+        agent.metrics.server.start()
+        _log.info("metrics at %s", agent.metrics.server.url)
     await agent.stopped.wait()
     _log.info("stopping: the tunnels' links and state stay for the next agent")
     server.close()
@@ -1031,7 +1443,13 @@ def _lock(state_dir: Path) -> int | None:
     return fd
 
 
-def run_agent(state_dir: Path, sock_path: Path, node_policy: NodePolicy | None = None) -> int:
+def run_agent(
+    state_dir: Path,
+    sock_path: Path,
+    node_policy: NodePolicy | None = None,
+    live_options: LiveOptions | None = None,
+    metrics_address: str | None = None,
+) -> int:
     os.umask(0o077)
     disable_core_dumps()
     sys.setswitchinterval(SWITCH_INTERVAL)
@@ -1040,9 +1458,29 @@ def run_agent(state_dir: Path, sock_path: Path, node_policy: NodePolicy | None =
     if lock is None:
         _log.error("another node agent uses %s", state_dir)
         return EXIT_ALREADY_RUNNING
+    options = live_options or LiveOptions()
+    try:
+        client = live.agent_client(options)
+    except KubernetesError as error:
+        _log.error("the agent's Kubernetes credentials: %s", error.message)
+        os.close(lock)
+        return EXIT_USAGE
+    if client is None:
+        _log.info(
+            "no Kubernetes credentials: configs are read at ADD only, keys are unique on this node only"
+        )
 
     async def main() -> int:
-        return await serve(Agent(state_dir, node_policy), sock_path)
+        agent = Agent(state_dir, node_policy, options, client)
+        if metrics_address:
+            from cni.metrics import AgentMetrics  # prometheus-client only when asked for
+
+            try:
+                agent.metrics = AgentMetrics(agent, asyncio.get_running_loop(), metrics_address)
+            except (OSError, ValueError) as error:
+                _log.error("--metrics %s: %s", metrics_address, error)
+                return EXIT_USAGE
+        return await serve(agent, sock_path)
 
     try:
         return uvloop.run(main())
@@ -1053,17 +1491,33 @@ def run_agent(state_dir: Path, sock_path: Path, node_policy: NodePolicy | None =
         os.close(lock)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cni.agent", description=__doc__.split("\n\n")[0])
     parser.add_argument("--state-dir", type=Path, default=policy.DEFAULT_STATE_DIR)
     parser.add_argument("--socket", type=Path, default=None, help="default: <state-dir>/agent.sock")
     parser.add_argument("--supervise", action="store_true", help="run the agent as a restarted child")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--metrics",
+        metavar="ADDRESS:PORT",
+        help="serve Prometheus metrics at http://ADDRESS:PORT/metrics (e.g. 0.0.0.0:9587); off by default",
+    )
     policy.add_arguments(parser)
+    live.add_arguments(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         node_policy = policy.from_arguments(args)
-    except PolicyError as error:
+        live_options = live.from_arguments(args)
+        if args.metrics:
+            from pywg.runtime.metrics import parse_address
+
+            parse_address(args.metrics)
+    except ValueError as error:  # PolicyError, MetricsAddressError
         parser.print_usage(sys.stderr)
         print(f"{parser.prog}: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -1078,7 +1532,7 @@ def main(argv: list[str] | None = None) -> int:
         worker = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--supervise"]
         worker += ["--state-dir", str(state_dir), "--socket", str(sock_path)]  # absolute: the child's cwd
         os.execv(sys.executable, [sys.executable, "-m", "cni.supervisor", *worker])
-    status = run_agent(state_dir, sock_path, node_policy)
+    status = run_agent(state_dir, sock_path, node_policy, live_options, args.metrics)
     # Worker threads may be stuck in netlink or DNS work of an operation SIGTERM abandoned: leave
     # without joining them, so the agent is gone within STOP_DEADLINE.
     logging.shutdown()

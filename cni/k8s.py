@@ -1,8 +1,11 @@
-"""A small Kubernetes API client: GET a Pod or a Secret over TLS, with the errors an operator can act on.
+"""A small Kubernetes API client, with the errors an operator can act on: GET a Pod or a Secret (the
+plugin's ADD), and for the node agent's live operations (issue 12) Leases (get, create, update),
+Events (create, patch) and a watch of one Secret by name.
 
 Only the standard library: http.client over an ssl context built by cni/kubeconfig.py (from a
-kubeconfig or the in-cluster ServiceAccount), one TLS connection per request, TCP_NODELAY, through an
-HTTP CONNECT proxy when the kubeconfig names one. docs/design.md ("Kubernetes API client") says why
+kubeconfig or the in-cluster ServiceAccount), one TLS connection per request (or, with keep_alive,
+one kept per thread), each watch on a connection of its own, TCP_NODELAY, through an HTTP CONNECT
+proxy when the kubeconfig names one. docs/design.md ("Kubernetes API client") says why
 this and not a client library, with the measurements.
 
 Every failure is a `KubernetesError` whose `cni_code` is a CNI error code and whose
@@ -37,10 +40,11 @@ import re
 import socket
 import ssl
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
-from urllib.parse import quote
+from typing import Any, NamedTuple, Protocol, TypeVar
+from urllib.parse import quote, urlencode
 
 from cni.spec import (
     DECODING_FAILURE,
@@ -58,6 +62,7 @@ __all__ = [
     "CredentialSource",
     "KubernetesError",
     "Proxy",
+    "Watch",
     "secret_config_text",
 ]
 
@@ -66,6 +71,15 @@ CONFIG_SECRET_ANNOTATION = "wgcni.schu.io/configsecret"
 RBAC_HINT = "deploy/rbac.yaml"
 MAX_BODY = 16 << 20  # a Secret is at most 1 MiB; a Pod with many annotations is still far below this
 USER_AGENT = "pywg-cni"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+# A watch ends after this long (the server closes it; the caller watches again from where it got);
+# each wait for a line gets WATCH_GRACE more, so a connection that died silently is noticed.
+WATCH_SECONDS = 300
+WATCH_GRACE = 30
+API_GROUPS = {"pods": "", "secrets": "", "events": "", "leases": "coordination.k8s.io/v1"}
+VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch"}
+Answer = tuple[int, str, bytes, dict[str, str]]  # status, reason, body, headers (lower-case names)
+T = TypeVar("T")
 
 # RFC 1123 subdomain: what the API server accepts as a namespace, Pod or Secret name.
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -92,12 +106,16 @@ _CLIENT_CERT_REJECTED = (
 
 
 class KubernetesError(Exception):
-    """A failed Kubernetes lookup; `cni_code` is the CNI error code for the runtime."""
+    """A failed Kubernetes request; `cni_code` is the CNI error code for the runtime, `status` the
+    HTTP status the API server answered (0: none, the request did not get that far) and `reason`
+    the reason of its Status object (NotFound, AlreadyExists, Conflict, Expired, Gone, ...)."""
 
-    def __init__(self, cni_code: int, message: str) -> None:
+    def __init__(self, cni_code: int, message: str, status: int = 0, reason: str = "") -> None:
         super().__init__(message)
         self.cni_code = cni_code
         self.message = message
+        self.status = status
+        self.reason = reason
 
 
 class Credential(NamedTuple):
@@ -159,6 +177,7 @@ class ApiClient:
         proxy: Proxy | None = None,
         connect_timeout: float = DEFAULT_TIMEOUT,
         read_timeout: float = DEFAULT_TIMEOUT,
+        keep_alive: bool = False,
     ) -> None:
         self.host, self.port, self.prefix = _parse_server(server, origin)
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -173,6 +192,10 @@ class ApiClient:
         self.proxy = proxy
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        # A long-lived client (the node agent's) keeps one connection per thread for its requests,
+        # saving the TLS handshake; a plugin's client makes two requests and opens one per request.
+        self.keep_alive = keep_alive
+        self._kept = threading.local()
         token = token.strip()
         self._token = token
         self._token_file = Path(token_file) if token_file else None
@@ -200,26 +223,98 @@ class ApiClient:
         """GET /api/v1/namespaces/NS/secrets/NAME; a missing Secret is code 7, naming `referenced_by`."""
         return self._get_object("secrets", "Secret", namespace, name, referenced_by)
 
+    # The node agent's requests besides (issue 12): Leases in its own namespace, Events on Pods,
+    # and watching the Secrets its attachments use.
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """GET a coordination.k8s.io/v1 Lease; None if there is none."""
+        try:
+            return self._call("GET", "leases", "Lease", namespace, name)
+        except KubernetesError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def create_lease(self, namespace: str, lease: Mapping[str, Any]) -> dict[str, Any]:
+        """POST a Lease; one that exists already is KubernetesError with status 409 (AlreadyExists)."""
+        name = str((lease.get("metadata") or {}).get("name", ""))
+        return self._call("POST", "leases", "Lease", namespace, name, body=lease, collection=True)
+
+    def update_lease(self, namespace: str, lease: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT a Lease read before (its metadata.resourceVersion): one changed meanwhile is status 409."""
+        name = str((lease.get("metadata") or {}).get("name", ""))
+        return self._call("PUT", "leases", "Lease", namespace, name, body=lease)
+
+    def create_event(self, namespace: str, event: Mapping[str, Any]) -> dict[str, Any]:
+        """POST a core/v1 Event (what `kubectl describe` lists under Events)."""
+        name = str((event.get("metadata") or {}).get("name", ""))
+        return self._call("POST", "events", "Event", namespace, name, body=event, collection=True)
+
+    def patch_event(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """A strategic merge patch of an Event (its count, message and lastTimestamp), as client-go's
+        event recorder sends it; a missing one is status 404."""
+        return self._call(
+            "PATCH", "events", "Event", namespace, name, body=patch, content_type=STRATEGIC_MERGE_PATCH
+        )
+
+    def watch_secret(
+        self, namespace: str, name: str, resource_version: str = "", timeout_seconds: int = WATCH_SECONDS
+    ) -> Watch:
+        """Watch one Secret by name (a field selector: the agent never sees the namespace's other
+        Secrets). Without `resource_version`, the API server first sends the Secret as it is (an
+        ADDED event) if it exists; with one, what changed after it (a 410 if it is too old). The
+        server ends the watch after `timeout_seconds`; iterate the Watch for its events."""
+        _check_names("secrets", "Secret", namespace, name, "the watch")
+        query = {
+            "watch": "true",
+            "fieldSelector": f"metadata.name={name}",
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        if resource_version:
+            query["resourceVersion"] = resource_version
+        path = f"{self._api_path('secrets', namespace)}?{urlencode(query)}"
+        return self._stream(path, "secrets", "Secret", namespace, name, timeout_seconds + WATCH_GRACE)
+
     # Requests.
+    def _api_path(self, resource: str, namespace: str, name: str = "") -> str:
+        group = API_GROUPS[resource]
+        base = f"{self.prefix}/api/v1" if not group else f"{self.prefix}/apis/{group}"
+        return f"{base}/namespaces/{quote(namespace)}/{resource}" + (f"/{quote(name)}" if name else "")
+
     def _get_object(self, resource: str, kind: str, namespace: str, name: str, origin: str) -> dict[str, Any]:
-        for label, value in (("namespace", namespace), (f"{kind} name", name)):
-            if not value or len(value) > 253 or not _NAME.match(value):
-                raise KubernetesError(
-                    INVALID_NETWORK_CONFIG,
-                    f"{label} {value!r} (from {origin}) is not a valid Kubernetes name: lower-case letters, "
-                    "digits, '-' and '.'",
-                )
-        path = f"{self.prefix}/api/v1/namespaces/{quote(namespace)}/{resource}/{quote(name)}"
-        status, reason, body, headers = self._request(path)
-        if status == 200:
-            obj = self._json(body, path)
+        return self._call("GET", resource, kind, namespace, name, origin=origin)
+
+    def _call(
+        self,
+        method: str,
+        resource: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        content_type: str = "application/json",
+        collection: bool = False,
+        origin: str = "",
+    ) -> dict[str, Any]:
+        """One request about object `name` (POST: to its collection); the object answered, or
+        KubernetesError (with the HTTP status) saying what failed."""
+        _check_names(resource, kind, namespace, name, origin or f"the {kind} to {VERBS[method]}")
+        path = self._api_path(resource, namespace, "" if collection else name)
+        data = json.dumps(body).encode() if body is not None else None
+        status, reason, answer, headers = self._request(method, path, data, content_type)
+        if 200 <= status < 300:
+            obj = self._json(answer, path)
             if not isinstance(obj, dict) or obj.get("kind", kind) != kind:
                 raise KubernetesError(
                     DECODING_FAILURE,
-                    f"the API server {self.server} answered GET {path} with something that is not a {kind}",
+                    f"the API server {self.server} answered {method} {path} with something that is not "
+                    f"a {kind}",
                 )
             return obj
-        raise self._status_error(status, reason, body, headers, resource, kind, namespace, name, origin)
+        raise self._status_error(
+            status, reason, answer, headers, resource, kind, namespace, name, origin, VERBS[method], method
+        )
 
     def _status_error(
         self,
@@ -232,51 +327,63 @@ class ApiClient:
         namespace: str,
         name: str,
         origin: str,
+        verb: str = "get",
+        method: str = "GET",
     ) -> KubernetesError:
         detail = _status_object(body)
         said = self._redact(_clip(str(detail.get("message", "")))) if detail else ""
+        why = str(detail.get("reason", "")) if detail else ""
         http = f"{status} {reason}".strip()
         said_part = f": {said}" if said and said != reason else ""
         target = f"{resource} {namespace}/{name}"
+        action = f"{method} {target}"
+
+        def error(code: int, message: str) -> KubernetesError:
+            return KubernetesError(code, message, status, why)
+
         if status == 401:
-            return KubernetesError(
+            return error(
                 INVALID_NETWORK_CONFIG,
                 f"the API server {self.server} rejected {self.credentials} ({http}{said_part}): the token "
                 "may have expired or been revoked, or the client certificate is not from the cluster's CA; "
                 "write fresh credentials",
             )
         if status == 403:
-            return KubernetesError(
+            return error(
                 INVALID_NETWORK_CONFIG,
-                f"{_who(said)} ({self.credentials}) may not get {resource} in namespace {namespace}: add "
-                f"the RBAC rule ({RBAC_HINT}) that grants get on {resource}; the API server said "
+                f"{_who(said)} ({self.credentials}) may not {verb} {resource} in namespace {namespace}: "
+                f"add the RBAC rule ({RBAC_HINT}) that grants {verb} on {resource}; the API server said "
                 f"{http}{said_part}",
             )
         if status == 404:
             if detail.get("reason") != "NotFound" or detail["details"].get("kind") != resource:
-                return KubernetesError(
+                return error(
                     INVALID_NETWORK_CONFIG,
-                    f"{self.server} answered GET {target} with 404 but without a Kubernetes Status for it: "
+                    f"{self.server} answered {action} with 404 but without a Kubernetes Status for it: "
                     f"is `server` in {self.origin} the API server's URL?",
                 )
             if resource == "pods":
-                return KubernetesError(UNKNOWN_CONTAINER, f"pod {namespace}/{name} not found")
-            return KubernetesError(
-                INVALID_NETWORK_CONFIG,
-                f"secret {name!r} not found in namespace {namespace} (named by {origin}): create it there, "
-                f"e.g. kubectl -n {namespace} create secret generic {name} --from-file=config.json",
-            )
-        if status in (408, 429) or status >= 500:
+                return error(UNKNOWN_CONTAINER, f"pod {namespace}/{name} not found")
+            if resource == "secrets":
+                return error(
+                    INVALID_NETWORK_CONFIG,
+                    f"secret {name!r} not found in namespace {namespace} (named by {origin}): create it "
+                    f"there, e.g. kubectl -n {namespace} create secret generic {name} "
+                    "--from-file=config.json",
+                )
+            return error(INVALID_NETWORK_CONFIG, f"{kind} {namespace}/{name} not found")
+        if status in (408, 409, 410, 429) or status >= 500:
+            # 409: changed or created meanwhile (the caller reads again); 410: a watch too old.
             retry = headers.get("retry-after", "")
             retry_part = f", Retry-After {retry} s" if retry.isdigit() else ""
-            return KubernetesError(
+            return error(
                 TRY_AGAIN_LATER,
-                f"the API server {self.server} could not answer GET {target} "
-                f"({http}{retry_part}{said_part}); try again later",
+                f"the API server {self.server} could not answer {action} ({http}{retry_part}{said_part}); "
+                "try again later",
             )
-        return KubernetesError(
+        return error(
             INVALID_NETWORK_CONFIG,
-            f"the API server {self.server} refused GET {target} ({http}{said_part})",
+            f"the API server {self.server} refused {action} ({http}{said_part})",
         )
 
     def _bearer(self) -> str:
@@ -309,30 +416,47 @@ class ApiClient:
             return issued.token, self.ssl_context, self.client_certificate
         return issued.token, issued.ssl_context, True
 
-    def _request(self, path: str) -> tuple[int, str, bytes, dict[str, str]]:
+    def _request(
+        self, method: str, path: str, data: bytes | None = None, content_type: str = "application/json"
+    ) -> Answer:
+        def exchange(headers: dict[str, str], context: ssl.SSLContext) -> Answer:
+            return self._roundtrip(method, path, data, headers, context)
+
         token, context, with_certificate = self._credential()
-        answer = self._send(path, token, context, with_certificate)
+        answer = self._send(exchange, token, context, with_certificate, content_type if data else "")
         if answer[0] == 401 and self.credential_source is not None:
             # Revoked or expired early: client-go asks the plugin for a new credential and retries, once.
             self.credential_source.expire(token)
             fresh = self._credential()
             if fresh[:2] != (token, context):
                 token, context, with_certificate = fresh
-                answer = self._send(path, token, context, with_certificate)
-        if answer[0] != 200 and self.credential_source is not None and len(token) >= 8:
+                answer = self._send(exchange, token, context, with_certificate, content_type if data else "")
+        return self._redacted(answer, token)
+
+    def _redacted(self, answer: Answer, token: str) -> Answer:
+        if not 200 <= answer[0] < 300 and self.credential_source is not None and len(token) >= 8:
             status, reason, body, headers = answer
             answer = status, reason, body.replace(token.encode(), b"<redacted>"), headers
         return answer
 
     def _send(
-        self, path: str, token: str, context: ssl.SSLContext, with_certificate: bool
-    ) -> tuple[int, str, bytes, dict[str, str]]:
+        self,
+        exchange: Callable[[dict[str, str], ssl.SSLContext], T],
+        token: str,
+        context: ssl.SSLContext,
+        with_certificate: bool,
+        content_type: str = "",
+    ) -> T:
+        """`exchange` with our headers, retried once when the connection is closed under it; every
+        failure to get an answer becomes a KubernetesError saying what to do."""
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        if content_type:
+            headers["Content-Type"] = content_type
         if token:
             headers["Authorization"] = f"Bearer {token}"
         for attempt in (1, 2):
             try:
-                return self._roundtrip(path, headers, context)
+                return exchange(headers, context)
             except _RESETS as error:
                 if attempt == 2:
                     hint = (
@@ -393,9 +517,18 @@ class ApiClient:
                 ) from None
         raise AssertionError("unreachable")
 
-    def _roundtrip(
-        self, path: str, headers: Mapping[str, str], context: ssl.SSLContext
-    ) -> tuple[int, str, bytes, dict[str, str]]:
+    def _connection(self, context: ssl.SSLContext) -> tuple[_TlsConnection, bool]:
+        """(connection, whether it is connected already): this thread's kept one, else a new one."""
+        if self.keep_alive:
+            kept = getattr(self._kept, "connection", None)
+            self._kept.connection = None
+            if kept is not None and kept[1] is context and kept[0].sock is not None:
+                return kept[0], True
+            if kept is not None:
+                kept[0].close()
+        return self._new_connection(context), False
+
+    def _new_connection(self, context: ssl.SSLContext) -> _TlsConnection:
         conn = _TlsConnection(
             (self.proxy.host, self.proxy.port) if self.proxy else (self.host, self.port),
             context,
@@ -404,20 +537,31 @@ class ApiClient:
         )
         if self.proxy:
             conn.set_tunnel(self.host, self.port, dict(self.proxy.headers))
+        return conn
+
+    def _connect(self, conn: _TlsConnection, read_timeout: float) -> None:
         try:
-            try:
-                conn.connect()
-            except TimeoutError:
-                raise _Timeout("connect") from None
+            conn.connect()
+        except TimeoutError:
+            raise _Timeout("connect") from None
+        assert conn.sock is not None
+        conn.sock.settimeout(read_timeout)
+
+    def _roundtrip(
+        self, method: str, path: str, data: bytes | None, headers: Mapping[str, str], context: ssl.SSLContext
+    ) -> Answer:
+        conn, connected = self._connection(context)
+        keep = False
+        try:
+            if not connected:
+                self._connect(conn, self.read_timeout)
             assert conn.sock is not None
-            conn.sock.settimeout(self.read_timeout)
             # The socket timeout bounds each recv only: a server trickling its answer a byte at a
             # time would hold the ADD as long as it liked. The whole answer gets read_timeout too.
             expired = threading.Event()
-            timer = threading.Timer(self.read_timeout, _cut, (conn.sock, expired))
-            timer.start()
+            deadline = _DEADLINES.add(time.monotonic() + self.read_timeout, conn.sock, expired)
             try:
-                conn.request("GET", path, headers=dict(headers))
+                conn.request(method, path, body=data, headers=dict(headers))
                 response = conn.getresponse()
                 body = response.read(MAX_BODY + 1)
             except TimeoutError:
@@ -427,17 +571,57 @@ class ApiClient:
                     raise _Timeout("read") from None
                 raise
             finally:
-                timer.cancel()
+                _DEADLINES.remove(deadline)
             if expired.is_set():
                 raise _Timeout("read")
             if len(body) > MAX_BODY:
                 raise KubernetesError(
-                    DECODING_FAILURE, f"the API server {self.server} answered GET {path} with over 16 MiB"
+                    DECODING_FAILURE,
+                    f"the API server {self.server} answered {method} {path} with over 16 MiB",
                 )
             lowered = {k.lower(): v for k, v in response.getheaders()}
+            keep = self.keep_alive and not response.will_close
             return response.status, response.reason, body, lowered
         finally:
-            conn.close()
+            if keep:
+                self._kept.connection = (conn, context)
+            else:
+                conn.close()
+
+    def _stream(
+        self, path: str, resource: str, kind: str, namespace: str, name: str, read_timeout: float
+    ) -> Watch:
+        """A watch request on a connection of its own; `read_timeout` bounds each wait for a line."""
+
+        def exchange(headers: dict[str, str], context: ssl.SSLContext) -> Watch | Answer:
+            conn = self._new_connection(context)
+            try:
+                self._connect(conn, read_timeout)
+                conn.request("GET", path, headers=headers)
+                response = conn.getresponse()
+                if response.status == 200:
+                    return Watch(conn, response, f"secret {namespace}/{name}", self.server)
+                body = response.read(MAX_BODY + 1)
+                lowered = {k.lower(): v for k, v in response.getheaders()}
+                conn.close()
+                return response.status, response.reason, body, lowered
+            except TimeoutError:
+                conn.close()
+                raise _Timeout("read") from None
+            except BaseException:
+                conn.close()
+                raise
+
+        token, context, with_certificate = self._credential()
+        answer = self._send(exchange, token, context, with_certificate)
+        if isinstance(answer, Watch):
+            return answer
+        if answer[0] == 401 and self.credential_source is not None:
+            self.credential_source.expire(token)  # the next watch asks the plugin again
+        status, reason, body, headers = self._redacted(answer, token)
+        raise self._status_error(
+            status, reason, body, headers, resource, kind, namespace, name, "the watch", "watch", "GET"
+        )
 
     def _via(self) -> str:
         return f" through the proxy http://{self.proxy.host}:{self.proxy.port}" if self.proxy else ""
@@ -503,10 +687,50 @@ class ApiClient:
 
 
 def _cut(sock: socket.socket, expired: threading.Event) -> None:
-    """In a timer thread: end a read that took too long (the blocked recv sees end of file)."""
+    """End a read that took too long (the blocked recv sees end of file)."""
     expired.set()
     with contextlib.suppress(OSError):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the fd itself, not SSLSocket's unwrap
+
+
+class _Deadlines:
+    """One thread for every request's whole-answer deadline (a thread per request cost the node
+    agent more than the request when twenty ADDs came at once): `_cut` what is still there when its
+    time comes."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[float, socket.socket, threading.Event]] = {}
+        self._next = 0
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, when: float, sock: socket.socket, expired: threading.Event) -> int:
+        with self._changed:
+            self._next += 1
+            self._entries[self._next] = (when, sock, expired)
+            if self._thread is None or not self._thread.is_alive():  # none yet, or none since fork()
+                self._thread = threading.Thread(target=self._run, name="pywg-k8s-deadlines", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+            return self._next
+
+    def remove(self, key: int) -> None:
+        with self._changed:
+            self._entries.pop(key, None)
+
+    def _run(self) -> None:
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                for key, (when, sock, expired) in list(self._entries.items()):
+                    if when <= now:
+                        del self._entries[key]
+                        _cut(sock, expired)
+                soonest = min((when for when, _, _ in self._entries.values()), default=None)
+                self._changed.wait(None if soonest is None else soonest - now)
+
+
+_DEADLINES = _Deadlines()
 
 
 class _Timeout(Exception):
@@ -540,6 +764,80 @@ class _TlsConnection(http.client.HTTPConnection):
         except BaseException:
             raw.close()
             raise
+
+
+def _check_names(resource: str, kind: str, namespace: str, name: str, origin: str) -> None:
+    for label, value in (("namespace", namespace), (f"{kind} name", name)):
+        if not value or len(value) > 253 or not _NAME.match(value):
+            raise KubernetesError(
+                INVALID_NETWORK_CONFIG,
+                f"{label} {value!r} (from {origin}) is not a valid Kubernetes name: lower-case letters, "
+                "digits, '-' and '.'",
+            )
+
+
+class Watch:
+    """The events of one watch request: iterating gives (type, object) as the API server sends them
+    (ADDED, MODIFIED, DELETED, BOOKMARK); it ends when the server ends the watch. An ERROR event
+    (410: the resourceVersion is too old) and a broken or silent connection are KubernetesError.
+    `close`, from any thread, ends the iteration."""
+
+    def __init__(
+        self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse, what: str, server: str
+    ) -> None:
+        self._conn, self._response = conn, response
+        self._what, self._server = what, server
+        self._closed = False
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        try:
+            while True:
+                try:
+                    line = self._response.readline(MAX_BODY + 1)
+                except TimeoutError:
+                    raise KubernetesError(
+                        TRY_AGAIN_LATER, f"the watch of {self._what} on {self._server} went silent"
+                    ) from None
+                except (OSError, ValueError, http.client.HTTPException) as error:
+                    if self._closed:
+                        return
+                    raise KubernetesError(
+                        TRY_AGAIN_LATER,
+                        f"the watch of {self._what} on {self._server} broke ({type(error).__name__})",
+                    ) from None
+                if not line or self._closed:
+                    return
+                yield self._event(line)
+        finally:
+            self._conn.close()
+
+    def _event(self, line: bytes) -> tuple[str, dict[str, Any]]:
+        try:
+            event = json.loads(line) if len(line) <= MAX_BODY else None
+        except (ValueError, RecursionError):
+            event = None
+        kind = event.get("type") if isinstance(event, dict) else None
+        obj = event.get("object") if isinstance(event, dict) else None
+        if not isinstance(kind, str) or not isinstance(obj, dict):
+            raise KubernetesError(
+                DECODING_FAILURE, f"the watch of {self._what} on {self._server} sent something not an event"
+            )
+        if kind == "ERROR":
+            code = obj.get("code")
+            raise KubernetesError(
+                TRY_AGAIN_LATER,
+                f"the watch of {self._what} on {self._server} ended: {_clip(str(obj.get('message', '')))}",
+                code if isinstance(code, int) else 0,
+                str(obj.get("reason", "")),
+            )
+        return kind, obj
+
+    def close(self) -> None:
+        self._closed = True
+        sock = self._conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def _who(status_message: str) -> str:

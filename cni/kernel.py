@@ -28,7 +28,7 @@ from typing import Any
 from pyroute2 import IPRoute, WireGuard
 from pyroute2.netlink.exceptions import NetlinkError
 
-from pywg.config import InterfaceConfig
+from pywg.config import InterfaceConfig, PeerConfig
 from pywg.core import Endpoint, encode_key
 from pywg.runtime.netns import in_netns
 
@@ -131,16 +131,71 @@ def _set_device(name: str, cfg: InterfaceConfig, endpoints: list[Endpoint | None
     with WireGuard() as wg:
         _wg_set(wg, name, "the private key and listen port", **_device_args(cfg))
         for index, (peer, endpoint) in enumerate(zip(cfg.peers, endpoints, strict=True)):
-            args: dict[str, Any] = {
-                "public_key": encode_key(peer.public_key),
-                "allowed_ips": [str(net) for net in peer.allowed_ips],
-                "persistent_keepalive": peer.persistent_keepalive,
-            }
-            if peer.preshared_key is not None:
-                args["preshared_key"] = encode_key(peer.preshared_key)
-            if endpoint is not None:
-                args["endpoint_addr"], args["endpoint_port"] = endpoint
-            _wg_set(wg, name, f"peers[{index}]", peer=args)
+            _wg_set(wg, name, f"peers[{index}]", peer=_peer_args(peer, endpoint))
+
+
+def _peer_args(peer: PeerConfig, endpoint: Endpoint | None) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "public_key": encode_key(peer.public_key),
+        "allowed_ips": [str(net) for net in peer.allowed_ips],
+        "persistent_keepalive": peer.persistent_keepalive,
+    }
+    if peer.preshared_key is not None:
+        args["preshared_key"] = encode_key(peer.preshared_key)
+    if endpoint is not None:
+        args["endpoint_addr"], args["endpoint_port"] = endpoint
+    return args
+
+
+def update(netns: str, ifname: str, cfg: InterfaceConfig, endpoints: list[Endpoint | None]) -> None:
+    """A live config update of the link `ifname` in `netns`, as `wg syncconf` does it: key, port and
+    fwmark set (the kernel keeps everything when they are unchanged), peers that are not in `cfg`
+    removed, the others set with their allowed IPs replaced. Unchanged peers keep their sessions.
+    `cfg.listen_port` is the port the link is to have."""
+    with _wireguard_in(netns) as wg:
+        args = _device_args(cfg)
+        args.setdefault("fwmark", 0)
+        _wg_set(wg, ifname, "the private key and listen port", **args)
+        wanted = {peer.public_key for peer in cfg.peers}
+        for key in _state(wg, ifname).peers.keys() - wanted:
+            _wg_set(
+                wg,
+                ifname,
+                f"removing peer {encode_key(key)}",
+                peer={"public_key": encode_key(key), "remove": True},
+            )
+        for index, (peer, endpoint) in enumerate(zip(cfg.peers, endpoints, strict=True)):
+            args = _peer_args(peer, endpoint) | {"replace_allowed_ips": True}
+            args.setdefault("preshared_key", encode_key(bytes(32)))  # none: the kernel's all-zero key
+            _wg_set(wg, ifname, f"peers[{index}]", peer=args)
+
+
+@dataclass
+class PeerStats:
+    public_key: bytes
+    rx_bytes: int
+    tx_bytes: int
+    last_handshake: float  # Unix time, 0: never
+
+
+def peer_stats(netns: str, ifname: str) -> list[PeerStats]:
+    """What the kernel counts for each peer of `ifname` in `netns` (for metrics)."""
+    with _wireguard_in(netns) as wg, _step(f"reading WireGuard link {ifname}"):
+        messages = list(wg.info(ifname))
+    found = []
+    for message in messages:
+        for peer in message.get_attr("WGDEVICE_A_PEERS") or []:
+            stamp = peer.get_attr("WGPEER_A_LAST_HANDSHAKE_TIME")
+            seconds = float(stamp["tv_sec"]) + float(stamp["tv_nsec"]) / 1e9 if stamp is not None else 0.0
+            found.append(
+                PeerStats(
+                    _key(peer.get_attr("WGPEER_A_PUBLIC_KEY")),
+                    int(peer.get_attr("WGPEER_A_RX_BYTES") or 0),
+                    int(peer.get_attr("WGPEER_A_TX_BYTES") or 0),
+                    seconds,
+                )
+            )
+    return found
 
 
 def _device_args(cfg: InterfaceConfig) -> dict[str, Any]:

@@ -13,7 +13,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -43,10 +44,13 @@ from pywg.runtime.system import disable_core_dumps
 ANNOTATION = "wgcni.schu.io/configsecret"
 MODES = ("auto", "kernel", "userspace")
 TUN_DEVICE = Path("/dev/net/tun")
-# A TUN (and a kernel WireGuard link) has no hardware address, but podman's CNI backend fails a result
-# whose sandbox interface lacks a MAC it can parse ("invalid MAC address"); Multus copies the value into
-# the network-status annotation as it is. So the result says all zeros, the "no address" of loopback.
-NO_MAC = "00:00:00:00:00:00"
+# A TUN (and a kernel WireGuard link) has no hardware address, so the result has no `mac` for it: Multus
+# copies what it gets into the network-status annotation. podman's CNI backend is the exception: it
+# parses a MAC for every sandbox interface (containers/common libnetwork/cni CNIResultToStatus,
+# net.ParseMAC) and fails the container on an empty one ("invalid MAC address"). It is the runtime that
+# passes K8S_POD_NAME without K8S_POD_NAMESPACE, so a call without K8S_POD_NAMESPACE gets all zeros,
+# the "no address" of loopback.
+PODMAN_MAC = "00:00:00:00:00:00"
 _log = logging.getLogger("pywg-cni")
 
 
@@ -97,11 +101,14 @@ class NetConf:
 
 
 class PodConfig(NamedTuple):
-    """A Pod's WireGuard config: parsed, as its text came (what the agent gets), and where from."""
+    """A Pod's WireGuard config: parsed, as its text came (what the agent gets), and where from; for
+    a Secret, which one (the node agent watches it) and the Pod's uid (for Events on it)."""
 
     cfg: InterfaceConfig
     text: str
     source: str
+    secret: tuple[str, str] | None = None
+    pod_uid: str = ""
 
 
 def wireguard_config(request: Request, conf: NetConf, node_policy: NodePolicy) -> PodConfig | None:
@@ -139,7 +146,9 @@ def wireguard_config(request: Request, conf: NetConf, node_policy: NodePolicy) -
         text = k8s.secret_config_text(secret, f"secret {namespace}/{secret_name}")
     except k8s.KubernetesError as error:
         raise CniError(error.cni_code, str(error)) from None
-    return _parse(text, f"secret {namespace}/{secret_name}")
+    uid = (pod.get("metadata") or {}).get("uid")
+    found = _parse(text, f"secret {namespace}/{secret_name}")
+    return found._replace(secret=(namespace, secret_name), pod_uid=uid if isinstance(uid, str) else "")
 
 
 def _allowed(node_policy: NodePolicy, key: str, value: str) -> Path:
@@ -171,8 +180,34 @@ def _api_client(kubeconfig_path: str, node_policy: NodePolicy) -> k8s.ApiClient:
     if kubeconfig_path:
         path = _allowed(node_policy, "kubeConfigPath", kubeconfig_path)
         if path.exists() or not in_pod:
-            return kubeconfig.load_kubeconfig(str(path))
-    return kubeconfig.in_cluster()
+            return _kept(path, lambda: kubeconfig.load_kubeconfig(str(path)))
+    return _kept(kubeconfig.SERVICE_ACCOUNT_DIR / "ca.crt", kubeconfig.in_cluster)
+
+
+_CLIENTS: dict[tuple[str, int, int, int], k8s.ApiClient] = {}
+_CLIENTS_LOCK = threading.Lock()
+MAX_CLIENTS = 16
+
+
+def _kept(path: Path, make: Callable[[], k8s.ApiClient]) -> k8s.ApiClient:
+    """One client per credential file as it is now (a changed file makes a new one), keeping its
+    connections: inside the node agent, twenty ADDs at once would otherwise each start a TLS
+    session with the API server."""
+    try:
+        stat = path.stat()
+        key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    except OSError:
+        return make()  # in_cluster and load_kubeconfig say what is wrong with it
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(key)
+    if client is None:
+        client = make()
+        client.keep_alive = True
+        with _CLIENTS_LOCK:
+            if len(_CLIENTS) >= MAX_CLIENTS:
+                _CLIENTS.pop(next(iter(_CLIENTS)))
+            client = _CLIENTS.setdefault(key, client)
+    return client
 
 
 def _parse(text: str, source: str) -> PodConfig:
@@ -189,8 +224,9 @@ def build_result(request: Request, conf: NetConf, cfg: InterfaceConfig, mtu: int
     routes: list[IPv4Network | IPv6Network] = []
     for peer in cfg.peers:
         routes += [net for net in peer.allowed_ips if net not in routes]
+    mac = "" if request.args.get("K8S_POD_NAMESPACE") else PODMAN_MAC
     return Result(
-        interfaces=[*base.interfaces, Interface(request.ifname, sandbox=request.netns, mac=NO_MAC, mtu=mtu)],
+        interfaces=[*base.interfaces, Interface(request.ifname, sandbox=request.netns, mac=mac, mtu=mtu)],
         ips=[*base.ips, *(IPConfig(address, index) for address in cfg.addresses)],
         routes=[*base.routes, *(Route(net) for net in routes)],
         dns=base.dns,
@@ -204,8 +240,11 @@ def cmd_add(request: Request, conf: NetConf, link: AgentLink, node_policy: NodeP
         assert conf.prev_result is not None
         return conf.prev_result.render(request.cni_version)
     cfg = found.cfg
-    payload = {"pod": _pod(request), "network": conf.name, "mode": conf.mode}
+    payload: dict[str, Any] = {"pod": _pod(request), "network": conf.name, "mode": conf.mode}
     payload |= {"config": found.text, "source": found.source}
+    payload["pod_uid"] = found.pod_uid or request.args.get("K8S_POD_UID", "")
+    if found.secret is not None:
+        payload["secret"] = {"namespace": found.secret[0], "name": found.secret[1]}
     reply = _agent(link, "add", _attachment(request) | payload)
     return build_result(request, conf, cfg, int(reply.get("mtu") or cfg.mtu or 1420)).render(
         request.cni_version

@@ -60,6 +60,8 @@ class Attachment:
     endpoints: list[Endpoint | None]
     text: str = ""  # the config as it came (a Secret's JSON or INI): kept in the state file
     network: str = ""  # the network config's name: GC and DEL of another network leave it alone
+    secret: tuple[str, str] | None = None  # (namespace, name) of the Secret its config is from: watched
+    pod_uid: str = ""  # for Events on the Pod
     mode: str = USERSPACE
     link: str = ""  # kernel mode: the link's name in the agent's namespace until it moves to the Pod
     listen_port: int | None = None
@@ -71,6 +73,7 @@ class Attachment:
     task: asyncio.Task[str] | None = None
     stopping: bool = False
     dead_reason: str | None = None
+    secret_deleted: bool = False  # its Secret is gone: the tunnel keeps the last config
 
     @property
     def key(self) -> Key:
@@ -95,6 +98,8 @@ class Attachment:
             "netns_id": list(self.netns_id),
             "pod": self.pod,
             "network": self.network,
+            "secret": list(self.secret) if self.secret else None,
+            "pod_uid": self.pod_uid,
             "complete": self.complete,
             "mode": self.mode,
             "link": self.link,
@@ -115,6 +120,7 @@ class Attachment:
             endpoints = [None] * len(cfg.peers)
         dev, ino = doc["netns_id"]
         port = doc.get("listen_port")
+        secret = doc.get("secret")
         return cls(
             container_id=cid,
             ifname=ifname,
@@ -125,6 +131,10 @@ class Attachment:
             endpoints=endpoints,
             text=text,
             network=str(doc.get("network") or ""),
+            secret=(str(secret[0]), str(secret[1]))
+            if isinstance(secret, list) and len(secret) == 2
+            else None,
+            pod_uid=str(doc.get("pod_uid") or ""),
             mode=KERNEL if doc.get("mode") == KERNEL else USERSPACE,
             link=str(doc.get("link") or ""),
             listen_port=int(port) if port else None,

@@ -3,7 +3,8 @@
 #   scripts/install-deps.sh demo   `make demo` (and bench, soak): the tools of a tunnel between two
 #                                  namespaces, the C hot path's build, pywg itself
 #   scripts/install-deps.sh test   `make test`: all that, and what the tests need besides (podman, QEMU
-#                                  with Debian's kernel, stress-ng, the test packages)
+#                                  with Debian's kernel, stress-ng, containerd, mmdebstrap, kubectl 1.20,
+#                                  the test packages)
 # The tools' own output goes to a log, shown only when a step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +50,9 @@ if [ "$purpose" = test ]; then
     apt_packages+=(qemu-system-x86)
     # Load for the tests that must hold on a busy machine.
     apt_packages+=(stress-ng)
+    # `make e2e` (tests/test_e2e.py): a private containerd 1.6 runs the node's CNI path and the agent's
+    # image, built with podman on a Debian 12 base that mmdebstrap makes (no registry is reachable).
+    apt_packages+=(containerd mmdebstrap)
 fi
 
 missing=()
@@ -102,6 +106,36 @@ if [ "$purpose" = test ]; then
     else
         step "unpacking Debian's kernel $version into $VM_CACHE, for tests/test_kernel_mode.py (about 400 MB)" \
             extract_kernel
+    fi
+fi
+
+if [ "$purpose" = test ]; then
+    # kubectl for the real API server (tests/support/k8s_cluster.py): Debian's kubernetes-client, 1.20 like that
+    # server (kubectl supports one minor version of skew). Unpacked into E2E_CACHE rather than
+    # installed: on some machines another package (Google Cloud SDK's kubectl) owns /usr/bin/kubectl.
+    E2E_CACHE=${PYWG_E2E_CACHE:-/var/cache/pywg-e2e}
+    client_version=$(apt-cache policy kubernetes-client 2>/dev/null | sed -n 's/^ *Candidate: //p')
+    if [ -z "$client_version" ] || [ "$client_version" = "(none)" ]; then
+        if [ $updated = no ]; then
+            step "updating Debian's package lists (apt-get update), to find kubernetes-client" apt-get update -qq
+            updated=yes
+        fi
+        client_version=$(apt-cache policy kubernetes-client 2>/dev/null | sed -n 's/^ *Candidate: //p')
+    fi
+    extract_kubectl() {
+        mkdir -p "$E2E_CACHE" || return
+        rm -rf "$E2E_CACHE/kubernetes-client" "$E2E_CACHE"/.kubectl.* || return
+        work=$(mktemp -d "$E2E_CACHE/.kubectl.XXXXXX") || return
+        (cd "$work" && apt-get download -qq -o APT::Sandbox::User=root kubernetes-client) || return
+        dpkg-deb -x "$work"/kubernetes-client_*.deb "$work/root" || return
+        echo "$client_version" >"$work/root/version" || return
+        mv "$work/root" "$E2E_CACHE/kubernetes-client" || return
+        rm -rf "$work"
+    }
+    if [ "$(cat "$E2E_CACHE/kubernetes-client/version" 2>/dev/null)" = "$client_version" ]; then
+        say "kubectl $client_version (Debian's kubernetes-client): in $E2E_CACHE already"
+    else
+        step "unpacking kubectl $client_version (Debian's kubernetes-client) into $E2E_CACHE" extract_kubectl
     fi
 fi
 

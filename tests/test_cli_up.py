@@ -32,6 +32,8 @@ from tests.support.pywg_run import (
     one_line,
     pywg_argv,
 )
+from tests.support.scrape import scrape
+from tests.support.scrape import value as sample_value
 from tests.support.topology import (
     Host,
     KeyPair,
@@ -603,3 +605,60 @@ def test_userspace_daemonizes_and_its_tun_works_in_another_namespace(topology: T
 
     pod.ip("link", "del", pywg.ifname)
     wait_until(lambda: not pywg.pids() and not pywg.socket_path.exists(), 5.0, "pywg-userspace to exit")
+
+
+# --- metrics ---------------------------------------------------------------------------------------
+
+
+def test_metrics_of_a_tunnel(world: World) -> None:
+    """`pywg up --metrics` serves the peers' counters under prometheus_wireguard_exporter's names."""
+    pywg = PywgUp(world.a, world.cfg_a, args=["--metrics", "127.0.0.1:9587"])
+    done = pywg.up()
+    assert "metrics at http://127.0.0.1:9587/metrics" in done.stdout + done.stderr
+    WireguardGo(world.b, world.cfg_b).start()
+    assert world.a.ping("10.99.0.2", count=3, timeout=PING)
+    peer = base64.b64encode(world.keys_b.public).decode()
+    labels = {"interface": pywg.ifname, "public_key": peer}
+
+    before = scrape(world.a, "http://127.0.0.1:9587/metrics")
+    shown = wg_peers(world.a, pywg.name)[world.keys_b.public]
+    after = scrape(world.a, "http://127.0.0.1:9587/metrics")
+    for name, wg_value in (
+        ("wireguard_sent_bytes_total", shown.tx_bytes),
+        ("wireguard_received_bytes_total", shown.rx_bytes),
+    ):
+        assert sample_value(before, name, **labels) <= wg_value <= sample_value(after, name, **labels), name
+    assert sample_value(after, "wireguard_latest_handshake_seconds", **labels) // 1 == shown.latest_handshake
+    # 3 pings, their replies, the handshake: at least 4 datagrams each way
+    assert sample_value(after, "pywg_peer_sent_packets_total", **labels) >= 4
+    assert sample_value(after, "pywg_peer_received_packets_total", **labels) >= 4
+    assert sample_value(after, "pywg_peer_handshake_attempts_total", **labels) >= 1
+    assert sample_value(after, "pywg_peer_handshake_failures_total", **labels) == 0
+    pywg.down()
+    assert pywg.leftovers() == []
+
+
+@pytest.mark.parametrize(
+    ("address", "said"),
+    [("9587", "ADDRESS:PORT"), ("localhost:9587", "IP address"), ("::1:9587", "brackets")],
+)
+def test_metrics_address_mistakes(host: Host, address: str, said: str) -> None:
+    pywg = PywgUp(host, _ini(), args=["--metrics", address])
+    done = pywg.up(check=False)
+    assert done.returncode != 0
+    line = _assert_clean_failure(done.stderr, done.stdout, "--metrics")
+    assert said in line
+    assert not host.has_link(pywg.ifname) and pywg.leftovers() == []
+
+
+def test_metrics_port_taken(host: Host) -> None:
+    first = PywgUp(host, _ini(), args=["--metrics", "127.0.0.1:9587"])
+    first.up()
+    other_port = _ini().replace("ListenPort = 51820", "ListenPort = 51821")
+    second = PywgUp(host, other_port, ifname="wg1", args=["--metrics", "127.0.0.1:9587"])
+    done = second.up(check=False)
+    assert done.returncode != 0
+    line = _assert_clean_failure(done.stderr, done.stdout, "--metrics 127.0.0.1:9587")
+    assert "in use" in line
+    assert not host.has_link("wg1") and second.leftovers() == []
+    first.down()

@@ -1,9 +1,14 @@
 """The CNI plugin end to end, invoked as Multus invokes a delegate.
 
 Each test runs the installed `pywg-cni` executable from the root namespace with CNI_* variables
-and a NetworkAttachmentDefinition's config on stdin. The config names a kubeconfig for the fake
-API server (tests/support/k8s_fake.py), which holds the Pod with its `wgcni.schu.io/configsecret`
-annotation and the Secret with `config.json`, and the socket of a node agent of the test's own.
+and a NetworkAttachmentDefinition's config on stdin. The config names a kubeconfig, as a node file
+of schu/wireguard-cni did, for a real kube-apiserver (tests/support/k8s_cluster.py: a fresh one for this
+module, deploy/rbac.yaml applied) with a TokenRequest token of the ServiceAccount kube-system/pywg-cni;
+each test has a namespace of its own there, with the Pod (its `wgcni.schu.io/configsecret`
+annotation) and the Secret with `config.json`. The network config names the socket of a node agent
+of the test's own. Only the slow API server is the fake one (tests/support/k8s_fake.py): a real server does
+not answer slowly on demand. (The same flow with the agent's in-cluster credentials, through the
+static entrypoint: tests/test_cni_real.py.)
 That agent runs in a `node` namespace; its WireGuard peer is wireguard-go in a `peer` namespace
 joined to the node by a veth (198.18.0.0/24). Pods are namespaces given as /run/netns/<name>.
 """
@@ -17,7 +22,6 @@ import signal
 import socket
 import stat
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import ip_interface, ip_network
@@ -41,13 +45,14 @@ from tests.support.cni_run import (
     netns_path,
     node_with_peer,
 )
+from tests.support.k8s_cluster import CHECKOUT, RealKubernetes, start_real_kubernetes
 from tests.support.k8s_fake import FakeKubernetes
 from tests.support.topology import Host, KeyPair, Topology, wait_until
 
 pytest_plugins = ["tests.support.topology", "tests.support.k8s_fake"]
 
 PEER_V4, PEER_V6 = "10.1.2.1", "fd00:1:2::1"
-NAMESPACE = "default"
+AGENT_USER = "system:serviceaccount:kube-system:pywg-cni"
 RECOVERY_LIMIT = 10.0
 VERSIONS = ("1.1.0", "1.0.0", "0.4.0", "0.3.1")
 
@@ -55,11 +60,12 @@ VERSIONS = ("1.1.0", "1.0.0", "0.4.0", "0.3.1")
 @dataclass
 class Pod:
     name: str
+    namespace: str
     host: Host
     wg: PodKeys
     allowed: list[str]
+    uid: str
     container_id: str = field(default_factory=lambda: secrets.token_hex(32))
-    uid: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     @property
     def netns(self) -> str:
@@ -67,7 +73,7 @@ class Pod:
 
     @property
     def args(self) -> str:
-        return cni_args(NAMESPACE, self.name, self.container_id, self.uid)
+        return cni_args(self.namespace, self.name, self.container_id, self.uid)
 
 
 @dataclass
@@ -76,7 +82,8 @@ class Lab:
     node: Host
     peer: Peer
     agent: NodeAgent
-    fake: FakeKubernetes
+    api: RealKubernetes
+    namespace: str  # this test's, in the API
     kubeconfig: Path
 
     def pod(
@@ -91,14 +98,33 @@ class Lab:
     ) -> Pod:
         """A Pod sandbox (a namespace), its Pod object and, unless `secret` names another, its Secret
         (config.json, changed by `edit` if given)."""
-        pod = Pod(name, self.topology.host(name), PodKeys(KeyPair.generate(), addresses), allowed)
+        keys = PodKeys(KeyPair.generate(), addresses)
         secret_name = secret or f"wg-{name}"
-        self.fake.add_pod(NAMESPACE, name, {ANNOTATION: secret_name} if annotate else {}, uid=pod.uid)
         if secret is None:
-            doc = config_json(pod.wg, self.peer, allowed)
+            doc = config_json(keys, self.peer, allowed)
             doc = edit(doc) if edit is not None else doc
-            self.fake.add_secret(NAMESPACE, secret_name, {"config.json": json.dumps(doc)})
-        return pod
+            self.api.call(
+                "POST",
+                f"/api/v1/namespaces/{self.namespace}/secrets",
+                {"metadata": {"name": secret_name}, "stringData": {"config.json": json.dumps(doc)}},
+            )
+        metadata: dict[str, Any] = {"name": name}
+        if annotate:
+            metadata["annotations"] = {ANNOTATION: secret_name}
+        created = self.api.call(
+            "POST",
+            f"/api/v1/namespaces/{self.namespace}/pods",
+            {
+                "metadata": metadata,
+                "spec": {"containers": [{"name": "main", "image": "your-application-image"}]},
+            },
+        )
+        uid = created["metadata"]["uid"]
+        return Pod(name, self.namespace, self.topology.host(name), keys, allowed, uid)
+
+    def kubeconfig_for(self, name: str, token: str, server: str = "") -> Path:
+        """Another kubeconfig beside the lab's (where the operator allows them)."""
+        return self.api.write_kubeconfig(self.kubeconfig.parent / name, token, server)
 
     def serve(self, *pods: Pod) -> None:
         self.peer.serve(pod.wg for pod in pods)
@@ -134,11 +160,23 @@ class Lab:
         return leftovers(self.agent, pod.container_id, "net1", pod.netns)
 
 
+@pytest.fixture(scope="module")
+def real_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealKubernetes]:
+    """A real API server with deploy/rbac.yaml and the ServiceAccount of deploy/daemonset.yaml."""
+    deploy = CHECKOUT / "deploy"
+    with start_real_kubernetes(tmp_path_factory.mktemp("kube-real")) as real:
+        real.kubectl("apply", "-f", str(deploy / "rbac.yaml"), "-f", str(deploy / "daemonset.yaml"))
+        real.wait_for_rbac(AGENT_USER, "get", "secrets", "default", allowed=True)
+        yield real
+
+
 @pytest.fixture
-def lab(topology: Topology, fake_k8s: FakeKubernetes) -> Iterator[Lab]:
+def lab(topology: Topology, real_api: RealKubernetes, tmp_path: Path) -> Iterator[Lab]:
     node, peer = node_with_peer(topology)
     agent = NodeAgent(node).start()
-    yield Lab(topology, node, peer, agent, fake_k8s, fake_k8s.write_kubeconfig("token"))
+    token = real_api.token_for("kube-system", "pywg-cni")
+    kubeconfig = real_api.write_kubeconfig(tmp_path / "kube" / "pywg-cni.kubeconfig", token)
+    yield Lab(topology, node, peer, agent, real_api, real_api.namespace(), kubeconfig)
 
 
 # --- checking results -----------------------------------------------------------------------------
@@ -161,7 +199,7 @@ def assert_result(result: dict[str, Any], version: str, pod: Pod, index: int = 0
         assert set(interface) <= interface_keys, (version, interface)
     ours = result["interfaces"][index]
     assert ours["name"] == "net1" and ours["sandbox"] == pod.netns, ours
-    assert ours["mac"] == "00:00:00:00:00:00", ours  # a TUN has none; podman needs one it can parse
+    assert "mac" not in ours, ours  # a TUN has no hardware address
     for ip in result["ips"]:
         expected = {"address", "interface", "gateway"} | ({"version"} if legacy else set())
         assert set(ip) <= expected and "interface" in ip, (version, ip)
@@ -189,9 +227,7 @@ def test_add_ping_check_kill_agent_check_del(lab: Lab) -> None:
     lab.serve(pod)
     result = lab.cni("ADD", pod).ok()
     assert_result(result, "1.1.0", pod)
-    assert result["interfaces"] == [
-        {"name": "net1", "mac": "00:00:00:00:00:00", "mtu": 1420, "sandbox": pod.netns}
-    ]
+    assert result["interfaces"] == [{"name": "net1", "mtu": 1420, "sandbox": pod.netns}]
     assert result["ips"] == [{"address": "10.1.2.2/32", "interface": 0}]
     assert result["routes"] == [{"dst": "10.1.2.1/32"}]
     assert pod.host.ping(PEER_V4, timeout=10)
@@ -266,11 +302,12 @@ def test_a_secret_used_by_a_second_pod_is_refused(lab: Lab) -> None:
     second = lab.pod("pod-second", ["10.1.2.2/32"], [f"{PEER_V4}/32"], secret="wg-pod-first")
     error = lab.cni("ADD", second).error("1.1.0")
     assert error["code"] == INVALID_NETWORK_CONFIG
-    assert "pod default/pod-first" in error["msg"] and "own WireGuard config" in error["msg"], error
+    first_pod = f"{lab.namespace}/pod-first"
+    assert f"pod {first_pod}" in error["msg"] and "own WireGuard config" in error["msg"], error
     assert lab.leftovers(second) == []
-    assert [a["pod"] for a in lab.agent.attachments()] == ["default/pod-first"]
+    assert [a["pod"] for a in lab.agent.attachments()] == [first_pod]
     assert_no_output(lab.cni("DEL", second))  # the runtime's DEL after the failed ADD
-    assert [a["pod"] for a in lab.agent.attachments()] == ["default/pod-first"]
+    assert [a["pod"] for a in lab.agent.attachments()] == [first_pod]
 
 
 # --- chained after another plugin -----------------------------------------------------------------
@@ -319,7 +356,7 @@ def test_standalone_pod_without_annotation_is_a_clear_error(lab: Lab) -> None:
     pod = lab.pod("pod", ["10.1.2.2/32"], [f"{PEER_V4}/32"], annotate=False)
     error = lab.cni("ADD", pod, "0.4.0").error("0.4.0")
     assert error["code"] == INVALID_NETWORK_CONFIG
-    assert "default/pod" in error["msg"] and ANNOTATION in error["msg"], error
+    assert f"{lab.namespace}/pod" in error["msg"] and ANNOTATION in error["msg"], error
     assert lab.leftovers(pod) == []
 
 
@@ -340,7 +377,6 @@ BAD_INPUTS = {
     "api-401": (INVALID_NETWORK_CONFIG, "rejected"),
     "api-403": (INVALID_NETWORK_CONFIG, "may not get secrets"),
     "api-unreachable": (TRY_AGAIN_LATER, "connection refused"),
-    "api-slow": (TRY_AGAIN_LATER, "did not answer within"),
 }
 
 
@@ -354,12 +390,41 @@ def _peer_edit(**changes: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
     return lambda doc: doc | {"peers": [doc["peers"][0] | changes]}
 
 
+def _revoked_token(lab: Lab) -> str:
+    """A token of a ServiceAccount that was deleted after the token was issued: revoked."""
+    accounts = f"/api/v1/namespaces/{lab.namespace}/serviceaccounts"
+    lab.api.call("POST", accounts, {"metadata": {"name": "revoked"}})
+    token = lab.api.token_for(lab.namespace, "revoked")
+    lab.api.call("DELETE", f"{accounts}/revoked")
+    return token
+
+
+def _pods_only_token(lab: Lab) -> str:
+    """A token of a ServiceAccount that may get Pods in the lab's namespace, and not Secrets."""
+    namespace = lab.namespace
+    lab.api.call("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", {"metadata": {"name": "reader"}})
+    rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+    rule = {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}
+    lab.api.call("POST", f"{rbac}/roles", {"metadata": {"name": "pods"}, "rules": [rule]})
+    lab.api.call(
+        "POST",
+        f"{rbac}/rolebindings",
+        {
+            "metadata": {"name": "reader-pods"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pods"},
+            "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
+        },
+    )
+    lab.api.wait_for_rbac(f"system:serviceaccount:{namespace}:reader", "get", "pods", namespace, allowed=True)
+    return lab.api.token_for(namespace, "reader")
+
+
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_is_a_cni_error_that_leaves_nothing(lab: Lab, case: str) -> None:
     code, words = BAD_INPUTS[case]
     secret: str | None = None
     edit: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-    extra: dict[str, Any] = {}
+    kubeconfig: Path | None = None
     if case == "missing-secret":
         secret = "no-such-secret"
     elif case == "bad-base64-key":
@@ -369,14 +434,17 @@ def test_bad_input_is_a_cni_error_that_leaves_nothing(lab: Lab, case: str) -> No
     elif case == "bad-duration":
         edit = _peer_edit(persistentKeepalive="25 parsecs")
     elif case == "api-401":
-        lab.fake.tokens.clear()  # the token was revoked
+        kubeconfig = lab.kubeconfig_for("revoked.kubeconfig", _revoked_token(lab))
     elif case == "api-403":
-        lab.fake.forbid("secrets")
+        kubeconfig = lab.kubeconfig_for("reader.kubeconfig", _pods_only_token(lab))
     elif case == "api-unreachable":
-        extra["kubeConfigPath"] = str(lab.fake.write_kubeconfig(server=f"https://127.0.0.1:{_free_port()}"))
-    elif case == "api-slow":
-        lab.fake.delay = 8.0
+        kubeconfig = lab.kubeconfig_for("nowhere.kubeconfig", "token", f"https://127.0.0.1:{_free_port()}")
     pod = lab.pod("pod", ["10.1.2.2/32"], [f"{PEER_V4}/32"], secret=secret, edit=edit)
+    _assert_refused(lab, pod, code, words, {"kubeConfigPath": str(kubeconfig)} if kubeconfig else {})
+
+
+def _assert_refused(lab: Lab, pod: Pod, code: int, words: str, extra: dict[str, Any]) -> None:
+    """ADD fails with `code`, its message has `words`, nothing is left, no key leaks; DEL succeeds."""
     started = time.monotonic()
     call = lab.cni("ADD", pod, **extra)
     took = time.monotonic() - started
@@ -388,6 +456,16 @@ def test_bad_input_is_a_cni_error_that_leaves_nothing(lab: Lab, case: str) -> No
     assert took < 15.0, f"ADD took {took:.1f} s"
     assert_no_output(lab.cni("DEL", pod))  # the runtime's DEL after the failed ADD
     assert lab.leftovers(pod) == []
+
+
+def test_a_slow_api_server_is_try_again_later(lab: Lab, fake_k8s: FakeKubernetes) -> None:
+    """The fake API server (tests/support/k8s_fake.py) answers 8 s late: a real one does not on demand."""
+    pod = lab.pod("pod", ["10.1.2.2/32"], [f"{PEER_V4}/32"])
+    fake_k8s.add_pod(lab.namespace, "pod", {ANNOTATION: "wg-pod"}, uid=pod.uid)
+    fake_k8s.delay = 8.0
+    kubeconfig = lab.kubeconfig.parent / "fake.kubeconfig"
+    kubeconfig.write_text(fake_k8s.write_kubeconfig("token").read_text())
+    _assert_refused(lab, pod, TRY_AGAIN_LATER, "did not answer within", {"kubeConfigPath": str(kubeconfig)})
 
 
 # --- VERSION, STATUS, GC --------------------------------------------------------------------------
@@ -418,7 +496,7 @@ def test_gc_removes_attachments_not_valid(lab: Lab) -> None:
     ]
     assert_no_output(invoke("GC", lab.netconf(**{"cni.dev/valid-attachments": valid}), env=lab.env()))
     assert lab.leftovers(drop) == []
-    assert [a["pod"] for a in lab.agent.attachments()] == ["default/pod-keep"]
+    assert [a["pod"] for a in lab.agent.attachments()] == [f"{lab.namespace}/pod-keep"]
     assert keep.host.ping(PEER_V4, timeout=10)
     assert_no_output(lab.cni("CHECK", keep, prevResult=kept))
 
@@ -432,7 +510,7 @@ def test_gc_touches_only_its_own_network(lab: Lab) -> None:
     other = lab.netconf(name="some-other-network", **{"cni.dev/valid-attachments": []})
     assert_no_output(invoke("GC", other, env=lab.env()))
     assert_no_output(invoke("GC", lab.netconf(), env=lab.env()))  # no list: nothing is known invalid
-    assert [a["pod"] for a in lab.agent.attachments()] == ["default/pod-gc"]
+    assert [a["pod"] for a in lab.agent.attachments()] == [f"{lab.namespace}/pod-gc"]
     assert pod.host.ping(PEER_V4, timeout=10)
     assert_no_output(lab.cni("DEL", pod, name="some-other-network"))  # another network's DEL
     assert [a["network"] for a in lab.agent.attachments()] == ["wgnet"]

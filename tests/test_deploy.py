@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from cni import agent, agent_client, plugin, policy
+from cni import agent, agent_client, live, plugin, policy
 from cni.spec import SUPPORTED_VERSIONS
 from pywg.config import ConfigError, InterfaceConfig, parse_config
 from pywg.core.keys import encode_key, generate_private_key, public_key_for
@@ -240,6 +241,25 @@ def test_daemonset_runs_the_agent_on_the_default_socket() -> None:
         compile(line, "probe", "exec")
 
 
+def test_daemonset_agent_options_are_the_agents() -> None:
+    """The agent's args parse as the agent parses them, with the downward API's values filled in."""
+    doc = next(d for d in yaml.safe_load_all(_text(DEPLOY / "daemonset.yaml")) if d["kind"] == "DaemonSet")
+    container = next(c for c in doc["spec"]["template"]["spec"]["containers"] if c["name"] == "agent")
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
+    assert env == {
+        "NODE_NAME": "spec.nodeName",
+        "POD_NAMESPACE": "metadata.namespace",
+        "HOST_IP": "status.hostIP",
+    }
+    args = [a.replace("$(HOST_IP)", "192.0.2.7") for a in container["command"][3:] + container["args"]]
+    parsed = agent.build_parser().parse_args(args)
+    assert parsed.metrics == "192.0.2.7:9587"
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9587, "protocol": "TCP"}]
+    annotations = doc["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": "9587"}
+    assert live.from_arguments(parsed).lease_duration == 60
+
+
 def test_image_builds_what_the_init_container_copies() -> None:
     containerfile = _text(DEPLOY / "Containerfile")
     out = re.search(r"cni/build_entrypoint\.py --out (\S+)", containerfile)
@@ -253,22 +273,39 @@ def test_image_builds_what_the_init_container_copies() -> None:
     assert "debian:12-slim" in containerfile
 
 
-def test_rbac_grants_only_get_on_pods_and_secrets() -> None:
-    role = _document(DEPLOY / "rbac.yaml", "ClusterRole")
-    assert re.search(r"^  name: pywg-cni$", role, re.MULTILINE)
-    rules = role.split("rules:", 1)[1]
-    assert rules.count("- apiGroups:") == 1
-    assert json.loads(re.search(r"apiGroups: (\[.*\])", rules).group(1)) == [""]  # type: ignore[union-attr]
-    resources = json.loads(re.search(r"resources: (\[.*\])", rules).group(1))  # type: ignore[union-attr]
-    assert sorted(resources) == ["pods", "secrets"]
-    assert json.loads(re.search(r"verbs: (\[.*\])", rules).group(1)) == ["get"]  # type: ignore[union-attr]
-    assert "resourceNames" not in rules and "nonResourceURLs" not in rules
+def test_rbac_grants_only_what_the_agent_uses() -> None:
+    """Exactly the verbs of docs/kubernetes.md "What the agent may do" (the real API server proves
+    each is needed: tests/test_rbac_live.py)."""
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(_text(DEPLOY / "rbac.yaml"))}
 
-    binding = _document(DEPLOY / "rbac.yaml", "ClusterRoleBinding")
-    assert re.search(r"kind: ClusterRole\n\s+name: pywg-cni", binding)
-    assert re.search(r"- kind: ServiceAccount\n\s+name: pywg-cni\n\s+namespace: kube-system", binding)
-    account = _document(DEPLOY / "daemonset.yaml", "ServiceAccount")
-    assert re.search(r"^  name: pywg-cni\n  namespace: kube-system$", account, re.MULTILINE)
+    def rules(doc: dict[str, Any]) -> dict[tuple[str, str], list[str]]:
+        found: dict[tuple[str, str], list[str]] = {}
+        for rule in doc["rules"]:
+            assert set(rule) == {"apiGroups", "resources", "verbs"}, rule  # no resourceNames, no URLs
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    found[(group, resource)] = sorted(found.get((group, resource), []) + rule["verbs"])
+        return found
+
+    assert rules(docs[("ClusterRole", "pywg-cni")]) == {
+        ("", "pods"): ["get"],
+        ("", "secrets"): ["get", "watch"],
+        ("", "events"): ["create", "patch"],
+    }
+    leases = docs[("Role", "pywg-cni-leases")]
+    assert leases["metadata"]["namespace"] == "kube-system"
+    assert rules(leases) == {("coordination.k8s.io", "leases"): ["create", "get", "update"]}
+    account = {"kind": "ServiceAccount", "name": "pywg-cni", "namespace": "kube-system"}
+    for kind, name, role in (
+        ("ClusterRoleBinding", "pywg-cni", ("ClusterRole", "pywg-cni")),
+        ("RoleBinding", "pywg-cni-leases", ("Role", "pywg-cni-leases")),
+    ):
+        binding = docs[(kind, name)]
+        assert (binding["roleRef"]["kind"], binding["roleRef"]["name"]) == role
+        assert binding["subjects"] == [account]
+    assert len(docs) == 4
+    account_doc = _document(DEPLOY / "daemonset.yaml", "ServiceAccount")
+    assert re.search(r"^  name: pywg-cni\n  namespace: kube-system$", account_doc, re.MULTILINE)
 
 
 @pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(DEPLOY)))

@@ -233,3 +233,22 @@ def test_batch_larger_than_staged_queue_is_sent_whole() -> None:
     net.pump()
     assert net.delivered[B][1:] == packets
     assert not a.drops
+
+
+def test_peer_counters_count_what_each_side_sent_and_received() -> None:
+    net, a, b = _pair()
+    peer_b = a.peers[b.static.public]  # type: ignore[union-attr]
+    peer_a = b.peers[a.static.public]  # type: ignore[union-attr]
+    packets = [ipv4_packet("10.0.0.1", "10.0.0.2", bytes([i]) * i) for i in range(30)]
+    a.send_packets(packets)
+    net.pump()
+    sent_by_a = [d for d, src, _ in net.sent if src == A]
+    sent_by_b = [d for d, src, _ in net.sent if src == B]
+    # A: an initiation, then the 30 packets (staged during the handshake, sealed in one batch).
+    assert peer_b.tx_packets == len(sent_by_a) == 31
+    assert peer_b.tx_bytes == sum(map(len, sent_by_a))
+    assert peer_a.rx_packets == len(sent_by_a) and peer_a.rx_bytes == peer_b.tx_bytes
+    assert peer_a.tx_packets == len(sent_by_b) == 1  # the response
+    assert peer_b.rx_packets == 1 and peer_b.rx_bytes == peer_a.tx_bytes
+    assert (peer_b.handshake_attempts, peer_b.handshake_failures) == (1, 0)
+    assert (peer_a.handshake_attempts, peer_a.handshake_failures) == (0, 0)

@@ -619,7 +619,7 @@ def test_add_ping_check_del_through_the_entrypoint(clean: Lab) -> None:
     result = add.json()
     assert result == {
         "cniVersion": "1.0.0",
-        "interfaces": [{"name": "net1", "mac": "00:00:00:00:00:00", "sandbox": pod.netns}],
+        "interfaces": [{"name": "net1", "sandbox": pod.netns}],
         "ips": [{"address": "10.99.0.2/32", "interface": 0}],
         "routes": [{"dst": "10.99.0.1/32"}],
         "dns": {},

@@ -2,10 +2,12 @@
 
 Every fault is injected into real processes in network namespaces: the node agent (`python -m
 cni.agent --supervise` in a `node` host) hosting Pods' `net1`, wireguard-go as the WireGuard peer in
-a `peer` host joined to the node by a veth, `pywg up` daemons, the CNI plugin as runtimes run it and
-the fake Kubernetes API (tests/support/k8s_fake.py). Traffic during a fault is a `Flow`: UDP probes every
-10 ms (their gaps and losses time the recovery) beside a paced TCP stream (it must complete with
-the sender's SHA-256). Recovery figures are printed (`pytest -s`) and listed in SECURITY.md, "Faults".
+a `peer` host joined to the node by a veth, `pywg up` daemons, the CNI plugin as runtimes run it, a
+real kube-apiserver (tests/support/k8s_cluster.py) and, for the API's misbehaviour (a slow or trickling
+answer, which a real server does not give on demand), the fake one (tests/support/k8s_fake.py). Traffic
+during a fault is a `Flow`: UDP probes every 10 ms (their gaps and losses time the recovery) beside a
+paced TCP stream (it must complete with the sender's SHA-256). Recovery figures are printed
+(`pytest -s`) and listed in SECURITY.md, "Faults".
 
 Already covered elsewhere, so not repeated here: kill -9 of the agent worker and an agent restart
 with idle tunnels (tests/test_agent.py, tests/test_cni_plugin.py), an unreachable or slow API and
@@ -54,6 +56,7 @@ from tests.support.cni_run import (
     silent_resolver,
     start_silent_dns,
 )
+from tests.support.k8s_cluster import CHECKOUT, RealKubernetes, start_real_kubernetes
 from tests.support.k8s_fake import FakeKubernetes
 from tests.support.pywg_run import PywgUp, pywg_argv
 from tests.support.topology import (
@@ -584,7 +587,8 @@ def _publish(fake: FakeKubernetes, lab: Lab, pod: Pod) -> None:
 
 def test_api_trickling_its_answer_mid_add(lab: Lab, fake_k8s: FakeKubernetes) -> None:
     """The Pod is read, then the Secret's answer comes a byte a second: each recv is quick, the
-    answer never ends. The ADD must give up within the client's timeout, retriably."""
+    answer never ends. The ADD must give up within the client's timeout, retriably. (The fake API
+    server: a real one does not trickle on demand.)"""
     pod = lab.pod("pod")
     _publish(fake_k8s, lab, pod)
     fake_k8s.trickle = {"secrets": 1.0}
@@ -603,15 +607,41 @@ def test_api_trickling_its_answer_mid_add(lab: Lab, fake_k8s: FakeKubernetes) ->
 PARALLEL_PODS = 4
 
 
-def test_parallel_adds_for_different_pods(lab: Lab, fake_k8s: FakeKubernetes) -> None:
+@pytest.fixture(scope="module")
+def real_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealKubernetes]:
+    """A real API server (tests/support/k8s_cluster.py), deploy/rbac.yaml and the agent's ServiceAccount."""
+    deploy = CHECKOUT / "deploy"
+    with start_real_kubernetes(tmp_path_factory.mktemp("kube-real")) as real:
+        real.kubectl("apply", "-f", str(deploy / "rbac.yaml"), "-f", str(deploy / "daemonset.yaml"))
+        real.wait_for_rbac(
+            "system:serviceaccount:kube-system:pywg-cni", "get", "secrets", NAMESPACE, allowed=True
+        )
+        yield real
+
+
+def test_parallel_adds_for_different_pods(lab: Lab, real_api: RealKubernetes, tmp_path: Path) -> None:
     """Plugin processes for several Pods at once (as kubelet runs sandboxes in parallel), each
-    reading its own Pod and Secret: all succeed, nothing is mixed up, and the state they leave
-    brings every tunnel back after a crash."""
+    reading its own Pod and Secret from a real API server: all succeed, nothing is mixed up, and the
+    state they leave brings every tunnel back after a crash."""
     pods = [lab.pod(f"pod-{i}") for i in range(PARALLEL_PODS)]
     lab.serve()
     for pod in pods:
-        _publish(fake_k8s, lab, pod)
-    netconf = _api_netconf(lab, fake_k8s.write_kubeconfig("token"))
+        secret = {
+            "metadata": {"name": f"wg-{pod.name}"},
+            "stringData": {"config.json": json.dumps(lab.wireguard(pod))},
+        }
+        real_api.call("POST", f"/api/v1/namespaces/{NAMESPACE}/secrets", secret)
+        created = real_api.call(
+            "POST",
+            f"/api/v1/namespaces/{NAMESPACE}/pods",
+            {
+                "metadata": {"name": pod.name, "annotations": {ANNOTATION: f"wg-{pod.name}"}},
+                "spec": {"containers": [{"name": "main", "image": "your-application-image"}]},
+            },
+        )
+        pod.uid = created["metadata"]["uid"]
+    token = real_api.token_for("kube-system", "pywg-cni")
+    netconf = _api_netconf(lab, real_api.write_kubeconfig(tmp_path / "pywg-cni.kubeconfig", token))
     calls: dict[str, CniCall] = {}
 
     def add(pod: Pod) -> None:
@@ -699,7 +729,8 @@ def _del_until_answered(
 @contextlib.contextmanager
 def _api_in_node(lab: Lab, pod: Pod, delay: float) -> Iterator[tuple[FakeKubernetes, dict[str, Any]]]:
     """A fake API server listening in the node's namespace, where the agent runs the plugin, that
-    answers after `delay` s; yields it and the network config naming it."""
+    answers after `delay` s (a real one does not answer late on demand); yields it and the network
+    config naming it."""
     fake = FakeKubernetes()
     with in_netns(netns_path(lab.node)):
         fake.start()  # its socket belongs to the node's namespace; its thread serves from ours

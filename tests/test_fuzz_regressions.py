@@ -171,7 +171,7 @@ def test_kubeconfig_json_too_deep_or_with_a_number_too_long(tmp_path: Path, text
 @pytest.mark.parametrize("body", [TOO_DEEP, b'{"kind": "Status", "code": ' + TOO_LONG + b"}"])
 def test_api_answers_too_deep_or_with_a_number_too_long(status: int, code: int, body: bytes) -> None:
     client = k8s.ApiClient("https://192.0.2.1:6443", ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), token="t")
-    client._request = lambda path: (status, "", body, {})  # type: ignore[method-assign]
+    client._request = lambda *request: (status, "", body, {})  # type: ignore[method-assign]
     with pytest.raises(k8s.KubernetesError) as caught:
         client.get_pod("default", "wireguard-pod")
     assert caught.value.cni_code == code

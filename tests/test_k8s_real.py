@@ -1,8 +1,7 @@
 """The Kubernetes client against a real kube-apiserver (v1.20.2 on etcd, RBAC, TokenRequest), on loopback.
 
-The server comes from the shared test material, `shared/k8s` beside the checkout ($PYWG_SHARED_K8S
-overrides it): its up.sh starts a fresh, private one for this module (own state directory) and down.sh
-stops it. Without it the tests skip saying so, except in CI (CI=true), where they fail.
+The server comes from the shared test material (tests/support/k8s_cluster.py): a fresh, private one for this
+module. Without it the tests skip saying so, except in CI (CI=true), where they fail.
 
 What the fake server (tests/support/k8s_fake.py) cannot prove: the plugin's reads against the real API, the
 real Status objects behind each error message (404 of a Pod and of a Secret, 401, 403 with the real
@@ -13,19 +12,10 @@ when it rotates. Slow answers, 5xx and resets stay with the fake, which can misb
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import ssl
-import subprocess
 import sys
 import textwrap
 import time
-import urllib.error
-import urllib.request
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,88 +25,10 @@ import yaml
 from cni.k8s import KubernetesError, secret_config_text
 from cni.kubeconfig import in_cluster, load_kubeconfig
 from cni.spec import INVALID_NETWORK_CONFIG, UNKNOWN_CONTAINER
+from tests.support.k8s_cluster import RealKubernetes
 from tests.support.k8s_fake import CONFIG_ANNOTATION, EXAMPLE_CONFIG_JSON
 
-SHARED_K8S_ENV = "PYWG_SHARED_K8S"
-CHECKOUT = Path(__file__).resolve().parents[1]
-
-
-def shared_k8s_dir() -> Path:
-    override = os.environ.get(SHARED_K8S_ENV)
-    return Path(override) if override else CHECKOUT.parent / "shared" / "k8s"
-
-
-@dataclass
-class RealKubernetes:
-    server: str
-    ca: Path
-    admin_kubeconfig: Path
-    pywg_kubeconfig: Path
-    admin_token: str
-    workdir: Path
-
-    @property
-    def port(self) -> int:
-        return int(self.server.rsplit(":", 1)[1])
-
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """An admin request: what kubectl would do to set up the objects a test reads."""
-        request = urllib.request.Request(
-            self.server + path,
-            data=json.dumps(body).encode() if body is not None else None,
-            method=method,
-            headers={"Authorization": f"Bearer {self.admin_token}", "Content-Type": "application/json"},
-        )
-        context = ssl.create_default_context(cafile=str(self.ca))
-        with urllib.request.urlopen(request, context=context, timeout=30) as answer:
-            return json.loads(answer.read())
-
-    def namespace(self) -> str:
-        """A fresh namespace (a deleted one would stay Terminating: nothing here finalizes it)."""
-        name = f"t-{uuid.uuid4().hex[:10]}"
-        self.call(
-            "POST",
-            "/api/v1/namespaces",
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
-        )
-        return name
-
-
-@pytest.fixture(scope="module")
-def real_k8s(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealKubernetes]:
-    shared = shared_k8s_dir()
-    if not (shared / "up.sh").is_file():
-        reason = (
-            f"no real kube-apiserver: {shared}/up.sh is missing (put the shared folder beside the checkout, "
-            f"or set {SHARED_K8S_ENV})"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    workdir = tmp_path_factory.mktemp("kube-real")
-    env = {**os.environ, "KUBE_REAL_RUN": str(workdir / "run")}
-    try:
-        started = subprocess.run(
-            ["bash", str(shared / "up.sh")], env=env, capture_output=True, text=True, timeout=300, check=False
-        )
-        if started.returncode != 0:
-            pytest.fail(f"{shared}/up.sh failed ({started.returncode}):\n{started.stderr[-3000:]}")
-        values = dict(
-            line.split("=", 1) for line in (workdir / "run" / "env").read_text().splitlines() if "=" in line
-        )
-        yield RealKubernetes(
-            server=values["KUBE_REAL_SERVER"],
-            ca=Path(values["KUBE_REAL_CA"]),
-            admin_kubeconfig=Path(values["KUBE_REAL_ADMIN_KUBECONFIG"]),
-            pywg_kubeconfig=Path(values["KUBE_REAL_PYWG_KUBECONFIG"]),
-            admin_token=values["KUBE_REAL_ADMIN_TOKEN"],
-            workdir=workdir,
-        )
-    finally:
-        subprocess.run(
-            ["bash", str(shared / "down.sh")], env=env, capture_output=True, timeout=120, check=False
-        )
-        shutil.rmtree(workdir, ignore_errors=True)
+pytest_plugins = ["tests.support.k8s_cluster"]  # the real_k8s fixture
 
 
 def _pod_and_secret(real: RealKubernetes, namespace: str) -> None:

@@ -48,6 +48,8 @@ def test_retries_with_jitter_then_give_up() -> None:
     assert len(gave_up) == 1
     peer = next(iter(a.peers.values()))
     assert not peer.staged  # purged on give-up
+    # Every initiation was an attempt; each one the retransmit timer found unanswered, a failure.
+    assert (peer.handshake_attempts, peer.handshake_failures) == (20, 20)
     assert 90 <= times[-1] - start <= 20 * (REKEY_TIMEOUT + 0.334)
 
 

@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pywg.cli.errors import CommandError
 from pywg.config import ConfigError, InterfaceConfig, load_config
@@ -31,6 +32,9 @@ from pywg.runtime.tun import open_tun
 from pywg.runtime.tunnel import SetupError, Tunnel, build_tunnel, reload_tunnel
 from pywg.runtime.uapi_server import query, socket_in_use, socket_path
 from pywg.runtime.udp import UdpSockets
+
+if TYPE_CHECKING:
+    from pywg.runtime.metrics import MetricsServer, TunnelSample
 
 _log = logging.getLogger("pywg")
 STOP_TIMEOUT = 10.0
@@ -87,22 +91,40 @@ def load_and_warn(config_path: str, command: str) -> InterfaceConfig:
     return cfg
 
 
-def up(config_path: str, interface: str, netns: str | None, foreground: bool, name: str | None) -> int:
+def up(
+    config_path: str,
+    interface: str,
+    netns: str | None,
+    foreground: bool,
+    name: str | None,
+    metrics_address: str | None = None,
+) -> int:
     require_privileges()
     cfg = load_and_warn(config_path, "up")
     name = name or interface
+    metrics = _metrics_server(metrics_address) if metrics_address else None
     try:
         tunnel = build_tunnel(cfg, interface, netns, name)
-    except SetupError as error:
-        raise CommandError(str(error)) from None
-    except ConfigError as error:  # an endpoint's host name did not resolve
-        raise CommandError(f"{config_path}: {error}") from None
+    except BaseException as error:
+        if metrics is not None:
+            metrics.close()
+        if isinstance(error, SetupError):
+            raise CommandError(str(error)) from None
+        if isinstance(error, ConfigError):  # an endpoint's host name did not resolve
+            raise CommandError(f"{config_path}: {error}") from None
+        raise
+    if metrics is not None:
+        from pywg.runtime.metrics import TunnelCollector
+
+        metrics.registry.register(TunnelCollector(["interface"], lambda: _sample(tunnel)))
     where = f" in network namespace {netns}" if netns else ""
     message = (
         f"{interface} is up{where}, UDP port {tunnel.udp.port}; `wg show {name}` shows it, "
         f"`pywg reload {name}` rereads {config_path}, "
         f"`pywg down {name}{f' --netns {netns}' if netns else ''}` stops it"
     )
+    if metrics is not None:
+        message += f"; metrics at {metrics.url}"
     state = State(
         name,
         interface,
@@ -114,18 +136,47 @@ def up(config_path: str, interface: str, netns: str | None, foreground: bool, na
     if foreground:
         _setup_logging()
         print(message, flush=True)
-        return _serve(tunnel, state, Notifier(None))
+        return _serve(tunnel, state, Notifier(None), metrics=metrics)
     outcome = detach(STATE_DIR / f"{name}.log")
     if isinstance(outcome, int):
         os._exit(outcome)  # the caller's copy of the tunnel belongs to the daemon now
     _setup_logging()
     state.pid = os.getpid()
-    status = _serve(tunnel, state, outcome, message)
+    status = _serve(tunnel, state, outcome, message, metrics)
     os._exit(status)
 
 
-def _serve(tunnel: Tunnel, state: State, notifier: Notifier, message: str = "") -> int:
+def _metrics_server(address: str) -> MetricsServer:
+    """/metrics on `address`, bound before anything else is made (a taken port fails `pywg up` at
+    once), served once the engine runs. prometheus-client is imported only here: it costs ~10 MB."""
+    from pywg.runtime.metrics import MetricsAddressError, MetricsServer
+
+    try:
+        return MetricsServer(address)
+    except MetricsAddressError as error:
+        raise CommandError(str(error)) from None
+    except OSError as error:
+        raise CommandError(f"--metrics {address}: {describe_os_error(error)}") from None
+
+
+def _sample(tunnel: Tunnel) -> list[TunnelSample]:
+    """The tunnel's counters, taken on the engine's loop."""
+    from pywg.runtime.metrics import on_loop, sample_device
+
+    loop = tunnel.engine.loop
+    labels = (tunnel.interface,)
+    return [] if loop is None else [on_loop(loop, lambda: sample_device(tunnel.device, labels))]
+
+
+def _serve(
+    tunnel: Tunnel, state: State, notifier: Notifier, message: str = "", metrics: MetricsServer | None = None
+) -> int:
     config_path = state.config
+
+    def ready() -> None:
+        if metrics is not None:
+            metrics.start()
+        notifier.ready(message)
 
     def reload() -> tuple[str, list[str]]:
         """Reread the config file (SIGHUP, `pywg reload`); what runs now, and the file's warnings."""
@@ -145,7 +196,7 @@ def _serve(tunnel: Tunnel, state: State, notifier: Notifier, message: str = "") 
 
     state.save()
     try:
-        reason = run_engine(tunnel.engine, on_ready=lambda: notifier.ready(message), on_reload=reload)
+        reason = run_engine(tunnel.engine, on_ready=ready, on_reload=reload)
         _log.info("stopping: %s", reason)
         return 0
     except Exception as error:
@@ -153,6 +204,8 @@ def _serve(tunnel: Tunnel, state: State, notifier: Notifier, message: str = "") 
         _log.exception("engine failed")
         return 1
     finally:
+        if metrics is not None:
+            metrics.close()
         tunnel.close()
         state.remove()
 

@@ -178,7 +178,7 @@ def _run_up(args: argparse.Namespace) -> int:
     interface = args.interface or default_interface(args.config)
     from pywg.cli.commands import up
 
-    return up(args.config, interface, args.netns, args.foreground, args.name)
+    return up(args.config, interface, args.netns, args.foreground, args.name, args.metrics)
 
 
 def _add_up(subcommands: argparse._SubParsersAction) -> None:
@@ -222,6 +222,14 @@ def _add_up(subcommands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--foreground", "-f", action="store_true", help="stay in the foreground, logging to stderr"
+    )
+    parser.add_argument(
+        "--metrics",
+        metavar="ADDRESS:PORT",
+        help=(
+            "serve Prometheus metrics of the tunnel at http://ADDRESS:PORT/metrics (e.g. 127.0.0.1:9587, "
+            "[::1]:9587); off by default"
+        ),
     )
     parser.set_defaults(run=_run_up)
 

@@ -287,7 +287,9 @@ class Device:
             self.inbox.append(opened)
         if opened.last_accepted >= 0:
             endpoint, local = datagrams.origin(start + opened.last_accepted)
-            peer.received_data_batch(endpoint, local, opened.accepted_bytes, opened.data_received, now)
+            peer.received_data_batch(
+                endpoint, local, opened.accepted, opened.accepted_bytes, opened.data_received, now
+            )
 
     def _receive_handshake(
         self, kind: int, data: bytes, source: Endpoint, local: str | None, now: float

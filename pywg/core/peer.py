@@ -58,6 +58,12 @@ class Peer:
         self.last_handshake_ns = 0
         self.rx_bytes = 0
         self.tx_bytes = 0
+        # Authenticated messages (data, keepalives, handshakes) received and datagrams sent.
+        self.rx_packets = 0
+        self.tx_packets = 0
+        # Initiations sent, and those that got no response within REKEY_TIMEOUT (metrics, Events).
+        self.handshake_attempts = 0
+        self.handshake_failures = 0
 
     # Configuration.
     @property
@@ -182,6 +188,7 @@ class Peer:
         self.cookie.add_macs(message, INITIATION_MAC1_OFFSET, now)
         self.timers.any_authenticated_packet_traversal(now)
         self.timers.any_authenticated_packet_sent()
+        self.handshake_attempts += 1
         self._send(bytes(message))
         self.timers.handshake_initiated(now)
 
@@ -209,6 +216,7 @@ class Peer:
             self.device.count_drop("no_endpoint")
             return
         self.tx_bytes += len(message)
+        self.tx_packets += 1
         self.device.outbox.append((message, self.endpoint, self.endpoint_source))
 
     def _send_all(self, messages: list[bytes]) -> None:
@@ -218,6 +226,7 @@ class Peer:
             return
         source = self.endpoint_source
         self.tx_bytes += sum(map(len, messages))
+        self.tx_packets += len(messages)
         self.device.outbox += [(message, endpoint, source) for message in messages]
 
     def _send_run(self, sealed: SealedRun) -> None:
@@ -226,6 +235,7 @@ class Peer:
             self.device.count_drop("no_endpoint", len(sealed))
             return
         self.tx_bytes += len(sealed.payload)
+        self.tx_packets += len(sealed)
         self.device.outbox.append((sealed, endpoint, self.endpoint_source))
 
     def _keep_key_fresh_after_send(self, now: float) -> None:
@@ -266,8 +276,9 @@ class Peer:
         self.last_handshake_ns = self.device.clock.wall_ns()
         self.device.handshake_completed(self)
 
-    def received_authenticated(self, now: float, length: int) -> None:
+    def received_authenticated(self, now: float, length: int, count: int = 1) -> None:
         self.rx_bytes += length
+        self.rx_packets += count
         self.timers.any_authenticated_packet_received()
         self.timers.any_authenticated_packet_traversal(now)
 
@@ -285,14 +296,14 @@ class Peer:
             self.send_staged(now)
 
     def received_data_batch(
-        self, endpoint: Endpoint, local: str | None, length: int, data: bool, now: float
+        self, endpoint: Endpoint, local: str | None, count: int, length: int, data: bool, now: float
     ) -> None:
         """Once per batch of accepted data messages, as wireguard-go does (commit 7c20311): the
-        endpoint of the last one, key freshness, the timers, `length` bytes received; `data` if any
-        carried more than a keepalive."""
+        endpoint of the last one, key freshness, the timers, `count` messages of `length` bytes
+        received; `data` if any carried more than a keepalive."""
         self.set_endpoint(endpoint, local)
         self._keep_key_fresh_after_receive(now)
-        self.received_authenticated(now, length)
+        self.received_authenticated(now, length, count)
         if data:
             self.timers.data_received(now)
 
@@ -315,6 +326,7 @@ class Peer:
             _TIMER_HANDLERS[timer](self, now)
 
     def _retransmit_handshake(self, now: float) -> None:
+        self.handshake_failures += 1  # the last initiation got no response in time
         if self.timers.handshake_attempts > MAX_TIMER_HANDSHAKES:
             self.timers.handshake_given_up(now)
             self.staged.clear()

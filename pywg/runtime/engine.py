@@ -107,6 +107,11 @@ class Engine:
         with contextlib.suppress(ReloadRefused):  # on_reload logged why
             self.reload()
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop the engine runs on (None before `run`): the device is read and changed only there."""
+        return self._loop
+
     # Lifecycle.
     async def run(self, on_ready: Callable[[], None] | None = None) -> str:
         """Serve until stopped; returns why. `on_ready` runs once the UAPI is served."""

@@ -20,6 +20,7 @@ import asyncio
 import errno
 import os
 import re
+import socket
 import subprocess
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -122,13 +123,17 @@ def _with_iproute(netns: str | None, body: Callable[[IPRoute], T]) -> T:
     return _in_thread(work) if _loop_running() else work()
 
 
-def _ifindex(ipr: IPRoute, ifname: str) -> int | None:
-    found = ipr.link_lookup(ifname=ifname)
-    return int(found[0]) if found else None
+def _ifindex(ifname: str) -> int | None:
+    """The index of `ifname` in the calling thread's namespace: an ioctl, not pyroute2's dump of
+    every link."""
+    try:
+        return socket.if_nametoindex(ifname)
+    except OSError:  # ENODEV; ValueError never: names come checked
+        return None
 
 
-def _require_ifindex(ipr: IPRoute, netns: str | None, ifname: str) -> int:
-    index = _ifindex(ipr, ifname)
+def _require_ifindex(netns: str | None, ifname: str) -> int:
+    index = _ifindex(ifname)
     if index is None:
         raise LinkNotFoundError(errno.ENODEV, f"interface {ifname} does not exist in {_where(netns)}")
     return index
@@ -236,7 +241,7 @@ def _configure(
     shadow_metric: int | None,
 ) -> ConfigureResult:
     where = _where(netns)
-    index = _require_ifindex(ipr, netns, ifname)
+    index = _require_ifindex(netns, ifname)
     wants_ipv6 = [a for a in addresses if a.version == 6]
     ipv6_problem = _ipv6_disabled(ifname)
     if wants_ipv6 and ipv6_problem is not None:
@@ -350,7 +355,7 @@ def remove_routes(netns: str | None, ifname: str, routes: Iterable[IPNetwork]) -
     wanted = set(routes)
 
     def body(ipr: IPRoute) -> int:
-        index = _ifindex(ipr, ifname)
+        index = _ifindex(ifname)
         if index is None:
             return 0
         found = [
@@ -375,7 +380,7 @@ def remove_addresses(netns: str | None, ifname: str, addresses: Iterable[IPInter
     address_list = list(addresses)
 
     def body(ipr: IPRoute) -> int:
-        index = _ifindex(ipr, ifname)
+        index = _ifindex(ifname)
         if index is None:
             return 0
         removed = 0
@@ -398,7 +403,7 @@ def delete_link(netns: str | None, ifname: str) -> bool:
     """Delete interface `ifname`; False if it (or its whole namespace) was already gone."""
 
     def body(ipr: IPRoute) -> bool:
-        index = _ifindex(ipr, ifname)
+        index = _ifindex(ifname)
         if index is None:
             return False
         try:
@@ -420,16 +425,18 @@ def delete_link(netns: str | None, ifname: str) -> bool:
 def link_exists(netns: str | None, ifname: str) -> bool:
     """True if `ifname` exists in the namespace (False also when the namespace does not exist)."""
     try:
-        return _with_iproute(netns, lambda ipr: _ifindex(ipr, ifname) is not None)
+        path = resolve_netns(netns)
     except NamespaceNotFoundError:
         return False
+    with in_netns(path):
+        return _ifindex(ifname) is not None
 
 
 def list_routes(netns: str | None, ifname: str, table: int | None = RT_TABLE_MAIN) -> list[RouteInfo]:
     """The IPv4 and IPv6 routes whose output interface is `ifname`, in `table` (None = every table)."""
 
     def body(ipr: IPRoute) -> list[RouteInfo]:
-        index = _require_ifindex(ipr, netns, ifname)
+        index = _require_ifindex(netns, ifname)
         found = []
         for family in (AF_INET, AF_INET6):
             for r in _routes(ipr, family):

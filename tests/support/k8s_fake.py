@@ -607,6 +607,9 @@ def _failure_status(code: int) -> dict[str, Any]:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 drops the SYNs of twenty ADDs at once (each then waits out
+    # TCP's 1 s retransmission); a real API server listens with the kernel's default.
+    request_queue_size = 4096
 
     def __init__(
         self, address: tuple[str, int], handler: type[_Handler], fake: FakeKubernetes, context: ssl.SSLContext

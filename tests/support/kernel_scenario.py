@@ -23,6 +23,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,14 @@ from cni.agent import Attachment, StateStore, attachment_name
 from pywg.config import parse_config
 from pywg.core.keys import encode_key, generate_private_key, public_key_for
 from pywg.runtime.netns import netns_identity
+from pywg.runtime.resolve import resolve_endpoints
 
 STEPS = (
     "setup",
     "kernel ADD",
     "net1 is a kernel WireGuard link as configured, its socket on the node",
     "ping through net1",
+    "a live config update keeps the peer's session",
     "CHECK",
     "a second Pod with the same key is refused",
     "agent restart keeps the link and removes half-made ones",
@@ -56,14 +59,13 @@ PEER_TUNNEL_IP = "10.13.13.1"
 ALLOWED = "10.13.13.0/24"  # contains the pods' own addresses: routed through net1 all the same
 STATE_DIR = Path("/run/pywg-cni")
 SOCKET = STATE_DIR / "agent.sock"
-NO_MAC = "00:00:00:00:00:00"
 
 
 def expected_result(netns: str, address: str, allowed: list[str], mtu: int = 1420) -> dict[str, Any]:
     """ADD's CNI 1.1.0 result for a one-address config: the same in kernel and userspace mode."""
     return {
         "cniVersion": "1.1.0",
-        "interfaces": [{"name": "net1", "mac": NO_MAC, "mtu": mtu, "sandbox": netns}],
+        "interfaces": [{"name": "net1", "mtu": mtu, "sandbox": netns}],
         "ips": [{"address": address, "interface": 0}],
         "routes": [{"dst": net} for net in allowed],
         "dns": {},
@@ -380,6 +382,8 @@ def lifecycle_of_a_kernel_attachment(report: Report, agent: Agent, cni: Cni, pod
         expect(f":{port} " in sh("ss", "-Hunl").stdout, f"no UDP socket on port {port} in the node namespace")
     with report.step("ping through net1"):
         ping(pod)
+    with report.step("a live config update keeps the peer's session"):
+        live_update(pod, peer, wireguard, port)
     with report.step("CHECK"):
         expect_ok(cni("CHECK", pod, "kernel", wireguard, prevResult=result), "CHECK")
     with report.step("a second Pod with the same key is refused"):
@@ -419,6 +423,46 @@ def lifecycle_of_a_kernel_attachment(report: Report, agent: Agent, cni: Cni, pod
     with report.step("DEL again"):
         expect_ok(cni("DEL", pod, "kernel", wireguard, prevResult=result), "second DEL")
     return agent.call("list").get("attachments")
+
+
+def live_update(pod: Pod, peer: Keys, wireguard: dict[str, Any], port: int) -> None:
+    """What the agent does with a changed Secret in kernel mode (cni/kernel.py `update`, then the
+    addresses and routes as in userspace): a peer added and taken away again; the existing peer keeps
+    its session (the same latest handshake), and the kernel's counters are read for metrics."""
+    before = _peer_lines(pod)[encode_key(peer.public)]
+    newcomer = encode_key(Keys().public)
+    grown = {
+        **wireguard,
+        "peers": [*wireguard["peers"], {"publicKey": newcomer, "allowedIPs": ["10.14.0.0/24"]}],
+    }
+    for doc, peers in ((grown, 2), (wireguard, 1)):
+        cfg = parse_config(json.dumps(doc))
+        kernel.update(pod.netns, "net1", replace(cfg, listen_port=port), resolve_endpoints(cfg))
+        lines = _peer_lines(pod)
+        expect(len(lines) == peers, f"net1 has {len(lines)} peers after the update, not {peers}")
+        expect(lines[encode_key(peer.public)][4] == before[4], "the unchanged peer's session was renewed")
+        expect(
+            lines[encode_key(peer.public)][1:4] == before[1:4],
+            "the unchanged peer's psk, endpoint or IPs changed",
+        )
+        ping(pod)
+    expect(
+        sh("wg", "show", "net1", "listen-port", netns=pod.name).stdout.strip() == str(port), "the port moved"
+    )
+    expect(
+        sh("wg", "show", "net1", "fwmark", netns=pod.name).stdout.strip() == "0x1234", "the fwmark changed"
+    )
+    (stats,) = kernel.peer_stats(pod.netns, "net1")
+    expect(stats.public_key == peer.public and stats.rx_bytes > 0 and stats.tx_bytes > 0, f"counters {stats}")
+    expect(
+        int(stats.last_handshake) == int(before[4]), f"last handshake {stats.last_handshake} vs {before[4]}"
+    )
+
+
+def _peer_lines(pod: Pod) -> dict[str, list[str]]:
+    """`wg show net1 dump`'s peer lines by public key (the first line, with the private key, dropped)."""
+    dump = sh("wg", "show", "net1", "dump", netns=pod.name).stdout.splitlines()[1:]
+    return {line.split("\t")[0]: line.split("\t") for line in dump}
 
 
 def failed_add_leaves_nothing(cni: Cni, pod: Pod, peer: Keys) -> None:

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -164,9 +165,11 @@ class PywgUp(_Running):
         ifname: str = "wg0",
         name: str | None = None,
         suffix: str = ".conf",
+        args: Sequence[str] = (),
     ) -> None:
         super().__init__(host, ifname, name or unique_ifname(PYWG_PREFIX))
         self.config_path = host.tmpdir / f"{self.name}{suffix}"
+        self.args = list(args)  # more options of pywg up (e.g. --metrics)
         self.process: subprocess.Popen[bytes] | None = None
         self.write_config(config)
 
@@ -182,7 +185,7 @@ class PywgUp(_Running):
 
     def argv(self, foreground: bool = False) -> list[str]:
         argv = pywg_argv("up", str(self.config_path), "--netns", self.host.name)
-        argv += ["--name", self.name, "--interface", self.ifname]
+        argv += ["--name", self.name, "--interface", self.ifname, *self.args]
         return argv + (["--foreground"] if foreground else [])
 
     def up(self, check: bool = True, timeout: float = START_TIMEOUT) -> subprocess.CompletedProcess[str]:
