@@ -46,7 +46,9 @@ class Answers:
     def __init__(self, reader: Reader) -> None:
         self.reader = reader
 
-    def __call__(self, path: str) -> tuple[int, str, bytes, dict[str, str]]:
+    def __call__(
+        self, method: str, path: str, data: bytes | None = None, content_type: str = ""
+    ) -> tuple[int, str, bytes, dict[str, str]]:
         status, reason = self.reader.pick(STATUSES)
         headers = {"retry-after": self.reader.pick(RETRY_AFTER)}
         return status, reason, self.reader.blob(), headers

@@ -681,10 +681,10 @@ class _Handler(BaseHTTPRequestHandler):
         for key, value in (headers or {}).items():
             self.send_header(key, value)
         self.end_headers()
-        self.close_connection = True
-        if not trickle:
+        if not trickle:  # a kept connection, as a real API server keeps it
             self.wfile.write(body)
             return
+        self.close_connection = True
         for index in range(len(body)):
             if stop is not None and stop.wait(trickle):
                 return
