@@ -1,12 +1,13 @@
 """Nanoseconds per packet for sealing and opening 1420-byte packets, the C hot path against Python.
 
 Not a test: `python benchmarks/micro.py [--rounds N]`. Each row is the median over rounds of one
-batch of 64 packets (C: one call per batch; Python: the per-packet path of pywg/peer.py and
-pywg/device.py, i.e. `pad` + `Keypair.seal`, and `Keypair.open` + `ReplayWindow.validate` +
-`inner_packet` (pywg/transport.py)). The C open includes the replay window and the inner header check too.
+batch of 64 packets (C: one call per batch; Python: the per-packet path, i.e. `pad` +
+`Keypair.seal`, and `Keypair.open` + `Keypair.replay.validate` + `inner_packet`, from
+pywg/core/transport.py and pywg/core/keypair.py). The C open includes the replay window and the
+inner header check too.
 
 The C figures use the default count of crypto threads (PYWG_CRYPTO_THREADS, else the CPUs), which
-splits a large batch's AEAD across threads (pywg/hotpath.c, "Crypto threads"). A second table times
+splits a large batch's AEAD across threads (pywg/native/threads.c). A second table times
 C alone on 64 KiB batches (45 packets, what one TUN read with offloads brings) with 1 thread and
 with that default.
 
@@ -29,12 +30,12 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
-from pywg import hotpath
-from pywg.batch import SealedRun
-from pywg.constants import DEFAULT_MTU, MESSAGE_DATA, MESSAGE_DATA_HEADER_SIZE
-from pywg.keypair import Keypair
+from pywg.core.batch import SealedRun
+from pywg.core.constants import DEFAULT_MTU, MESSAGE_DATA, MESSAGE_DATA_HEADER_SIZE
+from pywg.core.keypair import Keypair
+from pywg.core.transport import inner_packet, pad
+from pywg.native import hotpath, loader
 from pywg.runtime.udp import UdpSockets
-from pywg.transport import inner_packet, pad
 
 PACKET_SIZE = 1420
 BATCH = 64
@@ -122,8 +123,8 @@ def c_threads(
     key: bytes, packets: list[bytes], messages: list[bytes], rounds: int
 ) -> list[tuple[str, float, float]]:
     """ns per packet for one 64 KiB batch in C, with 1 crypto thread and with the default."""
-    _, lib = hotpath.extension()
-    default = hotpath.crypto_threads()
+    _, lib = loader.extension()
+    default = loader.crypto_threads()
     rows = []
     try:
         for name, make, items in (("seal", c_seal, packets), ("open", c_open, messages)):
@@ -163,7 +164,7 @@ def tso_frame() -> bytes:
 
 def tun_steps(rounds: int) -> list[tuple[str, float]]:
     """ns per segment: splitting the TSO frame, and merging the segments back (C, no system call)."""
-    ffi, lib = hotpath.extension()
+    ffi, lib = loader.extension()
     frame = tso_frame()
     out = bytearray(len(frame) + SPLIT_BATCH * 80)
     out_off, out_len = ffi.new("uint32_t[]", BATCH), ffi.new("uint32_t[]", BATCH)
@@ -234,8 +235,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=300)
     args = parser.parse_args()
-    if not hotpath.built():
-        sys.exit(hotpath.unavailable_reason())
+    if not loader.built():
+        sys.exit(loader.unavailable_reason())
 
     key = os.urandom(32)
     packets = [ipv4_packet(PACKET_SIZE) for _ in range(BATCH)]
@@ -253,7 +254,7 @@ def main() -> None:
     for name, python_ns, c_ns in rows:
         print(f"{name:6} {python_ns:8.0f} {c_ns:8.0f} {python_ns / c_ns:8.2f}x")
 
-    threads = hotpath.crypto_threads()
+    threads = loader.crypto_threads()
     print(f"\nC, {SPLIT_BATCH} packets a batch (64 KiB); ns per packet, median")
     print(f"{'':6} {'1 thread':>9} {f'{threads} thread' + 's' * (threads > 1):>10} {'speed-up':>9}")
     for name, one_ns, default_ns in c_threads(key, packets, messages, args.rounds):

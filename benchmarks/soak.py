@@ -44,7 +44,7 @@ from typing import Any
 
 from throughput import load_average, machine
 
-from pywg.keys import encode_key
+from pywg.core import encode_key
 from pywg.runtime.lab import (
     WG_SOCKET_DIR,
     Lab,

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pywg.keys import encode_key
+from pywg.core import encode_key
 from pywg.runtime.lab import (
     WG_SOCKET_DIR,
     Lab,
@@ -280,7 +280,6 @@ class Bench(Lab):
 
     def stop(self, engine: Engine) -> None:
         stop_process(engine.process)
-        self.processes.remove(engine.process)
         self.engines.remove(engine)
         deadline = time.monotonic() + STOP_TIMEOUT
         while self.has_link(engine.side, engine.name) and time.monotonic() < deadline:
@@ -317,15 +316,9 @@ class Bench(Lab):
         self, server: Side, address: str, args: Sequence[str]
     ) -> tuple[dict[str, Any], dict[str, float]]:
         """One iperf3 run from the other side to `server`; its JSON report and the CPU deltas."""
-        process = subprocess.Popen(
-            server.exec_argv(["iperf3", "-s", "-1", "-p", str(IPERF_PORT)]),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=child_env(),
-            start_new_session=True,
+        process = self.namespaces[server.label].spawn(
+            ["iperf3", "-s", "-1", "-p", str(IPERF_PORT)], child_env()
         )
-        self.processes.append(process)
         try:
             self.wait_for_listener(server, process, IPERF_PORT, "iperf3")
             client = self.peer_of(server)
@@ -336,7 +329,6 @@ class Bench(Lab):
             after = {e.side.label: cpu_seconds(e.pid) for e in self.engines}
         finally:
             stop_process(process, timeout=2.0)
-            self.processes.remove(process)
         if done is None:
             raise LabFailed(f"iperf3 {' '.join(args)} did not finish within {self.seconds + 30:.0f} s")
         try:
@@ -411,7 +403,7 @@ class Bench(Lab):
                     )
             pywg = [e for e in engines if e.kind.startswith("pywg")]
             if pywg:
-                # How much of the tunnels' CPU the crypto worker threads (pywg/hotpath.c) did.
+                # How much of the tunnels' CPU the crypto worker threads (pywg/native/threads.c) did.
                 workers = sum(thread_cpu_seconds(e.pid, CRYPTO_THREAD) for e in pywg)
                 values["crypto_thread_cpu_pct"] = (
                     100 * workers / max(1e-9, sum(cpu_seconds(e.pid) for e in pywg))
@@ -709,7 +701,7 @@ def render(report: Mapping[str, Any], markdown: bool) -> str:
 # the micro-benchmark, as a subprocess
 
 
-CRYPTO_THREAD = "pywg-crypto"  # the name hotpath.c gives its worker threads
+CRYPTO_THREAD = "pywg-crypto"  # the name threads.c gives its worker threads
 MICRO_ROW = re.compile(r"^(\w+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x\s*$")
 MICRO_STEP = re.compile(r"^([a-z][a-z ]*?)\s+([\d.]+)\s*$")
 
@@ -845,7 +837,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"where to write the results ({DEFAULT_JSON.relative_to(ROOT)})",
     )
     parser.add_argument(
-        "--markdown", action="store_true", help="print the tables as Markdown, as in the README"
+        "--markdown", action="store_true", help="print the tables as Markdown, as in benchmarks/README.md"
     )
     parser.add_argument(
         "--micro", action="store_true", help="also run benchmarks/micro.py and report its figures"
@@ -936,14 +928,14 @@ def data_path_note(case: Case, values: Mapping[str, Any]) -> str | None:
     """Whether the pywg processes of a round ran the data path the case is named for.
 
     The engine logs `data path: ...` when it starts (C hot path, or pure Python and why); an engine
-    that does not is judged by whether it mapped pywg._hotpath at all.
+    that does not is judged by whether it mapped pywg.native._hotpath at all.
     """
     wanted = {"a": case.a, "b": case.b}
     for label, path in values.get("data_path", {}).items():
         kind = wanted[label]
         if path is None:
             if kind == "pywg-c" and values.get("hotpath_loaded", {}).get(label) is False:
-                return f"pywg ({label}) never loaded pywg._hotpath, so it ran without the C path"
+                return f"pywg ({label}) never loaded pywg.native._hotpath, so it ran without the C path"
         elif kind == "pywg-c" and path.startswith("pure Python"):
             return f"pywg ({label}) ran the {path}"
         elif kind == "pywg-py" and not path.startswith("pure Python"):

@@ -143,9 +143,8 @@ from cni.spec import (
 from cni.state import KERNEL, USERSPACE, Attachment, Key, OpError, StateStore, attachment_name
 from cni.supervisor import EXIT_ALREADY_RUNNING, EXIT_USAGE
 from pywg.config import ConfigError, InterfaceConfig, parse_config
-from pywg.constants import DEFAULT_MTU
-from pywg.endpoint import Endpoint, format_endpoint
-from pywg.keys import encode_key
+from pywg.core import Endpoint, encode_key, format_endpoint
+from pywg.core.constants import DEFAULT_MTU
 from pywg.runtime import netconfig, tun_offload
 from pywg.runtime.netns import NamespaceNotFoundError, netns_identity, resolve_netns, same_netns
 from pywg.runtime.resolve import ResolveTimeout, resolve_concurrently

@@ -29,8 +29,7 @@ from pyroute2 import IPRoute, WireGuard
 from pyroute2.netlink.exceptions import NetlinkError
 
 from pywg.config import InterfaceConfig, PeerConfig
-from pywg.endpoint import Endpoint
-from pywg.keys import encode_key
+from pywg.core import Endpoint, encode_key
 from pywg.runtime.netns import in_netns
 
 KIND = "wireguard"

@@ -30,7 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from cni import kernel
 from cni.live import PodRef
 from cni.state import KERNEL, USERSPACE
-from pywg.keys import encode_key
+from pywg.core import encode_key
 from pywg.runtime.metrics import (
     MetricsServer,
     PeerSample,

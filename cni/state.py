@@ -21,7 +21,7 @@ from typing import Any
 
 from cni.spec import IO_FAILURE
 from pywg.config import ConfigError, InterfaceConfig, parse_config
-from pywg.endpoint import Endpoint
+from pywg.core import Endpoint
 from pywg.runtime.tunnel import Tunnel
 
 STATE_VERSION = 1

@@ -15,7 +15,7 @@ import atheris
 
 T = TypeVar("T")
 
-# What pywg/config.py hides in messages: a run of 40 or more base64 or hex characters.
+# What pywg/config/fields.py hides in messages: a run of 40 or more base64 or hex characters.
 KEY_LIKE = re.compile(r"[A-Za-z0-9+/=_-]{40,}")
 # Escapes json.dumps writes: they separate runs, the characters they stand for are not in them.
 _ESCAPE = re.compile(r"\\(?:u[0-9a-fA-F]{4}|.)")

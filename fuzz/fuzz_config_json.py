@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fuzz target: pywg/config.py on config.json, the JSON users of the CNI plugin keep in Secrets.
+"""Fuzz target: pywg/config/cni_json.py on config.json, the JSON users of the CNI plugin keep in Secrets.
 
 An input is the file's bytes, decoded as `load_config` decodes them; texts that would be read as
 wg-quick INI (the first non-space character is not ``{``) are left to fuzz_wgquick_ini.py.

@@ -34,17 +34,17 @@ import atheris
 with atheris.instrument_imports(include=["pywg", "_common"]):
     from _common import Reader, fuzz
 
-    from pywg import hotpath
-    from pywg.batch import DatagramList, PacketList
-    from pywg.clock import FakeClock
-    from pywg.constants import MESSAGE_INITIATION, MESSAGE_RESPONSE
-    from pywg.cookie import mac1_key
-    from pywg.crypto import clamp, mac
-    from pywg.device import Datagram, Device, Received
-    from pywg.endpoint import Endpoint
-    from pywg.messages import mac1_offset, message_type
+    from pywg.core.batch import DatagramList, PacketList
+    from pywg.core.clock import FakeClock
+    from pywg.core.constants import MESSAGE_INITIATION, MESSAGE_RESPONSE
+    from pywg.core.cookie import mac1_key
+    from pywg.core.crypto import clamp, mac
+    from pywg.core.device import Datagram, Device, Received
+    from pywg.core.endpoint import Endpoint
+    from pywg.core.messages import mac1_offset, message_type
+    from pywg.core.transport import Crypto, PythonCrypto, PythonSession, inner_packet
+    from pywg.native import hotpath, loader
     from pywg.runtime.udp import ReceivedDatagrams
-    from pywg.transport import Crypto, PythonCrypto, PythonSession, inner_packet
 
 A_AT: Endpoint = ("192.0.2.1", 51820)
 DUT_AT: Endpoint = ("192.0.2.2", 51820)
@@ -123,7 +123,7 @@ class World:
 def new_world() -> World:
     clock = FakeClock()
     cryptos: list[Crypto] = [PythonCrypto()]
-    if hotpath.available():
+    if loader.available():
         cryptos += [hotpath.CCrypto(), hotpath.CCrypto()]
     world = World(clock, _device(1, clock, PythonCrypto()), _device(3, clock, PythonCrypto()), [])
     world.duts = [_device(2, clock, crypto) for crypto in cryptos]

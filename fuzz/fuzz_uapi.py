@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fuzz target: the UAPI (pywg/uapi.py), a connection's byte stream as the runtime reads it.
+"""Fuzz target: the UAPI (pywg/core/uapi.py), a connection's byte stream as the runtime reads it.
 
 An input is one byte for the size of the chunks the socket delivers, one byte choosing the line
 limit (wireguard-go's 64 KiB, or 200 bytes so overflows are reached), then the stream. It goes
@@ -23,10 +23,10 @@ import atheris
 with atheris.instrument_imports(include=["pywg", "_common"]):
     from _common import Reader, assert_nothing_key_like, fuzz
 
-    from pywg.clock import FakeClock
-    from pywg.crypto import clamp, public_key
-    from pywg.device import Device
-    from pywg.uapi import MAX_LINE, RequestSplitter, UapiHooks, UapiSession, handle_request
+    from pywg.core.clock import FakeClock
+    from pywg.core.crypto import clamp, public_key
+    from pywg.core.device import Device
+    from pywg.core.uapi import MAX_LINE, RequestSplitter, UapiHooks, UapiSession, handle_request
 
 REPLIES = re.compile(rb"(?:(?:[a-z_0-9]+=[^\n]*\n)*errno=(?:0|-5|-71|-22|-98)\n\n)*")
 LINE_LIMITS = (MAX_LINE, 200)
@@ -43,9 +43,9 @@ class Records(logging.Handler):
 
 
 RECORDS = Records()
-logging.getLogger("pywg.uapi").addHandler(RECORDS)
-logging.getLogger("pywg.uapi").setLevel(logging.INFO)
-logging.getLogger("pywg.uapi").propagate = False
+logging.getLogger("pywg.core.uapi").addHandler(RECORDS)
+logging.getLogger("pywg.core.uapi").setLevel(logging.INFO)
+logging.getLogger("pywg.core.uapi").propagate = False
 
 
 def _bind(port: int) -> int | None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fuzz target: pywg/config.py on wg-quick INI files (``[Interface]``/``[Peer]``).
+"""Fuzz target: pywg/config/wg_quick.py on wg-quick INI files (``[Interface]``/``[Peer]``).
 
 An input is the file's bytes, decoded as `load_config` decodes them; texts that would be read as
 JSON (the first non-space character is ``{``) are left to fuzz_config_json.py.

@@ -21,7 +21,7 @@ import fuzz_messages as m
 import fuzz_uapi
 from _common import Writer
 
-from pywg.crypto import clamp, public_key
+from pywg.core.crypto import clamp, public_key
 
 ROOT = Path(__file__).resolve().parent
 CORPUS = ROOT / "corpus"

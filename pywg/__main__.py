@@ -1,4 +1,4 @@
-"""`python -m pywg`: the command line in pywg.cli."""
+"""`python -m pywg`: the command line in pywg/cli/."""
 
 from pywg.cli import main
 

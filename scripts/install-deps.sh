@@ -36,7 +36,7 @@ step() {
 }
 
 # The demo: ip, ping, wg, wireguard-go and iperf3 (pywg/runtime/demo.py); gcc, libc6-dev and libssl-dev
-# build the C hot path (pywg/_hotpath, linked to libcrypto).
+# build the C hot path (pywg.native._hotpath, linked to libcrypto).
 apt_packages=(wireguard-tools wireguard-go iproute2 iputils-ping iperf3 gcc libc6-dev libssl-dev)
 # ... and the Python headers: a python3 from Debian needs python3-dev (pyenv's ships its own).
 python3 -c 'import os, sysconfig; os.stat(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' \

@@ -28,7 +28,7 @@ import pytest
 
 from cni import agent_client
 from cni.spec import INTERNAL, INVALID_NETNS, INVALID_NETWORK_CONFIG
-from pywg.config import Endpoint, InterfaceConfig, PeerConfig, to_json
+from pywg.config import EndpointSpec, InterfaceConfig, PeerConfig, to_json
 from pywg.runtime.daemon import alive
 from pywg.runtime.uapi_server import socket_path
 from tests.support.cni_run import NodeAgent
@@ -105,7 +105,7 @@ class Lab:
             peers=[
                 PeerConfig(
                     public_key=self.peer_keys.public,
-                    endpoint=Endpoint(PEER_IP, PEER_PORT) if endpoint else None,
+                    endpoint=EndpointSpec(PEER_IP, PEER_PORT) if endpoint else None,
                     allowed_ips=[ip_network(a) for a in allowed],
                 )
             ],

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pywg.allowedips import AllowedIPs
+from pywg.core.allowedips import AllowedIPs
 
 
 @dataclass(eq=False)

@@ -1,4 +1,4 @@
-"""Batches where the adapters keep them (pywg/batch.py): the C answers equal the Python ones, and the
+"""Batches where the adapters keep them (pywg/core/batch.py): the C answers equal the Python ones, and the
 C path does its Python work once per run, not once per packet.
 
 The device handles runs; the C path's batches (`BufferPackets` for the TUN reader,
@@ -21,14 +21,14 @@ from typing import Any
 
 import pytest
 
-from pywg import hotpath
-from pywg.batch import DatagramList, PacketList, Received, SealedRun
-from pywg.constants import MESSAGE_DATA
-from pywg.device import Device
-from pywg.hotpath import BufferPackets, CCrypto, COpenedRun
-from pywg.messages import DATA_HEADER
+from pywg.core.batch import DatagramList, PacketList, Received, SealedRun
+from pywg.core.constants import MESSAGE_DATA
+from pywg.core.device import Device
+from pywg.core.messages import DATA_HEADER
+from pywg.core.transport import PythonCrypto, PythonSession, RxStatus
+from pywg.native import hotpath, loader
+from pywg.native.hotpath import BufferPackets, CCrypto, COpenedRun
 from pywg.runtime import udp
-from pywg.transport import PythonCrypto, PythonSession, RxStatus
 from tests.support.netsim import Network, connect, ipv4_packet, ipv6_packet
 
 A = ("192.0.2.1", 51820)
@@ -39,8 +39,8 @@ B_IPS = "10.0.0.2/32,fd00::2/128"
 
 @pytest.fixture(autouse=True)
 def built() -> None:
-    if not hotpath.built():
-        pytest.fail(f"{hotpath.unavailable_reason()}; CI builds it (`pip install -e .`)", pytrace=False)
+    if not loader.built():
+        pytest.fail(f"{loader.unavailable_reason()}; CI builds it (`pip install -e .`)", pytrace=False)
 
 
 def buffer_packets(packets: list[bytes], gap: int = 0) -> BufferPackets:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pywg.cli import DEFAULT_INTERFACE, DROP_REASONS, CommandError, build_parser, default_interface
-from pywg.device import _DROP_REASON
+from pywg.cli import CommandError, build_parser
+from pywg.cli.parser import DEFAULT_INTERFACE, DROP_REASONS, default_interface
+from pywg.core.device import _DROP_REASON
 from pywg.runtime.tun_offload import TUN_DROP_REASONS
 
 REPO = Path(__file__).resolve().parent.parent

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from pywg.config import (
     ConfigError,
-    Endpoint,
+    EndpointSpec,
     InterfaceConfig,
     PeerConfig,
     format_wg_quick,
@@ -117,7 +117,7 @@ def test_guide_example_parses() -> None:
     assert cfg.listen_port is None and cfg.mtu is None and cfg.fwmark == 0
     [peer] = cfg.peers
     assert peer.public_key == base64.b64decode("+gXCSfkib2xFMeebKXIYBVZxV/Vh2mbi1dJeHCCjQmg=")
-    assert peer.endpoint == Endpoint("5.6.7.8", 51820)
+    assert peer.endpoint == EndpointSpec("5.6.7.8", 51820)
     assert peer.allowed_ips == [IPv4Network("9.10.11.0/24")]  # host bits masked, as wg does
     assert peer.persistent_keepalive == 25
     assert peer.preshared_key is None
@@ -303,7 +303,7 @@ def test_public_key_property() -> None:
 )
 def test_parse_endpoint(text: str, host: str, port: int, shown: str | None) -> None:
     endpoint = parse_endpoint(text)
-    assert endpoint == Endpoint(host, port)
+    assert endpoint == EndpointSpec(host, port)
     assert str(endpoint) == (shown or text.strip())
 
 
@@ -423,10 +423,10 @@ def test_ini_with_comments_and_multiple_peers() -> None:
         ip_network("fd00::/64"),
         ip_network("192.168.0.0/16"),
     ]
-    assert first.endpoint == Endpoint("2001:db8::7", 51820)
+    assert first.endpoint == EndpointSpec("2001:db8::7", 51820)
     assert first.persistent_keepalive == 25
     assert second == PeerConfig(
-        public_key=base64.b64decode(PUB2), endpoint=Endpoint("gw.example.net", 4500), allowed_ips=[]
+        public_key=base64.b64decode(PUB2), endpoint=EndpointSpec("gw.example.net", 4500), allowed_ips=[]
     )
     assert cfg.warnings == [
         "line 10: [Interface] PostUp: pywg does not run wg-quick's hook commands; not run "
@@ -519,7 +519,7 @@ _hosts = (
     | st.ip_addresses(v=6).map(str)
     | st.lists(_labels, min_size=1, max_size=3).map(lambda ls: ".".join([*ls, "example"]))
 )
-_endpoints = st.builds(Endpoint, _hosts, st.integers(1, 65535))
+_endpoints = st.builds(EndpointSpec, _hosts, st.integers(1, 65535))
 _keys = st.binary(min_size=32, max_size=32)
 
 

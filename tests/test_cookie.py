@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pywg.constants import COOKIE_SECRET_MAX_AGE, COOKIE_VALID_FOR, TAI64_BASE
-from pywg.cookie import CookieChecker, CookieGenerator, MacState
-from pywg.messages import INITIATION_MAC1_OFFSET, CookieReply, Initiation
-from pywg.tai64n import tai64n
+from pywg.core.constants import COOKIE_SECRET_MAX_AGE, COOKIE_VALID_FOR, TAI64_BASE
+from pywg.core.cookie import CookieChecker, CookieGenerator, MacState
+from pywg.core.messages import INITIATION_MAC1_OFFSET, CookieReply, Initiation
+from pywg.core.tai64n import tai64n
 from tests.support.netsim import SeededRng, fixed_public
 
 RESPONDER = fixed_public(2)

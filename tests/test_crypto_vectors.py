@@ -1,11 +1,11 @@
-"""pywg.crypto against published test vectors.
+"""pywg.core.crypto against published test vectors.
 
 Vectors transcribed from RFC 7748, RFC 8439, RFC 7693, draft-irtf-cfrg-xchacha-03 and
 wireguard-go's kdf_test.go, and the published files (Wycheproof x25519 / chacha20_poly1305 /
 xchacha20_poly1305, the BLAKE2s KAT), all in vectors/ (vectors/PROVENANCE.md). Every value
-goes through pywg.crypto; a wrong byte in a vector file makes a test fail.
+goes through pywg.core.crypto; a wrong byte in a vector file makes a test fail.
 
-Two primitives are narrower in pywg.crypto than the vectors: the AEAD takes a 64-bit counter
+Two primitives are narrower in pywg.core.crypto than the vectors: the AEAD takes a 64-bit counter
 rather than a 96-bit nonce, and MAC is keyed BLAKE2s with MAC_LEN (16) output bytes. To run
 the vectors through the same code, a few tests replace `crypto.aead_nonce` or `crypto.MAC_LEN`
 for the duration of one call (`_fixed_nonce`, `_mac_length`). Nonces that a counter can
@@ -24,8 +24,8 @@ from unittest import mock
 
 import pytest
 
-from pywg import crypto
-from pywg.crypto import CryptoError, StaticKey
+from pywg.core import crypto
+from pywg.core.crypto import CryptoError, StaticKey
 from tests.support.vectors_path import VECTORS_DIR, load_vectors
 
 
@@ -44,7 +44,7 @@ def test_every_vector_file_is_the_one_its_provenance_names() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Routing vectors through pywg.crypto
+# Routing vectors through pywg.core.crypto
 
 
 @contextmanager

@@ -18,16 +18,18 @@ from typing import Any
 
 import pytest
 
-from pywg import cli, hotpath
-from pywg.batch import DatagramList, OpenedRun
-from pywg.constants import MESSAGE_DATA, REJECT_AFTER_MESSAGES
-from pywg.device import Device, EndpointChanged
-from pywg.endpoint import Endpoint
-from pywg.keypair import Keypair
-from pywg.messages import message_type
-from pywg.peer import Peer
-from pywg.timers import Timer
-from pywg.transport import Crypto, PythonCrypto, PythonSession, RxStatus, pad
+from pywg.cli import parser as cli
+from pywg.core.batch import DatagramList, OpenedRun
+from pywg.core.constants import MESSAGE_DATA, REJECT_AFTER_MESSAGES
+from pywg.core.device import Device
+from pywg.core.endpoint import Endpoint
+from pywg.core.events import EndpointChanged
+from pywg.core.keypair import Keypair
+from pywg.core.messages import message_type
+from pywg.core.peer import Peer
+from pywg.core.timers import Timer
+from pywg.core.transport import Crypto, PythonCrypto, PythonSession, RxStatus, pad
+from pywg.native import hotpath, loader
 from tests.support.netsim import Network, connect, ipv4_packet, ipv6_packet
 
 A = ("192.0.2.1", 51820)
@@ -37,8 +39,8 @@ B_IPS = "10.0.0.2/32,fd00::2/128"
 
 
 def require_built() -> None:
-    if not hotpath.built():
-        pytest.fail(f"{hotpath.unavailable_reason()}; CI builds it (`pip install -e .`)", pytrace=False)
+    if not loader.built():
+        pytest.fail(f"{loader.unavailable_reason()}; CI builds it (`pip install -e .`)", pytrace=False)
 
 
 def pair(crypto: Callable[[], Crypto], **kwargs: Any) -> tuple[Network, Device, Device]:
@@ -348,10 +350,10 @@ def test_zero_zeroes_the_c_handles() -> None:
 
 def test_netsim_and_engine_follow_pywg_no_ext(monkeypatch: pytest.MonkeyPatch) -> None:
     require_built()
-    monkeypatch.delenv(hotpath.DISABLE_ENV, raising=False)
+    monkeypatch.delenv(loader.DISABLE_ENV, raising=False)
     assert isinstance(hotpath.data_path_crypto(), hotpath.CCrypto)
     assert isinstance(Network().device(A, 1).crypto, hotpath.CCrypto)
-    monkeypatch.setenv(hotpath.DISABLE_ENV, "1")
+    monkeypatch.setenv(loader.DISABLE_ENV, "1")
     fallback = hotpath.data_path_crypto()
     assert isinstance(fallback, PythonCrypto)
     assert fallback.description == "pure Python (the C extension is turned off by PYWG_NO_EXT=1)"
@@ -362,16 +364,16 @@ def test_version_names_the_data_path(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     require_built()
-    monkeypatch.delenv(hotpath.DISABLE_ENV, raising=False)
+    monkeypatch.delenv(loader.DISABLE_ENV, raising=False)
     assert cli.main(["version"]) == 0
     out = capsys.readouterr().out
     assert (
         out.startswith("pywg ")
-        and f"data path: C hot path (pywg._hotpath, OpenSSL {hotpath.crypto_version()}, " in out
+        and f"data path: C hot path (pywg.native._hotpath, OpenSSL {loader.crypto_version()}, " in out
     )
-    assert hotpath.crypto_version()[0].isdigit() and f"{hotpath.crypto_threads()} crypto thread" in out
+    assert loader.crypto_version()[0].isdigit() and f"{loader.crypto_threads()} crypto thread" in out
     assert "TUN offloads: IFF_VNET_HDR" in out and "UDP batching: recvmmsg/sendmmsg (C)" in out
-    monkeypatch.setenv(hotpath.DISABLE_ENV, "1")
+    monkeypatch.setenv(loader.DISABLE_ENV, "1")
     assert cli.main(["--version"]) == 0
     out = capsys.readouterr().out
     assert "data path: pure Python (the C extension is turned off by PYWG_NO_EXT=1)" in out

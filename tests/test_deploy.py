@@ -23,7 +23,7 @@ import yaml
 from cni import agent, agent_client, live, plugin, policy
 from cni.spec import SUPPORTED_VERSIONS
 from pywg.config import ConfigError, InterfaceConfig, parse_config
-from pywg.keys import encode_key, generate_private_key, public_key_for
+from pywg.core.keys import encode_key, generate_private_key, public_key_for
 from pywg.runtime import netns, uapi_server
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,9 +6,10 @@ from ipaddress import ip_network
 
 import pytest
 
-from pywg.constants import MESSAGE_INITIATION, MESSAGE_RESPONSE
-from pywg.device import Device, EndpointChanged, HandshakeCompleted
-from pywg.messages import message_type
+from pywg.core.constants import MESSAGE_INITIATION, MESSAGE_RESPONSE
+from pywg.core.device import Device
+from pywg.core.events import EndpointChanged, HandshakeCompleted
+from pywg.core.messages import message_type
 from tests.support.netsim import Network, connect, ipv4_packet, ipv6_packet
 
 A = ("192.0.2.1", 51820)

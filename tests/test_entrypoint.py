@@ -47,7 +47,7 @@ from cni.spec import (
     TRY_AGAIN_LATER,
     UNSUPPORTED_FIELD,
 )
-from pywg.config import Endpoint, InterfaceConfig, PeerConfig, to_json
+from pywg.config import EndpointSpec, InterfaceConfig, PeerConfig, to_json
 from pywg.runtime.uapi_server import socket_path
 from tests.support.cni_run import NodeAgent
 from tests.support.topology import (
@@ -548,7 +548,7 @@ class Lab:
             peers=[
                 PeerConfig(
                     public_key=self.peer_keys.public,
-                    endpoint=Endpoint(PEER_IP, PEER_PORT),
+                    endpoint=EndpointSpec(PEER_IP, PEER_PORT),
                     allowed_ips=[ip_network("10.99.0.1/32")],
                 )
             ],

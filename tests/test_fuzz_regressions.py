@@ -24,9 +24,9 @@ from cni.spec import (
     parse_request,
     parse_result,
 )
-from pywg.clock import FakeClock
-from pywg.device import Device
-from pywg.uapi import handle_request
+from pywg.core.clock import FakeClock
+from pywg.core.device import Device
+from pywg.core.uapi import handle_request
 from tests.support.netsim import SeededRng, fixed_public
 
 EINVAL = b"errno=-22\n\n"

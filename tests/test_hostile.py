@@ -38,13 +38,13 @@ from pathlib import Path
 
 import pytest
 
-from pywg.constants import (
+from pywg.core.constants import (
     RATELIMITER_PACKETS_BURSTABLE,
     RATELIMITER_PACKETS_PER_SECOND,
     UNDER_LOAD_HANDSHAKES_PER_SECOND,
 )
-from pywg.keys import encode_key
-from pywg.messages import message_type
+from pywg.core.keys import encode_key
+from pywg.core.messages import message_type
 from tests.support import attacker
 from tests.support.pywg_run import Pywg
 from tests.support.topology import (

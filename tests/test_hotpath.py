@@ -1,4 +1,4 @@
-"""The C hot path (pywg._hotpath) held to the pure-Python reference, byte for byte.
+"""The C hot path (pywg.native._hotpath) held to the pure-Python reference, byte for byte.
 
 Sealing against `Keypair.seal` with `transport.pad`, opening against `Keypair.open` +
 `ReplayWindow.validate` + `transport.inner_packet`, the C replay window against `ReplayWindow`
@@ -21,8 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pywg import hotpath
-from pywg.constants import (
+from pywg.core.constants import (
     COUNTER_WINDOW_SIZE,
     KEY_LEN,
     MESSAGE_DATA,
@@ -31,7 +30,12 @@ from pywg.constants import (
     REJECT_AFTER_MESSAGES,
     TAG_LEN,
 )
-from pywg.hotpath import (
+from pywg.core.keypair import Keypair
+from pywg.core.messages import message_type, parse_data_header
+from pywg.core.replay import ReplayWindow
+from pywg.core.transport import inner_packet, pad
+from pywg.native import hotpath, loader
+from pywg.native.hotpath import (
     COpener,
     CReplayWindow,
     CSealer,
@@ -41,10 +45,6 @@ from pywg.hotpath import (
     RxStatus,
     SealStop,
 )
-from pywg.keypair import Keypair
-from pywg.messages import message_type, parse_data_header
-from pywg.replay import ReplayWindow
-from pywg.transport import inner_packet, pad
 from tests.test_replay import deltas, expand, kernel_vectors
 
 BATCH = 64
@@ -56,16 +56,16 @@ Row = tuple[RxStatus, bytes | None, bytes | None]
 
 def require_built() -> None:
     """Fail (not skip) when the extension is missing: CI builds it, so that is a broken build."""
-    if not hotpath.built():
+    if not loader.built():
         pytest.fail(
-            f"{hotpath.unavailable_reason()}. The C hot path tests need it: run `pip install -e .` "
+            f"{loader.unavailable_reason()}. The C hot path tests need it: run `pip install -e .` "
             "in the checkout (CI does).",
             pytrace=False,
         )
 
 
 def lib() -> Any:
-    from pywg._hotpath import lib as hotpath_lib
+    from pywg.native._hotpath import lib as hotpath_lib
 
     return hotpath_lib
 
@@ -85,7 +85,7 @@ def batch_for(packets: list[bytes], overhead: int = 0) -> PacketBatch:
 
 
 def seal_python(key: bytes, packets: list[bytes], receiver: int, counter: int, mtu: int) -> list[bytes]:
-    """What pywg/peer.py send_staged produces: stops at the first packet Keypair.seal refuses."""
+    """What pywg/core/peer.py send_staged produces: stops at the first packet Keypair.seal refuses."""
     sender = keypair(key, key, receiver)
     sender.sending_counter = counter
     out: list[bytes] = []
@@ -222,7 +222,7 @@ def test_seal_rejects_mtu_zero_and_wrong_direction() -> None:
 
 
 def open_python(receiver: Keypair, messages: list[bytes]) -> list[Row]:
-    """What pywg/device.py _receive_data does with each message, as rows."""
+    """What pywg/core/device.py _receive_data does with each message, as rows."""
     rows: list[Row] = []
     for message in messages:
         if message_type(message) != MESSAGE_DATA:
@@ -548,7 +548,7 @@ def test_threads_sharing_a_sealer_never_share_its_context() -> None:
 def test_every_batch_call_releases_the_gil(tmp_path: Path) -> None:
     """cffi's API mode drops the GIL around each call; the builder must keep that default."""
     require_built()
-    builder = runpy.run_path(str(PACKAGE / "_hotpath_build.py"))["ffibuilder"]
+    builder = runpy.run_path(str(PACKAGE / "build.py"))["ffibuilder"]
     builder.emit_c_code(str(tmp_path / "wrapper.c"))
     wrapper = (tmp_path / "wrapper.c").read_text()
     for name in ("wg_seal_batch", "wg_open_batch", "wg_replay_validate"):
@@ -559,22 +559,23 @@ def test_every_batch_call_releases_the_gil(tmp_path: Path) -> None:
 
 def test_available_honours_pywg_no_ext(monkeypatch: pytest.MonkeyPatch) -> None:
     require_built()
-    monkeypatch.delenv(hotpath.DISABLE_ENV, raising=False)
-    assert hotpath.available() and hotpath.unavailable_reason() is None
-    monkeypatch.setenv(hotpath.DISABLE_ENV, "0")
-    assert hotpath.available()
-    monkeypatch.setenv(hotpath.DISABLE_ENV, "1")
-    assert not hotpath.available()
-    assert hotpath.DISABLE_ENV in (hotpath.unavailable_reason() or "")
+    monkeypatch.delenv(loader.DISABLE_ENV, raising=False)
+    assert loader.available() and loader.unavailable_reason() is None
+    monkeypatch.setenv(loader.DISABLE_ENV, "0")
+    assert loader.available()
+    monkeypatch.setenv(loader.DISABLE_ENV, "1")
+    assert not loader.available()
+    assert loader.DISABLE_ENV in (loader.unavailable_reason() or "")
     CSealer(bytes(32))  # still usable directly, e.g. by these tests and the benchmark
 
 
-def test_c_source_compiles_without_warnings(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["hotpath.c", "threads.c"])
+def test_c_source_compiles_without_warnings(tmp_path: Path, name: str) -> None:
     require_built()
     gcc = shutil.which("gcc")
     if gcc is None:
         pytest.fail("gcc builds the extension; scripts/install-deps.sh installs it", pytrace=False)
-    source, output = str(PACKAGE / "hotpath.c"), str(tmp_path / "hotpath.o")
+    source, output = str(PACKAGE / name), str(tmp_path / name.replace(".c", ".o"))
     command = [gcc, "-O2", "-Wall", "-Wextra", "-Werror", "-c", source, "-o", output]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     assert completed.returncode == 0, completed.stderr

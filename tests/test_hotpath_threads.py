@@ -1,7 +1,7 @@
 """The C hot path's crypto threads: a split batch gives exactly the bytes of the sequential one.
 
 `wg_seal_batch` and `wg_open_batch` split the AEAD of a large batch across worker threads
-(pywg/hotpath.c, "Crypto threads"). Every comparison here runs the same input with 1 thread and
+(pywg/native/threads.c). Every comparison here runs the same input with 1 thread and
 with 2 and 4 and wants identical outputs, results, replay windows and buffers, and checks that
 `wg_parallel_batches()` moved, so a split that never happens fails instead of passing vacuously.
 """
@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from pywg import hotpath
-from pywg.constants import MESSAGE_DATA_MIN_SIZE, REJECT_AFTER_MESSAGES
-from pywg.hotpath import (
+from pywg.core.constants import MESSAGE_DATA_MIN_SIZE, REJECT_AFTER_MESSAGES
+from pywg.native import loader
+from pywg.native.hotpath import (
     COpener,
     CReplayWindow,
     CSealer,
@@ -35,12 +35,12 @@ from tests.test_hotpath import batch_for, ip_packet, keypair, open_python, rando
 RECEIVER = 0x1234ABCD
 SPLIT = (2, 4)  # thread counts compared with 1
 ATTEMPTS = 100  # a worker may wake too late to take part in one call, not in this many
-# A batch worth splitting (pywg/hotpath.c SPLIT_MIN_COST: from ~25 packets of 1420 bytes).
+# A batch worth splitting (pywg/native/threads.c SPLIT_MIN_COST: from ~25 packets of 1420 bytes).
 BIG = [1420] * 45
 
 
 def lib() -> Any:
-    return hotpath.extension()[1]
+    return loader.extension()[1]
 
 
 @pytest.fixture(autouse=True)
@@ -189,7 +189,7 @@ def test_sealing_over_its_own_input(threads: int) -> None:
     """Input and output in one buffer, each plaintext two messages ahead of where its message goes:
     the one pass reads every plaintext before anything overwrites it; laying all headers out first
     would not, so C keeps the one pass, whatever the thread count."""
-    ffi, c = hotpath.extension()
+    ffi, c = loader.extension()
     rng = random.Random(9)
     n, message = 60, 1420 + 32
     packets = random_packets(rng, [1420] * n)
@@ -264,7 +264,7 @@ def opening(
 ) -> Callable[[], OpenOutcome]:
     """A fresh open of `messages` per call (after `mutate` edits the batch, and a window that saw
     `window`): the count accepted, the buffer, the raw results and the window afterwards."""
-    ffi, _ = hotpath.extension()
+    ffi, _ = loader.extension()
     opener = COpener(key)
 
     def run() -> OpenOutcome:
@@ -297,7 +297,7 @@ def test_split_open_is_identical_on_mixed_batches(seed: int, threads: int) -> No
     receiver.replay.validate(19_990)
     receiver.replay.validate(20_500)
     rows = open_python(receiver, messages)
-    ffi, _ = hotpath.extension()
+    ffi, _ = loader.extension()
     size, where = ffi.sizeof("wg_rx_result"), ffi.offsetof("wg_rx_result", "status")
     statuses = [expected[2][size * i + where] for i in range(len(messages))]
     assert statuses == [status for status, _, _ in rows]
@@ -499,7 +499,7 @@ def test_pywg_crypto_threads_environment(value: str | None, expected: int | None
     env = {k: v for k, v in os.environ.items() if k != "PYWG_CRYPTO_THREADS"}
     if value is not None:
         env["PYWG_CRYPTO_THREADS"] = value
-    script = "from pywg import hotpath; print(hotpath.crypto_threads(), hotpath.extension()[1].wg_threads())"
+    script = "from pywg.native import loader as c; print(c.crypto_threads(), c.extension()[1].wg_threads())"
     completed = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     )
@@ -511,5 +511,5 @@ def test_pywg_crypto_threads_environment(value: str | None, expected: int | None
 
 def test_python_wrappers() -> None:
     lib().wg_set_threads(3)
-    assert hotpath.crypto_threads() == 3
-    assert hotpath.parallel_batches() == lib().wg_parallel_batches() >= 0
+    assert loader.crypto_threads() == 3
+    assert loader.parallel_batches() == lib().wg_parallel_batches() >= 0

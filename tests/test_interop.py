@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from pywg import hotpath
-from pywg.config import Endpoint, InterfaceConfig
-from pywg.keys import encode_key
+from pywg.config import EndpointSpec, InterfaceConfig
+from pywg.core.keys import encode_key
+from pywg.native import loader
 from tests.support.pywg_run import Pywg
 from tests.support.topology import (
     WG_PORT,
@@ -171,7 +171,7 @@ def test_pywg_to_pywg(pair: Pair) -> None:
     pywg_b.wait_for_handshake(pywg_a.public_key)
     assert_counters_agree(pywg_a, pywg_b)
     # Both ran the data path this test run asks for (CI runs this file with and without PYWG_NO_EXT).
-    expected = f"data path: {hotpath.describe()}"
+    expected = f"data path: {loader.describe()}"
     for pywg in (pywg_a, pywg_b):
         assert expected in pywg.log(), f"{pywg} did not log {expected!r}:\n{pywg.log()}"
         assert f"UDP port {WG_PORT}: GSO " in pywg.log()  # which offloads the kernel offers
@@ -364,7 +364,7 @@ def test_replies_leave_from_the_address_the_peer_reached(pair: Pair, underlay: i
 
 
 def _with_endpoint(cfg: InterfaceConfig, address: str) -> InterfaceConfig:
-    peer = replace(cfg.peers[0], endpoint=Endpoint(address, WG_PORT))
+    peer = replace(cfg.peers[0], endpoint=EndpointSpec(address, WG_PORT))
     return replace(cfg, peers=[peer])
 
 

@@ -43,9 +43,9 @@ from typing import Any
 import pytest
 
 from pywg.cli import build_parser
-from pywg.config import Endpoint, InterfaceConfig, PeerConfig, to_json
-from pywg.constants import REKEY_AFTER_TIME, ZERO_KEY_MATERIAL_AFTER
-from pywg.noise import HandshakeState
+from pywg.config import EndpointSpec, InterfaceConfig, PeerConfig, to_json
+from pywg.core.constants import REKEY_AFTER_TIME, ZERO_KEY_MATERIAL_AFTER
+from pywg.core.noise import HandshakeState
 from pywg.runtime.uapi_server import query, socket_path
 from tests.support.cni_run import NodeAgent
 from tests.support.netsim import Network, connect, ipv4_packet
@@ -362,7 +362,7 @@ def test_node_agent_keeps_keys_in_its_state_files_only(topology: Topology) -> No
             PeerConfig(
                 public_key=peer_keys.public,
                 preshared_key=psk,
-                endpoint=Endpoint(PEER_IP, 51820),
+                endpoint=EndpointSpec(PEER_IP, 51820),
                 allowed_ips=[ip_network("10.99.0.1/32")],
             )
         ],

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pywg.constants import REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME
-from pywg.keypair import Keypair, Keypairs
+from pywg.core.constants import REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME
+from pywg.core.keypair import Keypair, Keypairs
 
 
 def _keypair(initiator: bool, index: int) -> Keypair:

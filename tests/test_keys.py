@@ -1,4 +1,4 @@
-"""pywg.keys and the key subcommands of the CLI, held to wireguard-tools' `wg`.
+"""pywg.core.keys and the key subcommands of the CLI, held to wireguard-tools' `wg`.
 
 The comparisons with `wg` run both programs as subprocesses. `wg` (wireguard-tools) must be
 on PATH: without it these tests fail and say so, they do not skip.
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from pywg import cli, crypto
-from pywg.keys import (
+from pywg.cli import parser as cli
+from pywg.core import crypto
+from pywg.core.keys import (
     KeyFormatError,
     decode_key,
     encode_key,

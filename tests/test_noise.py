@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pywg import crypto
-from pywg.crypto import StaticKey
-from pywg.noise import (
+from pywg.core import crypto
+from pywg.core.crypto import StaticKey
+from pywg.core.noise import (
     Handshake,
     HandshakeState,
     InitiationBody,

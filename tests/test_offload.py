@@ -1,4 +1,4 @@
-"""TUN offloads (pywg/offload.c through cffi): splitting super-packets and merging TCP segments
+"""TUN offloads (pywg/native/offload.c through cffi): splitting super-packets and merging TCP segments
 and UDP datagrams, held to a Python reference, and hostile frames (issue 13: tiny or too many
 segments, headers that lie) refused before a segment is written; the reader and writer on a real
 TUN; then pywg with IFF_VNET_HDR end to end, against itself and wireguard-go, every transfer
@@ -29,9 +29,9 @@ from typing import Any, cast
 
 import pytest
 
-from pywg import hotpath
 from pywg.config import InterfaceConfig
-from pywg.device import Device
+from pywg.core.device import Device
+from pywg.native import loader
 from pywg.runtime import tun_offload
 from pywg.runtime.engine import TUN_PAUSE_MIN, Engine
 from pywg.runtime.netns import in_netns
@@ -70,7 +70,7 @@ FIN, SYN, PSH, ACK, CWR = 0x01, 0x02, 0x08, 0x10, 0x80
 A4, B4 = "10.1.0.1", "10.1.0.2"
 A6, B6 = "fd00::1", "fd00::2"
 
-ffi, lib = hotpath.extension()
+ffi, lib = loader.extension()
 MIN_TCP, MIN_UDP, MOST_SEGMENTS = (
     lib.WG_GSO_MIN_TCP_SEGMENT,
     lib.WG_GSO_MIN_UDP_SEGMENT,
@@ -796,7 +796,7 @@ def test_writer_hands_the_kernel_merged_packets(vnet_tun: tuple[Host, Tun]) -> N
 
 
 class RefusingUdpGso:
-    """pywg._hotpath's lib, but the TUN refuses merged UDP with EINVAL (as a kernel might)."""
+    """pywg.native._hotpath's lib, but the TUN refuses merged UDP with EINVAL (as a kernel might)."""
 
     def __init__(self, lib: Any) -> None:
         self._lib = lib
@@ -1039,7 +1039,7 @@ def test_hostile_frames_written_in_the_namespace(
 
 @pytest.mark.root
 @needs_offload
-@pytest.mark.parametrize("variable", [tun_offload.DISABLE_ENV, hotpath.DISABLE_ENV])
+@pytest.mark.parametrize("variable", [tun_offload.DISABLE_ENV, loader.DISABLE_ENV])
 def test_offloads_can_be_turned_off(
     pair: tuple[Host, Host, InterfaceConfig, InterfaceConfig], monkeypatch: pytest.MonkeyPatch, variable: str
 ) -> None:

@@ -8,12 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pywg.constants import (
+from pywg.core.constants import (
     RATELIMITER_MAX_ENTRIES,
     RATELIMITER_PACKETS_BURSTABLE,
     RATELIMITER_PACKETS_PER_SECOND,
 )
-from pywg.ratelimiter import RateLimiter
+from pywg.core.ratelimiter import RateLimiter
 
 COST = 1.0 / RATELIMITER_PACKETS_PER_SECOND  # 50 ms
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pywg.constants import COUNTER_BITS_TOTAL, COUNTER_WINDOW_SIZE, REJECT_AFTER_MESSAGES
-from pywg.replay import ReplayWindow
+from pywg.core.constants import COUNTER_BITS_TOTAL, COUNTER_WINDOW_SIZE, REJECT_AFTER_MESSAGES
+from pywg.core.replay import ReplayWindow
 from tests.support.vectors_path import load_vectors
 
 W = COUNTER_WINDOW_SIZE

@@ -611,7 +611,7 @@ def test_missing_link_and_namespace(netns: str) -> None:
 
 def test_pywg_up_never_loads_pyroute2() -> None:
     """The daemon configures links with iproute2: pyroute2 (~20 MB once imported) stays out."""
-    code = "import sys, pywg.cli, pywg.runtime.commands; print('pyroute2' in sys.modules)"
+    code = "import sys, pywg.cli, pywg.cli.commands; print('pyroute2' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
 

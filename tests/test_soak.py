@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pywg.constants import (
+from pywg.core.constants import (
     REJECT_AFTER_MESSAGES,
     REJECT_AFTER_TIME,
     REKEY_AFTER_MESSAGES,
@@ -55,9 +55,9 @@ from pywg.constants import (
     REKEY_TIMEOUT_JITTER_MAX,
     ZERO_KEY_MATERIAL_AFTER,
 )
-from pywg.device import HandshakeCompleted
-from pywg.keypair import Keypair
-from pywg.peer import Peer
+from pywg.core.events import HandshakeCompleted
+from pywg.core.keypair import Keypair
+from pywg.core.peer import Peer
 from tests.support.netsim import Network, connect, ipv4_packet
 
 pytestmark = pytest.mark.slow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from pywg.constants import (
+from pywg.core.constants import (
     KEEPALIVE_TIMEOUT,
     MESSAGE_DATA,
     MESSAGE_INITIATION,
@@ -14,8 +14,9 @@ from pywg.constants import (
     REKEY_TIMEOUT,
     ZERO_KEY_MATERIAL_AFTER,
 )
-from pywg.device import Device, HandshakeGaveUp, KeysZeroed
-from pywg.messages import message_type
+from pywg.core.device import Device
+from pywg.core.events import HandshakeGaveUp, KeysZeroed
+from pywg.core.messages import message_type
 from tests.support.netsim import Network, connect, ipv4_packet, sent_of_type
 
 A = ("192.0.2.1", 51820)

@@ -26,13 +26,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pywg.clock import FakeClock
-from pywg.constants import MESSAGE_INITIATION
-from pywg.crypto import clamp, public_key
-from pywg.device import Device
-from pywg.messages import message_type
-from pywg.runtime.uapi_server import query
-from pywg.uapi import (
+from pywg.core.clock import FakeClock
+from pywg.core.constants import MESSAGE_INITIATION
+from pywg.core.crypto import clamp, public_key
+from pywg.core.device import Device
+from pywg.core.messages import message_type
+from pywg.core.uapi import (
     MAX_LINE,
     RequestSplitter,
     UapiHooks,
@@ -41,6 +40,7 @@ from pywg.uapi import (
     _prefix,
     handle_request,
 )
+from pywg.runtime.uapi_server import query
 from tests.support.netsim import Network, SeededRng, fixed_public, ipv4_packet
 
 PRIVATE = clamp(random.Random(7).randbytes(32))
@@ -670,7 +670,7 @@ def test_same_peer_twice_in_one_set() -> None:
 
 
 def test_too_many_peers_is_einval(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("pywg.device.MAX_PEERS", 1)
+    monkeypatch.setattr("pywg.core.device.MAX_PEERS", 1)
     device = new_device()
     assert do_set(device, f"public_key={P1.hex()}", f"public_key={P2.hex()}") == EINVAL
     assert list(device.peers) == [P1]
@@ -722,7 +722,7 @@ def test_after_set_runs_after_every_set() -> None:
 
 
 def test_key_material_never_reaches_the_log(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="pywg.uapi")
+    caplog.set_level(logging.DEBUG, logger="pywg.core.uapi")
     secret = clamp(bytes(range(100, 132))).hex()
 
     def leaky(port: int) -> int:

@@ -1,4 +1,4 @@
-"""recvmmsg and sendmmsg in C (pywg/udpio.c) against real sockets on loopback, and UdpSockets with
+"""recvmmsg and sendmmsg in C (pywg/native/udpio.c) against real sockets on loopback, and UdpSockets with
 them on and forced off (PYWG_NO_MMSG=1): the same datagrams, sources and local addresses either way."""
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from pywg import hotpath
+from pywg.native import loader
 from pywg.runtime import udp
 from pywg.runtime.udp import UdpSockets
 from tests.support.topology import ipv6_loopback
 
 pytestmark = pytest.mark.skipif(
-    not hotpath.built() or not hasattr(hotpath.extension()[1], "wg_udp_recv"), reason="C extension not built"
+    not loader.built() or not hasattr(loader.extension()[1], "wg_udp_recv"), reason="C extension not built"
 )
 
 LOOPBACK = {socket.AF_INET: "127.0.0.1", socket.AF_INET6: "::1"}
@@ -34,7 +34,7 @@ class C:
     """The extension's functions with the buffers they need, as udp.py holds them."""
 
     def __init__(self, slots: int = 64) -> None:
-        self.ffi, self.lib = hotpath.extension()
+        self.ffi, self.lib = loader.extension()
         self.headers = self.ffi.new("char[]", self.lib.wg_udp_batch_size())
         self.batch = self.ffi.cast("wg_udp_batch *", self.headers)
         self.pool = self.ffi.new("uint8_t[]", slots * SLOT)
@@ -202,7 +202,7 @@ def make(monkeypatch: pytest.MonkeyPatch, mmsg: bool, offload: bool = True) -> U
     sockets = UdpSockets(0, offload=offload)
     if mmsg and sockets.mmsg is None:
         sockets.close()
-        pytest.skip(f"recvmmsg/sendmmsg off ({hotpath.unavailable_reason()})")
+        pytest.skip(f"recvmmsg/sendmmsg off ({loader.unavailable_reason()})")
     return sockets
 
 

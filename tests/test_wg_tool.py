@@ -17,8 +17,8 @@ from ipaddress import ip_network
 
 import pytest
 
-from pywg.config import Endpoint, InterfaceConfig, PeerConfig, parse_config
-from pywg.keys import encode_key
+from pywg.config import EndpointSpec, InterfaceConfig, PeerConfig, parse_config
+from pywg.core.keys import encode_key
 from tests.support.pywg_run import PywgUp, Userspace
 from tests.support.topology import (
     Host,
@@ -124,7 +124,7 @@ def test_show_dump_showconf_and_latest_handshake(world: World) -> None:
     by_key = {peer.public_key: peer for peer in shown.peers}
     assert by_key.keys() == {world.keys_b.public, spare.public_key}
     got_b = by_key[world.keys_b.public]
-    assert got_b.preshared_key == psk and got_b.endpoint == Endpoint(B_UNDER, PORT)
+    assert got_b.preshared_key == psk and got_b.endpoint == EndpointSpec(B_UNDER, PORT)
     assert got_b.allowed_ips == cfg_a.peers[0].allowed_ips and got_b.persistent_keepalive == 25
     assert by_key[spare.public_key].allowed_ips == spare.allowed_ips
     assert by_key[spare.public_key].endpoint is None and by_key[spare.public_key].preshared_key is None
@@ -206,7 +206,7 @@ def test_set_listen_port_moves_traffic_to_the_new_port(world: World) -> None:
     pywg = PywgUp(world.a, world.cfg_a)
     pywg.up()
     # b knows a only at the new port: a handshake proves a listens there.
-    peer_a = replace(world.cfg_b.peers[0], endpoint=Endpoint(A_UNDER, new_port))
+    peer_a = replace(world.cfg_b.peers[0], endpoint=EndpointSpec(A_UNDER, new_port))
     go = WireguardGo(world.b, replace(world.cfg_b, peers=[peer_a])).start()
     assert PORT in _udp_ports(world.a)
 

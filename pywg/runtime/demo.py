@@ -27,8 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
 
-from pywg.device import Device, HandshakeCompleted
-from pywg.keys import encode_key, generate_private_key
+from pywg.core import Device, HandshakeCompleted, encode_key, generate_private_key
 from pywg.runtime.lab import (
     WG_SOCKET_DIR,
     Lab,
@@ -292,7 +291,6 @@ class NetnsDemo(Lab):
         argv = client.exec_argv(["iperf3", "-c", address, "-p", str(IPERF_PORT)])
         done = attempt([*argv, "-t", str(IPERF_SECONDS), "-P", "1", "-J"], timeout=IPERF_SECONDS + 15)
         stop_process(process)
-        self.processes.remove(process)
         if done is None:
             raise LabFailed(f"{what} failed: iperf3 did not finish within {IPERF_SECONDS + 15} s")
         mbits = _received_mbits(done)

@@ -4,11 +4,11 @@ The device runs on the loop's thread: the TUN fd and each UDP socket are
 watched with add_reader, each wake-up handles a batch (TUN reads until EAGAIN,
 UDP reads with GRO or recvmmsg, up to a bound each), the device seals or opens it in one
 call per run (consecutive packets to one peer, messages to one receiver index; the C hot
-path when built: pywg/hotpath.py, whose large batches also use worker threads), then
+path when built: pywg/native/hotpath.py, whose large batches also use worker threads), then
 `flush` sends what the device produced (GSO runs) and re-arms the one timer for its next
 deadline.
 
-With the C extension the packets stay where they were read (pywg/batch.py): the TUN
+With the C extension the packets stay where they were read (pywg/core/batch.py): the TUN
 reader's buffer is sealed from, a UDP socket's receive pool is opened in place, and
 `flush` writes the opened packets to the TUN from there, before that socket is read
 again. What the device keeps (packets staged for a handshake) it copies.
@@ -39,16 +39,23 @@ from collections.abc import Callable
 
 import uvloop
 
-from pywg.batch import OpenedRun
-from pywg.device import Device, EndpointChanged, HandshakeCompleted, HandshakeGaveUp, KeysZeroed
-from pywg.endpoint import format_endpoint
-from pywg.hotpath import BufferPackets, COpenedRun
-from pywg.keys import encode_key
+from pywg.core import (
+    Device,
+    EndpointChanged,
+    HandshakeCompleted,
+    HandshakeGaveUp,
+    KeysZeroed,
+    ReloadRefused,
+    UapiHooks,
+    encode_key,
+    format_endpoint,
+)
+from pywg.core.batch import OpenedRun
+from pywg.native.hotpath import BufferPackets, COpenedRun
 from pywg.runtime.tun import Tun, TunGoneError
 from pywg.runtime.tun_offload import TunReader, TunWriter
 from pywg.runtime.uapi_server import UapiServer
 from pywg.runtime.udp import UdpSockets
-from pywg.uapi import ReloadRefused, UapiHooks
 
 TUN_BATCH = 128  # packets read from the TUN per wake-up (MAX_STAGED_PACKETS per peer)
 UDP_BATCH = 256  # datagrams read per socket per wake-up (GRO segments counted)

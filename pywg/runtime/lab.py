@@ -1,11 +1,14 @@
-"""A two-namespace lab: what `pywg demo` and the benchmarks build a tunnel in, and take down again.
+"""Network namespaces made for a run and removed after it; the two-namespace lab of the demo.
 
-Two fresh network namespaces `<prefix>-<tag>-a` and `-b` joined by a veth pair (`veth0` on both
-sides); commands run with a time bound and an environment in which this checkout's pywg is importable;
-keys reach pywg and wg only through 0600 files in a 0700 temporary directory; every namespace,
-process, UAPI socket and state file made is recorded as it is made, so `Lab.cleanup` removes exactly
-that, whatever state a run stopped in. Names carry a random tag: /var/run/wireguard and /run/pywg are
-shared by every namespace of the machine.
+A `Namespace` is one made for a run (`lo` up), with the processes started in it; `close` removes it
+with everything still inside. `add_veth` joins two. The tests' hosts (tests/support/topology.py)
+are Namespaces, and so are the two sides of a `Lab`, what `pywg demo` and the benchmarks build a
+tunnel in: two fresh namespaces `<prefix>-<tag>-a` and `-b` joined by a veth pair (`veth0` on both
+sides). Commands run with a time bound and an environment in which this checkout's pywg is
+importable; keys reach pywg and wg only through 0600 files in a 0700 temporary directory; every
+namespace, process, UAPI socket and state file made is recorded as it is made, so `Lab.cleanup`
+removes exactly that, whatever state a run stopped in. Names carry a random tag: /var/run/wireguard
+and /run/pywg are shared by every namespace of the machine.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pywg.keys import encode_key, generate_private_key, public_key_for
+from pywg.core import encode_key, generate_private_key, public_key_for
 from pywg.runtime.daemon import STATE_DIR
 
 WG_SOCKET_DIR = Path("/var/run/wireguard")
@@ -106,7 +109,7 @@ def stop_process(process: subprocess.Popen[Any], timeout: float = 5.0) -> int | 
 
 def write_secret(path: Path, text: str) -> Path:
     """A 0600 file: keys reach pywg and wg through these, never argv or environment."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(text)
     return path
@@ -164,7 +167,104 @@ def status_kb(pid: int, key: str) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# the two namespaces
+# namespaces
+
+
+class Namespace:
+    """A network namespace made for a run (`ip netns add NAME`, `lo` up), and the processes started
+    in it.
+
+    `close` stops those processes (SIGTERM, SIGKILL after 5 s), kills anything else still inside
+    and deletes the namespace, its veth ends with it; it returns what could not be removed, and does
+    nothing a second time.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.closed = False
+        run(["ip", "netns", "add", name], f"creating network namespace {name}")
+        try:
+            run(["ip", "-n", name, "link", "set", "lo", "up"], f"bringing up lo in {name}")
+        except BaseException:
+            self.close()
+            raise
+
+    def exec_argv(self, argv: Sequence[str]) -> list[str]:
+        """`argv` wrapped in `ip netns exec NAME`."""
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        stdin: Any = subprocess.DEVNULL,
+        stdout: Any = subprocess.DEVNULL,
+        stderr: Any = subprocess.DEVNULL,
+    ) -> subprocess.Popen[bytes]:
+        """A process in the namespace, in a session of its own (Ctrl-C is the caller's); `close`
+        stops it."""
+        if self.closed:
+            raise LabFailed(f"network namespace {self.name} is closed")
+        process = subprocess.Popen(
+            self.exec_argv(argv), stdin=stdin, stdout=stdout, stderr=stderr, env=env, start_new_session=True
+        )
+        self.processes.append(process)
+        return process
+
+    def pids(self) -> list[int]:
+        """The processes inside the namespace (`ip netns pids`)."""
+        done = attempt(["ip", "netns", "pids", self.name], timeout=5)
+        return [int(pid) for pid in done.stdout.split()] if done else []
+
+    def stop_processes(self) -> None:
+        """Stop the processes `spawn` started, the last first."""
+        for process in reversed(self.processes):
+            stop_process(process)
+        self.processes.clear()
+
+    def close(self) -> list[str]:
+        if self.closed:
+            return []
+        self.closed = True
+        return self.remove()
+
+    def remove(self) -> list[str]:
+        """Stop the processes, kill anything else inside and delete the namespace (`close` without
+        its guard, for subclasses that close more); returns what could not be removed."""
+        self.stop_processes()
+        return remove_netns(self.name)
+
+
+def remove_netns(name: str) -> list[str]:
+    """Kill whatever runs inside network namespace `name` and delete it; returns what could not be
+    removed."""
+    done = attempt(["ip", "netns", "pids", name], timeout=5)
+    for pid in done.stdout.split() if done else []:
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+    if (NETNS_DIR / name).exists():
+        attempt(["ip", "netns", "delete", name], timeout=10)
+    if (NETNS_DIR / name).exists():
+        return [f"network namespace {name} could not be deleted"]
+    return []
+
+
+def add_veth(a: Namespace, a_ifname: str, b: Namespace, b_ifname: str, mtu: int | None = None) -> None:
+    """A veth pair: `a_ifname` in `a`, its peer `b_ifname` in `b`; down, without addresses."""
+    sized = ["mtu", str(mtu)] if mtu is not None else []
+    argv = ["ip", "-n", a.name, "link", "add", a_ifname, *sized, "type", "veth", "peer", "name", b_ifname]
+    run([*argv, "netns", b.name], f"creating the veth pair {a_ifname} ({a.name}), {b_ifname} ({b.name})")
+
+
+def tcp_listening(namespace: Namespace, port: int) -> bool:
+    """Whether a TCP socket listens on `port` in `namespace` (an iperf3 server, say)."""
+    done = attempt(namespace.exec_argv(["ss", "-Hltn", f"sport = :{port}"]), timeout=5)
+    return done is not None and bool(done.stdout.strip())
+
+
+# --------------------------------------------------------------------------------------------
+# the two-namespace lab
 
 
 @dataclass
@@ -186,7 +286,10 @@ class Side:
 
 
 class Lab:
-    """Two namespaces joined by a veth pair, and the record of everything made in them."""
+    """Two namespaces joined by a veth pair, and the record of everything made in them.
+
+    Each side's `Namespace` is made by `make_network`; `namespaces` holds them by side label.
+    """
 
     def __init__(
         self, prefix: str, underlay: Mapping[str, str], inner: Mapping[str, tuple[str, ...]]
@@ -204,9 +307,8 @@ class Lab:
             for label in ("a", "b")
         }
         self.workdir: Path | None = None
-        self.namespaces: list[str] = []
+        self.namespaces: dict[str, Namespace] = {}
         self.names: list[str] = []  # interface and UAPI names of tunnel processes
-        self.processes: list[subprocess.Popen[bytes]] = []
 
     def peer_of(self, side: Side) -> Side:
         return self.sides["b" if side.label == "a" else "a"]
@@ -214,13 +316,9 @@ class Lab:
     def make_network(self, prefix_length: int = 24) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-{self.tag}-"))  # mode 0700
         for side in self.sides.values():
-            self.namespaces.append(side.netns)
-            run(["ip", "netns", "add", side.netns], f"creating network namespace {side.netns}")
-            run(["ip", "-n", side.netns, "link", "set", "lo", "up"], f"bringing up lo in {side.netns}")
-        a, b = self.sides["a"], self.sides["b"]
-        veth = ["ip", "link", "add", "veth0", "netns", a.netns, "type", "veth"]
-        run([*veth, "peer", "name", "veth0", "netns", b.netns], "creating the veth pair")
-        for side in (a, b):
+            self.namespaces[side.label] = Namespace(side.netns)
+        add_veth(self.namespaces["a"], "veth0", self.namespaces["b"], "veth0")
+        for side in self.sides.values():
             address = f"{side.underlay}/{prefix_length}"
             run(["ip", "-n", side.netns, "addr", "add", address, "dev", "veth0"], f"adding {address}")
             run(["ip", "-n", side.netns, "link", "set", "veth0", "up"], f"bringing up veth0 in {side.netns}")
@@ -230,16 +328,7 @@ class Lab:
     ) -> subprocess.Popen[bytes]:
         """A process in `side`'s namespace, output to `log`, in a session of its own (Ctrl-C is ours)."""
         with open(log, "wb") as out:
-            process = subprocess.Popen(
-                side.exec_argv(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
-        self.processes.append(process)
-        return process
+            return self.namespaces[side.label].spawn(argv, env, stdout=out, stderr=subprocess.STDOUT)
 
     def configure_wireguard_go(self, side: Side, name: str, port: int, networks: Sequence[str]) -> None:
         """`wg setconf` a running wireguard-go `name` for its peer, from a 0600 file."""
@@ -255,11 +344,9 @@ class Lab:
 
     def wait_for_listener(self, side: Side, process: subprocess.Popen[bytes], port: int, what: str) -> None:
         """Until a TCP socket listens on `port` in `side` (an iperf3 server, say)."""
-        argv = side.exec_argv(["ss", "-Hltn", f"sport = :{port}"])
         deadline = time.monotonic() + 5.0
         while True:
-            done = attempt(argv, timeout=5)
-            if done is not None and done.stdout.strip():
+            if tcp_listening(self.namespaces[side.label], port):
                 return
             if process.poll() is not None:
                 raise LabFailed(f"{what} failed: the server exited with status {process.returncode}")
@@ -276,18 +363,11 @@ class Lab:
     def cleanup(self) -> list[str]:
         """Remove everything this run made, whatever state it is in; return what could not be removed."""
         problems: list[str] = []
-        for process in self.processes:
-            stop_process(process)
-        self.processes.clear()
+        for namespace in self.namespaces.values():
+            namespace.stop_processes()
         problems += self._kill_leftovers()
-        for netns in self.namespaces:
-            done = attempt(["ip", "netns", "pids", netns], timeout=5)
-            for pid in done.stdout.split() if done else []:
-                with contextlib.suppress(OSError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-            attempt(["ip", "netns", "delete", netns], timeout=10)
-            if (NETNS_DIR / netns).exists():
-                problems.append(f"network namespace {netns} could not be deleted")
+        for namespace in self.namespaces.values():
+            problems += namespace.close()
         for name in self.names:
             self.forget(name)
         if self.workdir is not None:

@@ -28,12 +28,12 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from pywg.keys import encode_key
+from pywg.core import encode_key
 
 if TYPE_CHECKING:
     import asyncio
 
-    from pywg.device import Device
+    from pywg.core import Device
 
 T = TypeVar("T")
 SAMPLE_TIMEOUT = 5.0  # a scrape waits at most this long for the loop

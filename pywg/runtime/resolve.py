@@ -14,7 +14,7 @@ from concurrent.futures import Executor
 from ipaddress import ip_address
 
 from pywg.config import ConfigError, InterfaceConfig
-from pywg.endpoint import Endpoint
+from pywg.core import Endpoint
 
 
 class ResolveTimeout(ConfigError):

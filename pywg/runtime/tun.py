@@ -154,7 +154,7 @@ class Tun:
         self.ifindex = ifindex
         self.netns = netns
         # With vnet_hdr every read starts with a struct virtio_net_hdr and every write needs one
-        # (pywg/offload.h); `offloads` are the TUN_F_* flags the kernel accepted for it.
+        # (pywg/native/offload.h); `offloads` are the TUN_F_* flags the kernel accepted for it.
         self.vnet_hdr = vnet_hdr
         self.offloads = offloads
         # Every read gets a buffer this large; a packet larger than it is truncated by the kernel.

@@ -1,4 +1,4 @@
-"""TUN offloads: the engine's TUN side for a TUN opened with IFF_VNET_HDR (C in pywg/offload.c).
+"""TUN offloads: the engine's TUN side for a TUN opened with IFF_VNET_HDR (C in pywg/native/offload.c).
 
 The kernel hands such a TUN TCP (and, from Linux 6.2, UDP) super-packets of up to 64 KiB with
 their transport checksum left open; `TunReader` reads them and splits them in C into the IP
@@ -30,7 +30,7 @@ from collections.abc import Callable
 from itertools import accumulate
 from typing import Any
 
-from pywg import hotpath
+from pywg.native import hotpath, loader
 from pywg.runtime.tun import TUN_F_USO4, TUN_F_USO6, Tun, TunGoneError
 
 DISABLE_ENV = "PYWG_NO_TUN_OFFLOAD"
@@ -45,7 +45,7 @@ _log = logging.getLogger("pywg")
 
 def unavailable_reason() -> str | None:
     """Why a TUN should be opened without IFF_VNET_HDR, or None if the engine can handle it."""
-    return hotpath.feature_unavailable_reason("wg_tun_read", "TUN offloads", DISABLE_ENV)
+    return loader.feature_unavailable_reason("wg_tun_read", "TUN offloads", DISABLE_ENV)
 
 
 def available() -> bool:
@@ -80,7 +80,7 @@ class TunReader:
     """Reads a vnet_hdr TUN in batches; super-packets come out split into IP packets."""
 
     def __init__(self, tun: Tun) -> None:
-        ffi, self._lib = hotpath.extension()
+        ffi, self._lib = loader.extension()
         self._tun = tun
         self._reader = ffi.new("wg_tun_reader *")  # zeroed: no frame pending
         self._batch = hotpath.BufferPackets(untouched_buffer(READ_BUFFER), READ_SLOTS)
@@ -103,7 +103,7 @@ class TunReader:
     def take_drops(self) -> dict[str, int]:
         """Frames dropped since the last call, by drop reason (the engine counts them as drops):
         malformed ones, and super-packets whose segments are too small or too many for the work
-        they would cost (see "Hostile frames" in pywg/offload.h)."""
+        they would cost (see "Hostile frames" in pywg/native/offload.h)."""
         drops: dict[str, int] = {}
         for index, reason in self._drop_reasons.items():
             total = int(self._reader.dropped[index])
@@ -141,7 +141,7 @@ class TunWriter:
     """
 
     def __init__(self, tun: Tun) -> None:
-        ffi, lib = hotpath.extension()
+        ffi, lib = loader.extension()
         self._ffi, self._lib = ffi, lib
         self._tun = tun
         self._merge_names = {

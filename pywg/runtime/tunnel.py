@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network
 
 from pywg.config import InterfaceConfig
-from pywg.constants import DEFAULT_MTU
-from pywg.device import Device
-from pywg.endpoint import Endpoint
-from pywg.hotpath import data_path_crypto
+from pywg.core import Device, Endpoint
+from pywg.core.constants import DEFAULT_MTU
+from pywg.native.hotpath import data_path_crypto
 from pywg.runtime import netconfig, tun_offload
 from pywg.runtime.engine import Engine
 from pywg.runtime.netns import resolve_netns

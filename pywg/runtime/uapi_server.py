@@ -14,8 +14,7 @@ import os
 import socket
 from pathlib import Path
 
-from pywg.device import Device
-from pywg.uapi import UapiHooks, UapiSession
+from pywg.core import Device, UapiHooks, UapiSession
 
 RUN_DIR = Path("/var/run/wireguard")
 _log = logging.getLogger(__name__)

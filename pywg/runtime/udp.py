@@ -20,7 +20,7 @@ Both are probed once when the sockets are made; the engine logs what is on.
 GRO is asked for on the data sockets only: the handshake sockets' datagrams come
 from many senders, one or two each, which GRO would not glue anyway.
 
-Where GSO and GRO cannot batch, recvmmsg and sendmmsg do (C in pywg/udpio.c, when
+Where GSO and GRO cannot batch, recvmmsg and sendmmsg do (C in pywg/native/udpio.c, when
 the extension is built; PYWG_NO_MMSG=1 turns them off): the handshake and priority
 sockets, and a data socket without GRO, take up to 64 datagrams per recvmmsg; a data
 socket with GRO takes up to GRO_SLOTS (8) GRO batches per recvmmsg, since a
@@ -71,10 +71,9 @@ from ipaddress import IPv4Address, IPv6Address
 from itertools import accumulate
 from typing import Any, cast
 
-from pywg import hotpath
-from pywg.batch import MAX_RECEIVE_RUN, DatagramList, Datagrams, Received, SealedRun, split
-from pywg.device import Datagram
-from pywg.endpoint import Endpoint
+from pywg.core import Datagram, Endpoint
+from pywg.core.batch import MAX_RECEIVE_RUN, DatagramList, Datagrams, Received, SealedRun, split
+from pywg.native import hotpath, loader
 
 IP_PKTINFO = 8  # Linux; not exported by Python's socket module
 IPV6_RECVPKTINFO = socket.IPV6_RECVPKTINFO
@@ -121,12 +120,12 @@ PRIORITY_MAX = 256
 _SKF_NET_OFF = -0x100000
 _SOURCE_WORDS = {socket.AF_INET: (12,), socket.AF_INET6: (8, 12, 16, 20)}
 _log = logging.getLogger("pywg")
-_CHUNKS = hotpath.extension() if hotpath.built() else None  # cffi ffi and lib for gso_chunks
+_CHUNKS = loader.extension() if loader.built() else None  # cffi ffi and lib for gso_chunks
 
 
 def mmsg_unavailable_reason() -> str | None:
     """Why datagrams go one (or one GSO/GRO batch) per system call, or None: recvmmsg/sendmmsg."""
-    return hotpath.feature_unavailable_reason("wg_udp_recv", "recvmmsg/sendmmsg", MMSG_DISABLE_ENV)
+    return loader.feature_unavailable_reason("wg_udp_recv", "recvmmsg/sendmmsg", MMSG_DISABLE_ENV)
 
 
 def describe_batching() -> str:
@@ -479,14 +478,14 @@ def _forget(gone: list[str], source: str | None) -> None:
 
 
 class ReceivedDatagrams(hotpath.InBuffer):
-    """Datagrams (pywg/batch.py) as one recvmmsg left them in a socket's pool: GRO batches cut into
+    """Datagrams (pywg/core/batch.py) as one recvmmsg left them in a socket's pool: GRO batches cut into
     their datagrams in C, runs found in C, opened in place by the C hot path."""
 
     __slots__ = ("_ffi", "_lib", "_origin", "_origins", "_run_end", "_run_index", "_rx_view", "rx")
 
     def __init__(self, memory: mmap.mmap, slots: int, capacity: int) -> None:
         super().__init__(memory, capacity)
-        ffi, self._lib = hotpath.extension()
+        ffi, self._lib = loader.extension()
         self._ffi = ffi
         self.rx = ffi.new("wg_udp_rx[]", slots)
         self._rx_view = memoryview(ffi.buffer(self.rx))
@@ -581,11 +580,11 @@ def _append(
 
 
 class _Mmsg:
-    """recvmmsg and sendmmsg in C (pywg/udpio.c): the message headers and the arrays of one call
+    """recvmmsg and sendmmsg in C (pywg/native/udpio.c): the message headers and the arrays of one call
     are allocated once; a call handles up to RECEIVE_SLOTS datagrams with the GIL released."""
 
     def __init__(self) -> None:
-        ffi, lib = hotpath.extension()
+        ffi, lib = loader.extension()
         self.ffi, self._lib = ffi, lib
         self._headers = ffi.new("char[]", lib.wg_udp_batch_size())
         self._batch = ffi.cast("wg_udp_batch *", self._headers)

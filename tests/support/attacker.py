@@ -38,17 +38,17 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from pywg import crypto
-from pywg.constants import (
+from pywg.core import crypto
+from pywg.core.constants import (
     MAC_LEN,
     MESSAGE_COOKIE_REPLY,
     MESSAGE_COOKIE_REPLY_SIZE,
 )
-from pywg.cookie import cookie_key, mac1_key
-from pywg.crypto import CryptoError, StaticKey
-from pywg.messages import INITIATION_MAC1_OFFSET, MAC2_DISTANCE, CookieReply, Initiation
-from pywg.noise import Handshake
-from pywg.tai64n import tai64n
+from pywg.core.cookie import cookie_key, mac1_key
+from pywg.core.crypto import CryptoError, StaticKey
+from pywg.core.messages import INITIATION_MAC1_OFFSET, MAC2_DISTANCE, CookieReply, Initiation
+from pywg.core.noise import Handshake
+from pywg.core.tai64n import tai64n
 
 MAC2_OFFSET = INITIATION_MAC1_OFFSET + MAC2_DISTANCE
 POOL = 4096  # distinct initiations cycled through by the flood

@@ -30,7 +30,7 @@ from typing import Any
 from cni import agent_client, kernel
 from cni.agent import Attachment, StateStore, attachment_name
 from pywg.config import parse_config
-from pywg.keys import encode_key, generate_private_key, public_key_for
+from pywg.core.keys import encode_key, generate_private_key, public_key_for
 from pywg.runtime.netns import netns_identity
 from pywg.runtime.resolve import resolve_endpoints
 

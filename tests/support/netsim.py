@@ -12,12 +12,12 @@ import struct
 from collections.abc import Callable
 from ipaddress import ip_address, ip_network
 
-from pywg import hotpath
-from pywg.clock import FakeClock
-from pywg.crypto import clamp, public_key
-from pywg.device import Device, Received
-from pywg.endpoint import Endpoint
-from pywg.messages import message_type
+from pywg.core.clock import FakeClock
+from pywg.core.crypto import clamp, public_key
+from pywg.core.device import Device, Received
+from pywg.core.endpoint import Endpoint
+from pywg.core.messages import message_type
+from pywg.native import hotpath
 
 
 class SeededRng:

@@ -1,10 +1,12 @@
 """A small world of network namespaces for end-to-end tests: hosts, veth links, wireguard-go, traffic.
 
 A `Host` is a network namespace (`ip netns add pywgt-<owner>-<random>`, `lo` up) with its own 0700
-temporary directory. `link` joins two hosts with a veth pair carrying IPv4 and/or IPv6 underlay
-addresses; `Link.set_addresses` moves one end to new addresses (roaming) and `Link.down`/`Link.up`
-cut and restore it. `WireguardGo` runs Debian's wireguard-go for one interface inside a host and
-configures it with `wg setconf` (from a 0600 file, never argv or environment) and `ip`.
+temporary directory: a `Namespace` of pywg/runtime/lab.py (what the demo's and the benchmarks'
+two-namespace lab is made of) with what tests need besides. `link` joins two hosts with a veth pair
+carrying IPv4 and/or IPv6 underlay addresses; `Link.set_addresses` moves one end to new addresses
+(roaming) and `Link.down`/`Link.up` cut and restore it. `WireguardGo` runs Debian's wireguard-go for
+one interface inside a host and configures it with `wg setconf` (from a 0600 file, never argv or
+environment) and `ip`.
 `tcp_transfer` and `iperf3` push traffic between hosts, always with a time bound.
 
 Ownership and cleanup. Every name this module makes carries the owner tag of the pytest process
@@ -58,8 +60,8 @@ from typing import Any
 
 import pytest
 
-from pywg.config import Endpoint, InterfaceConfig, PeerConfig, format_wg_quick
-from pywg.keys import (
+from pywg.config import EndpointSpec, InterfaceConfig, PeerConfig, format_wg_quick
+from pywg.core.keys import (
     decode_key,
     encode_key,
     generate_preshared_key,
@@ -67,15 +69,22 @@ from pywg.keys import (
     public_key_for,
 )
 from pywg.runtime.daemon import alive
-from pywg.runtime.lab import stop_process
+from pywg.runtime.lab import (
+    NETNS_DIR,
+    WG_SOCKET_DIR,
+    Namespace,
+    add_veth,
+    remove_netns,
+    stop_process,
+    tcp_listening,
+    write_secret,
+)
 
 IPInterface = IPv4Interface | IPv6Interface
 
 NETNS_PREFIX = "pywgt-"
-NETNS_DIR = Path("/run/netns")
 IFNAME_PREFIX = "wgt"
 IFNAME_MAX = 15
-WG_SOCKET_DIR = Path("/var/run/wireguard")
 OWNER_ENV = "PYWGT_OWNER"
 DEFAULT_MTU = 1420
 WG_PORT = 51820
@@ -181,7 +190,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interva
         time.sleep(interval)
 
 
-def _close_all(closers: Iterable[Callable[[], None]]) -> None:
+def _close_all(closers: Iterable[Callable[[], object]]) -> None:
     """Call every closer even if some raise; then raise the first error."""
     errors: list[BaseException] = []
     for close in closers:
@@ -202,7 +211,7 @@ def _as_interface(address: str | IPInterface) -> IPInterface:
 # --- hosts ----------------------------------------------------------------------------------------
 
 
-class Host:
+class Host(Namespace):
     """A network namespace `pywgt-<owner>-<hex>` with `lo` up and a private 0700 directory.
 
     IPv6 addresses keep across link down/up (keep_addr_on_down=1) and skip DAD (accept_dad=0).
@@ -211,21 +220,15 @@ class Host:
 
     def __init__(self, label: str = "host") -> None:
         self.label = label
-        self.closed = False
-        self._processes: list[subprocess.Popen[bytes]] = []
         self._closers: list[Callable[[], None]] = []
         self._ifcount = 0
-        while True:
-            self.name = f"{NETNS_PREFIX}{OWNER}-{secrets.token_hex(3)}"
-            done = run(["ip", "netns", "add", self.name], check=False)
-            if done.returncode == 0:
-                break
-            if "exists" not in done.stderr:
-                raise CommandError(done.returncode, done.args, done.stdout, done.stderr)
         self.tmpdir = Path("/nonexistent")
+        name = f"{NETNS_PREFIX}{OWNER}-{secrets.token_hex(3)}"
+        while (NETNS_DIR / name).exists():
+            name = f"{NETNS_PREFIX}{OWNER}-{secrets.token_hex(3)}"
+        super().__init__(name)
         try:
             self.tmpdir = Path(tempfile.mkdtemp(prefix=f"{NETNS_PREFIX}{OWNER}-"))
-            self.ip("link", "set", "lo", "up")
             self.sysctl(
                 {
                     "net.ipv6.conf.all.keep_addr_on_down": "1",
@@ -249,10 +252,6 @@ class Host:
 
     # commands
 
-    def exec_argv(self, cmd: Sequence[str]) -> list[str]:
-        """`cmd` wrapped in `ip netns exec <name>`."""
-        return ["ip", "netns", "exec", self.name, *cmd]
-
     def run(
         self, cmd: Sequence[str], check: bool = True, timeout: float = 30.0, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
@@ -268,18 +267,7 @@ class Host:
         stderr: Any = subprocess.DEVNULL,
     ) -> subprocess.Popen[bytes]:
         """Start `cmd` inside the host (own session, PYWGT_OWNER set); `close` stops it."""
-        if self.closed:
-            raise RuntimeError(f"{self} is closed")
-        process = subprocess.Popen(
-            self.exec_argv(cmd),
-            env=_child_env(env),
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            start_new_session=True,
-        )
-        self._processes.append(process)
-        return process
+        return self.spawn(cmd, _child_env(env), stdin, stdout, stderr)
 
     def ip(self, *args: str, check: bool = True, timeout: float = 10.0) -> str:
         """`ip -n <name> ARGS...`; returns stdout."""
@@ -343,10 +331,7 @@ class Host:
         """Write `text` to a 0600 file `name` in the host's 0700 directory (replacing it)."""
         path = self.tmpdir / name
         path.unlink(missing_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        return path
+        return write_secret(path, text)
 
     # lifetime
 
@@ -354,45 +339,30 @@ class Host:
         """Call `closer` first thing in `close` (last registered, first called)."""
         self._closers.append(closer)
 
-    def pids(self) -> list[int]:
-        """The processes inside the namespace (`ip netns pids`)."""
-        done = run(["ip", "netns", "pids", self.name], check=False)
-        return [int(p) for p in done.stdout.split()]
-
-    def close(self) -> None:
+    def close(self) -> list[str]:
+        """The closers (last registered, first called), then the namespace, then the directory."""
         if self.closed:
-            return
+            return []
         self.closed = True
         _close_all(
             [
                 *reversed(self._closers),
-                *(_stopper(p) for p in reversed(self._processes)),
-                lambda: _kill_pids(self.pids()),
-                lambda: _delete_netns(self.name),
+                lambda: _removed(self.remove()),
                 lambda: shutil.rmtree(self.tmpdir, ignore_errors=True),
             ]
         )
+        return []
 
 
-def _stopper(process: subprocess.Popen[bytes]) -> Callable[[], None]:
-    def stop() -> None:
-        stop_process(process)
-
-    return stop
+def _removed(problems: list[str]) -> None:
+    if problems:
+        raise RuntimeError("; ".join(problems))
 
 
 def _kill_pids(pids: Iterable[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-
-def _delete_netns(name: str) -> None:
-    if not (NETNS_DIR / name).exists():
-        return
-    done = run(["ip", "netns", "del", name], check=False)
-    if done.returncode != 0 and (NETNS_DIR / name).exists():
-        raise CommandError(done.returncode, done.args, done.stdout, done.stderr)
 
 
 class Topology:
@@ -480,7 +450,7 @@ def link(
 ) -> Link:
     """A veth pair between `a` and `b` (`ethN` on each side), addresses with prefix length, up."""
     a_ifname, b_ifname = a.new_ifname(), b.new_ifname()
-    a.ip("link", "add", a_ifname, "mtu", str(mtu), "type", "veth", "peer", "name", b_ifname, "netns", b.name)
+    add_veth(a, a_ifname, b, b_ifname, mtu)
     result = Link(a, b, a_ifname, b_ifname)
     result.set_addresses(a, a_addrs)
     result.set_addresses(b, b_addrs)
@@ -562,7 +532,7 @@ def tunnel_configs(
                 PeerConfig(
                     public_key=peer.public,
                     preshared_key=psk,
-                    endpoint=Endpoint(str(ip_address(endpoint)), peer_port) if endpoint else None,
+                    endpoint=EndpointSpec(str(ip_address(endpoint)), peer_port) if endpoint else None,
                     allowed_ips=[_host_prefix(i) for i in theirs],
                     persistent_keepalive=keepalive,
                 )
@@ -855,11 +825,6 @@ def tcp_transfer(
         stop_process(server, 2.0)
 
 
-def _listening(host: Host, port: int) -> bool:
-    done = host.run(["ss", "-Hltn", f"sport = :{port}"], check=False, timeout=5.0)
-    return bool(done.stdout.strip())
-
-
 def iperf3(
     server_host: Host,
     client_host: Host,
@@ -878,7 +843,7 @@ def iperf3(
     addr = str(ip_address(address))
     server = server_host.popen(["iperf3", "-s", "-1", "-B", addr, "-p", str(port)])
     try:
-        wait_until(lambda: _listening(server_host, port), 5.0, f"iperf3 listening on {addr} port {port}")
+        wait_until(lambda: tcp_listening(server_host, port), 5.0, f"iperf3 listening on {addr} port {port}")
         cmd = ["iperf3", "-c", addr, "-p", str(port), "-t", str(seconds), "-J", "--connect-timeout", "5000"]
         cmd += ["-P", str(parallel)] + (["-R"] if reverse else [])
         done = client_host.run(cmd, check=False, timeout=seconds + 20)
@@ -1002,9 +967,7 @@ def sweep(include_own: bool = False) -> Leftovers:
     found = find_leftovers(lambda tag: (include_own and tag == OWNER) or not owner_alive(tag))
     _end_processes(found.processes)
     for name in found.namespaces:
-        done = run(["ip", "netns", "pids", name], check=False)
-        _kill_pids(int(p) for p in done.stdout.split())
-        _delete_netns(name)
+        _removed(remove_netns(name))
     for path in found.sockets:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()

@@ -1,0 +1,276 @@
+"""Transport data messages (whitepaper §5.4.6): the crypto strategy the device is given, and its reference.
+
+A `Crypto` makes one `SessionCrypto` per keypair: the sending key, the receiving key and the replay
+window of that session, with batch operations so an implementation can handle a whole batch in one
+call. The device takes a Crypto (`Device(..., crypto=...)`) and never names an implementation
+beyond the default, `PythonCrypto` here: `cryptography`'s ChaCha20-Poly1305 and `ReplayWindow`.
+The C hot path (pywg/native/hotpath.py, an adapter) is the other implementation; tests hold it to this one
+byte for byte.
+
+The rules both follow:
+- `pad`: zeros up to a multiple of 16, never past the MTU (kernel send.c).
+- sealing: counters `counter`, `counter` + 1, ...; nothing at or past REJECT_AFTER_MESSAGES.
+- opening: the AEAD first; then, in order, the replay window for the messages that authenticated
+  (kernel receive.c: replay state only after the AEAD); then `inner_packet` on what it accepted.
+"""
+
+from __future__ import annotations
+
+import enum
+from array import array
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from pywg.core.batch import Datagrams, InnerPackets, OpenedRun, SealedRun
+from pywg.core.constants import (
+    MESSAGE_DATA,
+    MESSAGE_DATA_HEADER_SIZE,
+    MESSAGE_DATA_MIN_SIZE,
+    MESSAGE_PADDING_MULTIPLE,
+    REJECT_AFTER_MESSAGES,
+)
+from pywg.core.crypto import aead_nonce
+from pywg.core.messages import DATA_HEADER
+from pywg.core.replay import ReplayWindow
+
+
+class RxStatus(enum.IntEnum):
+    """What became of one received data message (pywg/native/hotpath.h WG_RX_* has the same values).
+
+    DATA, KEEPALIVE and MALFORMED_INNER authenticated and passed the replay window.
+    """
+
+    DATA = 0  # an inner IP packet
+    KEEPALIVE = 1
+    MALFORMED_INNER = 2  # a plaintext that is no IPv4/IPv6 packet
+    REPLAY = 3  # authenticated, but the counter is old or repeated
+    AUTH_FAILED = 4
+    MALFORMED = 5  # shorter than a keepalive or not type 4
+
+
+# One opened message: its status (an RxStatus value), and for DATA the inner packet trimmed of
+# padding and its source address (4 or 16 bytes); None for the others.
+Opened = tuple[int, bytes | None, bytes | None]
+
+
+class ReplayFilter(Protocol):
+    def validate(self, counter: int) -> bool: ...
+
+    def reset(self) -> None: ...
+
+
+class SessionCrypto(Protocol):
+    """The keys of one keypair, each way, and its replay window. Used by one thread at a time."""
+
+    @property
+    def replay(self) -> ReplayFilter: ...
+
+    def seal(self, receiver: int, counter: int, padded: bytes) -> bytes | None:
+        """One transport message of an already padded plaintext; None once zeroed."""
+        ...
+
+    def seal_batch(self, packets: Sequence[bytes], receiver: int, counter: int, mtu: int) -> list[bytes]:
+        """Pad and seal packets with counters `counter`, `counter` + 1, ...
+
+        Stops before REJECT_AFTER_MESSAGES, so fewer messages than packets come back when the
+        counters run out (or none once zeroed); the caller advances its counter by the count.
+        """
+        ...
+
+    def seal_run(
+        self, packets: InnerPackets, start: int, stop: int, receiver: int, counter: int, mtu: int
+    ) -> SealedRun:
+        """`seal_batch` of packets start..stop-1 of a batch, into one SealedRun."""
+        ...
+
+    def open(self, counter: int, ciphertext: bytes) -> bytes | None:
+        """The plaintext, or None if it does not authenticate. No replay check."""
+        ...
+
+    def open_run(self, datagrams: Datagrams, start: int, stop: int) -> OpenedRun:
+        """Open datagrams start..stop-1 of a batch (a run of data messages) in order, through the
+        replay window."""
+        ...
+
+    def zero(self) -> None:
+        """Forget both keys; later seals return nothing and opens fail."""
+        ...
+
+
+class Crypto(Protocol):
+    """Makes the SessionCrypto of each new keypair. `description` names it for logs and `pywg version`."""
+
+    @property
+    def description(self) -> str: ...
+
+    def session(self, sending_key: bytes, receiving_key: bytes) -> SessionCrypto: ...
+
+
+def pad(packet: bytes, mtu: int) -> bytes:
+    """Zero padding to a multiple of 16, never past the MTU (kernel send.c)."""
+    length = len(packet)
+    if not length:
+        return packet
+    last_unit = length % mtu if length > mtu else length
+    padded = min(mtu, (last_unit + MESSAGE_PADDING_MULTIPLE - 1) & ~(MESSAGE_PADDING_MULTIPLE - 1))
+    return packet + bytes(padded - last_unit) if padded > last_unit else packet
+
+
+def inner_packet(plaintext: bytes) -> tuple[bytes, bytes] | None:
+    """The inner packet trimmed of padding, and its source address; None if malformed."""
+    length = len(plaintext)
+    version = plaintext[0] >> 4
+    if version == 4 and length >= 20:
+        total = int.from_bytes(plaintext[2:4], "big")
+        if 20 <= total <= length:
+            return plaintext[:total], plaintext[12:16]
+    elif version == 6 and length >= 40:
+        total = 40 + int.from_bytes(plaintext[4:6], "big")
+        if total <= length:
+            return plaintext[:total], plaintext[8:24]
+    return None
+
+
+class PythonSession:
+    """The reference SessionCrypto: `cryptography`'s ChaCha20-Poly1305 and ReplayWindow."""
+
+    __slots__ = ("_opener", "_sealer", "replay")
+
+    def __init__(self, sending_key: bytes, receiving_key: bytes) -> None:
+        self._sealer: ChaCha20Poly1305 | None = ChaCha20Poly1305(bytes(sending_key))
+        self._opener: ChaCha20Poly1305 | None = ChaCha20Poly1305(bytes(receiving_key))
+        self.replay = ReplayWindow()
+
+    def seal(self, receiver: int, counter: int, padded: bytes) -> bytes | None:
+        if self._sealer is None:
+            return None
+        return DATA_HEADER.pack(MESSAGE_DATA, receiver, counter) + self._sealer.encrypt(
+            aead_nonce(counter), padded, None
+        )
+
+    def seal_batch(self, packets: Sequence[bytes], receiver: int, counter: int, mtu: int) -> list[bytes]:
+        if self._sealer is None or counter >= REJECT_AFTER_MESSAGES:
+            return []
+        encrypt, header = self._sealer.encrypt, DATA_HEADER.pack
+        count = min(len(packets), REJECT_AFTER_MESSAGES - counter)
+        return [
+            header(MESSAGE_DATA, receiver, n) + encrypt(aead_nonce(n), pad(packet, mtu), None)
+            for n, packet in zip(range(counter, counter + count), packets, strict=False)
+        ]
+
+    def seal_run(
+        self, packets: InnerPackets, start: int, stop: int, receiver: int, counter: int, mtu: int
+    ) -> SealedRun:
+        messages = self.seal_batch(packets.packets(start, stop), receiver, counter, mtu)
+        return SealedRun(b"".join(messages), array("I", map(len, messages)))
+
+    def open(self, counter: int, ciphertext: bytes) -> bytes | None:
+        if self._opener is None:
+            return None
+        try:
+            return self._opener.decrypt(aead_nonce(counter), ciphertext, None)
+        except InvalidTag:
+            return None
+
+    def open_batch(self, messages: Sequence[bytes]) -> list[Opened]:
+        results: list[Opened] = []
+        validate = self.replay.validate
+        for message in messages:
+            if len(message) < MESSAGE_DATA_MIN_SIZE:
+                results.append((RxStatus.MALFORMED, None, None))
+                continue
+            kind, _, counter = DATA_HEADER.unpack_from(message)
+            if kind != MESSAGE_DATA:
+                results.append((RxStatus.MALFORMED, None, None))
+                continue
+            plaintext = self.open(counter, message[MESSAGE_DATA_HEADER_SIZE:])
+            if plaintext is None:
+                results.append((RxStatus.AUTH_FAILED, None, None))
+            elif not validate(counter):
+                results.append((RxStatus.REPLAY, None, None))
+            elif not plaintext:
+                results.append((RxStatus.KEEPALIVE, None, None))
+            elif (inner := inner_packet(plaintext)) is None:
+                results.append((RxStatus.MALFORMED_INNER, None, None))
+            else:
+                results.append((RxStatus.DATA, *inner))
+        return results
+
+    def open_run(self, datagrams: Datagrams, start: int, stop: int) -> PythonOpenedRun:
+        messages = datagrams.messages(start, stop)
+        return PythonOpenedRun(self.open_batch(messages), [len(message) for message in messages])
+
+    def zero(self) -> None:
+        self._sealer = None
+        self._opener = None
+        self.replay.reset()
+
+
+class PythonOpenedRun:
+    """The OpenedRun (pywg/core/batch.py) of `PythonSession.open_run`: results kept as Python objects."""
+
+    __slots__ = (
+        "_kept",
+        "_results",
+        "accepted",
+        "accepted_bytes",
+        "data_received",
+        "first_accepted",
+        "last_accepted",
+    )
+
+    def __init__(self, results: list[Opened], lengths: list[int]) -> None:
+        self._results = results
+        self._kept: list[bytes] = []
+        accepted = [i for i, (status, _, _) in enumerate(results) if status <= RxStatus.MALFORMED_INNER]
+        self.accepted = len(accepted)
+        self.accepted_bytes = sum(lengths[i] for i in accepted)
+        self.first_accepted = accepted[0] if accepted else -1
+        self.last_accepted = accepted[-1] if accepted else -1
+        self.data_received = any(results[i][0] != RxStatus.KEEPALIVE for i in accepted)
+
+    def drop_counts(self) -> Iterator[tuple[int, int]]:
+        counts = Counter(status for status, _, _ in self._results)
+        for status in (RxStatus.MALFORMED_INNER, RxStatus.REPLAY, RxStatus.AUTH_FAILED, RxStatus.MALFORMED):
+            if counts[status]:
+                yield status, counts[status]
+
+    def source_runs(self) -> Iterator[tuple[bytes, int, int]]:
+        results = self._results
+        count = len(results)
+        position = 0
+        while position < count:
+            status, _, source = results[position]
+            stop = position + 1
+            if status == RxStatus.DATA and source is not None:
+                while stop < count and results[stop][0] == RxStatus.DATA and results[stop][2] == source:
+                    stop += 1
+                yield source, position, stop
+            position = stop
+
+    def keep(self, start: int, stop: int) -> None:
+        self._kept += [packet for _, packet, _ in self._results[start:stop] if packet is not None]
+
+    def kept(self) -> int:
+        return len(self._kept)
+
+    def packets(self) -> list[bytes]:
+        return list(self._kept)
+
+
+class PythonCrypto:
+    """The default Crypto: pure Python over `cryptography` (OpenSSL), one packet per call."""
+
+    def __init__(self, description: str = "pure Python") -> None:
+        self._description = description
+
+    @property
+    def description(self) -> str:
+        return self._description
+
+    def session(self, sending_key: bytes, receiving_key: bytes) -> PythonSession:
+        return PythonSession(sending_key, receiving_key)
