@@ -150,7 +150,7 @@ from pywg.runtime.netns import NamespaceNotFoundError, netns_identity, resolve_n
 from pywg.runtime.resolve import ResolveTimeout, resolve_concurrently
 from pywg.runtime.system import disable_core_dumps
 from pywg.runtime.tun import Tun, TunError, attach_tun, open_tun
-from pywg.runtime.tunnel import SetupError, Tunnel, allowed_routes, apply_peers, tunnel_on_tun
+from pywg.runtime.tunnel import SetupError, Tunnel, apply_peers, tunnel_on_tun
 from pywg.runtime.uapi_server import socket_in_use, socket_path
 
 if TYPE_CHECKING:
@@ -173,6 +173,7 @@ HEALTH_INTERVAL = 2.0  # how often peers' handshakes are looked at, for Events
 # worker parses or applies a config of thousands of peers, taking it back waits for the worker's
 # switch interval (Python's default: 5 ms), which would throttle every tunnel of the node.
 SWITCH_INTERVAL = 0.0005
+PARSED = "parsed"  # an add's config already parsed by the plugin in this process (InProcessLink)
 
 _CONTAINER_ID = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
 _log = logging.getLogger("pywg-cni-agent")
@@ -229,7 +230,7 @@ def _open_udp_and_device(att: Attachment, tun: Tun, ports: PortPool) -> Tunnel:
 
 
 def _prepare_new(att: Attachment) -> None:
-    att.routes = allowed_routes(att.cfg)
+    att.routes = att.cfg.allowed_prefixes
     if netconfig.link_exists(att.netns, att.ifname):
         raise OpError(INTERNAL, f"interface {att.ifname} already exists in network namespace {att.netns}")
 
@@ -253,7 +254,7 @@ def build_new(att: Attachment, ports: PortPool) -> Tunnel:
 
 def build_again(att: Attachment, ports: PortPool) -> Tunnel:
     """Re-attach to the persistent TUN (or make it again if it went) and rebuild the device."""
-    att.routes = allowed_routes(att.cfg)
+    att.routes = att.cfg.allowed_prefixes
     try:
         tun = attach_tun(att.ifname, att.netns, tun_offload.available())
         fresh = False
@@ -408,9 +409,13 @@ class InProcessLink:
         self.agent, self.loop = agent, loop
         self.socket_path = agent.socket_path
 
-    def call(self, op: str, payload: dict[str, Any], start: bool = True) -> dict[str, Any]:
+    def call(
+        self, op: str, payload: dict[str, Any], start: bool = True, parsed: InterfaceConfig | None = None
+    ) -> dict[str, Any]:
         del start  # this agent runs already
         request = {**payload, "op": op}
+        if parsed is not None:
+            request[PARSED] = parsed  # an object: no request off the socket (JSON) can carry one
         return asyncio.run_coroutine_threadsafe(self.agent.handle(request), self.loop).result()
 
 
@@ -512,8 +517,9 @@ class Agent:
             _log.exception("op %s failed", op)
             return _error(INTERNAL, f"internal error in the node agent ({type(error).__name__}: {error})")
 
-    def admit(self, text: str, source: str) -> InterfaceConfig:
-        """The config of an add, if the node's policy admits it (OpError code 7 naming the limit)."""
+    def admit(self, text: str, source: str, parsed: InterfaceConfig | None = None) -> InterfaceConfig:
+        """The config of an add, if the node's policy admits it (OpError code 7 naming the limit);
+        `parsed`: `text` as the plugin in this process parsed it already."""
         size = len(text.encode("utf-8", "surrogateescape"))
         if size > self.policy.max_config_bytes:
             raise OpError(
@@ -522,7 +528,7 @@ class Agent:
                 "(the node agent's --max-config-bytes)",
             )
         try:
-            cfg = parse_config(text, source=source, require_address=True)
+            cfg = parsed if parsed is not None else parse_config(text, source=source, require_address=True)
             self.policy.check(cfg)
         except (ConfigError, PolicyError) as error:
             raise OpError(INVALID_NETWORK_CONFIG, str(error)) from None
@@ -533,7 +539,10 @@ class Agent:
         netns, netns_id = _pod_netns(_string(request, "netns"))
         text = _string(request, "config")
         source = str(request.get("source") or "config")[:200]  # how errors name it ("secret NS/NAME")
-        cfg = await self.blocking(lambda: self.admit(text, source))  # thousands of peers: not on the loop
+        parsed = request.get(PARSED)
+        if not isinstance(parsed, InterfaceConfig):
+            parsed = None
+        cfg = await self.blocking(lambda: self.admit(text, source, parsed))  # many peers: not on the loop
         pod = str(request.get("pod") or f"container {cid[:12]}")
         network = request.get("network")
         att = Attachment(cid, ifname, netns, netns_id, pod, cfg, [None] * len(cfg.peers), text=text)
@@ -1023,8 +1032,9 @@ class Agent:
     ) -> None:
         """Change the running tunnel or link to `cfg`: the WireGuard side first, then addresses and
         routes. A failure part way puts back the old config as far as it can."""
-        routes = allowed_routes(cfg)
-        stale = [route for route in att.routes if route not in routes]
+        routes = cfg.allowed_prefixes
+        kept = set(routes)
+        stale = [route for route in att.routes if route not in kept]
         old_addresses = [address for address in att.cfg.addresses if address not in cfg.addresses]
         live = replace(cfg, listen_port=port)
         if att.mode == KERNEL:
@@ -1267,7 +1277,7 @@ def _apply_device(tunnel: Tunnel, cfg: InterfaceConfig, endpoints: list[Endpoint
         device.fwmark = cfg.fwmark
     apply_peers(device, cfg, endpoints)
     device.mtu = cfg.mtu or DEFAULT_MTU
-    tunnel.config, tunnel.routes = cfg, allowed_routes(cfg)
+    tunnel.config, tunnel.routes = cfg, cfg.allowed_prefixes
     tunnel.engine.flush()
 
 

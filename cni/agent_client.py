@@ -30,6 +30,7 @@ from typing import Any
 
 import cni
 from cni.policy import DEFAULT_SOCKET, configured_state_dir
+from pywg.config import InterfaceConfig
 
 DEFAULT_TIMEOUT = 60.0  # an add may wait behind other adds
 START_TIMEOUT = 20.0
@@ -99,7 +100,10 @@ class SocketLink:
     def __init__(self, socket_path: Path) -> None:
         self.socket_path = socket_path
 
-    def call(self, op: str, payload: dict[str, Any], start: bool = True) -> dict[str, Any]:
+    def call(
+        self, op: str, payload: dict[str, Any], start: bool = True, parsed: InterfaceConfig | None = None
+    ) -> dict[str, Any]:
+        del parsed  # the agent parses what comes over its socket itself
         if start:
             ensure_agent(self.socket_path, configured_state_dir(self.socket_path))
         return call(op, payload, socket_path=self.socket_path)

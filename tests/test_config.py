@@ -6,7 +6,15 @@ import base64
 import json
 import os
 import string
-from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network, ip_interface, ip_network
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Interface,
+    IPv6Network,
+    ip_interface,
+    ip_network,
+)
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +28,7 @@ from pywg.config import (
     EndpointSpec,
     InterfaceConfig,
     PeerConfig,
+    fields,
     format_wg_quick,
     load_config,
     parse_allowed_ip,
@@ -1007,3 +1016,25 @@ def test_fuzz_mutated_documents(text: str) -> None:
 @given(_ini_docs())
 def test_fuzz_ini(text: str) -> None:
     _parse_or_config_error(text)
+
+
+def test_allowed_prefixes_are_every_peers_once_in_order() -> None:
+    peers = [
+        PeerConfig(public_key=bytes([n]) * 32, allowed_ips=[ip_network(p) for p in prefixes])
+        for n, prefixes in enumerate((["10.0.0.0/24", "10.9.0.1/32"], ["10.0.0.0/24", "fd00::/64"], []))
+    ]
+    cfg = InterfaceConfig(private_key=bytes(32), peers=peers)
+    assert cfg.allowed_prefixes == [ip_network(p) for p in ("10.0.0.0/24", "10.9.0.1/32", "fd00::/64")]
+
+
+@given(st.text(alphabet="0123456789.x ٣", max_size=20) | st.ip_addresses(v=4).map(str))
+def test_the_dotted_quad_fast_path_reads_as_ipaddress_does(text: str) -> None:
+    """pywg.config.fields._ipv4: the same address as IPv4Address(text), or None to let it decide."""
+    try:
+        expected: IPv4Address | None = IPv4Address(text)
+    except ValueError:
+        expected = None
+    found = fields._ipv4(text)
+    assert found is None or found == expected  # never another answer than ipaddress
+    if expected is not None and text == str(expected):
+        assert found == expected  # and every canonical dotted quad takes the fast path

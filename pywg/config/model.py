@@ -66,3 +66,9 @@ class InterfaceConfig:
     @property
     def public_key(self) -> bytes:
         return _derive_public_key(self.private_key)
+
+    @property
+    def allowed_prefixes(self) -> list[Network]:
+        """Every peer's allowed-IPs prefix once, in order: what is routed through the interface. (A
+        dict: a list's `in` made a hub's 5,000 peers quadratic, seconds of the node agent's CPU.)"""
+        return list(dict.fromkeys(net for peer in self.peers for net in peer.allowed_ips))

@@ -51,13 +51,6 @@ class Tunnel:
         self.udp.close()
 
 
-def allowed_routes(cfg: InterfaceConfig) -> list[IPv4Network | IPv6Network]:
-    routes: list[IPv4Network | IPv6Network] = []
-    for peer in cfg.peers:
-        routes += [net for net in peer.allowed_ips if net not in routes]
-    return routes
-
-
 def apply_peers(device: Device, cfg: InterfaceConfig, endpoints: list[Endpoint | None]) -> None:
     """Make the device's peers exactly those of `cfg`; unchanged peers keep their sessions."""
     now = device.clock.monotonic()
@@ -100,7 +93,7 @@ def build_tunnel(cfg: InterfaceConfig, interface: str, netns_spec: str | None, n
         except OSError as error:
             raise SetupError(f"cannot create TUN {interface}{where}: {error}") from None
         cleanup.callback(tun.close)
-        routes = allowed_routes(cfg)
+        routes = cfg.allowed_prefixes
         try:
             netconfig.configure_interface(netns, interface, mtu, cfg.addresses, routes)
         except OSError as error:
@@ -160,8 +153,9 @@ def reload_tunnel(tunnel: Tunnel, cfg: InterfaceConfig) -> None:
         tunnel.udp.set_fwmark(cfg.fwmark)
         device.fwmark = cfg.fwmark
     apply_peers(device, cfg, endpoints)
-    routes = allowed_routes(cfg)
-    stale = [route for route in tunnel.routes if route not in routes]
+    routes = cfg.allowed_prefixes
+    kept = set(routes)
+    stale = [route for route in tunnel.routes if route not in kept]
     mtu = cfg.mtu or DEFAULT_MTU
     netconfig.remove_routes(tunnel.netns, tunnel.interface, stale)
     netconfig.remove_addresses(
