@@ -298,9 +298,10 @@ def half_made(peer: Keys, moved: bool) -> tuple[Pod, str]:
     sh("ip", "link", "add", temporary, "type", "wireguard")
     if moved:
         sh("ip", "link", "set", temporary, "netns", pod.name, "name", "net1")
-    cfg = parse_config(json.dumps(pod.config(peer)))
+    text = json.dumps(pod.config(peer))
     ids = (pod.container_id, "net1", pod.netns, netns_identity(pod.netns), f"default/{pod.name}")
-    StateStore(STATE_DIR).save(Attachment(*ids, cfg, [None], mode="kernel", link=temporary))
+    half = Attachment(*ids, parse_config(text), [None], text=text, mode="kernel", link=temporary)
+    StateStore(STATE_DIR).save(half)
     return pod, temporary
 
 
