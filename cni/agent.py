@@ -110,6 +110,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -130,6 +131,7 @@ from cni.live import (
     SecretWatch,
     WatchCounters,
 )
+from cni.pacing import LargeConfigLane
 from cni.policy import NodePolicy, PolicyError, PortPool, udp_port_free
 from cni.spec import (
     DECODING_FAILURE,
@@ -147,7 +149,7 @@ from pywg.core import Endpoint, encode_key, format_endpoint
 from pywg.core.constants import DEFAULT_MTU
 from pywg.runtime import netconfig, tun_offload
 from pywg.runtime.netns import NamespaceNotFoundError, netns_identity, resolve_netns, same_netns
-from pywg.runtime.resolve import ResolveTimeout, resolve_concurrently
+from pywg.runtime.resolve import ResolveTimeout, numeric, resolve_concurrently
 from pywg.runtime.system import disable_core_dumps
 from pywg.runtime.tun import Tun, TunError, attach_tun, open_tun
 from pywg.runtime.tunnel import SetupError, Tunnel, apply_peers, tunnel_on_tun
@@ -418,6 +420,9 @@ class InProcessLink:
             request[PARSED] = parsed  # an object: no request off the socket (JSON) can carry one
         return asyncio.run_coroutine_threadsafe(self.agent.handle(request), self.loop).result()
 
+    def config_turn(self, size: int) -> AbstractContextManager[None]:
+        return self.agent.large_configs.turn_from_thread(size, self.loop)
+
 
 class Agent:
     def __init__(
@@ -434,6 +439,7 @@ class Agent:
         # private key -> the attachment that has it, its add still running or done
         self.claims: dict[bytes, Attachment] = {}
         self.locks = KeyLocks()
+        self.large_configs = LargeConfigLane(self.policy.large_config_bytes, self.policy.large_config_share)
         self.executor = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="pywg-agent")
         self.resolver = ThreadPoolExecutor(max_workers=RESOLVERS, thread_name_prefix="pywg-agent-dns")
         self.cni_executor = ThreadPoolExecutor(max_workers=CNI_WORKERS, thread_name_prefix="pywg-agent-cni")
@@ -535,9 +541,15 @@ class Agent:
         return cfg
 
     async def op_add(self, request: dict[str, Any]) -> dict[str, Any]:
+        text = _string(request, "config")
+        if isinstance(request.get(PARSED), InterfaceConfig):  # InProcessLink: the plugin holds the turn
+            return await self.add(request, text)
+        async with self.large_configs.turn(len(text)):
+            return await self.add(request, text)
+
+    async def add(self, request: dict[str, Any], text: str) -> dict[str, Any]:
         cid, ifname = _attachment_key(request)
         netns, netns_id = _pod_netns(_string(request, "netns"))
-        text = _string(request, "config")
         source = str(request.get("source") or "config")[:200]  # how errors name it ("secret NS/NAME")
         parsed = request.get(PARSED)
         if not isinstance(parsed, InterfaceConfig):
@@ -568,7 +580,7 @@ class Agent:
             except BaseException:
                 self.unclaim(att)
                 raise
-            self.watch(att)
+            self.watch(att, _secret_version(request.get("secret")))
         what = (att.name, ifname, att.mode, netns, pod, att.listen_port)
         _log.info("added %s: %s (%s) in %s for pod %s, UDP port %s", *what)
         warnings = list(cfg.warnings)
@@ -620,37 +632,69 @@ class Agent:
         att.link = kernel.temporary_name() if att.mode == KERNEL else ""
         att.listen_port = self.take_port(att.cfg)
         try:
-            await self.blocking(lambda: self.store.save(att))  # incomplete: a crash from here is cleaned up
+            # Host names to look up: the state file first (incomplete: a crash while waiting for
+            # DNS is cleaned up). Else one trip to a worker for state file, link and state file:
+            # under a burst of ADDs every hand-over between threads costs GIL contention.
+            recorded = any(
+                p.endpoint is not None and numeric(p.endpoint.host, p.endpoint.port) is None
+                for p in att.cfg.peers
+            )
+            if recorded:
+                await self.blocking(lambda: self.store.save(att))
             try:
                 att.endpoints = await resolve_concurrently(
                     att.cfg, self.resolver, self.policy.dns_timeout, RESOLVE_PARALLEL
                 )
-                await self.build(att)
             except BaseException as error:
-                self.store.remove(att.name)
+                if recorded:
+                    self.store.remove(att.name)
                 if isinstance(error, ResolveTimeout):
                     raise OpError(TRY_AGAIN_LATER, str(error)) from None
-                if isinstance(error, ConfigError | netconfig.IPv6UnavailableError):
+                if isinstance(error, ConfigError):  # a name without an answer
                     raise OpError(INVALID_NETWORK_CONFIG, str(error)) from None
-                if isinstance(error, SetupError | OSError):
-                    raise OpError(INTERNAL, str(error)) from None
                 raise
-            att.complete = True
-            try:
-                await self.blocking(lambda: self.store.save(att))
-                if att.mode == USERSPACE:
+            await self.blocking(lambda: self.build_recorded(att, recorded))
+            if att.mode == USERSPACE:
+                try:
                     await self.start_engine(att)
-            except BaseException:
-                if att.mode == KERNEL:
-                    await self.blocking(lambda: remove_kernel_link(att))
-                else:
+                except BaseException:
                     await self.stop_engine(att, delete_link=True)
-                self.store.remove(att.name)
-                raise
+                    self.store.remove(att.name)
+                    raise
         except BaseException:
             self.ports.release(att.listen_port)
             raise
         self.attachments[att.key] = att
+
+    def build_recorded(self, att: Attachment, recorded: bool) -> None:
+        """In a worker: the state file (incomplete: a crash from here on is cleaned up) unless
+        `recorded` already, the link, then the state file again, complete; on failure none of them
+        is left."""
+        if not recorded:
+            self.store.save(att)
+        try:
+            if att.mode == KERNEL:
+                build_kernel(att)
+            else:
+                att.tunnel = build_new(att, self.ports)
+        except BaseException as error:
+            self.store.remove(att.name)
+            if isinstance(error, ConfigError | netconfig.IPv6UnavailableError):
+                raise OpError(INVALID_NETWORK_CONFIG, str(error)) from None
+            if isinstance(error, SetupError | OSError):
+                raise OpError(INTERNAL, str(error)) from None
+            raise
+        att.complete = True
+        try:
+            self.store.save(att)
+        except BaseException:
+            if att.mode == KERNEL:
+                remove_kernel_link(att)
+            elif att.tunnel is not None:
+                tunnel, att.tunnel = att.tunnel, None
+                release(tunnel, delete_link=True)
+            self.store.remove(att.name)
+            raise
 
     def take_port(self, cfg: InterfaceConfig) -> int:
         """The config's listenPort (the policy checked it is in range) or a free one of the range."""
@@ -679,7 +723,9 @@ class Agent:
             raise OpError(UNSUPPORTED_FIELD, f"mode: {str(requested)[:40]!r} is not one of {choices}")
         if requested == USERSPACE:
             return USERSPACE
-        why = await self.blocking(kernel.missing)
+        probed, why = kernel.probed()
+        if not probed:  # the first time: a link made and deleted, in a worker
+            why = await self.blocking(kernel.missing)
         if why is None:
             return KERNEL
         if requested == KERNEL:
@@ -688,12 +734,6 @@ class Agent:
                 f'mode "kernel": {why}; use "mode": "userspace", or "auto" to use the kernel where it can',
             )
         return USERSPACE
-
-    async def build(self, att: Attachment) -> None:
-        if att.mode == KERNEL:
-            await self.blocking(lambda: build_kernel(att))
-        else:
-            att.tunnel = await self.blocking(lambda: build_new(att, self.ports))
 
     async def op_del(self, request: dict[str, Any]) -> dict[str, Any]:
         key = _attachment_key(request)
@@ -911,8 +951,10 @@ class Agent:
         if self.events is not None and pod is not None:
             self.events.record(pod, reason, message, warning)
 
-    def watch(self, att: Attachment) -> None:
-        """Follow the attachment's Secret (one watch per Secret, however many attachments use it)."""
+    def watch(self, att: Attachment, version: str = "") -> None:
+        """Follow the attachment's Secret (one watch per Secret, however many attachments use it),
+        from `version`, the Secret's resourceVersion as the add read it: a change or a delete
+        between that read and the watch's start is seen too."""
         ref = att.secret
         if self.client is None or ref is None or ref in self.watches:
             return
@@ -922,7 +964,7 @@ class Agent:
             loop.call_soon_threadsafe(self.secret_seen, ref, obj)
 
         self.watches[ref] = SecretWatch(
-            self.client, ref, deliver, self.watch_counters, self.count_api_error
+            self.client, ref, deliver, self.watch_counters, self.count_api_error, version
         ).start()
 
     def unwatch(self, att: Attachment) -> None:
@@ -957,7 +999,8 @@ class Agent:
             att.secret_deleted = False
             try:
                 text = secret_config_text(obj, where)
-                await self.update(att, text, where)
+                async with self.large_configs.turn(len(text)):
+                    await self.update(att, text, where)
             except (KubernetesError, OpError) as error:
                 why = error.message if isinstance(error, KubernetesError) else error.msg
                 _log.warning("%s (pod %s): %s changed but is refused: %s", att.name, att.pod, where, why)
@@ -1305,6 +1348,12 @@ def _secret_ref(value: Any) -> SecretRef | None:
     if isinstance(namespace, str) and isinstance(name, str) and namespace and name:
         return namespace, name
     return None
+
+
+def _secret_version(value: Any) -> str:
+    """The resourceVersion of the Secret as the add read it ("" if not known)."""
+    version = value.get("resourceVersion") if isinstance(value, dict) else None
+    return version if isinstance(version, str) and len(version) <= 64 else ""
 
 
 def _pod_netns(spec: str) -> tuple[str, tuple[int, int]]:

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,10 @@ class SocketLink:
         if start:
             ensure_agent(self.socket_path, configured_state_dir(self.socket_path))
         return call(op, payload, socket_path=self.socket_path)
+
+    def config_turn(self, size: int) -> AbstractContextManager[None]:
+        del size  # parsed in this process, and paced by the agent when it gets the add
+        return contextlib.nullcontext()
 
 
 def _read_line(sock: socket.socket) -> bytes:

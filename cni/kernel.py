@@ -80,6 +80,12 @@ def missing() -> str | None:
         return _probe_result[0]
 
 
+def probed() -> tuple[bool, str | None]:
+    """(True, what `missing` returns) once it was probed, else (False, None): no lock, no probe."""
+    found = _probe_result[:1]
+    return (True, found[0]) if found else (False, None)
+
+
 def _probe() -> str | None:
     name = PROBE_PREFIX + secrets.token_hex(4)
     with IPRoute() as ipr:

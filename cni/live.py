@@ -471,8 +471,10 @@ class SecretWatch:
         deliver: Callable[[dict[str, Any] | None], None],
         counters: WatchCounters,
         on_api_error: Callable[[str], None] = lambda _operation: None,
+        version: str = "",
     ) -> None:
         self.client, self.ref, self.deliver, self.counters = client, ref, deliver, counters
+        self.version = version  # where the watch starts ("": at the Secret as it is now)
         self.on_api_error = on_api_error
         self.stopped = threading.Event()
         self._watch: Watch | None = None
@@ -493,7 +495,7 @@ class SecretWatch:
 
     def _run(self) -> None:
         namespace, name = self.ref
-        version, relist, delay = "", False, WATCH_BACKOFF_MIN
+        version, relist, delay = self.version, False, WATCH_BACKOFF_MIN
         while not self.stopped.is_set():
             try:
                 if relist:

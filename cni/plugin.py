@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -66,6 +67,11 @@ class AgentLink(Protocol):
         instead of parsing the text again (a hub's thousands of peers cost a fifth of a second)."""
         ...
 
+    def config_turn(self, size: int) -> AbstractContextManager[None]:
+        """Held from parsing an add's config of `size` bytes until the agent has set it up: in the
+        agent's process, a large config waits for its turn (cni/pacing.py); elsewhere, nothing."""
+        ...
+
 
 class NetConf:
     """The plugin's own keys in the network configuration."""
@@ -113,12 +119,21 @@ class PodConfig(NamedTuple):
     source: str
     secret: tuple[str, str] | None = None
     pod_uid: str = ""
+    secret_version: str = ""  # the resourceVersion read: the agent's watch starts there
 
 
-def wireguard_config(request: Request, conf: NetConf, node_policy: NodePolicy) -> PodConfig | None:
-    """The Pod's WireGuard config, or None for a chained plugin whose Pod has no annotation."""
+def wireguard_config(
+    request: Request,
+    conf: NetConf,
+    node_policy: NodePolicy,
+    before_parse: Callable[[int], object] = lambda size: None,
+) -> PodConfig | None:
+    """The Pod's WireGuard config, or None for a chained plugin whose Pod has no annotation;
+    `before_parse(size)` is called with the size of its text, before it is parsed."""
     if conf.inline is not None:
-        return _parse(json.dumps(conf.inline), "the network config's wireguard object")
+        text = json.dumps(conf.inline)
+        before_parse(len(text))
+        return _parse(text, "the network config's wireguard object")
     if conf.static_config:
         path = _allowed(node_policy, "staticConfigPath", conf.static_config)
         try:
@@ -127,6 +142,7 @@ def wireguard_config(request: Request, conf: NetConf, node_policy: NodePolicy) -
             raise CniError(
                 INVALID_NETWORK_CONFIG, f"staticConfigPath {conf.static_config}: {error.strerror}"
             ) from None
+        before_parse(len(text))
         return _parse(text, conf.static_config)
     namespace, name = request.args.get("K8S_POD_NAMESPACE", ""), request.args.get("K8S_POD_NAME", "")
     if not namespace or not name:
@@ -151,8 +167,14 @@ def wireguard_config(request: Request, conf: NetConf, node_policy: NodePolicy) -
     except k8s.KubernetesError as error:
         raise CniError(error.cni_code, str(error)) from None
     uid = (pod.get("metadata") or {}).get("uid")
+    before_parse(len(text))
     found = _parse(text, f"secret {namespace}/{secret_name}")
-    return found._replace(secret=(namespace, secret_name), pod_uid=uid if isinstance(uid, str) else "")
+    version = (secret.get("metadata") or {}).get("resourceVersion")
+    return found._replace(
+        secret=(namespace, secret_name),
+        pod_uid=uid if isinstance(uid, str) else "",
+        secret_version=version if isinstance(version, str) else "",
+    )
 
 
 def _allowed(node_policy: NodePolicy, key: str, value: str) -> Path:
@@ -237,17 +259,24 @@ def build_result(request: Request, conf: NetConf, cfg: InterfaceConfig, mtu: int
 
 def cmd_add(request: Request, conf: NetConf, link: AgentLink, node_policy: NodePolicy) -> dict[str, Any]:
     conf.check_agent_socket(link)
-    found = wireguard_config(request, conf, node_policy)
-    if found is None:
-        assert conf.prev_result is not None
-        return conf.prev_result.render(request.cni_version)
-    cfg = found.cfg
-    payload: dict[str, Any] = {"pod": _pod(request), "network": conf.name, "mode": conf.mode}
-    payload |= {"config": found.text, "source": found.source}
-    payload["pod_uid"] = found.pod_uid or request.args.get("K8S_POD_UID", "")
-    if found.secret is not None:
-        payload["secret"] = {"namespace": found.secret[0], "name": found.secret[1]}
-    reply = _agent(link, "add", _attachment(request) | payload, parsed=cfg)
+    with ExitStack() as turn:
+        found = wireguard_config(
+            request, conf, node_policy, lambda size: turn.enter_context(link.config_turn(size))
+        )
+        if found is None:
+            assert conf.prev_result is not None
+            return conf.prev_result.render(request.cni_version)
+        cfg = found.cfg
+        payload: dict[str, Any] = {"pod": _pod(request), "network": conf.name, "mode": conf.mode}
+        payload |= {"config": found.text, "source": found.source}
+        payload["pod_uid"] = found.pod_uid or request.args.get("K8S_POD_UID", "")
+        if found.secret is not None:
+            payload["secret"] = {
+                "namespace": found.secret[0],
+                "name": found.secret[1],
+                "resourceVersion": found.secret_version,
+            }
+        reply = _agent(link, "add", _attachment(request) | payload, parsed=cfg)
     return build_result(request, conf, cfg, int(reply.get("mtu") or cfg.mtu or 1420)).render(
         request.cni_version
     )

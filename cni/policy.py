@@ -13,6 +13,9 @@ directly by a runtime, the runtime's environment.
     --config-dir DIR           where staticConfigPath/kubeConfigPath may point (repeatable;
                                default /etc/pywg-cni and the seed plugin's kubeconfig file)
     --max-peers, --max-prefixes, --max-addresses, --max-config-bytes, --dns-timeout
+    --large-config-bytes, --large-config-share
+                               configs from that size on are set up one at a time, within that
+                               share of the time (cni/pacing.py)
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ DEFAULT_MAX_PREFIXES = 20000
 DEFAULT_MAX_ADDRESSES = 64
 DEFAULT_MAX_CONFIG_BYTES = 1 << 20  # a Kubernetes Secret holds at most 1 MiB
 DEFAULT_DNS_TIMEOUT = 10.0
+# Configs from this size on (~300 peers) are set up one at a time and together use at most this
+# share of the time (cni/pacing.py): a 1,000-peer hub is ~100 KB, a usual Pod's config ~0.5 KB.
+DEFAULT_LARGE_CONFIG_BYTES = 32 * 1024
+DEFAULT_LARGE_CONFIG_SHARE = 0.25
 
 
 class PolicyError(ValueError):
@@ -85,6 +92,8 @@ class NodePolicy:
     max_addresses: int = DEFAULT_MAX_ADDRESSES
     max_config_bytes: int = DEFAULT_MAX_CONFIG_BYTES
     dns_timeout: float = DEFAULT_DNS_TIMEOUT
+    large_config_bytes: int = DEFAULT_LARGE_CONFIG_BYTES
+    large_config_share: float = DEFAULT_LARGE_CONFIG_SHARE
 
     @property
     def port_range_text(self) -> str:
@@ -174,15 +183,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--dns-timeout", type=float, default=DEFAULT_DNS_TIMEOUT, help="for all of a config's host names (s)"
     )
+    group.add_argument(
+        "--large-config-bytes",
+        type=int,
+        default=DEFAULT_LARGE_CONFIG_BYTES,
+        help="configs from this size on are set up one at a time (%(default)s)",
+    )
+    group.add_argument(
+        "--large-config-share",
+        type=float,
+        default=DEFAULT_LARGE_CONFIG_SHARE,
+        help="of the time, at most, that large configs' set-up may take, together (%(default)s)",
+    )
 
 
 def from_arguments(args: argparse.Namespace) -> NodePolicy:
     """The policy of parsed options; PolicyError naming the option when one is wrong."""
-    for name in ("max_peers", "max_prefixes", "max_addresses", "max_config_bytes"):
+    for name in ("max_peers", "max_prefixes", "max_addresses", "max_config_bytes", "large_config_bytes"):
         if getattr(args, name) < 1:
             raise PolicyError(f"--{name.replace('_', '-')} must be at least 1")
     if not args.dns_timeout > 0:
         raise PolicyError("--dns-timeout must be positive")
+    if not 0 < args.large_config_share <= 1:
+        raise PolicyError("--large-config-share must be more than 0 and at most 1")
     return NodePolicy(
         port_range=parse_port_range(args.port_range),
         allow_fwmark=args.allow_fwmark,
@@ -192,6 +215,8 @@ def from_arguments(args: argparse.Namespace) -> NodePolicy:
         max_addresses=args.max_addresses,
         max_config_bytes=args.max_config_bytes,
         dns_timeout=args.dns_timeout,
+        large_config_bytes=args.large_config_bytes,
+        large_config_share=args.large_config_share,
     )
 
 

@@ -168,7 +168,7 @@ class StateStore:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             with os.fdopen(fd, "w") as handle:
-                json.dump(att.state(), handle)
+                handle.write(json.dumps(att.state()))  # json.dump's encoder is the pure-Python one
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temporary, final)

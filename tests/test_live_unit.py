@@ -89,6 +89,22 @@ def test_a_watch_resumes_relists_after_410_and_reconnects(monkeypatch: pytest.Mo
     assert (counters.relists, counters.reconnects) == (1, 1)
 
 
+def test_a_watch_starts_where_the_add_read_the_secret() -> None:
+    """A delete between the ADD's read and the watch's start is still seen: the watch starts at the
+    resourceVersion the ADD read, not at the Secret as it is when the watch begins (then gone)."""
+    client = _Client(watches=[[("DELETED", _secret("8", "one"))]], gets=[])
+    seen: list[str | None] = []
+
+    def deliver(obj: dict[str, Any] | None) -> None:
+        seen.append(None if obj is None else obj["stringData"]["config.json"])
+        watch.stop()
+
+    watch = SecretWatch(client, ("ns", "wg"), deliver, WatchCounters(), version="7")  # type: ignore[arg-type]
+    watch.start()
+    watch.thread.join(10)
+    assert seen == [None] and client.versions == ["7"]
+
+
 def test_handshake_health_up_failing_recovered() -> None:
     health = AttachmentHealth()
     key, shown, where = b"k" * 32, "KEY", "192.0.2.1:51820"

@@ -161,6 +161,16 @@ def test_a_pod_whose_dns_never_answers_holds_up_no_other_pod(topology: Topology)
     assert lab.agent.state_files() == [] and lab.agent.attachments() == []
 
 
+def test_a_host_name_without_an_answer_is_refused_naming_the_peer(lab: Lab) -> None:
+    """No answer but a negative one: the config is wrong (code 7), not "try again later"."""
+    pod = lab.pod()
+    lab.serve(pod)
+    config = lab.config(pod)
+    config["peers"][0]["endpoint"] = "no-such-host.invalid:51820"
+    refused(lab.add(pod, config), INVALID_NETWORK_CONFIG, "peers[0].endpoint", "no-such-host.invalid")
+    assert lab.agent.state_files() == [] and lab.agent.attachments() == []
+
+
 def _states(lab: Lab) -> list[dict[str, Any]]:
     found = []
     for path in lab.agent.state_dir.glob("cni*.json"):

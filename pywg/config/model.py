@@ -63,9 +63,15 @@ class InterfaceConfig:
     # Things the parser accepted but the user may want to know about (ignored keys, ...).
     warnings: list[str] = field(default_factory=list, compare=False)
 
+    # (private key, its public key): derived once, not at each of the agent's several uses per ADD
+    _public: tuple[bytes, bytes] | None = field(default=None, init=False, repr=False, compare=False)
+
     @property
     def public_key(self) -> bytes:
-        return _derive_public_key(self.private_key)
+        cached = self._public
+        if cached is None or cached[0] is not self.private_key:
+            cached = self._public = (self.private_key, _derive_public_key(self.private_key))
+        return cached[1]
 
     @property
     def allowed_prefixes(self) -> list[Network]:

@@ -20,10 +20,12 @@ import errno
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network, ip_interface, ip_network
 from socket import AF_INET, AF_INET6
 from typing import Any, TypeVar
@@ -116,9 +118,15 @@ def _family(net: IPNetwork | IPInterface) -> int:
     return AF_INET6 if net.version == 6 else AF_INET
 
 
+@cache
+def _ip() -> str:
+    """iproute2's `ip`, found once: a bare name costs a failed execve per PATH entry at every call."""
+    return shutil.which("ip") or "ip"
+
+
 def _ip_json(args: Sequence[str], missing_ok: bool = False) -> list[dict[str, Any]]:
     """`ip -j ARGS` in the calling thread's namespace; with `missing_ok`, [] for a missing device."""
-    done = subprocess.run(["ip", "-j", *args], capture_output=True, text=True, check=False)
+    done = subprocess.run([_ip(), "-j", *args], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         if missing_ok and "does not exist" in done.stderr:
             return []
@@ -191,7 +199,7 @@ def _run_ip_batch(commands: Sequence[str], what: Callable[[int], str]) -> None:
     error.
     """
     done = subprocess.run(
-        ["ip", "-batch", "-"], input="".join(commands), capture_output=True, text=True, check=False
+        [_ip(), "-batch", "-"], input="".join(commands), capture_output=True, text=True, check=False
     )
     if done.returncode == 0:
         return

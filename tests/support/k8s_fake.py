@@ -654,6 +654,9 @@ def _close_after_alert(tls: ssl.SSLSocket) -> None:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY, as Go's net/http (the API server) has it: the body, written after the headers,
+    # must not wait for the client's delayed ACK (40 ms of every kept connection's second answer).
+    disable_nagle_algorithm = True
     server: _Server
 
     def do_GET(self) -> None:
