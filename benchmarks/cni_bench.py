@@ -28,6 +28,7 @@ after a failure, Ctrl-C or SIGTERM. Progress goes to stderr, the report to stdou
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -37,7 +38,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from ipaddress import ip_interface, ip_network
@@ -285,6 +286,39 @@ finally:
 """
 
 
+# The kubelet gives a Pod without CPU requests (BestEffort) cpu.shares 2 (cgroup v1) or cpu.weight 1
+# (v2), against 1024 / 100 for system services such as the node agent's DaemonSet.
+_BEST_EFFORT = {"/sys/fs/cgroup/cpu": ("cpu.shares", "2"), "/sys/fs/cgroup": ("cpu.weight", "1")}
+
+
+@contextlib.contextmanager
+def best_effort_cgroup() -> Iterator[Path | None]:
+    """A CPU cgroup with the kubelet's BestEffort share, removed after; None if the machine has no
+    CPU controller this can use."""
+    for root, (knob, value) in _BEST_EFFORT.items():
+        if not (Path(root) / knob).exists() and not (Path(root) / "cgroup.controllers").exists():
+            continue
+        group = Path(root) / f"pywg-bench-{os.getpid()}"
+        try:
+            group.mkdir()
+            (group / knob).write_text(value)
+        except OSError:
+            with contextlib.suppress(OSError):
+                group.rmdir()
+            continue
+        try:
+            yield group
+        finally:
+            for _ in range(50):  # the processes in it are gone by now, or going
+                try:
+                    group.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+        return
+    yield None
+
+
 def add_in_parallel(node: Node, pods: Sequence[Pod], in_flight: int) -> list[float]:
     """ADD through the entrypoint for every Pod, `in_flight` at a time, as a kubelet does; ms each."""
 
@@ -365,60 +399,70 @@ def under_attack(
 ) -> dict[str, Any]:
     """`reference`'s TCP throughput alone; then, while `hub`'s Secret of --hub-peers peers is added
     and deleted again and again and `flooder` writes gso_size-1 frames on its net1 (--attack: both,
-    or one of them), first `reference`'s throughput again, then the ADDs of `fresh` Pods, all at
-    once (the two are measured one after the other, so that neither is the other's load)."""
-    server = node.peer.host.popen(["iperf3", "-s", "-B", PEER_ADDRESS])
-    time.sleep(0.5)
-    stop = threading.Event()
-    hub_adds: list[float] = []
+    or one of them), first `reference`'s throughput again (twice), then the ADDs of `fresh` Pods,
+    all at once (the two are measured one after the other, so that neither is the other's load);
+    then its throughput alone again. Kept: the mean under attack over the mean alone."""
+    best_effort = args.flooder_cpu == "best-effort"
+    with best_effort_cgroup() if best_effort else contextlib.nullcontext() as cgroup:
+        server = node.peer.host.popen(["iperf3", "-s", "-B", PEER_ADDRESS])
+        time.sleep(0.5)
+        stop = threading.Event()
+        hub_adds: list[float] = []
 
-    def churn() -> None:
-        while not stop.is_set():
-            hub_adds.append(node.cni(ENTRYPOINT, "ADD", hub))
-            node.cni(ENTRYPOINT, "DEL", hub)
+        def churn() -> None:
+            while not stop.is_set():
+                hub_adds.append(node.cni(ENTRYPOINT, "ADD", hub))
+                node.cni(ENTRYPOINT, "DEL", hub)
 
-    try:
-        alone = iperf_gbps(reference, args.seconds)
-        flood = None
-        if args.attack in ("both", "flood"):
-            flood_address = flooder.keys.addresses[0].split("/")[0]
-            command = [sys.executable, "-c", _GSO_FLOOD, "net1", flood_address, PEER_ADDRESS, "3600"]
-            flood = flooder.host.popen(command, stdout=subprocess.PIPE)
-            assert flood.stdout is not None and flood.stdout.readline() == b"ready\n"
-        hub.container_id = os.urandom(32).hex()
-        churner = threading.Thread(target=churn) if args.attack in ("both", "secret") else None
-        if churner is not None:
-            churner.start()
         try:
-            time.sleep(1)
-            attacked = iperf_gbps(reference, args.seconds)
-            adds = add_in_parallel(node, fresh, args.in_flight)
-        finally:
-            stop.set()
+            # Alone before and after the attack, and twice under it: one transfer each way would
+            # be as noisy as the effect on this shared machine.
+            alone = [iperf_gbps(reference, args.seconds)]
+            flood = None
+            if args.attack in ("both", "flood"):
+                flood_address = flooder.keys.addresses[0].split("/")[0]
+                command = [sys.executable, "-c", _GSO_FLOOD, "net1", flood_address, PEER_ADDRESS, "3600"]
+                flood = flooder.host.popen(command, stdout=subprocess.PIPE)
+                if cgroup is not None:  # the flooding Pod as a BestEffort Pod (--flooder-cpu)
+                    (cgroup / "cgroup.procs").write_text(str(flood.pid))
+                assert flood.stdout is not None and flood.stdout.readline() == b"ready\n"
+            hub.container_id = os.urandom(32).hex()
+            churner = threading.Thread(target=churn) if args.attack in ("both", "secret") else None
             if churner is not None:
-                churner.join()
-            frames = b""
-            if flood is not None:
-                flood.terminate()
-                frames, _ = flood.communicate(timeout=30)
-        listed = node.agent.call("list")  # the flooder's drop counters come from its UAPI socket
-        name = next(a["name"] for a in listed["attachments"] if a["container_id"] == flooder.container_id)
-        counters = stats_of(name)
-    finally:
-        server.terminate()
-        server.wait()
-    return {
-        "attack": args.attack,
-        "reference_gbps_alone": round(alone, 3),
-        "reference_gbps_under_attack": round(attacked, 3),
-        "throughput_kept": round(attacked / alone, 3),
-        "add_ms_under_attack": percentiles(adds),
-        "raw_add_ms": adds,
-        "hub_peers": args.hub_peers,
-        "hub_adds_ms": hub_adds,
-        "flood_frames_written": int(frames.split()[-1]) if frames.split() else 0,
-        "flooder_drops": {k: v for k, v in counters.items() if k.startswith("drop_")},
-    }
+                churner.start()
+            try:
+                time.sleep(1)
+                attacked = [iperf_gbps(reference, args.seconds) for _ in range(2)]
+                adds = add_in_parallel(node, fresh, args.in_flight)
+            finally:
+                stop.set()
+                if churner is not None:
+                    churner.join()
+                frames = b""
+                if flood is not None:
+                    flood.terminate()
+                    frames, _ = flood.communicate(timeout=30)
+            listed = node.agent.call("list")  # the flooder's drop counters come from its UAPI socket
+            name = next(a["name"] for a in listed["attachments"] if a["container_id"] == flooder.container_id)
+            counters = stats_of(name)
+            alone.append(iperf_gbps(reference, args.seconds))
+        finally:
+            server.terminate()
+            server.wait()
+        return {
+            "attack": args.attack,
+            "flooder_cgroup": None if cgroup is None else str(cgroup),
+            "reference_gbps_alone": round(statistics.mean(alone), 3),
+            "reference_gbps_under_attack": round(statistics.mean(attacked), 3),
+            "throughput_kept": round(statistics.mean(attacked) / statistics.mean(alone), 3),
+            "raw_gbps": {"alone": alone, "under_attack": attacked},
+            "add_ms_under_attack": percentiles(adds),
+            "raw_add_ms": adds,
+            "hub_peers": args.hub_peers,
+            "hub_adds_ms": hub_adds,
+            "flood_frames_written": int(frames.split()[-1]) if frames.split() else 0,
+            "flooder_drops": {k: v for k, v in counters.items() if k.startswith("drop_")},
+        }
 
 
 def stats_of(name: str) -> dict[str, int]:
@@ -559,7 +603,8 @@ def render_full_node(full: dict[str, Any]) -> list[str]:
         f"a full node: the agent as the DaemonSet runs it, {full['pods']} Pods; attack: a "
         f"{attack['hub_peers']}-peer Secret added and deleted {len(attack['hub_adds_ms'])} times, "
         f"{attack['flood_frames_written']} gso_size-1 frames on another Pod's net1 "
-        f"(dropped: {attack['flooder_drops']})",
+        f"(dropped: {attack['flooder_drops']}; the flooder's CPU: "
+        f"{'a BestEffort cgroup share' if attack.get('flooder_cgroup') else 'unlimited'})",
         f"{'':<36} {'measured':<40} target",
     ]
     lines += [f"{label:<36} {value:<40} {target}" for label, value, target in rows]
@@ -598,6 +643,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--attack", choices=("both", "secret", "flood"), default="both", help="what attacks the full node"
     )
+    parser.add_argument(
+        "--flooder-cpu",
+        choices=("best-effort", "unlimited"),
+        default="best-effort",
+        help="the flooding Pod's CPU: a BestEffort Pod's cgroup share, as the kubelet gives it "
+        "(default), or as much as it takes",
+    )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the results")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -619,6 +671,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "hub_peers": args.hub_peers,
             "seconds": args.seconds,
             "attack": args.attack,
+            "flooder_cpu": args.flooder_cpu,
         },
         "load_average_start": load_average(),
     }

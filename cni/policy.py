@@ -54,7 +54,7 @@ DEFAULT_DNS_TIMEOUT = 10.0
 # Configs from this size on (~300 peers) are set up one at a time and together use at most this
 # share of the time (cni/pacing.py): a 1,000-peer hub is ~100 KB, a usual Pod's config ~0.5 KB.
 DEFAULT_LARGE_CONFIG_BYTES = 32 * 1024
-DEFAULT_LARGE_CONFIG_SHARE = 0.25
+DEFAULT_LARGE_CONFIG_SHARE = 0.1
 
 
 class PolicyError(ValueError):
