@@ -194,7 +194,7 @@ class Engine:
             if self._reader is None:
                 packets = self.tun.read_batch(TUN_BATCH)
                 if packets:
-                    self.device.send_packets(packets)
+                    self.device.send_batch(self.device.crypto.packets(packets))
             else:
                 split = self._read_split()
                 if len(split):
