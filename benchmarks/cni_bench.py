@@ -32,6 +32,7 @@ import contextlib
 import datetime
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -52,7 +53,7 @@ from throughput import load_average, machine  # noqa: E402
 
 from cni.build_entrypoint import DEFAULT_OUT as ENTRYPOINT  # noqa: E402
 from pywg.config import InterfaceConfig, PeerConfig  # noqa: E402
-from pywg.runtime.lab import raise_interrupt  # noqa: E402
+from pywg.runtime.lab import raise_interrupt, upstream_wireguard_go  # noqa: E402
 from pywg.runtime.netns import in_netns  # noqa: E402
 from pywg.runtime.uapi_server import query, socket_path  # noqa: E402
 from tests.support.cni_run import (  # noqa: E402
@@ -233,9 +234,10 @@ def idle_agent(node: Node, pods: Sequence[Pod]) -> dict[str, Any]:
     return {"tunnels": len(pods), "empty": empty, "full": full}
 
 
-def idle_wireguard_go(topology: Topology, count: int) -> dict[str, Any]:
-    """`count` wireguard-go processes, each with an interface, an address and one peer, idle."""
-    host = topology.host("gonode")
+def idle_wireguard_go(topology: Topology, count: int, binary: Path, host_name: str) -> dict[str, Any]:
+    """`count` processes of the wireguard-go at `binary`, each with an interface, an address and one
+    peer, idle, in namespace `host_name`."""
+    host = topology.host(host_name)
     processes = []
     for i in range(count):
         peer = PeerConfig(
@@ -247,13 +249,14 @@ def idle_wireguard_go(topology: Topology, count: int) -> dict[str, Any]:
             addresses=[ip_interface(f"10.2.0.{i + 1}/32")],
             peers=[peer],
         )
-        processes.append(WireguardGo(host, cfg).start())
+        processes.append(WireguardGo(host, cfg, binary=str(binary)).start())
     time.sleep(5)
     pids = [wg.process.pid for wg in processes if wg.process is not None]
     total = memory_kb(pids)
     for wg in processes:
         wg.stop()
-    return {"processes": len(pids), "total": total}
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    return {"processes": len(pids), "total": total, "binary": str(binary), "version": version.split("\n")[0]}
 
 
 # --- a full node -----------------------------------------------------------------------------------
@@ -544,14 +547,19 @@ def render(report: dict[str, Any]) -> str:
             f"{label:<24} {add['p50']:>9} / {add['p95']} / {add['max']:<6} "
             f"{echo['p50']:>14} / {echo['p95']:<10} {dele['p50']:>8} / {dele['p95']}"
         )
-    idle, go = report["idle"]["agent"], report["idle"]["wireguard_go"]
+    idle, go, debian = (
+        report["idle"]["agent"],
+        report["idle"]["wireguard_go"],
+        report["idle"]["wireguard_go_debian"],
+    )
     n = idle["tunnels"]
     rows = (
         ("agent worker, no tunnel", idle["empty"]["worker"]),
         ("agent supervisor", idle["full"]["supervisor"]),
         (f"agent worker, {n} tunnels", idle["full"]["worker"]),
         (f"agent worker + supervisor, {n} tunnels", idle["full"]["total"]),
-        (f"{go['processes']} × wireguard-go", go["total"]),
+        (f"{go['processes']} × wireguard-go 2025", go["total"]),
+        (f"{debian['processes']} × Debian's wireguard-go", debian["total"]),
     )
     lines += ["", f"{'memory of ' + str(n) + ' idle tunnels, MiB':<40} {'RSS':>6} {'PSS':>6}"]
     lines += [f"  {label:<38} {m['rss_kb'] / 1024:6.1f} {m['pss_kb'] / 1024:6.1f}" for label, m in rows]
@@ -622,9 +630,15 @@ def run(args: argparse.Namespace, report: dict[str, Any]) -> None:
             for key, binary in (("entrypoint", ENTRYPOINT), ("python", PLUGIN)):
                 say(f"ADD and DEL of {args.pods} Pods through {binary} ...")
                 report["add"][key] = summarize(add_and_delete(node, pods, binary))
-            say(f"{args.idle} idle tunnels in the agent, then {args.idle} idle wireguard-go ...")
+            say(
+                f"{args.idle} idle tunnels in the agent, then {args.idle} idle wireguard-go of each build ..."
+            )
             report["idle"] = {"agent": idle_agent(node, pods[: args.idle])}
-            report["idle"]["wireguard_go"] = idle_wireguard_go(topology, args.idle)
+            report["idle"]["wireguard_go"] = idle_wireguard_go(
+                topology, args.idle, args.wireguard_go, "gonode"
+            )
+            debian = idle_wireguard_go(topology, args.idle, args.debian_wireguard_go, "debgonode")
+            report["idle"]["wireguard_go_debian"] = debian
         if args.full:
             with Topology() as topology:
                 report["full_node"] = full_node(topology, fake, args)
@@ -651,6 +665,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "(default), or as much as it takes",
     )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the results")
+    parser.add_argument(
+        "--wireguard-go",
+        type=Path,
+        default=upstream_wireguard_go(),
+        help="upstream wireguard-go 2025 (%(default)s)",
+    )
+    parser.add_argument(
+        "--debian-wireguard-go",
+        type=Path,
+        default=shutil.which("wireguard-go") or "/usr/bin/wireguard-go",
+        help="Debian's wireguard-go (%(default)s)",
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("cni_bench: needs root for network namespaces (sudo make bench-cni)", file=sys.stderr)

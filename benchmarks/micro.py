@@ -1,10 +1,9 @@
 """Nanoseconds per packet for sealing and opening 1420-byte packets, the C hot path against Python.
 
 Not a test: `python benchmarks/micro.py [--rounds N]`. Each row is the median over rounds of one
-batch of 64 packets (C: one call per batch; Python: the per-packet path, i.e. `pad` +
-`Keypair.seal`, and `Keypair.open` + `Keypair.replay.validate` + `inner_packet`, from
-pywg/core/transport.py and pywg/core/keypair.py). The C open includes the replay window and the
-inner header check too.
+batch of 64 packets, sealed and opened by each data path's session (pywg/core/transport.py
+`PythonSession.seal_run` and `open_run` over lists, one AEAD call per packet; C: one call per
+batch). Opening includes the replay window and the inner header check.
 
 The C figures use the default count of crypto threads (PYWG_CRYPTO_THREADS, else the CPUs), which
 splits a large batch's AEAD across threads (pywg/native/threads.c). A second table times
@@ -30,10 +29,9 @@ from array import array
 from collections.abc import Callable
 from typing import Any
 
-from pywg.core.batch import SealedRun
+from pywg.core.batch import DatagramList, MessageRun, PacketList
 from pywg.core.constants import DEFAULT_MTU, MESSAGE_DATA, MESSAGE_DATA_HEADER_SIZE
-from pywg.core.keypair import Keypair
-from pywg.core.transport import inner_packet, pad
+from pywg.core.transport import PythonSession
 from pywg.native import hotpath, loader
 from pywg.runtime.udp import UdpSockets
 
@@ -48,10 +46,6 @@ def ipv4_packet(size: int) -> bytes:
     return header + os.urandom(size - len(header))
 
 
-def keypair(key: bytes) -> Keypair:
-    return Keypair(key, key, True, RECEIVER, RECEIVER, 0.0, None)  # type: ignore[arg-type]
-
-
 def median_ns_per_packet(run: Callable[[], None], rounds: int, batch: int = BATCH) -> float:
     for _ in range(max(3, rounds // 10)):  # warm up
         run()
@@ -63,22 +57,22 @@ def median_ns_per_packet(run: Callable[[], None], rounds: int, batch: int = BATC
     return statistics.median(samples)
 
 
-def python_seal(kp: Keypair, packets: list[bytes]) -> Callable[[], None]:
+def python_seal(key: bytes, packets: list[bytes]) -> Callable[[], None]:
+    session, batch = PythonSession(key, key), PacketList(packets)
+
     def run() -> None:
-        for packet in packets:
-            kp.seal(pad(packet, DEFAULT_MTU))
+        session.seal_run(batch, 0, len(packets), RECEIVER, 0, DEFAULT_MTU)
 
     return run
 
 
-def python_open(kp: Keypair, messages: list[bytes]) -> Callable[[], None]:
+def python_open(key: bytes, messages: list[bytes]) -> Callable[[], None]:
+    session = PythonSession(key, key)
+    batch = DatagramList([(message, ("192.0.2.1", 1), None) for message in messages])
+
     def run() -> None:
-        kp.replay.reset()  # so every round takes the accepting path
-        for message in messages:
-            counter = int.from_bytes(message[8:16], "little")
-            plaintext = kp.open(counter, message[MESSAGE_DATA_HEADER_SIZE:])
-            assert plaintext is not None and kp.replay.validate(counter)
-            assert inner_packet(plaintext) is not None
+        session.replay.reset()  # so every round takes the accepting path
+        assert session.open_run(batch, 0, len(messages)).accepted == len(messages)
 
     return run
 
@@ -210,7 +204,7 @@ def udp_steps(rounds: int) -> list[tuple[str, float]]:
     size = MESSAGE_DATA_HEADER_SIZE + DEFAULT_MTU + 16
     # Type 4 in front: the receiver's steering program sends data messages to its data socket.
     message = (MESSAGE_DATA.to_bytes(4, "little") + os.urandom(size))[:size]
-    run = SealedRun(message * SPLIT_BATCH, array("I", [size] * SPLIT_BATCH))
+    run = MessageRun(message * SPLIT_BATCH, array("I", [size] * SPLIT_BATCH))
     to: Any = ("127.0.0.1", receiver.port)
     sock = receiver.v4
     assert sock is not None
@@ -240,13 +234,14 @@ def main() -> None:
 
     key = os.urandom(32)
     packets = [ipv4_packet(PACKET_SIZE) for _ in range(BATCH)]
-    sender = keypair(key)
-    messages = [m for p in packets if (m := sender.seal(pad(p, DEFAULT_MTU))) is not None]
+    messages = (
+        PythonSession(key, key).seal_run(PacketList(packets), 0, BATCH, RECEIVER, 0, DEFAULT_MTU).messages()
+    )
 
     rows = [
-        ("seal", median_ns_per_packet(python_seal(keypair(key), packets), args.rounds),
+        ("seal", median_ns_per_packet(python_seal(key, packets), args.rounds),
          median_ns_per_packet(c_seal(key, packets), args.rounds)),
-        ("open", median_ns_per_packet(python_open(keypair(key), messages), args.rounds),
+        ("open", median_ns_per_packet(python_open(key, messages), args.rounds),
          median_ns_per_packet(c_open(key, messages), args.rounds)),
     ]  # fmt: skip
     print(f"{PACKET_SIZE}-byte packets, batches of {BATCH}, MTU {DEFAULT_MTU}; ns per packet, median")

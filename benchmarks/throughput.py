@@ -1,28 +1,36 @@
 """Throughput, packet rate, latency, memory and CPU of pywg and wireguard-go between two namespaces.
 
 Not a test: `sudo make bench`, or `sudo python3 benchmarks/throughput.py [--rounds N] [--seconds S]
-[--quick] [--cases K,K] [--markdown] [--micro] [--json PATH]`. benchmarks/README.md explains the figures.
+[--quick] [--cases K,K] [--wireguard-go PATH] [--debian-wireguard-go PATH] [--markdown] [--micro]
+[--json PATH]`. benchmarks/README.md explains the figures.
 
 Two fresh network namespaces `pwbench-<tag>-a` and `-b` are joined by a veth pair. Each case brings up a
 tunnel between them (or none, for plain veth), measures, and takes it down again:
 
     veth       plain veth, no tunnel                 (the ceiling of the machine)
-    go-go      wireguard-go <-> wireguard-go           (Debian's build: the reference for every ratio)
+    go-go      wireguard-go 2025 <-> itself            (upstream v0.0.20250522: the reference for every ratio)
+    debian-go  Debian's wireguard-go <-> itself        (v0.0.20220316, before batching and offloads)
     pywg-c     pywg <-> pywg, C hot path allowed
     pywg-py    pywg <-> pywg, pure Python              (PYWG_NO_EXT=1 for both pywg processes)
-    pywg-go    pywg (a) <-> wireguard-go (b)
+    pywg-go    pywg (a) <-> wireguard-go 2025 (b)
 
-Per case and round: the median of 20 pings a -> b (0.05 s apart); iperf3 TCP with one and with four
-streams, a -> b and b -> a (-R); iperf3 UDP a -> b at full speed (-b 0) with 64- and 1392-byte payloads,
-reported as packets per second received and the loss; for every transfer the CPU time (utime + stime) the
-two tunnel processes spent, per GB received; and at the end each process's peak RSS (VmHWM). Cases are
-interleaved (A B C D E, A B C D E, ...) so that slow drifts of a shared machine hit every case alike; the
-report shows the median per case over the rounds and its ratio to wireguard-go <-> wireguard-go of the same
-run. The JSON (default benchmarks/results/latest.json) holds the machine, the date, the medians, the
-ratios and every round's raw values.
+Upstream wireguard-go is taken from the shared material (../shared/bin, see its README) or
+--wireguard-go PATH, Debian's from PATH or --debian-wireguard-go PATH; the report names both, with
+their versions.
+
+Per case and round: the CPU the two tunnel processes spend in IDLE_SECONDS of an idle tunnel; the
+median RTT of 200 pings a -> b 10 ms apart (an idle path) and the CPU they cost; iperf3 TCP with one
+and with four streams, a -> b and b -> a (-R); iperf3 UDP a -> b at full speed (-b 0) with 64- and
+1392-byte payloads, reported as packets per second received and the loss; for every transfer the CPU
+time (utime + stime) the two tunnel processes spent, per GB received; and at the end each process's
+peak RSS (VmHWM). Cases are interleaved (A B C D E F, A B C D E F, ...) so that slow drifts of a
+shared machine hit every case alike; the report shows the median per case over the rounds and its
+ratio to wireguard-go 2025 <-> itself of the same run. The JSON (default
+benchmarks/results/latest.json) holds the machine, the date, the medians, the ratios and every
+round's raw values.
 
 Tunnel processes run in the foreground, each a child of this script: `ip netns exec NS python3 -m pywg
-up CONFIG --name N --interface N --foreground` and `ip netns exec NS wireguard-go -f N` (then `wg
+up CONFIG --name N --interface N --foreground` and `ip netns exec NS WIREGUARD_GO -f N` (then `wg
 setconf` and `ip`). Keys reach them only through 0600 files in a 0700 temporary directory. Every name
 carries a random tag (interfaces and UAPI names `bnch<tag><side><n>`: /var/run/wireguard is shared by all
 namespaces); every command runs with a time bound; everything made is removed at the end, also after a
@@ -34,6 +42,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -67,6 +76,7 @@ from pywg.runtime.lab import (
     status_kb,
     stop_process,
     thread_cpu_seconds,
+    upstream_wireguard_go,
     write_secret,
 )
 
@@ -81,30 +91,33 @@ WG_PORT = 51820
 WG_MTU = 1420
 IPERF_PORT = 5201
 UDP_PAYLOADS = (64, 1392)  # 1392 + 8 (UDP) + 20 (IPv4) = 1420, the tunnel MTU
-PING_COUNT = 20
-PING_INTERVAL = 0.05
+PING_COUNT = 200
+PING_INTERVAL = 0.01
+IDLE_SECONDS = 3.0  # an idle tunnel's CPU is measured over this long, after the handshake
 HANDSHAKE_DEADLINE = 15.0  # first handshake, and a retry after REKEY_TIMEOUT if a message was lost
 START_DEADLINE = 20.0
 STOP_TIMEOUT = 5.0
 SETTLE = 0.3  # seconds between transfers, so queues left by one do not slow the next
-TOOLS = ("ip", "ping", "wg", "wireguard-go", "iperf3", "ss")
+TOOLS = ("ip", "ping", "wg", "iperf3", "ss")
 REFERENCE = "go-go"
+GO_KINDS = ("go", "go-debian")  # upstream wireguard-go 2025, Debian's
 
 
 @dataclass(frozen=True)
 class Case:
     key: str
     label: str
-    a: str | None  # "go", "pywg-c", "pywg-py", or None: no tunnel
+    a: str | None  # "go" (upstream), "go-debian", "pywg-c", "pywg-py", or None: no tunnel
     b: str | None
 
 
 CASES = (
     Case("veth", "plain veth", None, None),
-    Case("go-go", "wireguard-go ↔ wireguard-go", "go", "go"),
+    Case("go-go", "wireguard-go 2025 ↔ itself", "go", "go"),
+    Case("debian-go", "Debian's wireguard-go ↔ itself", "go-debian", "go-debian"),
     Case("pywg-c", "pywg ↔ pywg (C path)", "pywg-c", "pywg-c"),
     Case("pywg-py", "pywg ↔ pywg (pure Python)", "pywg-py", "pywg-py"),
-    Case("pywg-go", "pywg ↔ wireguard-go", "pywg-c", "go"),
+    Case("pywg-go", "pywg ↔ wireguard-go 2025", "pywg-c", "go"),
 )
 
 # The transfers of one round: (metric prefix, iperf3 arguments, direction)
@@ -163,7 +176,7 @@ def maps_mention(pid: int, needle: str) -> bool:
 class Engine:
     """One running tunnel process: pywg or wireguard-go, interface and UAPI name `name`."""
 
-    kind: str  # "go", "pywg-c", "pywg-py"
+    kind: str  # "go", "go-debian", "pywg-c", "pywg-py"
     side: Side
     name: str
     process: subprocess.Popen[bytes]
@@ -199,10 +212,11 @@ class Transfer:
 class Bench(Lab):
     """The benchmark's lab: tunnel processes started and stopped per case, in the two namespaces."""
 
-    def __init__(self, seconds: float, ping_count: int) -> None:
+    def __init__(self, seconds: float, ping_count: int, binaries: Mapping[str, Path] | None = None) -> None:
         super().__init__("pwbench", UNDERLAY, INNER)
         self.seconds = seconds
         self.ping_count = ping_count
+        self.binaries = dict(binaries or {})  # wireguard-go kind -> the binary that runs it
         self.engines: list[Engine] = []
         self._count = 0
 
@@ -216,10 +230,11 @@ class Bench(Lab):
 
     def start(self, kind: str, side: Side) -> Engine:
         """Start a tunnel process and wait until it is ready; `stop` (or `cleanup`) ends it."""
-        engine = self.launch_wireguard_go(side) if kind == "go" else self.launch_pywg(side, kind)
+        go = kind in GO_KINDS
+        engine = self.launch_wireguard_go(side, kind) if go else self.launch_pywg(side, kind)
         self.engines.append(engine)
         self.wait_for_uapi(engine)
-        if kind == "go":
+        if go:
             self.configure_go_engine(engine)
         return engine
 
@@ -247,12 +262,12 @@ class Bench(Lab):
         process = self.spawn(side, [*argv, "--foreground"], log, env)
         return Engine(kind, side, name, process, log)
 
-    def launch_wireguard_go(self, side: Side) -> Engine:
+    def launch_wireguard_go(self, side: Side, kind: str) -> Engine:
         assert self.workdir is not None
         name = self.new_name(side)
         log = self.workdir / f"{name}.log"
-        process = self.spawn(side, ["wireguard-go", "-f", name], log, child_env())
-        return Engine("go", side, name, process, log)
+        process = self.spawn(side, [str(self.binaries[kind]), "-f", name], log, child_env())
+        return Engine(kind, side, name, process, log)
 
     def configure_go_engine(self, engine: Engine) -> None:
         """`wg setconf` from a 0600 file, then the MTU, the address and the link up with `ip`."""
@@ -303,14 +318,18 @@ class Bench(Lab):
                 raise LabFailed(f"no ping reply from {address} within {HANDSHAKE_DEADLINE:.0f} s")
             time.sleep(0.1)
 
-    def ping_median_ms(self, source: Side, address: str) -> float | None:
+    def ping_ms(self, source: Side, address: str) -> list[float]:
+        """Round-trip times of `ping_count` pings PING_INTERVAL apart (root may ping that often)."""
         count = self.ping_count
         argv = ["ping", "-n", "-c", str(count), "-i", str(PING_INTERVAL), "-W", "1", address]
         done = attempt(source.exec_argv(argv), timeout=count * PING_INTERVAL + 10)
         if done is None:
-            return None
-        times = [float(t) for t in re.findall(r"time=([\d.]+) ms", done.stdout)]
-        return statistics.median(times) if times else None
+            return []
+        return [float(t) for t in re.findall(r"time=([\d.]+) ms", done.stdout)]
+
+    def cpu_of_engines(self) -> float:
+        """CPU seconds (utime + stime) the running tunnel processes have spent so far."""
+        return sum(cpu_seconds(e.pid) for e in self.engines)
 
     def iperf(
         self, server: Side, address: str, args: Sequence[str]
@@ -376,8 +395,20 @@ class Bench(Lab):
                 self.wait_for_handshake(a, b.inner[0])
                 self.wait_for_handshake(b, a.inner[0])
                 values["idle_rss_mb"] = {e.side.label: status_kb(e.pid, "VmRSS") / 1024 for e in engines}
+                time.sleep(SETTLE)
+                before, started = self.cpu_of_engines(), time.monotonic()
+                time.sleep(IDLE_SECONDS)
+                idle = self.cpu_of_engines() - before
+                values["idle_cpu_pct"] = 100 * idle / (time.monotonic() - started)
             target = b.inner[0] if engines else b.underlay
-            values["rtt_ms"] = self.ping_median_ms(a, target)
+            before = self.cpu_of_engines()
+            times = self.ping_ms(a, target)
+            if times:
+                values["rtt_ms"] = statistics.median(times)
+                values["rtt_p90_ms"] = statistics.quantiles(times, n=10)[-1] if len(times) > 1 else times[0]
+                values["pings"] = len(times)
+                if engines:
+                    values["ping_cpu_us"] = (self.cpu_of_engines() - before) / len(times) * 1e6
             transfers: dict[str, Transfer] = {}
             steps: list[tuple[str, Callable[[], Transfer]]] = [
                 (key, lambda args=args: self.tcp(b, target, args)) for key, args in TCP_TRANSFERS
@@ -419,6 +450,8 @@ class Bench(Lab):
             for engine in stopping:
                 self.stop(engine)
             for engine in stopping:
+                if engine.kind in GO_KINDS:
+                    values.setdefault("wireguard_go", {})[engine.side.label] = str(self.binaries[engine.kind])
                 if engine.kind.startswith("pywg"):
                     values.setdefault("data_path", {})[engine.side.label] = logged_data_path(engine.log)
                 complaints = log_complaints(engine.log)
@@ -490,6 +523,9 @@ def median_of(rounds: Sequence[Mapping[str, Any]], key: str) -> float | None:
 
 def summarize(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     keys = [m.key for m in METRICS] + [
+        "rtt_p90_ms",
+        "ping_cpu_us",
+        "idle_cpu_pct",
         "rss_total_mb",
         "udp64_cpu_us_per_packet",
         "udp1392_cpu_us_per_packet",
@@ -614,6 +650,21 @@ HEADERS = [
     "CPU s/GB",
 ]
 RATIO_HEADERS = [*HEADERS[:8], "peak RSS a+b", "CPU s/GB"]
+LATENCY_HEADERS = ["case", "RTT ms p50", "RTT ms p90", "CPU µs per ping", "idle CPU %"]
+
+
+def latency_cells(case: Case, median: Mapping[str, float | None]) -> list[str]:
+    def get(key: str, show: Callable[[float], str]) -> str:
+        value = median.get(key)
+        return "—" if value is None else show(value)
+
+    return [
+        case.label,
+        get("rtt_ms", lambda v: f"{v:.3f}"),
+        get("rtt_p90_ms", lambda v: f"{v:.3f}"),
+        get("ping_cpu_us", lambda v: f"{v:.0f}"),
+        get("idle_cpu_pct", lambda v: f"{v:.2f}"),
+    ]
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool) -> str:
@@ -638,9 +689,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool)
 def machine_line(report: Mapping[str, Any]) -> str:
     m = report["machine"]
     s = report["settings"]
+    go = m["wireguard_go"]
+    builds = ", ".join(f"{b['version']} ({label})" for label, b in go.items() if b.get("version"))
     return (
         f"{m['cpu_model']}, {m['cores']} cores, Linux {m['kernel']}, Python {m['python']}, "
-        f"{m['openssl']}, {m['wireguard_go']}; {report['date'][:16].replace('T', ' ')} UTC; "
+        f"{m['openssl']}, wireguard-go {builds or 'none'}; {report['date'][:16].replace('T', ' ')} UTC; "
+        f"load average {report['load_average_start'][0]:g}; "
         f"{s['rounds']} round(s) of {s['seconds']:g} s per transfer, medians"
     )
 
@@ -658,7 +712,7 @@ def render(report: Mapping[str, Any], markdown: bool) -> str:
         ratios = [ratio_cells(c, report["cases"][c.key]["ratio_to_reference"]) for c in cases]
         out += [
             "",
-            "Relative to wireguard-go ↔ wireguard-go (same run; lower is better for RTT, RSS, CPU):",
+            "Relative to wireguard-go 2025 ↔ itself (same run; lower is better for RTT, RSS, CPU):",
             "",
         ]
         out.append(table(RATIO_HEADERS, ratios, markdown))
@@ -668,6 +722,16 @@ def render(report: Mapping[str, Any], markdown: bool) -> str:
         "CPU: utime+stime of both tunnel processes per GB received over the four TCP transfers. "
         "Peak RSS: VmHWM of each tunnel process after the round.",
     ]
+    latency = [latency_cells(c, report["cases"][c.key]["median"]) for c in cases if c.a is not None]
+    if latency:
+        out += [
+            "",
+            f"Latency and CPU on an idle path: {report['settings']['ping']['count']} pings a→b "
+            f"{report['settings']['ping']['interval_s'] * 1000:g} ms apart; CPU of both tunnel processes "
+            f"per ping, and over {IDLE_SECONDS:g} s of an idle tunnel:",
+            "",
+            table(LATENCY_HEADERS, latency, markdown),
+        ]
     shares = [
         f"{c.label} {share:.0f}%"
         for c in cases
@@ -784,7 +848,19 @@ def output_lines(argv: Sequence[str]) -> list[str]:
     return done.stdout.splitlines() if done and done.returncode == 0 else []
 
 
-def machine() -> dict[str, Any]:
+def wireguard_go_build(path: Path | None) -> dict[str, Any]:
+    """Which wireguard-go a path holds: its version line and sha256 (None: not found)."""
+    if path is None or not path.is_file():
+        return {"path": str(path) if path else None, "version": None}
+    version = first_line([str(path), "--version"]).removeprefix("wireguard-go ")
+    return {"path": str(path), "version": version, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def machine(binaries: Mapping[str, Path | None] | None = None) -> dict[str, Any]:
+    """The machine, and the wireguard-go builds by label (default: upstream's and Debian's)."""
+    if binaries is None:
+        debian = shutil.which("wireguard-go")
+        binaries = {"upstream": upstream_wireguard_go(), "debian": Path(debian) if debian else None}
     cpu_model = "unknown"
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as handle:
         for line in handle:
@@ -798,7 +874,7 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "openssl": ssl.OPENSSL_VERSION,  # the system libcrypto, which the C hot path links
-        "wireguard_go": first_line(["wireguard-go", "--version"]),
+        "wireguard_go": {label: wireguard_go_build(path) for label, path in binaries.items()},
         "iperf3": first_line(["iperf3", "--version"]),
         "pywg_commit": first_line(["git", "-C", str(ROOT), "rev-parse", "HEAD"]),
         # data path, TUN offloads and UDP batching of the C-path cases, as `pywg version` says
@@ -843,6 +919,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--micro", action="store_true", help="also run benchmarks/micro.py and report its figures"
     )
     parser.add_argument("--micro-rounds", type=int, help="--rounds for micro.py (default: its own)")
+    parser.add_argument(
+        "--wireguard-go",
+        type=Path,
+        default=upstream_wireguard_go(),
+        help="upstream wireguard-go 2025, the reference (default: the shared material's, %(default)s)",
+    )
+    parser.add_argument(
+        "--debian-wireguard-go",
+        type=Path,
+        default=shutil.which("wireguard-go"),
+        help="Debian's wireguard-go, the second row (default: wireguard-go on PATH, %(default)s)",
+    )
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.seconds = args.seconds or (1.0 if args.quick else 5.0)
@@ -866,9 +954,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         print(f"throughput: {', '.join(missing)} not found; `sudo make deps` installs them", file=sys.stderr)
         return 1
+    binaries = {"go": args.wireguard_go, "go-debian": args.debian_wireguard_go}
+    wanted = {kind for case in args.case_list for kind in (case.a, case.b) if kind in GO_KINDS}
+    absent = [f"{kind}: {binaries[kind]}" for kind in sorted(wanted) if not _executable(binaries[kind])]
+    if absent:
+        print(
+            f"throughput: no wireguard-go at {'; '.join(absent)} (upstream: put the shared material beside "
+            "the checkout or pass --wireguard-go; Debian's: `sudo make deps`, or --debian-wireguard-go)",
+            file=sys.stderr,
+        )
+        return 1
     report: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": machine({"upstream": binaries["go"], "debian": binaries["go-debian"]}),
         "settings": {
             "rounds": args.rounds,
             "seconds": args.seconds,
@@ -885,7 +983,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say("micro-benchmark (benchmarks/micro.py) ...")
         report["micro"] = run_micro(args.micro_rounds)
     raw: dict[str, list[dict[str, Any]]] = {c.key: [] for c in args.case_list}
-    bench = Bench(args.seconds, report["settings"]["ping"]["count"])
+    bench = Bench(args.seconds, report["settings"]["ping"]["count"], binaries)
     previous = signal.signal(signal.SIGTERM, raise_interrupt)
     failure, status, problems = "", 0, []
     started = time.monotonic()
@@ -922,6 +1020,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if failure:
         print(f"throughput: {failure}", file=sys.stderr)
     return status or (1 if problems else 0)
+
+
+def _executable(path: Path | None) -> bool:
+    return path is not None and path.is_file() and os.access(path, os.X_OK)
 
 
 def data_path_note(case: Case, values: Mapping[str, Any]) -> str | None:

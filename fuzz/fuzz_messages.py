@@ -11,9 +11,9 @@ checks are reached); a round of real traffic between the devices; a clock jump w
 DUT put under load; packets from the DUT's TUN side; A or C sending a packet.
 
 With the C hot path built (and PYWG_NO_EXT unset), every step also runs on a second DUT that
-uses it, and on a third that also gets its batches as the engine hands them over with recvmmsg
-and TUN offloads (`ReceivedDatagrams` in a receive pool, `BufferPackets`: runs found and opened
-in place in C); all DUTs must give identical results. Checked after every step: no exception;
+uses it, fed its batches as the engine hands them over (`ReceivedDatagrams` as recvmmsg leaves
+them, `BufferPackets`: runs found and opened in place in C); both DUTs
+must give identical results. Checked after every step: no exception;
 at most one drop per datagram, and exactly one `malformed` for each datagram of no valid type;
 every packet delivered is a whole IPv4 or IPv6 packet from an allowed source; every datagram
 sent is a well-formed message.
@@ -21,7 +21,6 @@ sent is a well-formed message.
 
 from __future__ import annotations
 
-import mmap
 import random
 import socket
 import struct
@@ -33,16 +32,17 @@ import atheris
 
 with atheris.instrument_imports(include=["pywg", "_common"]):
     from _common import Reader, fuzz
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-    from pywg.core.batch import DatagramList, PacketList
+    from pywg.core.batch import DatagramList, Datagrams, Received
     from pywg.core.clock import FakeClock
-    from pywg.core.constants import MESSAGE_INITIATION, MESSAGE_RESPONSE
+    from pywg.core.constants import MESSAGE_DATA, MESSAGE_INITIATION, MESSAGE_RESPONSE
     from pywg.core.cookie import mac1_key
-    from pywg.core.crypto import clamp, mac
-    from pywg.core.device import Datagram, Device, Received
+    from pywg.core.crypto import aead_nonce, clamp, mac
+    from pywg.core.device import Device
     from pywg.core.endpoint import Endpoint
-    from pywg.core.messages import mac1_offset, message_type
-    from pywg.core.transport import Crypto, PythonCrypto, PythonSession, inner_packet
+    from pywg.core.messages import DATA_HEADER, mac1_offset, message_type
+    from pywg.core.transport import Crypto, PythonCrypto, inner_packet
     from pywg.native import hotpath, loader
     from pywg.runtime.udp import ReceivedDatagrams
 
@@ -59,7 +59,7 @@ SOURCES: tuple[Endpoint, ...] = (
     C_AT,
     ("192.0.2.99", 1),
     ("2001:db8::99", 65535),
-    ("fe80::1%eth0", 51820),
+    ("fe80::1%lo", 51820),  # a scope the C path's batch can name too (ifindex 1)
     ("0.0.0.0", 0),
 )
 LOCALS = (None, "192.0.2.2", "2001:db8::2")
@@ -116,29 +116,28 @@ class World:
     a: Device
     c: Device
     duts: list[Device]
-    in_flight: list[Datagram] = field(default_factory=list)  # sent by the DUT, not yet delivered
-    in_place: Device | None = None  # among `duts`: fed C batches, as the engine feeds it
+    # sent by the DUT, not yet delivered
+    in_flight: list[tuple[bytes, Endpoint, str | None]] = field(default_factory=list)
 
 
 def new_world() -> World:
     clock = FakeClock()
     cryptos: list[Crypto] = [PythonCrypto()]
     if loader.available():
-        cryptos += [hotpath.CCrypto(), hotpath.CCrypto()]
+        cryptos.append(hotpath.CCrypto())
     world = World(clock, _device(1, clock, PythonCrypto()), _device(3, clock, PythonCrypto()), [])
     world.duts = [_device(2, clock, crypto) for crypto in cryptos]
-    world.in_place = world.duts[2] if len(world.duts) > 2 else None
     for dut in world.duts:
         _connect(dut, world.a, A_AT, A_IPS, PSK)
         _connect(dut, world.c, C_AT, C_IPS, None)
     _connect(world.a, world.duts[0], DUT_AT, DUT_IPS, PSK)
     _connect(world.c, world.duts[0], DUT_AT, DUT_IPS, None)
-    world.a.send_packet(ip_packet("10.0.0.1", "10.0.0.2", b"first"))
+    send(world.a, [ip_packet("10.0.0.1", "10.0.0.2", b"first")])
     for _ in range(3):  # initiation, response, data
         pump(world)
     assert world.duts[0].peers[world.a.public_key].keypairs.current is not None  # type: ignore[index]
     for dut in world.duts:  # an initiation to C, left in flight
-        dut.send_packet(ip_packet("10.0.0.2", "10.0.0.3", b"to c"))
+        send(dut, [ip_packet("10.0.0.2", "10.0.0.3", b"to c")])
     observe(world)
     return world
 
@@ -163,17 +162,40 @@ def observe(world: World) -> None:
     world.in_flight += sent
 
 
-def _outputs(dut: Device) -> tuple[list[Datagram], list[bytes], list[object], dict[str, int]]:
+def _outputs(
+    dut: Device,
+) -> tuple[list[tuple[bytes, Endpoint, str | None]], list[bytes], list[object], dict[str, int]]:
     events = [(type(e).__name__, getattr(e, "endpoint", None)) for e in iter(dut.next_event, None)]
-    return dut.datagrams_to_send(), dut.packets_to_deliver(), events, dict(dut.drops)
+    return sent(dut), delivered(dut), events, dict(dut.drops)
+
+
+def sent(device: Device) -> list[tuple[bytes, Endpoint, str | None]]:
+    """What the device sends, one datagram each."""
+    return [(m, endpoint, source) for run, endpoint, source in device.take_outbox() for m in run.messages()]
+
+
+def delivered(device: Device) -> list[bytes]:
+    return [packet for run in device.take_deliveries() for packet in run.packets()]
+
+
+def send(device: Device, packets: list[bytes]) -> None:
+    """Packets from the device's TUN side, in the batch its data path reads."""
+    device.send_batch(device.crypto.packets(packets))
+
+
+def receive(device: Device, batch: list[Received]) -> None:
+    """Datagrams from the device's UDP side, in the batch its data path reads."""
+    device.receive_batch(
+        in_pool(batch) if isinstance(device.crypto, hotpath.CCrypto) else DatagramList(batch)
+    )
 
 
 def deliver(world: World, batch: list[Received]) -> None:
-    """One `receive_datagrams` call on each DUT, and what it may count."""
+    """One `receive_batch` call on each DUT, and what it may count."""
     dut = world.duts[0]
     dropped, malformed = dut.drops.total(), dut.drops["malformed"]
     for each in world.duts:
-        each.receive_batch(in_pool(batch) if each is world.in_place else DatagramList(batch))
+        receive(each, batch)
     assert dut.drops.total() - dropped <= len(batch), "more drops than datagrams"
     invalid = sum(1 for data, _, _ in batch if message_type(data) is None)
     assert dut.drops["malformed"] - malformed == invalid, "a datagram of no valid type not counted"
@@ -185,29 +207,29 @@ def pump(world: World) -> None:
     for data, endpoint, _ in world.in_flight:
         target = {A_AT: world.a, C_AT: world.c}.get(endpoint)
         if target is not None:
-            target.receive_datagram(data, DUT_AT)
+            receive(target, [(data, DUT_AT, None)])
     world.in_flight = []
     batch: list[Received] = []
     for device, at in ((world.a, A_AT), (world.c, C_AT)):
-        batch += [(data, at, None) for data, _, _ in device.datagrams_to_send()]
-        device.packets_to_deliver()
+        batch += [(data, at, None) for data, _, _ in sent(device)]
+        delivered(device)
     deliver(world, batch)
 
 
-def in_pool(batch: Sequence[Received]) -> ReceivedDatagrams | DatagramList:
-    """`batch` as wg_udp_recv leaves datagrams in a socket's pool, one per slot (a list where a
-    sender has a scope, which only the kernel could name)."""
-    if any("%" in source[0] for _, source, _ in batch):
-        return DatagramList(batch)
-    slot = 1 << 16
-    pool = ReceivedDatagrams(mmap.mmap(-1, slot * max(1, len(batch))), max(1, len(batch)), max(1, len(batch)))
+def in_pool(batch: Sequence[Received]) -> Datagrams:
+    """`batch` as wg_udp_recv leaves datagrams in a socket's pool, one after another."""
+    count = max(1, len(batch))
+    pool = ReceivedDatagrams(bytearray(b"".join(data for data, _, _ in batch) or b"\0"), count, count)
+    offset = 0
     for k, (data, (address, port), local) in enumerate(batch):
-        pool.memory[k * slot : k * slot + len(data)] = data
         entry = pool.rx[k]
-        entry.offset, entry.length, entry.port = k * slot, len(data), port
-        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        entry.offset, entry.length, entry.port = offset, len(data), port
+        offset += len(data)
+        host, _, scope = address.partition("%")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         entry.family = 6 if family == socket.AF_INET6 else 4
-        packed = socket.inet_pton(family, address)
+        entry.scope = socket.if_nametoindex(scope) if scope else 0
+        packed = socket.inet_pton(family, host)
         entry.source[0 : len(packed)] = packed
         if local is not None:
             family = socket.AF_INET6 if ":" in local else socket.AF_INET
@@ -216,18 +238,6 @@ def in_pool(batch: Sequence[Received]) -> ReceivedDatagrams | DatagramList:
             entry.local[0 : len(packed)] = packed
     pool.load(len(batch))
     return pool
-
-
-def in_buffer(packets: list[bytes]) -> hotpath.BufferPackets:
-    """IP packets where the TUN reader leaves them, one after another."""
-    batch = hotpath.BufferPackets(bytearray(sum(map(len, packets)) + 1), len(packets))
-    position = 0
-    for index, packet in enumerate(packets):
-        batch.memory[position : position + len(packet)] = packet
-        batch.offsets[index], batch.lengths[index] = position, len(packet)
-        position += len(packet)
-    batch.count = len(packets)
-    return batch
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,9 +293,10 @@ def mutated(reader: Reader) -> bytes:
 def sealed(reader: Reader) -> bytes:
     """A data message on A's session: authentic, with any counter and any plaintext."""
     counter = reader.int(2) if reader.below(2) else reader.int(8)
-    message = SEALER.seal(A_REMOTE_INDEX, counter, inner(reader, INNER_FROM_PEERS))
-    assert message is not None
-    return message
+    plaintext = inner(reader, INNER_FROM_PEERS)
+    return DATA_HEADER.pack(MESSAGE_DATA, A_REMOTE_INDEX, counter) + SEALER.encrypt(
+        aead_nonce(counter), plaintext, None
+    )
 
 
 def datagram(reader: Reader) -> bytes:
@@ -323,13 +334,13 @@ def step_load(world: World, reader: Reader) -> None:
 def step_tun(world: World, reader: Reader) -> None:
     packets = [inner(reader, INNER_FROM_TUN) for _ in range(1 + reader.below(4))]
     for dut in world.duts:
-        dut.send_batch(in_buffer(packets) if dut is world.in_place else PacketList(packets))
+        send(dut, packets)
     observe(world)
 
 
 def step_peer_sends(world: World, reader: Reader) -> None:
     sender, source = (world.a, "10.0.0.1") if reader.below(2) else (world.c, "10.0.0.3")
-    sender.send_packet(ip_packet(source, "10.0.0.2", reader.blob(256)))
+    send(sender, [ip_packet(source, "10.0.0.2", reader.blob(256))])
 
 
 STEPS: tuple[Callable[[World, Reader], None], ...] = (
@@ -357,26 +368,26 @@ def test_one_input(data: bytes) -> None:
 # The world's real messages, made once: every world is the same, so they fit every world.
 
 
-def _templates() -> tuple[list[bytes], PythonSession, int]:
+def _templates() -> tuple[list[bytes], ChaCha20Poly1305, int]:
     world = new_world()
     a, c, dut = world.a, world.c, world.duts[0]
     assert a.public_key is not None and dut.public_key is not None
     (to_c,) = [data for data, endpoint, _ in world.in_flight if endpoint == C_AT]
-    c.receive_datagram(to_c, DUT_AT)
-    ((response, _, _),) = c.datagrams_to_send()
+    receive(c, [(to_c, DUT_AT, None)])
+    ((response, _, _),) = sent(c)
     c.report_handshake_backlog(1 << 20)
-    c.receive_datagram(to_c, DUT_AT)
-    ((cookie_reply, _, _),) = c.datagrams_to_send()
-    a.send_packets([ip_packet("10.0.0.1", "10.0.0.2", b"v4"), ip_packet("fd00::1", "fd00::2", b"v6")])
+    receive(c, [(to_c, DUT_AT, None)])
+    ((cookie_reply, _, _),) = sent(c)
+    send(a, [ip_packet("10.0.0.1", "10.0.0.2", b"v4"), ip_packet("fd00::1", "fd00::2", b"v6")])
     peer = a.peers[dut.public_key]
     peer.send_keepalive(world.clock.now)
-    data = [message for message, _, _ in a.datagrams_to_send()]
+    data = [message for message, _, _ in sent(a)]
     keypair = peer.keypairs.current
     assert keypair is not None
-    sealer = PythonSession(bytes(keypair.sending_key), bytes(keypair.receiving_key))
+    sealer = ChaCha20Poly1305(bytes(keypair.sending_key))
     world.clock.advance(6.0)  # past REKEY_TIMEOUT: A may initiate again
     peer.send_initiation(world.clock.now, is_retry=False)
-    ((initiation, _, _),) = a.datagrams_to_send()
+    ((initiation, _, _),) = sent(a)
     return [initiation, response, cookie_reply, *data], sealer, keypair.remote_index
 
 

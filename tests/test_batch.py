@@ -4,8 +4,8 @@ C path does its Python work once per run, not once per packet.
 The device handles runs; the C path's batches (`BufferPackets` for the TUN reader,
 `ReceivedDatagrams` for a UDP socket's pool) find the runs in C, seal and open the packets where
 they lie, and deliver them from there. Here each C answer is held to the plain-Python batch
-(`PacketList`, `DatagramList`) and the Python session on the same input, and a device fed C
-batches must send and deliver exactly what one fed lists does.
+(`PacketList`, `DatagramList`) and the Python session on the same input, and a C device fed C
+batches must send and deliver exactly what a pure-Python one fed lists does.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from pywg.core.batch import DatagramList, PacketList, Received, SealedRun
+from pywg.core.batch import DatagramList, MessageRun, PacketList, Received
 from pywg.core.constants import MESSAGE_DATA
 from pywg.core.device import Device
 from pywg.core.messages import DATA_HEADER
@@ -29,6 +29,7 @@ from pywg.core.transport import PythonCrypto, PythonSession, RxStatus
 from pywg.native import hotpath, loader
 from pywg.native.hotpath import BufferPackets, CCrypto, COpenedRun
 from pywg.runtime import udp
+from tests.support.device_io import datagrams_to_send, packets_to_deliver, sealed_messages, send_packet
 from tests.support.netsim import Network, connect, ipv4_packet, ipv6_packet
 
 A = ("192.0.2.1", 51820)
@@ -82,15 +83,12 @@ def test_destination_runs_match_python(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_gso_chunks_match_python(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gso_chunks_match_python(seed: int) -> None:
     rng = random.Random(seed)
     sizes = array("I", [rng.choice([1452, 1452, 1452, 700, 80, 1500, 32]) for _ in range(300)])
     for limit in (65507, 65527, 3000):
-        in_c = udp.gso_chunks(sizes, limit)
-        monkeypatch.setattr(udp, "_CHUNKS", None)
-        in_python = udp.gso_chunks(sizes, limit)
-        monkeypatch.undo()
-        assert in_c == in_python and in_c[-1] == len(sizes)
+        in_c = udp._Mmsg().gso_chunks(sizes, limit)
+        assert in_c == udp.gso_chunks(sizes, limit) and in_c[-1] == len(sizes)
 
 
 def sealed(session: Any, packets: Any, start: int, stop: int, counter: int) -> tuple[bytes, list[int]]:
@@ -105,7 +103,7 @@ def test_seal_run_from_a_buffer_matches_python(seed: int) -> None:
     keys = rng.randbytes(32), rng.randbytes(32)
     reference = sealed(PythonSession(*keys), PacketList(packets), 3, 57, 1000)
     c = CCrypto()
-    assert sealed(c.session(*keys), PacketList(packets), 3, 57, 1000) == reference
+    assert sealed(c.session(*keys), c.packets(packets), 3, 57, 1000) == reference
     assert sealed(c.session(*keys), buffer_packets(packets), 3, 57, 1000) == reference
     # Packets not one after another (the worst-case room is taken on the second try).
     assert sealed(c.session(*keys), buffer_packets(packets, gap=3000), 3, 57, 1000) == reference
@@ -114,7 +112,8 @@ def test_seal_run_from_a_buffer_matches_python(seed: int) -> None:
 def transport_messages(rng: random.Random, key: bytes, count: int) -> list[bytes]:
     """Data messages as they arrive: most authentic, some tampered, replayed, cut, keepalives,
     packets from several inner sources, malformed inner packets."""
-    sender = PythonSession(key, bytes(32))
+    crypto = PythonCrypto()
+    sender = crypto.session(key, bytes(32))
     sources = ["10.0.0.1", "10.0.0.1", "10.0.0.9", "fd00::1"]
     messages: list[bytes] = []
     counter = 0
@@ -126,7 +125,7 @@ def transport_messages(rng: random.Random, key: bytes, count: int) -> list[bytes
         plain = b"" if fate < 0.05 else make(source, destination, rng.randbytes(rng.randrange(1300)))
         if 0.05 <= fate < 0.08:
             plain = b"\x45" + rng.randbytes(30)  # authentic, but no IP packet inside
-        message = sender.seal_batch([plain], 5, counter, 1420)[0]
+        (message,) = sealed_messages(crypto, sender, [plain], 5, counter, 1420)
         counter += 1
         if fate > 0.95:
             message = message[:-1] + bytes([message[-1] ^ 1])
@@ -163,8 +162,6 @@ def test_open_run_matches_python(seed: int) -> None:
 
     python = PythonSession(bytes(32), key).open_run(DatagramList(received(messages)), 10, 110)
     reference = opened_summary(python, keep)
-    c_list = CCrypto().session(bytes(32), key).open_run(DatagramList(received(messages)), 10, 110)
-    assert opened_summary(c_list, keep) == reference
     c_pool = CCrypto().session(bytes(32), key).open_run(pool_datagrams(messages), 10, 110)
     assert isinstance(c_pool, COpenedRun) and opened_summary(c_pool, keep) == reference
     assert reference[1] and reference[3]  # the scenario has drops and deliveries
@@ -201,7 +198,8 @@ def test_received_datagrams_match_a_list(gro: int) -> None:
     key = rng.randbytes(32)
     messages = transport_messages(rng, key, 300)
     messages[7:7] = [b"\x01\x00\x00\x00" + bytes(144), b"", b"\x04\x00\x00\x00" + bytes(20)]  # not data
-    other = PythonSession(key, bytes(32)).seal_batch([b""] * 3, 99, 0, 1420)
+    crypto = PythonCrypto()
+    other = sealed_messages(crypto, crypto.session(key, bytes(32)), [b""] * 3, 99, 0, 1420)
     messages[50:50] = other  # another receiver index in the middle of a run
     batch = pool_datagrams(messages, gro, ports=2)
     assert [batch.data(i) for i in range(len(batch))] == messages
@@ -225,20 +223,20 @@ def wire_run(batches: str) -> tuple[list[bytes], list[bytes], dict[str, int]]:
     """A sends mixed packets to B through the device API, with lists or with C batches; what went
     on the wire, what B delivered, and A's drops."""
     net, a, b = device_pair(CCrypto if batches == "c" else PythonCrypto)
-    a.send_packet(ipv4_packet("10.0.0.1", "10.0.0.2"))
+    send_packet(a, ipv4_packet("10.0.0.1", "10.0.0.2"))
     net.pump()
-    b.packets_to_deliver()
+    packets_to_deliver(b)
     rng = random.Random(1)
     wire: list[bytes] = []
     delivered: list[bytes] = []
     for _ in range(5):
         packets = mixed_packets(rng, 150)
         a.send_batch(buffer_packets(packets) if batches == "c" else PacketList(packets))
-        messages = [data for data, _, _ in a.datagrams_to_send()]
+        messages = [data for data, _, _ in datagrams_to_send(a)]
         wire += messages
         arrived = pool_datagrams(messages, gro=8) if batches == "c" else DatagramList(received(messages))
         b.receive_batch(arrived)
-        delivered += b.packets_to_deliver()
+        delivered += packets_to_deliver(b)
     assert not b.drops
     return wire, delivered, dict(a.drops)
 
@@ -276,7 +274,7 @@ def sealed_and_delivered(a: Device, b: Device, count: int) -> tuple[CallCounter,
         a.send_batch(tx)
         outbox = a.take_outbox()
     run = outbox[0][0]
-    assert len(outbox) == 1 and isinstance(run, SealedRun) and len(run) == count
+    assert len(outbox) == 1 and isinstance(run, MessageRun) and len(run) == count
     rx = pool_datagrams(run.messages(), gro=64)
     offsets, lengths = hotpath._ffi.new("uint32_t[]", count), hotpath._ffi.new("uint32_t[]", count)
     with CallCounter() as receiving:
@@ -290,9 +288,9 @@ def sealed_and_delivered(a: Device, b: Device, count: int) -> tuple[CallCounter,
 def calls_for(count: int) -> tuple[int, int]:
     """`sealed_and_delivered` in the steady state: a session up, the scratch buffers grown."""
     net, a, b = device_pair(CCrypto)
-    a.send_packet(ipv4_packet("10.0.0.1", "10.0.0.2"))
+    send_packet(a, ipv4_packet("10.0.0.1", "10.0.0.2"))
     net.pump()
-    b.packets_to_deliver()
+    packets_to_deliver(b)
     sealed_and_delivered(a, b, 64)
     sending, receiving = sealed_and_delivered(a, b, count)
     return sending.calls, receiving.calls
@@ -305,7 +303,8 @@ def test_python_work_is_per_run_not_per_packet() -> None:
 
 def test_zeroed_keys_open_nothing_in_place() -> None:
     session = CCrypto().session(bytes(32), bytes(range(32)))
-    message = PythonSession(bytes(range(32)), bytes(32)).seal_batch([b""], 1, 0, 1420)[0]
+    crypto = PythonCrypto()
+    (message,) = sealed_messages(crypto, crypto.session(bytes(range(32)), bytes(32)), [b""], 1, 0, 1420)
     session.zero()
     run = session.open_run(pool_datagrams([message, DATA_HEADER.pack(MESSAGE_DATA, 1, 1)]), 0, 2)
     assert run.accepted == 0 and dict(run.drop_counts()) == {RxStatus.AUTH_FAILED: 1, RxStatus.MALFORMED: 1}

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from pywg.cli import parser as cli
-from pywg.core.batch import DatagramList, OpenedRun
+from pywg.core.batch import Datagrams, OpenedRun
 from pywg.core.constants import MESSAGE_DATA, REJECT_AFTER_MESSAGES
 from pywg.core.device import Device
 from pywg.core.endpoint import Endpoint
@@ -30,7 +30,17 @@ from pywg.core.peer import Peer
 from pywg.core.timers import Timer
 from pywg.core.transport import Crypto, PythonCrypto, PythonSession, RxStatus, pad
 from pywg.native import hotpath, loader
+from tests.support.device_io import (
+    datagram_batch,
+    datagrams_to_send,
+    packets_to_deliver,
+    receive_datagram,
+    receive_datagrams,
+    send_packet,
+    send_packets,
+)
 from tests.support.netsim import Network, connect, ipv4_packet, ipv6_packet
+from tests.support.one_message import OneAtATime
 
 A = ("192.0.2.1", 51820)
 B = ("192.0.2.2", 51820)
@@ -125,13 +135,15 @@ def run_scenario(crypto: Callable[[], Crypto], seed: int = 7, steps: int = 40) -
     directions = ((a, "10.0.0.1", "10.0.0.2"), (b, "10.0.0.2", "10.0.0.1"))
     for step in range(steps):
         for device, source, destination in directions:
-            device.send_packets(some_packets(rng, source, destination, rng.choice([1, 3, 64, 127, 128, 300])))
+            send_packets(
+                device, some_packets(rng, source, destination, rng.choice([1, 3, 64, 127, 128, 300]))
+            )
         net.pump()
         # Old and damaged copies, mixed with fresh ones, in the batches the receivers see.
         for endpoint, device in ((A, a), (B, b)):
             seen = [d for d in in_flight if d[2] == endpoint]
             batch = [(mangled(rng, d), s, None) for d, s, _ in rng.sample(seen, min(40, len(seen)))]
-            device.receive_datagrams(batch)
+            receive_datagrams(device, batch)
         net.pump()
         if step == steps // 2:  # a's sending counter runs out in the middle of its next batch
             keypair = a.peers[b.public_key].keypairs.current  # type: ignore[index]
@@ -200,32 +212,32 @@ def data_messages(net: Network, sender: Endpoint, since: int = 0) -> list[bytes]
 
 def test_one_batch_moves_the_endpoint_once_to_the_last_accepted_message(crypto: Callable[[], Crypto]) -> None:
     net, a, b = pair(crypto)
-    a.send_packet(ipv4_packet("10.0.0.1", "10.0.0.2"))
+    send_packet(a, ipv4_packet("10.0.0.1", "10.0.0.2"))
     net.pump()
     list(iter(b.next_event, None))
-    a.send_packets([ipv4_packet("10.0.0.1", "10.0.0.2", bytes([i])) for i in range(4)])
-    messages = [d for d, _, _ in a.datagrams_to_send()]
+    send_packets(a, [ipv4_packet("10.0.0.1", "10.0.0.2", bytes([i])) for i in range(4)])
+    messages = [d for d, _, _ in datagrams_to_send(a)]
     forged = messages[3][:-1] + bytes([messages[3][-1] ^ 1])
     roams = [("198.51.100.1", 1), ("198.51.100.2", 2), ("198.51.100.3", 3), ("198.51.100.4", 4)]
     batch = [(m, endpoint, None) for m, endpoint in zip(messages[:3], roams, strict=False)]
-    b.receive_datagrams([*batch, (forged, roams[3], "192.0.2.2")])
+    receive_datagrams(b, [*batch, (forged, roams[3], "192.0.2.2")])
     peer = b.peers[a.public_key]  # type: ignore[index]
     assert peer.endpoint == roams[2]  # the last that authenticated; never the forged one
     moved = [e.endpoint for e in iter(b.next_event, None) if isinstance(e, EndpointChanged)]
     assert moved == [roams[2]]
-    assert len(b.packets_to_deliver()) == 3
+    assert len(packets_to_deliver(b)) == 3
     assert b.drops["decrypt_failed"] == 1
 
 
 def test_timers_once_per_batch(crypto: Callable[[], Crypto]) -> None:
     """wireguard-go's rule: data_received once per batch, so one batch arms one keepalive."""
     net, a, b = pair(crypto)
-    a.send_packet(ipv4_packet("10.0.0.1", "10.0.0.2"))
+    send_packet(a, ipv4_packet("10.0.0.1", "10.0.0.2"))
     net.pump()
     peer = b.peers[a.public_key]  # type: ignore[index]
     peer.timers.cancel(Timer.SEND_KEEPALIVE)
-    a.send_packets([ipv4_packet("10.0.0.1", "10.0.0.2", bytes([i])) for i in range(10)])
-    b.receive_datagrams([(d, A, None) for d, _, _ in a.datagrams_to_send()])
+    send_packets(a, [ipv4_packet("10.0.0.1", "10.0.0.2", bytes([i])) for i in range(10)])
+    receive_datagrams(b, [(d, A, None) for d, _, _ in datagrams_to_send(a)])
     assert peer.timers.pending(Timer.SEND_KEEPALIVE) and not peer.timers.need_another_keepalive
     assert peer.rx_bytes > 10 * 32
 
@@ -233,11 +245,11 @@ def test_timers_once_per_batch(crypto: Callable[[], Crypto]) -> None:
 def test_allowed_ips_checked_per_packet_in_a_batch(crypto: Callable[[], Crypto]) -> None:
     net, a, b = pair(crypto)
     a.allowed_ips.insert(ip_network("10.9.0.0/16"), a.peers[b.public_key])  # type: ignore[index]
-    a.send_packet(ipv4_packet("10.0.0.1", "10.0.0.2"))
+    send_packet(a, ipv4_packet("10.0.0.1", "10.0.0.2"))
     net.pump()
     good = ipv4_packet("10.0.0.1", "10.0.0.2", b"ok")
     sources = ["10.0.0.1", "10.9.0.1", "10.0.0.1", "10.0.0.1", "10.9.0.2", "10.0.0.1"]
-    a.send_packets([ipv4_packet(s, "10.0.0.2", b"ok") for s in sources])
+    send_packets(a, [ipv4_packet(s, "10.0.0.2", b"ok") for s in sources])
     net.pump()
     assert net.delivered[B][1:] == [good] * 4
     assert b.drops["inner_source_not_allowed"] == 2
@@ -246,38 +258,38 @@ def test_allowed_ips_checked_per_packet_in_a_batch(crypto: Callable[[], Crypto])
 def test_handshake_messages_keep_their_place_in_a_batch(crypto: Callable[[], Crypto]) -> None:
     """Data after a response in the same batch opens with the session that response made."""
     _, a, b = pair(crypto)
-    a.send_packet(ipv4_packet("10.0.0.1", "10.0.0.2", b"first"))
-    (initiation,) = a.datagrams_to_send()
-    b.receive_datagram(initiation[0], A)
-    (response,) = b.datagrams_to_send()
-    b.send_packets([ipv4_packet("10.0.0.2", "10.0.0.1", b"x")])  # b has no confirmed session: staged
-    assert b.datagrams_to_send() == []
-    a.receive_datagrams([(response[0], B, None)])
-    out = a.datagrams_to_send()
+    send_packet(a, ipv4_packet("10.0.0.1", "10.0.0.2", b"first"))
+    (initiation,) = datagrams_to_send(a)
+    receive_datagram(b, initiation[0], A)
+    (response,) = datagrams_to_send(b)
+    send_packets(b, [ipv4_packet("10.0.0.2", "10.0.0.1", b"x")])  # b has no confirmed session: staged
+    assert datagrams_to_send(b) == []
+    receive_datagrams(a, [(response[0], B, None)])
+    out = datagrams_to_send(a)
     assert [message_type(d) for d, _, _ in out] == [MESSAGE_DATA]
     # The same again in one batch: b's staged packet leaves once a's data confirms the session.
-    b.receive_datagrams([(d, A, None) for d, _, _ in out])
-    assert [bytes(p) for p in b.packets_to_deliver()] == [ipv4_packet("10.0.0.1", "10.0.0.2", b"first")]
-    assert [message_type(d) for d, _, _ in b.datagrams_to_send()] == [MESSAGE_DATA]
+    receive_datagrams(b, [(d, A, None) for d, _, _ in out])
+    assert [bytes(p) for p in packets_to_deliver(b)] == [ipv4_packet("10.0.0.1", "10.0.0.2", b"first")]
+    assert [message_type(d) for d, _, _ in datagrams_to_send(b)] == [MESSAGE_DATA]
 
 
 def test_unknown_index_and_expired_keypair_count_every_message(crypto: Callable[[], Crypto]) -> None:
     net, a, b = pair(crypto)
-    a.send_packet(ipv4_packet("10.0.0.1", "10.0.0.2"))
+    send_packet(a, ipv4_packet("10.0.0.1", "10.0.0.2"))
     net.pump()
-    a.send_packets([ipv4_packet("10.0.0.1", "10.0.0.2")] * 5)
-    messages = [(d, A, None) for d, _, _ in a.datagrams_to_send()]
+    send_packets(a, [ipv4_packet("10.0.0.1", "10.0.0.2")] * 5)
+    messages = [(d, A, None) for d, _, _ in datagrams_to_send(a)]
     unknown = [(d[:4] + b"\xff\xff\xff\xff" + d[8:], source, None) for d, source, _ in messages]
-    b.receive_datagrams(unknown)
+    receive_datagrams(b, unknown)
     assert b.drops["unknown_index"] == 5
     net.clock.advance(200)
-    b.receive_datagrams(messages)
+    receive_datagrams(b, messages)
     assert b.drops["expired_keypair"] == 5
 
 
 def test_counter_exhaustion_mid_batch_stops_the_keypair(crypto: Callable[[], Crypto]) -> None:
     net, a, b = pair(crypto)
-    a.send_packet(ipv4_packet("10.0.0.1", "10.0.0.2"))
+    send_packet(a, ipv4_packet("10.0.0.1", "10.0.0.2"))
     net.pump()
     peer = a.peers[b.public_key]  # type: ignore[index]
     keypair = peer.keypairs.current
@@ -285,7 +297,7 @@ def test_counter_exhaustion_mid_batch_stops_the_keypair(crypto: Callable[[], Cry
     keypair.sending_counter = REJECT_AFTER_MESSAGES - 3
     net.clock.advance(6)  # past REKEY_TIMEOUT, so the new handshake may start at once
     since = len(net.sent)
-    a.send_packets([ipv4_packet("10.0.0.1", "10.0.0.2", bytes([i])) for i in range(10)])
+    send_packets(a, [ipv4_packet("10.0.0.1", "10.0.0.2", bytes([i])) for i in range(10)])
     assert keypair.sending_counter == REJECT_AFTER_MESSAGES and not keypair.sending_valid
     assert len(peer.staged) == 7
     net.pump()
@@ -299,22 +311,23 @@ def test_counter_exhaustion_mid_batch_stops_the_keypair(crypto: Callable[[], Cry
 def test_keypair_batches_match_single_calls(crypto: Callable[[], Crypto]) -> None:
     rng = random.Random(5)
     key1, key2 = rng.randbytes(32), rng.randbytes(32)
-    batch = Keypair(key1, key2, True, 1, 2, 0.0, None, crypto())  # type: ignore[arg-type]
-    single = Keypair(key1, key2, True, 1, 2, 0.0, None)  # type: ignore[arg-type]
+    made = crypto()
+    batch = Keypair(key1, key2, True, 1, 2, 0.0, None, made)  # type: ignore[arg-type]
+    single = OneAtATime(key1, key2, 2)
     packets = some_packets(rng, "10.0.0.1", "10.0.0.2", 300)
-    sealed = batch.seal_batch(packets, 1420)
+    sealed = batch.seal_run(made.packets(packets), 0, len(packets), 1420).messages()
     assert sealed == [single.seal(pad(p, 1420)) for p in packets]
     assert batch.sending_counter == single.sending_counter == 300
-    receiver = Keypair(key2, key1, False, 2, 1, 0.0, None, crypto())  # type: ignore[arg-type]
+    receiver = Keypair(key2, key1, False, 2, 1, 0.0, None, made)  # type: ignore[arg-type]
     reference = PythonSession(key2, key1)
     arrivals = sealed + sealed[:10] + [m[:-1] + b"\x00" for m in sealed[10:20]]
-    got = opened(receiver.open_run(arriving(arrivals), 0, len(arrivals)))
-    assert got == opened(reference.open_run(arriving(arrivals), 0, len(arrivals)))
+    got = opened(receiver.open_run(arriving(made, arrivals), 0, len(arrivals)))
+    assert got == opened(reference.open_run(arriving(PythonCrypto(), arrivals), 0, len(arrivals)))
     assert got[0][0] == 300 and dict(got[1])[RxStatus.REPLAY] == 10
 
 
-def arriving(messages: list[bytes]) -> DatagramList:
-    return DatagramList([(message, A, None) for message in messages])
+def arriving(crypto: Crypto, messages: list[bytes]) -> Datagrams:
+    return datagram_batch(crypto, [(message, A, None) for message in messages])
 
 
 def opened(run: OpenedRun) -> tuple[Any, ...]:
@@ -328,8 +341,9 @@ def opened(run: OpenedRun) -> tuple[Any, ...]:
 
 def test_zero_zeroes_the_c_handles() -> None:
     require_built()
-    keypair = Keypair(bytes(32), bytes([1]) * 32, True, 1, 2, 0.0, None, hotpath.CCrypto())  # type: ignore[arg-type]
-    message = keypair.seal_batch([b""], 1420)[0]
+    c = hotpath.CCrypto()
+    keypair = Keypair(bytes(32), bytes([1]) * 32, True, 1, 2, 0.0, None, c)  # type: ignore[arg-type]
+    message = keypair.seal_run(c.packets([b""]), 0, 1, 1420).payload
     session = keypair.session
     assert isinstance(session, hotpath.CSession)
     keypair.zero()
@@ -337,11 +351,12 @@ def test_zero_zeroes_the_c_handles() -> None:
     with pytest.raises(hotpath.HotpathError) as error:
         session._sealer.seal(hotpath.PacketBatch(1, 1), hotpath.PacketBatch(1, 64), 1, 0, 1420)
     assert error.value.code == -2  # WG_ERR_CLOSED
-    assert keypair.seal_batch([b""], 1420) == [] and keypair.seal(b"") is None
+    assert len(keypair.seal_run(c.packets([b""]), 0, 1, 1420)) == 0
+    assert len(session.seal_run(c.packets([b""]), 0, 1, 2, 1, 1420)) == 0  # nothing, whatever the counter
     reference = PythonSession(bytes(32), bytes(32))
     reference.zero()
-    closed = opened(keypair.open_run(arriving([message, message[:20]]), 0, 2))
-    assert closed == opened(reference.open_run(arriving([message, message[:20]]), 0, 2))
+    closed = opened(keypair.open_run(arriving(c, [message, message[:20]]), 0, 2))
+    assert closed == opened(reference.open_run(arriving(PythonCrypto(), [message, message[:20]]), 0, 2))
     assert closed[:2] == ((0, 0, -1, -1, False), [(RxStatus.AUTH_FAILED, 1), (RxStatus.MALFORMED, 1)])
 
 

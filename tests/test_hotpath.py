@@ -1,8 +1,8 @@
 """The C hot path (pywg.native._hotpath) held to the pure-Python reference, byte for byte.
 
-Sealing against `Keypair.seal` with `transport.pad`, opening against `Keypair.open` +
-`ReplayWindow.validate` + `transport.inner_packet`, the C replay window against `ReplayWindow`
-on the kernel's self-test sequence and on generated ones.
+Sealing against one message at a time (tests/support/one_message.py) with `transport.pad`, opening
+against one message at a time + `ReplayWindow.validate` + `transport.inner_packet`, the C replay
+window against `ReplayWindow` on the kernel's self-test sequence and on generated ones.
 
 CI builds the extension, so an unbuilt one is a failure here, never a skip.
 """
@@ -30,7 +30,6 @@ from pywg.core.constants import (
     REJECT_AFTER_MESSAGES,
     TAG_LEN,
 )
-from pywg.core.keypair import Keypair
 from pywg.core.messages import message_type, parse_data_header
 from pywg.core.replay import ReplayWindow
 from pywg.core.transport import inner_packet, pad
@@ -45,6 +44,7 @@ from pywg.native.hotpath import (
     RxStatus,
     SealStop,
 )
+from tests.support.one_message import OneAtATime
 from tests.test_replay import deltas, expand, kernel_vectors
 
 BATCH = 64
@@ -70,8 +70,8 @@ def lib() -> Any:
     return hotpath_lib
 
 
-def keypair(sending_key: bytes, receiving_key: bytes, remote_index: int = 1) -> Keypair:
-    return Keypair(sending_key, receiving_key, True, 7, remote_index, 0.0, None)  # type: ignore[arg-type]
+def keypair(sending_key: bytes, receiving_key: bytes, remote_index: int = 1) -> OneAtATime:
+    return OneAtATime(sending_key, receiving_key, remote_index)
 
 
 def batch_for(packets: list[bytes], overhead: int = 0) -> PacketBatch:
@@ -85,7 +85,7 @@ def batch_for(packets: list[bytes], overhead: int = 0) -> PacketBatch:
 
 
 def seal_python(key: bytes, packets: list[bytes], receiver: int, counter: int, mtu: int) -> list[bytes]:
-    """What pywg/core/peer.py send_staged produces: stops at the first packet Keypair.seal refuses."""
+    """One message per packet in order, stopping at the first packet the counters refuse."""
     sender = keypair(key, key, receiver)
     sender.sending_counter = counter
     out: list[bytes] = []
@@ -221,7 +221,7 @@ def test_seal_rejects_mtu_zero_and_wrong_direction() -> None:
 # Opening.
 
 
-def open_python(receiver: Keypair, messages: list[bytes]) -> list[Row]:
+def open_python(receiver: OneAtATime, messages: list[bytes]) -> list[Row]:
     """What pywg/core/device.py _receive_data does with each message, as rows."""
     rows: list[Row] = []
     for message in messages:

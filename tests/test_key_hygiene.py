@@ -48,6 +48,7 @@ from pywg.core.constants import REKEY_AFTER_TIME, ZERO_KEY_MATERIAL_AFTER
 from pywg.core.noise import HandshakeState
 from pywg.runtime.uapi_server import query, socket_path
 from tests.support.cni_run import NodeAgent
+from tests.support.device_io import send_packet
 from tests.support.netsim import Network, connect, ipv4_packet
 from tests.support.pywg_run import STATE_DIR, PywgUp, pids_with_argument, pywg_argv
 from tests.support.topology import (
@@ -467,14 +468,14 @@ def test_every_key_buffer_is_zeroed_540_s_after_the_last_handshake() -> None:
     a, b = net.device(a_at, 1), net.device(b_at, 2)
     connect(a, b, a_at, b_at, psk=bytes(range(32)))
     a_to_b, b_to_a = ipv4_packet("10.0.0.1", "10.0.0.2"), ipv4_packet("10.0.0.2", "10.0.0.1")
-    a.send_packet(a_to_b)
+    send_packet(a, a_to_b)
     net.pump()
-    b.send_packet(b_to_a)
+    send_packet(b, b_to_a)
     net.pump()
     net.advance(REKEY_AFTER_TIME + 1)  # A rekeys on its next packet: previous and current on both ends
-    a.send_packet(a_to_b)
+    send_packet(a, a_to_b)
     net.pump()
-    b.send_packet(b_to_a)
+    send_packet(b, b_to_a)
     net.pump()
     assert net.delivered[b_at] == [a_to_b, a_to_b] and net.delivered[a_at] == [b_to_a, b_to_a]
     peers = [*a.peers.values(), *b.peers.values()]
@@ -492,5 +493,7 @@ def test_every_key_buffer_is_zeroed_540_s_after_the_last_handshake() -> None:
     for keypair in keypairs:
         assert not any(keypair.sending_key) and not any(keypair.receiving_key)
         assert not keypair.sending_valid and not keypair.receiving_valid
-        assert keypair.seal(bytes(16)) is None and keypair.seal_batch([a_to_b], 1420) == []
+        batch = a.crypto.packets([bytes(16), a_to_b])
+        assert len(keypair.seal_run(batch, 0, 2, 1420)) == 0
+        assert len(keypair.session.seal_run(batch, 0, 2, keypair.remote_index, 0, 1420)) == 0
     assert not any(k in a.indices.values() or k in b.indices.values() for k in keypairs)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pywg.core.batch import DatagramList
 from pywg.core.constants import REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME
-from pywg.core.keypair import Keypair, Keypairs
+from pywg.core.keypair import PYTHON_CRYPTO, Keypair, Keypairs
+from pywg.core.transport import RxStatus
+from tests.support.netsim import ipv4_packet
 
 
 def _keypair(initiator: bool, index: int) -> Keypair:
@@ -48,9 +51,9 @@ def test_counter_limit_invalidates_sending() -> None:
     keypair = _keypair(True, 1)
     keypair.sending_counter = REJECT_AFTER_MESSAGES - 1
     assert keypair.can_send(1.0)
-    assert keypair.seal(b"") is not None
+    assert len(keypair.seal_run(PYTHON_CRYPTO.packets([b""]), 0, 1, 1420)) == 1
     assert not keypair.can_send(1.0)
-    assert keypair.seal(b"") is None and not keypair.sending_valid
+    assert len(keypair.seal_run(PYTHON_CRYPTO.packets([b""]), 0, 1, 1420)) == 0 and not keypair.sending_valid
 
 
 def test_age_limits() -> None:
@@ -62,9 +65,23 @@ def test_age_limits() -> None:
 def test_seal_open_round_trip_and_zero() -> None:
     sender = _keypair(True, 1)
     receiver = Keypair(sender.receiving_key, sender.sending_key, False, 9, 1, 0.0, None)  # type: ignore[arg-type]
-    message = sender.seal(b"x" * 16)
-    assert message is not None and message[4:8] == (101).to_bytes(4, "little")
-    assert receiver.open(0, message[16:]) == b"x" * 16
-    assert receiver.open(1, message[16:]) is None
+    packet = ipv4_packet("10.0.0.1", "10.0.0.2", b"x" * 16)
+    (message,) = sender.seal_run(PYTHON_CRYPTO.packets([packet]), 0, 1, 1420).messages()
+    assert message[4:8] == (101).to_bytes(4, "little") and message[8:16] == bytes(8)  # index, counter 0
+
+    def opened(message: bytes) -> tuple[list[bytes], list[tuple[int, int]]]:
+        run = receiver.open_run(DatagramList([(message, ("192.0.2.1", 1), None)]), 0, 1)
+        for _, start, stop in run.source_runs():
+            run.keep(start, stop)
+        return run.packets(), list(run.drop_counts())
+
+    assert opened(message) == ([packet], [])
+    assert opened(message) == ([], [(RxStatus.REPLAY, 1)])
+    forged = message[:8] + (1).to_bytes(8, "little") + message[16:]  # counter 1: another nonce
+    assert opened(forged) == ([], [(RxStatus.AUTH_FAILED, 1)])
     receiver.zero()
-    assert receiver.receiving_key == bytearray(32) and receiver.open(0, message[16:]) is None
+    assert receiver.receiving_key == bytearray(32)
+    assert opened(sender.seal_run(PYTHON_CRYPTO.packets([packet]), 0, 1, 1420).payload) == (
+        [],
+        [(RxStatus.AUTH_FAILED, 1)],
+    )

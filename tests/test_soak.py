@@ -58,6 +58,7 @@ from pywg.core.constants import (
 from pywg.core.events import HandshakeCompleted
 from pywg.core.keypair import Keypair
 from pywg.core.peer import Peer
+from tests.support.device_io import send_packets
 from tests.support.netsim import Network, connect, ipv4_packet
 
 pytestmark = pytest.mark.slow
@@ -154,7 +155,7 @@ class Soak:
     def send_all(self) -> None:
         now = self.net.clock.now
         for flow in self.flows.values():
-            self.devices[flow.source].send_packets(flow.packets(now))
+            send_packets(self.devices[flow.source], flow.packets(now))
 
     def collect(self) -> None:
         """Deliveries, events and bookkeeping checks after the network has settled."""

@@ -17,6 +17,7 @@ from pywg.core.constants import (
 from pywg.core.device import Device
 from pywg.core.events import HandshakeGaveUp, KeysZeroed
 from pywg.core.messages import message_type
+from tests.support.device_io import send_packet, send_packets
 from tests.support.netsim import Network, connect, ipv4_packet, sent_of_type
 
 A = ("192.0.2.1", 51820)
@@ -37,7 +38,7 @@ def test_retries_with_jitter_then_give_up() -> None:
     net, a, _ = _pair()
     net.filter = lambda data, src, dst: None  # B never hears anything
     start = net.clock.now
-    a.send_packet(A_TO_B)
+    send_packet(a, A_TO_B)
     net.advance(200)
     times = [t for t, _ in sent_of_type(net, A, MESSAGE_INITIATION)]
     assert len(times) == 20  # the first plus MAX_TIMER_HANDSHAKES + 1 retries
@@ -57,7 +58,7 @@ def test_staged_packets_flushed_after_handshake() -> None:
     net, a, _b = _pair()
     packets = [ipv4_packet("10.0.0.1", "10.0.0.2", bytes([i])) for i in range(5)]
     for packet in packets:
-        a.send_packet(packet)
+        send_packet(a, packet)
     assert len(a.outbox) == 1  # one initiation, rate limited
     a.handle_timers()
     assert len(a.outbox) == 1  # nothing more goes out before the response
@@ -69,7 +70,7 @@ def test_staged_queue_drops_oldest() -> None:
     net, a, _ = _pair()
     net.filter = lambda data, src, dst: None
     packets = [ipv4_packet("10.0.0.1", "10.0.0.2", i.to_bytes(2, "big")) for i in range(130)]
-    a.send_packets(packets)
+    send_packets(a, packets)
     peer = next(iter(a.peers.values()))
     assert list(peer.staged) == packets[2:]
     assert a.drops["staged_queue_full"] == 2
@@ -77,14 +78,14 @@ def test_staged_queue_drops_oldest() -> None:
 
 def test_rekey_after_time_by_initiator_only() -> None:
     net, a, b = _pair()
-    a.send_packet(A_TO_B)
+    send_packet(a, A_TO_B)
     net.pump()
     net.advance(REKEY_AFTER_TIME + 1)
-    b.send_packet(B_TO_A)  # the responder does not rekey on age
+    send_packet(b, B_TO_A)  # the responder does not rekey on age
     net.pump()
     assert len(sent_of_type(net, B, MESSAGE_INITIATION)) == 0
     mark = len(net.sent)
-    a.send_packet(A_TO_B)
+    send_packet(a, A_TO_B)
     net.pump()
     assert len(sent_of_type(net, A, MESSAGE_INITIATION, since=mark)) == 1
     assert net.delivered[B][-1] == A_TO_B
@@ -92,37 +93,37 @@ def test_rekey_after_time_by_initiator_only() -> None:
 
 def test_rekey_after_messages() -> None:
     net, a, _ = _pair()
-    a.send_packet(A_TO_B)
+    send_packet(a, A_TO_B)
     net.pump()
     peer = next(iter(a.peers.values()))
     assert peer.keypairs.current is not None
     peer.keypairs.current.sending_counter = REKEY_AFTER_MESSAGES + 1
     net.clock.advance(REKEY_TIMEOUT)  # past the one-initiation-per-5-s limit
     mark = len(net.sent)
-    a.send_packet(A_TO_B)
+    send_packet(a, A_TO_B)
     net.pump()
     assert len(sent_of_type(net, A, MESSAGE_INITIATION, since=mark)) == 1
 
 
 def test_initiator_rekeys_on_receive_near_reject_time() -> None:
     net, a, b = _pair()
-    a.send_packet(A_TO_B)
+    send_packet(a, A_TO_B)
     net.pump()
     net.clock.advance(166)
     mark = len(net.sent)
-    b.send_packet(B_TO_A)
+    send_packet(b, B_TO_A)
     net.pump()
     assert len(sent_of_type(net, A, MESSAGE_INITIATION, since=mark)) == 1
 
 
 def test_reject_after_time_starts_new_handshake() -> None:
     net, a, b = _pair()
-    a.send_packet(A_TO_B)
+    send_packet(a, A_TO_B)
     net.pump()
     net.clock.advance(REJECT_AFTER_TIME)
     mark = len(net.sent)
-    b.send_packet(B_TO_A)  # B's key is too old to send with: it initiates
-    assert [message_type(d) for d, _, _ in b.outbox] == [MESSAGE_INITIATION]
+    send_packet(b, B_TO_A)  # B's key is too old to send with: it initiates
+    assert [message_type(run.payload) for run, _, _ in b.outbox] == [MESSAGE_INITIATION]
     net.pump()
     assert len(sent_of_type(net, B, MESSAGE_INITIATION, since=mark)) == 1
     assert net.delivered[A][-1] == B_TO_A
@@ -130,7 +131,7 @@ def test_reject_after_time_starts_new_handshake() -> None:
 
 def test_passive_keepalive_after_data_received() -> None:
     net, a, _b = _pair()
-    a.send_packet(A_TO_B)
+    send_packet(a, A_TO_B)
     net.pump()
     mark = len(net.sent)
     start = net.clock.now
@@ -142,12 +143,12 @@ def test_passive_keepalive_after_data_received() -> None:
 
 def test_no_reply_starts_new_handshake_after_15s() -> None:
     net, a, _b = _pair()
-    a.send_packet(A_TO_B)
+    send_packet(a, A_TO_B)
     net.pump()
     net.filter = lambda data, src, dst: None if src == B else src  # B goes silent
     mark = len(net.sent)
     start = net.clock.now
-    a.send_packet(A_TO_B)
+    send_packet(a, A_TO_B)
     net.pump()
     net.advance(16)
     initiations = sent_of_type(net, A, MESSAGE_INITIATION, since=mark)
@@ -170,7 +171,7 @@ def test_persistent_keepalive() -> None:
 
 def test_keys_zeroed_after_540s() -> None:
     net, a, b = _pair()
-    a.send_packet(A_TO_B)
+    send_packet(a, A_TO_B)
     net.pump()
     peer = a.peers[b.static.public]  # type: ignore[union-attr]
     net.advance(ZERO_KEY_MATERIAL_AFTER - 1)
@@ -186,8 +187,8 @@ def test_keys_zeroed_after_540s() -> None:
 def test_hours_of_traffic_keep_working() -> None:
     net, a, b = _pair()
     for minute in range(180):
-        a.send_packet(ipv4_packet("10.0.0.1", "10.0.0.2", minute.to_bytes(2, "big")))
-        b.send_packet(ipv4_packet("10.0.0.2", "10.0.0.1", minute.to_bytes(2, "big")))
+        send_packet(a, ipv4_packet("10.0.0.1", "10.0.0.2", minute.to_bytes(2, "big")))
+        send_packet(b, ipv4_packet("10.0.0.2", "10.0.0.1", minute.to_bytes(2, "big")))
         net.advance(60)
     assert len(net.delivered[B]) == 180 and len(net.delivered[A]) == 180
     peer = a.peers[b.static.public]  # type: ignore[union-attr]

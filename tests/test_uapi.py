@@ -41,6 +41,7 @@ from pywg.core.uapi import (
     handle_request,
 )
 from pywg.runtime.uapi_server import query
+from tests.support.device_io import datagrams_to_send, receive_datagram, send_packet
 from tests.support.netsim import Network, SeededRng, fixed_public, ipv4_packet
 
 PRIVATE = clamp(random.Random(7).randbytes(32))
@@ -308,7 +309,7 @@ def test_last_handshake_and_counters_after_a_real_handshake() -> None:
     )
     assert ok == OK
     net.clock.advance(12.25)
-    a.send_packet(ipv4_packet("10.0.0.1", "10.0.0.2"))
+    send_packet(a, ipv4_packet("10.0.0.1", "10.0.0.2"))
     net.pump()
     assert net.delivered[("192.0.2.2", 51820)]
     lines = peer_lines(do_get(a), b.static.public)
@@ -465,7 +466,7 @@ def test_own_public_key_section_is_checked_but_ignored() -> None:
         f"public_key={P1.hex()}",
     )
     assert reply == OK and list(device.peers) == [P1] and len(device.allowed_ips) == 0
-    assert device.datagrams_to_send() == []
+    assert datagrams_to_send(device) == []
     assert do_set(device, f"public_key={OWN.hex()}", "allowed_ip=10.0.0.0/33") == EINVAL
 
 
@@ -536,7 +537,7 @@ def test_endpoint_change_clears_sticky_source() -> None:
 
 
 def _initiations(device: Device) -> list[tuple[bytes, tuple[str, int]]]:
-    return [(d, to) for d, to, _ in device.datagrams_to_send() if message_type(d) == MESSAGE_INITIATION]
+    return [(d, to) for d, to, _ in datagrams_to_send(device) if message_type(d) == MESSAGE_INITIATION]
 
 
 def test_persistent_keepalive_turned_on_sends_at_the_end_of_the_section() -> None:
@@ -553,9 +554,9 @@ def test_persistent_keepalive_turned_on_sends_at_the_end_of_the_section() -> Non
     # n -> m sends nothing; n -> 0 turns it off.
     clock.advance(10)
     assert do_set(device, f"public_key={P1.hex()}", "persistent_keepalive_interval=30") == OK
-    assert device.datagrams_to_send() == [] and device.peers[P1].persistent_keepalive == 30
+    assert datagrams_to_send(device) == [] and device.peers[P1].persistent_keepalive == 30
     assert do_set(device, f"public_key={P1.hex()}", "persistent_keepalive_interval=0") == OK
-    assert device.peers[P1].persistent_keepalive == 0 and device.datagrams_to_send() == []
+    assert device.peers[P1].persistent_keepalive == 0 and datagrams_to_send(device) == []
 
 
 def test_persistent_keepalive_section_that_fails_sends_nothing() -> None:
@@ -563,7 +564,7 @@ def test_persistent_keepalive_section_that_fails_sends_nothing() -> None:
     reply = do_set(
         device, f"public_key={P1.hex()}", "endpoint=192.0.2.9:9", "persistent_keepalive_interval=25", "x=1"
     )
-    assert reply == EINVAL and device.datagrams_to_send() == []
+    assert reply == EINVAL and datagrams_to_send(device) == []
 
 
 def test_replace_allowed_ips() -> None:
@@ -1159,7 +1160,7 @@ def test_differential_against_wireguard_go() -> None:
 def test_stats_operation_reports_drops() -> None:
     device = new_device()
     assert handle_request(device, b"stats=1\n\n") == b"indices=0\nkeypairs=0\nerrno=0\n\n"
-    device.receive_datagram(b"\x09\x00\x00\x00", ("192.0.2.1", 1))
-    device.receive_datagram(b"short", ("192.0.2.1", 1))
+    receive_datagram(device, b"\x09\x00\x00\x00", ("192.0.2.1", 1))
+    receive_datagram(device, b"short", ("192.0.2.1", 1))
     assert handle_request(device, b"stats=1\n\n") == b"drop_malformed=2\nindices=0\nkeypairs=0\nerrno=0\n\n"
     assert handle_request(device, b"stats=1\nx=1\n\n") == EINVAL

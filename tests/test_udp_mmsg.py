@@ -1,5 +1,5 @@
 """recvmmsg and sendmmsg in C (pywg/native/udpio.c) against real sockets on loopback, and UdpSockets with
-them on and forced off (PYWG_NO_MMSG=1): the same datagrams, sources and local addresses either way."""
+the C path's system calls and with pure Python's: the same datagrams, sources and local addresses."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from pywg.core.batch import MessageRun
 from pywg.native import loader
 from pywg.runtime import udp
 from pywg.runtime.udp import UdpSockets
@@ -194,16 +195,18 @@ def test_send_stops_at_a_refused_datagram_and_says_why(sockets: list[socket.sock
     assert [data for data, *_ in c.recv(into, 64)] == [b"first", b"third"]
 
 
-# UdpSockets: the same traffic read with recvmmsg and with recvmsg (PYWG_NO_MMSG=1).
+# UdpSockets: the same traffic read with recvmmsg (the C path) and with recvmsg (pure Python).
 
 
-def make(monkeypatch: pytest.MonkeyPatch, mmsg: bool, offload: bool = True) -> UdpSockets:
-    monkeypatch.setenv(udp.MMSG_DISABLE_ENV, "" if mmsg else "1")
-    sockets = UdpSockets(0, offload=offload)
-    if mmsg and sockets.mmsg is None:
-        sockets.close()
-        pytest.skip(f"recvmmsg/sendmmsg off ({loader.unavailable_reason()})")
-    return sockets
+def make(mmsg: bool, offload: bool = True) -> UdpSockets:
+    return UdpSockets(0, offload=offload, native=mmsg)
+
+
+def singles(
+    datagrams: list[tuple[bytes, tuple[str, int], str | None]],
+) -> list[tuple[MessageRun, tuple[str, int], str | None]]:
+    """Each datagram a run of its own, as the device hands over handshake messages."""
+    return [(MessageRun.of(data), to, source) for data, to, source in datagrams]
 
 
 def drain(sockets: UdpSockets, count: int, limit: int = 256) -> list[udp.Received]:
@@ -225,14 +228,14 @@ def handshake_like(tag: int, count: int) -> list[bytes]:
 @pytest.mark.parametrize("mmsg", [True, False])
 @pytest.mark.parametrize("family", FAMILIES)
 def test_receive_gives_the_same_with_mmsg_on_and_off(
-    monkeypatch: pytest.MonkeyPatch, mmsg: bool, family: int, sockets: list[socket.socket]
+    mmsg: bool, family: int, sockets: list[socket.socket]
 ) -> None:
-    into = make(monkeypatch, mmsg)
+    into = make(mmsg)
     out = socket.socket(family, socket.SOCK_DGRAM)
     sockets.append(out)
     out.bind((LOOPBACK[family], 0))
     try:
-        assert (into.mmsg is not None) == mmsg
+        assert isinstance(into.io, udp._Mmsg) == mmsg
         assert into.describe_offloads().endswith(f"recvmmsg/sendmmsg {'on' if mmsg else 'off'}")
         payloads = handshake_like(1, 100)
         for payload in payloads:
@@ -247,10 +250,8 @@ def test_receive_gives_the_same_with_mmsg_on_and_off(
         into.close()
 
 
-def test_receive_bounds_each_call_and_reuses_its_pool(
-    monkeypatch: pytest.MonkeyPatch, sockets: list[socket.socket]
-) -> None:
-    into = make(monkeypatch, mmsg=True, offload=False)  # no GRO: the data socket uses recvmmsg too
+def test_receive_bounds_each_call_and_reuses_its_pool(sockets: list[socket.socket]) -> None:
+    into = make(mmsg=True, offload=False)  # no GRO: the data socket uses recvmmsg too
     out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sockets.append(out)
     try:
@@ -271,8 +272,8 @@ def test_receive_bounds_each_call_and_reuses_its_pool(
         into.close()
 
 
-def test_gro_socket_takes_a_few_gro_batches_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    sockets = make(monkeypatch, mmsg=True)
+def test_gro_socket_takes_a_few_gro_batches_per_call() -> None:
+    sockets = make(mmsg=True)
     try:
         if not sockets.gro:
             pytest.skip("no UDP GRO on this kernel")
@@ -290,27 +291,28 @@ class Spy:
         self.real = real
         self.calls: list[int] = []
 
-    def send(self, fd: int, payloads: list[bytes], targets: bytes) -> Iterator[tuple[int, int]]:
+    def __call__(self, fd: int, payloads: list[bytes], targets: bytes) -> Iterator[tuple[int, int]]:
         self.calls.append(len(payloads))
-        yield from self.real.send(fd, payloads, targets)
+        yield from self.real(fd, payloads, targets)
 
 
 @pytest.mark.parametrize("gso", [True, False])
 def test_datagrams_to_several_endpoints_leave_in_sendmmsg_in_order(
     monkeypatch: pytest.MonkeyPatch, gso: bool
 ) -> None:
-    sender = make(monkeypatch, mmsg=True, offload=gso)
-    receivers = [make(monkeypatch, mmsg=True) for _ in range(3)]
+    sender = make(mmsg=True, offload=gso)
+    receivers = [make(mmsg=True) for _ in range(3)]
     try:
-        spy = Spy(sender.mmsg)
-        sender.mmsg = spy  # type: ignore[assignment]
+        spy = Spy(sender.io.send)  # type: ignore[attr-defined]
+        monkeypatch.setattr(sender.io, "send", spy)
         ends = [("127.0.0.1", r.port) for r in receivers]
         data = [bytes([4, i]) + bytes(200) for i in range(150)]
-        # Interleaved endpoints (no GSO run), then a run of 40 to one endpoint, then interleaved again.
+        # Interleaved endpoints (runs of one), then a run of 40 to one endpoint, then interleaved again.
         batch = [(d, ends[i % 3], "127.0.0.1") for i, d in enumerate(data[:90])]
         batch += [(d, ends[0], "127.0.0.1") for d in data[90:130]]
         batch += [(d, ends[i % 3], None) for i, d in enumerate(data[130:])]
-        assert sender.send_batch(batch) == []
+        outbox = [*singles(batch[:90]), (MessageRun.joined(data[90:130]), ends[0], "127.0.0.1")]
+        assert sender.send_batch(outbox + singles(batch[130:])) == []
         if gso:
             assert spy.calls == [64, 26, 20]  # the run of 40 went with GSO between them
         else:
@@ -323,21 +325,21 @@ def test_datagrams_to_several_endpoints_leave_in_sendmmsg_in_order(
             sockets.close()
 
 
-def test_unusable_source_in_sendmmsg_falls_back_and_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    sender, into = make(monkeypatch, mmsg=True, offload=False), make(monkeypatch, mmsg=True)
+def test_unusable_source_in_sendmmsg_falls_back_and_is_reported() -> None:
+    sender, into = make(mmsg=True, offload=False), make(mmsg=True)
     try:
         to = ("127.0.0.1", into.port)
         data = [bytes([4, i]) + bytes(100) for i in range(10)]
         batch = [(d, to, "192.0.2.77" if i % 2 else "127.0.0.1") for i, d in enumerate(data)]
-        assert sender.send_batch(batch) == ["192.0.2.77"]
+        assert sender.send_batch(singles(batch)) == ["192.0.2.77"]
         assert [d for d, _, _ in drain(into, len(data))] == data
     finally:
         sender.close()
         into.close()
 
 
-def test_not_an_address_is_lost_like_a_plain_send(monkeypatch: pytest.MonkeyPatch) -> None:
-    sender, into = make(monkeypatch, mmsg=True, offload=False), make(monkeypatch, mmsg=True)
+def test_not_an_address_is_lost_like_a_plain_send() -> None:
+    sender, into = make(mmsg=True, offload=False), make(mmsg=True)
     try:
         to = ("127.0.0.1", into.port)
         batch = [
@@ -345,7 +347,7 @@ def test_not_an_address_is_lost_like_a_plain_send(monkeypatch: pytest.MonkeyPatc
             (b"\x04lost", ("no-such-host.invalid", 1), None),
             (b"\x04two", to, None),
         ]
-        assert sender.send_batch(batch) == []
+        assert sender.send_batch(singles(batch)) == []
         assert [d for d, _, _ in drain(into, 2)] == [b"\x04one", b"\x04two"]
     finally:
         sender.close()

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from pywg.core.batch import MessageRun
+from pywg.native import loader
 from pywg.runtime import udp
 from pywg.runtime.udp import UDP_SEGMENT, UdpSockets
 from tests.support.topology import Topology, ipv6_loopback
@@ -103,6 +105,13 @@ def endpoint_of(receiver: UdpSockets, family: int) -> tuple[str, int]:
     return (LOOPBACK[family], receiver.port)
 
 
+def one_run(
+    payloads: list[bytes], to: tuple[str, int], source: str | None
+) -> list[tuple[MessageRun, tuple[str, int], str | None]]:
+    """`payloads` as the device hands over a run of messages it sealed in one call."""
+    return [(MessageRun.joined(payloads), to, source)]
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_gso_send_and_gro_receive_round_trip(
     pair: tuple[UdpSockets, UdpSockets], family: int, monkeypatch: pytest.MonkeyPatch
@@ -129,8 +138,8 @@ def test_gso_send_and_gro_receive_round_trip(
     monkeypatch.setattr(udp.ReceivedDatagrams, "load", spy_load)
     to = endpoint_of(receiver, family)
     payloads = datagrams(1, SIZES)
-    assert sender.send_batch([(p, to, LOOPBACK[family]) for p in payloads]) == []
-    assert sends.segments == [45, 45, 11, 49]  # the 700-byte one ends the third run
+    assert sender.send_batch(one_run(payloads, to, LOOPBACK[family])) == []
+    assert sends.segments == [45, 45, 11, 49]  # the 700-byte one ends the third chunk
     got = receive_all(receiver, family, len(payloads))
     assert [data for data, _, _ in got] == payloads
     assert {(source[1], local) for _, source, local in got} == {(sender.port, LOOPBACK[family])}
@@ -146,11 +155,10 @@ def test_runs_break_at_the_limits(
     to = endpoint_of(receiver, 4)
     big = datagrams(2, [9000] * 9)  # 7 fit in 65507 bytes
     mixed = datagrams(3, [100, 100, 200, 100])  # a shorter one ends a run, a larger one starts one
-    batch = [(p, to, None) for p in big + mixed]
-    assert sender.send_batch(batch) == []
+    assert sender.send_batch(one_run(big + mixed, to, None)) == []
     # 7 x 9000; 2 x 9000 + 100; a lone 100 (a plain sendto, not counted here); 200 + 100.
     assert sends.segments == [7, 3, 2]
-    got = receive_all(receiver, 4, len(batch))
+    got = receive_all(receiver, 4, len(big + mixed))
     assert [data for data, _, _ in got] == big + mixed
 
 
@@ -163,28 +171,28 @@ def test_eio_turns_gso_off_for_good_and_loses_nothing(
     monkeypatch.setattr(UdpSockets, "_sendmsg", staticmethod(sends))
     to = endpoint_of(receiver, family)
     first, second = datagrams(4, SIZES), datagrams(5, SIZES)
-    assert sender.send_batch([(p, to, LOOPBACK[family]) for p in first]) == []
+    assert sender.send_batch(one_run(first, to, LOOPBACK[family])) == []
     assert not sender.gso
-    assert sender.send_batch([(p, to, LOOPBACK[family]) for p in second]) == []
+    assert sender.send_batch(one_run(second, to, LOOPBACK[family])) == []
     assert set(sends.segments) == {1}
     got = receive_all(receiver, family, 2 * len(SIZES))
     assert [data for data, _, _ in got] == first + second
 
 
 def test_emsgsize_turns_gso_off_for_that_destination_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    sender, small_path, other = UdpSockets(0), UdpSockets(0), UdpSockets(0)
-    sender.mmsg = None  # every datagram through _sendmsg, to count them (tests/test_udp_mmsg.py: with it)
+    # Pure Python: every datagram through _sendmsg, to count them (tests/test_udp_mmsg.py: with C).
+    sender, small_path, other = UdpSockets(0, native=False), UdpSockets(0), UdpSockets(0)
     try:
         narrow, wide = endpoint_of(small_path, 4), endpoint_of(other, 4)
         sends = Sends(gso_only(errno.EMSGSIZE, narrow))
         monkeypatch.setattr(UdpSockets, "_sendmsg", staticmethod(sends))
         payloads = datagrams(6, SIZES)
-        batch = [(p, narrow, "127.0.0.1") for p in payloads] + [(p, wide, "127.0.0.1") for p in payloads]
+        batch = one_run(payloads, narrow, "127.0.0.1") + one_run(payloads, wide, "127.0.0.1")
         assert sender.send_batch(batch) == []
         assert sender.gso and sender.gso_off == {narrow}
         assert sends.segments == [1] * len(payloads) + [45, 45, 11, 49]
         sends.segments.clear()
-        assert sender.send_batch([(p, narrow, "127.0.0.1") for p in payloads[:64]]) == []
+        assert sender.send_batch(one_run(payloads[:64], narrow, "127.0.0.1")) == []
         assert sends.segments == [1] * 64  # no second try towards it
         assert [d for d, _, _ in receive_all(small_path, 4, len(payloads) + 64)] == payloads + payloads[:64]
         assert [d for d, _, _ in receive_all(other, 4, len(payloads))] == payloads
@@ -199,7 +207,7 @@ def test_unusable_source_falls_back_without_blaming_gso(pair: tuple[UdpSockets, 
     sender, receiver = pair
     to = endpoint_of(receiver, 4)
     payloads = datagrams(7, SIZES)
-    assert sender.send_batch([(p, to, "192.0.2.77") for p in payloads]) == ["192.0.2.77"]
+    assert sender.send_batch(one_run(payloads, to, "192.0.2.77")) == ["192.0.2.77"]
     assert sender.gso and not sender.gso_off
     assert [d for d, _, _ in receive_all(receiver, 4, len(payloads))] == payloads
 
@@ -209,25 +217,27 @@ def test_lost_on_a_full_queue_like_on_the_wire(
 ) -> None:
     sender, receiver = pair
     monkeypatch.setattr(UdpSockets, "_sendmsg", staticmethod(Sends(gso_only(errno.ENOBUFS))))
-    assert sender.send_batch([(p, endpoint_of(receiver, 4), None) for p in datagrams(8, [100] * 5)]) == []
+    assert sender.send_batch(one_run(datagrams(8, [100] * 5), endpoint_of(receiver, 4), None)) == []
     assert sender.gso and not sender.gso_off
 
 
-@pytest.mark.parametrize("mmsg", [False, True])
-def test_offload_off_sends_and_receives_one_by_one(monkeypatch: pytest.MonkeyPatch, mmsg: bool) -> None:
-    """Without GSO and GRO: one datagram per system call, or up to 64 with recvmmsg/sendmmsg."""
-    monkeypatch.setenv(udp.MMSG_DISABLE_ENV, "" if mmsg else "1")
-    sender, receiver = UdpSockets(0, offload=False), UdpSockets(0, offload=False)
+@pytest.mark.parametrize("native", [False, True])
+def test_offload_off_sends_and_receives_one_by_one(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    """Without GSO and GRO: one datagram per system call, or up to 64 with recvmmsg/sendmmsg (C)."""
+    if native and not loader.available():
+        pytest.fail(f"{loader.unavailable_reason()}; CI builds it (`pip install -e .`)", pytrace=False)
+    sender = UdpSockets(0, offload=False, native=native)
+    receiver = UdpSockets(0, offload=False, native=native)
     try:
         assert (sender.gso, sender.gro) == (False, False)
-        if mmsg and sender.mmsg is None:
-            pytest.skip("no C extension with recvmmsg/sendmmsg")
-        assert sender.describe_offloads().startswith("GSO off, GRO off, recvmmsg/sendmmsg ")
+        assert (
+            sender.describe_offloads() == f"GSO off, GRO off, recvmmsg/sendmmsg {'on' if native else 'off'}"
+        )
         sends = Sends()
         monkeypatch.setattr(UdpSockets, "_sendmsg", staticmethod(sends))
         payloads = datagrams(9, SIZES)
-        assert sender.send_batch([(p, endpoint_of(receiver, 4), "127.0.0.1") for p in payloads]) == []
-        assert sends.segments == ([] if mmsg else [1] * len(payloads))  # sendmmsg bypasses _sendmsg
+        assert sender.send_batch(one_run(payloads, endpoint_of(receiver, 4), "127.0.0.1")) == []
+        assert sends.segments == ([] if native else [1] * len(payloads))  # sendmmsg bypasses _sendmsg
         assert [d for d, _, _ in receive_all(receiver, 4, len(payloads))] == payloads
     finally:
         sender.close()
@@ -236,11 +246,12 @@ def test_offload_off_sends_and_receives_one_by_one(monkeypatch: pytest.MonkeyPat
 
 SMALL_MTU_SCRIPT = """
 import json, select
+from pywg.core.batch import MessageRun
 from pywg.runtime.udp import UdpSockets
 sender, receiver = UdpSockets(0), UdpSockets(0)
 payloads = [bytes([4, i]) * 726 for i in range(100)]  # 4: data messages, for the data socket
 to = ("127.0.0.1", receiver.port)
-sender.send_batch([(p, to, None) for p in payloads])
+sender.send_batch([(MessageRun.joined(payloads), to, None)])
 got = []
 while len(got) < len(payloads) and select.select([receiver.v4], [], [], 2.0)[0]:
     got += [d for d, _, _ in receiver.receive(receiver.v4, 256)]

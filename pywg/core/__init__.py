@@ -2,8 +2,9 @@
 
 An adapter (the asyncio runtime, the node agent, a test) makes a `Device` with a `Clock`, a random
 source and a `Crypto` for data messages (`PythonCrypto`, or the C hot path of pywg.native), then
-feeds it datagrams from the UDP side and IP packets from the TUN side and drains what comes out:
-datagrams to send, packets to deliver, events (pywg/core/events.py) and the next deadline.
+feeds it batches: the datagrams of a read of the UDP side, the IP packets of a read of the TUN side
+(pywg/core/batch.py), and drains what comes out: runs of messages to send, opened runs to deliver,
+events (pywg/core/events.py) and the next deadline.
 `UapiSession` answers `wg`'s configuration protocol for a device; key text goes through the
 functions of pywg/core/keys.py.
 
@@ -18,7 +19,7 @@ protocols) and for tests; the names below are the API every adapter drives.
 """
 
 from pywg.core.clock import Clock, FakeClock
-from pywg.core.device import Datagram, Device
+from pywg.core.device import Device, Outgoing
 from pywg.core.endpoint import Endpoint, format_endpoint
 from pywg.core.events import EndpointChanged, Event, HandshakeCompleted, HandshakeGaveUp, KeysZeroed
 from pywg.core.keys import (
@@ -36,7 +37,6 @@ from pywg.core.uapi import ReloadRefused, UapiHooks, UapiSession
 __all__ = [
     "Clock",
     "Crypto",
-    "Datagram",
     "Device",
     "Endpoint",
     "EndpointChanged",
@@ -46,6 +46,7 @@ __all__ = [
     "HandshakeGaveUp",
     "KeyFormatError",
     "KeysZeroed",
+    "Outgoing",
     "Peer",
     "PythonCrypto",
     "ReloadRefused",

@@ -6,10 +6,16 @@ one destination from the TUN side, consecutive data messages to one receiver ind
 side. Per run it does the lookups and the bookkeeping once and hands the
 packets to the crypto (pywg/core/transport.py) by position, so an implementation that keeps them in
 one buffer (the C hot path, pywg/native/hotpath.py) never makes a Python object per packet: a run is
-sealed into one `SealedRun`, and an `OpenedRun` is delivered as it lies in the receive buffer.
+sealed into one `MessageRun`, and an `OpenedRun` is delivered as it lies in the receive buffer.
 
-`PacketList` and `DatagramList` are the plain-Python batches (lists of `bytes`), used by the
-pure-Python path and by tests; the C path's batches answer the same questions in C.
+What the device sends is one type: a `MessageRun` (wire messages to one endpoint, back to back),
+be it a run of sealed data messages or a single handshake message. The UDP adapter sends a run as
+it lies (GSO where it can).
+
+`PacketList` and `DatagramList` are the plain-Python batches (lists of `bytes`): what the
+pure-Python TUN and UDP adapters read; the C path's batches answer the same questions in C. Each
+`Crypto` seals and opens the batches of its own data path (`Crypto.packets` makes one of packets
+the device holds itself, those staged for a handshake).
 """
 
 from __future__ import annotations
@@ -70,15 +76,26 @@ class Datagrams(Protocol):
         ...
 
 
-class SealedRun:
-    """Transport messages sealed in one call, one after another in `payload`; `sizes` (u32) says
-    where each ends. The UDP adapter sends them as they lie (GSO where it can)."""
+class MessageRun:
+    """Wire messages one after another in `payload`; `sizes` (u32) says where each ends: the data
+    messages sealed in one call, or one handshake message. The UDP adapter sends them as they lie
+    (GSO where it can)."""
 
     __slots__ = ("payload", "sizes")
 
     def __init__(self, payload: bytes, sizes: array[int]) -> None:
         self.payload = payload
         self.sizes = sizes
+
+    @classmethod
+    def of(cls, message: bytes) -> MessageRun:
+        """A run of one message."""
+        return cls(message, array("I", (len(message),)))
+
+    @classmethod
+    def joined(cls, messages: Sequence[bytes]) -> MessageRun:
+        """`messages` back to back in one run."""
+        return cls(b"".join(messages), array("I", map(len, messages)))
 
     def __len__(self) -> int:
         return len(self.sizes)
@@ -119,7 +136,7 @@ class OpenedRun(Protocol):
 
 
 def split(payload: Buf, sizes: Sequence[int]) -> list[Buf]:
-    """`payload` cut into consecutive pieces of `sizes` (datagrams glued for GSO, a SealedRun)."""
+    """`payload` cut into consecutive pieces of `sizes` (datagrams glued for GSO, a MessageRun)."""
     ends = accumulate(sizes)
     return [payload[end - size : end] for size, end in zip(sizes, ends, strict=True)]
 

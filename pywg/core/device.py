@@ -1,34 +1,28 @@
 """The sans-I/O WireGuard device (kernel device.c, receive.c): the one object adapters drive.
 
-Feed it datagrams from the UDP side (`receive_datagrams`), IP packets from the
-TUN side (`send_packets`) and timer ticks (`handle_timers`); drain datagrams
-to send, packets to deliver and events; sleep until `next_deadline()`. The
-clock, the random source and the data-message crypto (pywg/core/transport.py) are
-injected, so a test can run hours of protocol time in milliseconds and an
-adapter can hand in the C hot path.
+It speaks batches only (pywg/core/batch.py), as wireguard-go's device does: feed it
+what one read of the UDP side brought (`receive_batch`), what one read of the TUN
+side brought (`send_batch`) and timer ticks (`handle_timers`); drain the runs of
+messages to send (`take_outbox`), the opened runs whose packets go to the TUN
+(`take_deliveries`) and events; sleep until `next_deadline()`. The clock, the
+random source and the data-message crypto (pywg/core/transport.py) are injected,
+so a test can run hours of protocol time in milliseconds and an adapter can hand
+in the C hot path.
 
-Both directions work in batches, as wireguard-go does: `send_packets` seals
-each peer's packets in one call, and `receive_datagrams` opens each run of
-consecutive data messages for one receiver index in one call, then does the
-per-peer bookkeeping (endpoint, timers, key freshness) once per run, while the
-allowed-IPs check on the inner source stays per packet.
+`send_batch` routes each run of packets to one destination once and seals it in
+one call; `receive_batch` opens each run of consecutive data messages for one
+receiver index in one call, then does the per-peer bookkeeping (endpoint, timers,
+key freshness) once per run, while the allowed-IPs check on the inner source
+stays per run of one source address.
 """
 
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from pywg.core.allowedips import AllowedIPs
-from pywg.core.batch import (
-    DatagramList,
-    Datagrams,
-    InnerPackets,
-    OpenedRun,
-    PacketList,
-    Received,
-    SealedRun,
-)
+from pywg.core.batch import Datagrams, InnerPackets, MessageRun, OpenedRun
 from pywg.core.clock import Clock
 from pywg.core.constants import (
     DEFAULT_MTU,
@@ -57,9 +51,9 @@ from pywg.core.peer import Peer
 from pywg.core.ratelimiter import RateLimiter
 from pywg.core.transport import Crypto, RxStatus
 
-# An outgoing datagram, or a run of data messages: the bytes, the peer's endpoint, and the local
-# source address to send from (None: let the OS choose).
-Datagram = tuple[bytes | SealedRun, Endpoint, str | None]
+# What the device sends: a run of messages (data messages sealed in one call, or one handshake
+# message), the peer's endpoint, and the local source address to send from (None: the OS chooses).
+Outgoing = tuple[MessageRun, Endpoint, str | None]
 _DROP_REASON = {
     RxStatus.MALFORMED_INNER: "malformed_inner",
     RxStatus.REPLAY: "replay",
@@ -90,7 +84,7 @@ class Device:
         self.indices: dict[int, Peer | Keypair] = {}
         self.cookie_checker = CookieChecker(rng)
         self.ratelimiter = RateLimiter()
-        self.outbox: list[Datagram] = []
+        self.outbox: list[Outgoing] = []
         self.inbox: list[OpenedRun] = []
         self.events: deque[Event] = deque()
         self.drops: Counter[str] = Counter()
@@ -151,15 +145,6 @@ class Device:
             self.remove_peer(public_key)
 
     # Inputs.
-    def receive_datagram(self, data: bytes, source: Endpoint, local: str | None = None) -> None:
-        """A UDP datagram from `source`, received on local address `local`."""
-        self.receive_datagrams(((data, source, local),))
-
-    def receive_datagrams(self, datagrams: Iterable[Received]) -> None:
-        """Datagrams read in one wake-up, in arrival order: (data, source, local address)."""
-        listed = datagrams if isinstance(datagrams, list | tuple) else list(datagrams)
-        self.receive_batch(DatagramList(listed))
-
     def receive_batch(self, datagrams: Datagrams) -> None:
         """Datagrams read in one wake-up, in arrival order, where the adapter keeps them.
 
@@ -182,10 +167,6 @@ class Device:
             else:
                 self._receive_handshake(kind, data, *datagrams.origin(start), now)
 
-    def send_packets(self, packets: Iterable[bytes]) -> None:
-        """Inner IP packets read from the TUN: route, then seal and send each peer's run."""
-        self.send_batch(PacketList(packets if isinstance(packets, list | tuple) else list(packets)))
-
     def send_batch(self, packets: InnerPackets) -> None:
         """Inner IP packets read from the TUN, where the adapter keeps them: each run to one
         destination is routed once and sealed in one call (or staged until a session is ready)."""
@@ -206,9 +187,6 @@ class Device:
         for peer in touched:
             peer.send_staged(now)
 
-    def send_packet(self, packet: bytes) -> None:
-        self.send_packets((packet,))
-
     def handle_timers(self) -> None:
         now = self.clock.monotonic()
         for peer in list(self.peers.values()):
@@ -226,24 +204,10 @@ class Device:
         deadlines = [d for peer in self.peers.values() if (d := peer.timers.next_deadline()) is not None]
         return min(deadlines) if deadlines else None
 
-    def datagrams_to_send(self) -> list[tuple[bytes, Endpoint, str | None]]:
-        """What to send, one datagram each (sealed runs taken apart)."""
-        out: list[tuple[bytes, Endpoint, str | None]] = []
-        for payload, endpoint, source in self.take_outbox():
-            if isinstance(payload, SealedRun):
-                out += [(message, endpoint, source) for message in payload.messages()]
-            else:
-                out.append((payload, endpoint, source))
-        return out
-
-    def take_outbox(self) -> list[Datagram]:
-        """What to send as the device made it: datagrams and SealedRuns (for GSO as they lie)."""
+    def take_outbox(self) -> list[Outgoing]:
+        """What to send: runs of messages, each to one endpoint (for GSO as they lie)."""
         out, self.outbox = self.outbox, []
         return out
-
-    def packets_to_deliver(self) -> list[bytes]:
-        """Inner packets for the TUN, copied out of their runs."""
-        return [packet for run in self.take_deliveries() for packet in run.packets()]
 
     def take_deliveries(self) -> list[OpenedRun]:
         """Opened runs whose kept packets go to the TUN (in the receive buffers: the adapter
@@ -309,7 +273,7 @@ class Device:
             if state is MacState.VALID_MAC_BUT_NO_COOKIE:
                 sender = int.from_bytes(data[4:8], "little")
                 reply = self.cookie_checker.create_reply(data, offset, sender, source_bytes, now)
-                self.outbox.append((reply, source, local))
+                self.outbox.append((MessageRun.of(reply), source, local))
                 self.count_drop("cookie_reply_sent")
                 return
             if not self.ratelimiter.allow(source_bytes[:-2], now):

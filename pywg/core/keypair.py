@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from pywg.core.batch import Datagrams, InnerPackets, OpenedRun, SealedRun
+from pywg.core.batch import Datagrams, InnerPackets, MessageRun, OpenedRun
 from pywg.core.constants import REJECT_AFTER_MESSAGES, REJECT_AFTER_TIME
-from pywg.core.transport import Crypto, PythonCrypto, ReplayFilter
+from pywg.core.transport import Crypto, PythonCrypto
 
 if TYPE_CHECKING:
     from pywg.core.peer import Peer
@@ -61,10 +60,6 @@ class Keypair:
         self.sending_valid = True
         self.receiving_valid = True
 
-    @property
-    def replay(self) -> ReplayFilter:
-        return self.session.replay
-
     def can_send(self, now: float) -> bool:
         return (
             self.sending_valid
@@ -75,45 +70,22 @@ class Keypair:
     def can_receive(self, now: float) -> bool:
         return self.receiving_valid and now - self.created < REJECT_AFTER_TIME
 
-    def seal(self, padded_plaintext: bytes) -> bytes | None:
-        """A transport message with the next counter; None once the counter is spent."""
-        counter = self.sending_counter
-        message = None
-        if counter < REJECT_AFTER_MESSAGES:
-            message = self.session.seal(self.remote_index, counter, padded_plaintext)
-        if message is None:
-            self.sending_valid = False
-            return None
-        self.sending_counter = counter + 1
-        return message
+    def seal_run(self, packets: InnerPackets, start: int, stop: int, mtu: int) -> MessageRun:
+        """Pad and seal packets start..stop-1 of a batch as they lie, with the next counters, into
+        one MessageRun.
 
-    def seal_batch(self, packets: Sequence[bytes], mtu: int) -> list[bytes]:
-        """Pad and seal `packets` in order with the next counters, in one call.
-
-        Returns fewer messages than packets once the counter is spent (or the key zeroed); then,
-        as with `seal`, this keypair stops sending.
+        Returns fewer messages than packets once the counter is spent (or the key zeroed); then
+        this keypair stops sending.
         """
-        messages = self.session.seal_batch(packets, self.remote_index, self.sending_counter, mtu)
-        self.sending_counter += len(messages)
-        if len(messages) < len(packets):
-            self.sending_valid = False
-        return messages
-
-    def seal_run(self, packets: InnerPackets, start: int, stop: int, mtu: int) -> SealedRun:
-        """`seal_batch` of packets start..stop-1 of a batch, sealed as they lie into one SealedRun."""
         sealed = self.session.seal_run(packets, start, stop, self.remote_index, self.sending_counter, mtu)
         self.sending_counter += len(sealed)
         if len(sealed) < stop - start:
             self.sending_valid = False
         return sealed
 
-    def open(self, counter: int, ciphertext: bytes) -> bytes | None:
-        """Decrypt; the caller checks the replay window only after this succeeds."""
-        return self.session.open(counter, ciphertext)
-
     def open_run(self, datagrams: Datagrams, start: int, stop: int) -> OpenedRun:
         """Open the run start..stop-1 of a batch where it lies: AEAD, replay window, inner header
-        check per message, in order."""
+        check per message, in order (the caller checks the inner sources)."""
         return self.session.open_run(datagrams, start, stop)
 
     def zero(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-from pywg.core.batch import InnerPackets, SealedRun
+from pywg.core.batch import InnerPackets, MessageRun
 from pywg.core.constants import (
     KEY_LEN,
     MAX_STAGED_PACKETS,
@@ -144,20 +144,20 @@ class Peer:
         if keypair is None or not keypair.can_send(now):
             self.send_initiation(now, is_retry=False)
             return
-        # One batch: padded and sealed in one call. If the counter runs out part way, the rest
+        # One run: padded and sealed in one call. If the counter runs out part way, the rest
         # stays staged for the next session.
         packets = list(self.staged)
-        messages = keypair.seal_batch(packets, self.device.mtu)
-        if len(messages) == len(packets):
+        sealed = keypair.seal_run(self.device.crypto.packets(packets), 0, len(packets), self.device.mtu)
+        if len(sealed) == len(packets):
             self.staged.clear()
         else:
-            for _ in messages:
+            for _ in range(len(sealed)):
                 self.staged.popleft()
-        if messages:
+        if len(sealed):
             self.timers.any_authenticated_packet_traversal(now)
             self.timers.any_authenticated_packet_sent()
-            self._send_all(messages)
-            if any(packets[: len(messages)]):
+            self._send_run(sealed)
+            if any(packets[: len(sealed)]):
                 self.timers.data_sent(now)
         if self.staged:
             self.send_initiation(now, is_retry=False)
@@ -212,31 +212,16 @@ class Peer:
         self._send(bytes(message))
 
     def _send(self, message: bytes) -> None:
-        if self.endpoint is None:
-            self.device.count_drop("no_endpoint")
-            return
-        self.tx_bytes += len(message)
-        self.tx_packets += 1
-        self.device.outbox.append((message, self.endpoint, self.endpoint_source))
+        self._send_run(MessageRun.of(message))
 
-    def _send_all(self, messages: list[bytes]) -> None:
+    def _send_run(self, run: MessageRun) -> None:
         endpoint = self.endpoint
         if endpoint is None:
-            self.device.count_drop("no_endpoint", len(messages))
+            self.device.count_drop("no_endpoint", len(run))
             return
-        source = self.endpoint_source
-        self.tx_bytes += sum(map(len, messages))
-        self.tx_packets += len(messages)
-        self.device.outbox += [(message, endpoint, source) for message in messages]
-
-    def _send_run(self, sealed: SealedRun) -> None:
-        endpoint = self.endpoint
-        if endpoint is None:
-            self.device.count_drop("no_endpoint", len(sealed))
-            return
-        self.tx_bytes += len(sealed.payload)
-        self.tx_packets += len(sealed)
-        self.device.outbox.append((sealed, endpoint, self.endpoint_source))
+        self.tx_bytes += len(run.payload)
+        self.tx_packets += len(run)
+        self.device.outbox.append((run, endpoint, self.endpoint_source))
 
     def _keep_key_fresh_after_send(self, now: float) -> None:
         keypair = self.keypairs.current

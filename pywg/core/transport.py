@@ -1,11 +1,12 @@
 """Transport data messages (whitepaper §5.4.6): the crypto strategy the device is given, and its reference.
 
 A `Crypto` makes one `SessionCrypto` per keypair: the sending key, the receiving key and the replay
-window of that session, with batch operations so an implementation can handle a whole batch in one
-call. The device takes a Crypto (`Device(..., crypto=...)`) and never names an implementation
-beyond the default, `PythonCrypto` here: `cryptography`'s ChaCha20-Poly1305 and `ReplayWindow`.
-The C hot path (pywg/native/hotpath.py, an adapter) is the other implementation; tests hold it to this one
-byte for byte.
+window of that session, with batch operations so an implementation can handle a whole run in one
+call: `seal_run`, `open_run`, and `zero` when the keys are done with. The device takes a Crypto
+(`Device(..., crypto=...)`) and never names an implementation beyond the default, `PythonCrypto`
+here: `cryptography`'s ChaCha20-Poly1305 and `ReplayWindow`. The C hot path (pywg/native/hotpath.py,
+an adapter) is the other implementation; tests hold it to this one byte for byte. Each seals and
+opens the batches of its own data path: lists of `bytes` here, C buffers there.
 
 The rules both follow:
 - `pad`: zeros up to a multiple of 16, never past the MTU (kernel send.c).
@@ -25,7 +26,7 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from pywg.core.batch import Datagrams, InnerPackets, OpenedRun, SealedRun
+from pywg.core.batch import Datagrams, InnerPackets, MessageRun, OpenedRun, PacketList
 from pywg.core.constants import (
     MESSAGE_DATA,
     MESSAGE_DATA_HEADER_SIZE,
@@ -57,38 +58,22 @@ class RxStatus(enum.IntEnum):
 Opened = tuple[int, bytes | None, bytes | None]
 
 
-class ReplayFilter(Protocol):
-    def validate(self, counter: int) -> bool: ...
-
-    def reset(self) -> None: ...
-
-
 class SessionCrypto(Protocol):
-    """The keys of one keypair, each way, and its replay window. Used by one thread at a time."""
+    """The keys of one keypair, each way, and its replay window. Used by one thread at a time.
 
-    @property
-    def replay(self) -> ReplayFilter: ...
+    It seals and opens the batches of its own data path (`Crypto.packets` makes one of packets the
+    device holds itself).
+    """
 
-    def seal(self, receiver: int, counter: int, padded: bytes) -> bytes | None:
-        """One transport message of an already padded plaintext; None once zeroed."""
-        ...
-
-    def seal_batch(self, packets: Sequence[bytes], receiver: int, counter: int, mtu: int) -> list[bytes]:
-        """Pad and seal packets with counters `counter`, `counter` + 1, ...
+    def seal_run(
+        self, packets: InnerPackets, start: int, stop: int, receiver: int, counter: int, mtu: int
+    ) -> MessageRun:
+        """Pad and seal packets start..stop-1 of a batch with counters `counter`, `counter` + 1,
+        ..., into one MessageRun.
 
         Stops before REJECT_AFTER_MESSAGES, so fewer messages than packets come back when the
         counters run out (or none once zeroed); the caller advances its counter by the count.
         """
-        ...
-
-    def seal_run(
-        self, packets: InnerPackets, start: int, stop: int, receiver: int, counter: int, mtu: int
-    ) -> SealedRun:
-        """`seal_batch` of packets start..stop-1 of a batch, into one SealedRun."""
-        ...
-
-    def open(self, counter: int, ciphertext: bytes) -> bytes | None:
-        """The plaintext, or None if it does not authenticate. No replay check."""
         ...
 
     def open_run(self, datagrams: Datagrams, start: int, stop: int) -> OpenedRun:
@@ -108,6 +93,10 @@ class Crypto(Protocol):
     def description(self) -> str: ...
 
     def session(self, sending_key: bytes, receiving_key: bytes) -> SessionCrypto: ...
+
+    def packets(self, packets: Sequence[bytes]) -> InnerPackets:
+        """A batch of `packets` its sessions seal (packets staged for a handshake, keepalives)."""
+        ...
 
 
 def pad(packet: bytes, mtu: int) -> bytes:
@@ -145,30 +134,20 @@ class PythonSession:
         self._opener: ChaCha20Poly1305 | None = ChaCha20Poly1305(bytes(receiving_key))
         self.replay = ReplayWindow()
 
-    def seal(self, receiver: int, counter: int, padded: bytes) -> bytes | None:
-        if self._sealer is None:
-            return None
-        return DATA_HEADER.pack(MESSAGE_DATA, receiver, counter) + self._sealer.encrypt(
-            aead_nonce(counter), padded, None
-        )
-
-    def seal_batch(self, packets: Sequence[bytes], receiver: int, counter: int, mtu: int) -> list[bytes]:
-        if self._sealer is None or counter >= REJECT_AFTER_MESSAGES:
-            return []
-        encrypt, header = self._sealer.encrypt, DATA_HEADER.pack
-        count = min(len(packets), REJECT_AFTER_MESSAGES - counter)
-        return [
-            header(MESSAGE_DATA, receiver, n) + encrypt(aead_nonce(n), pad(packet, mtu), None)
-            for n, packet in zip(range(counter, counter + count), packets, strict=False)
-        ]
-
     def seal_run(
         self, packets: InnerPackets, start: int, stop: int, receiver: int, counter: int, mtu: int
-    ) -> SealedRun:
-        messages = self.seal_batch(packets.packets(start, stop), receiver, counter, mtu)
-        return SealedRun(b"".join(messages), array("I", map(len, messages)))
+    ) -> MessageRun:
+        if self._sealer is None or counter >= REJECT_AFTER_MESSAGES:
+            return MessageRun(b"", array("I"))
+        encrypt, header = self._sealer.encrypt, DATA_HEADER.pack
+        count = min(stop - start, REJECT_AFTER_MESSAGES - counter)
+        messages = [
+            header(MESSAGE_DATA, receiver, n) + encrypt(aead_nonce(n), pad(packet, mtu), None)
+            for n, packet in zip(range(counter, counter + count), packets.packets(start, stop), strict=False)
+        ]
+        return MessageRun.joined(messages)
 
-    def open(self, counter: int, ciphertext: bytes) -> bytes | None:
+    def _open(self, counter: int, ciphertext: bytes) -> bytes | None:
         if self._opener is None:
             return None
         try:
@@ -176,7 +155,7 @@ class PythonSession:
         except InvalidTag:
             return None
 
-    def open_batch(self, messages: Sequence[bytes]) -> list[Opened]:
+    def _open_each(self, messages: Sequence[bytes]) -> list[Opened]:
         results: list[Opened] = []
         validate = self.replay.validate
         for message in messages:
@@ -187,7 +166,7 @@ class PythonSession:
             if kind != MESSAGE_DATA:
                 results.append((RxStatus.MALFORMED, None, None))
                 continue
-            plaintext = self.open(counter, message[MESSAGE_DATA_HEADER_SIZE:])
+            plaintext = self._open(counter, message[MESSAGE_DATA_HEADER_SIZE:])
             if plaintext is None:
                 results.append((RxStatus.AUTH_FAILED, None, None))
             elif not validate(counter):
@@ -202,7 +181,7 @@ class PythonSession:
 
     def open_run(self, datagrams: Datagrams, start: int, stop: int) -> PythonOpenedRun:
         messages = datagrams.messages(start, stop)
-        return PythonOpenedRun(self.open_batch(messages), [len(message) for message in messages])
+        return PythonOpenedRun(self._open_each(messages), [len(message) for message in messages])
 
     def zero(self) -> None:
         self._sealer = None
@@ -274,3 +253,6 @@ class PythonCrypto:
 
     def session(self, sending_key: bytes, receiving_key: bytes) -> PythonSession:
         return PythonSession(sending_key, receiving_key)
+
+    def packets(self, packets: Sequence[bytes]) -> PacketList:
+        return PacketList(packets)

@@ -22,9 +22,9 @@ with the Python object.
 The device uses all this through `CCrypto`, the C implementation of the core's `Crypto`
 strategy (pywg/core/transport.py): `data_path_crypto()` gives the engine `CCrypto` when the
 extension is available (pywg/native/loader.py), else the pure-Python `PythonCrypto`. Its sessions
-seal and open runs of the device's batches (pywg/core/batch.py) where they lie when the batch is an
-`InBuffer` (the TUN reader's `BufferPackets`, a UDP socket's pool in runtime/udp.py): a run is
-sealed into one `SealedRun`, and a `COpenedRun` keeps its results in C for the TUN writer.
+seal and open runs of the C path's batches (pywg/core/batch.py), which are all `InBuffer`s (the TUN
+reader's `BufferPackets`, a UDP socket's pool in runtime/udp.py, `CCrypto.packets`), where they lie:
+a run is sealed into one `MessageRun`, and a `COpenedRun` keeps its results in C for the TUN writer.
 """
 
 from __future__ import annotations
@@ -36,15 +36,13 @@ from itertools import accumulate
 from typing import Any, NamedTuple
 
 from pywg.core import Crypto, PythonCrypto
-from pywg.core.batch import Datagrams, InnerPackets, PacketList, SealedRun, destination
+from pywg.core.batch import Datagrams, InnerPackets, MessageRun, destination
 from pywg.core.constants import (
     KEY_LEN,
     MESSAGE_DATA,
-    MESSAGE_DATA_HEADER_SIZE,
     MESSAGE_DATA_MIN_SIZE,
     MESSAGE_PADDING_MULTIPLE,
     REJECT_AFTER_MESSAGES,
-    TAG_LEN,
 )
 from pywg.core.messages import DATA_HEADER
 from pywg.core.transport import RxStatus
@@ -406,6 +404,17 @@ class BufferPackets(InBuffer):
         super().__init__(memory, capacity)
         self._run_end = _ffi.new("uint32_t[]", capacity)
 
+    @classmethod
+    def of(cls, packets: Sequence[bytes]) -> BufferPackets:
+        """`packets` copied one after another into a buffer of their own."""
+        count = len(packets)
+        batch = cls(bytearray(b"".join(packets)) or bytearray(1), max(1, count))
+        lengths = [len(packet) for packet in packets]
+        batch.lengths[0:count] = lengths
+        batch.offsets[0:count] = list(accumulate(lengths, initial=0))[:count]
+        batch.count = count
+        return batch
+
     def destination_runs(self) -> Iterator[tuple[bytes | None, int, int]]:
         runs = _lib.wg_destination_runs(
             self.c_data, len(self.memory), self.offsets, self.lengths, self.count, self._run_end
@@ -515,45 +524,29 @@ class CSession:
         self.replay = CReplayWindow()
         self._scratch = scratch
 
-    def seal(self, receiver: int, counter: int, padded: bytes) -> bytes | None:
-        # An MTU of the plaintext's own length: C adds no padding to what is padded already.
-        sealed = self.seal_batch((padded,), receiver, counter, max(1, len(padded)))
-        return sealed[0] if sealed else None
-
-    def seal_batch(self, packets: Sequence[bytes], receiver: int, counter: int, mtu: int) -> list[bytes]:
-        return self.seal_run(PacketList(packets), 0, len(packets), receiver, counter, mtu).messages()
-
     def seal_run(
         self, packets: InnerPackets, start: int, stop: int, receiver: int, counter: int, mtu: int
-    ) -> SealedRun:
-        """Sealed from where the packets lie when they are in a C buffer (the TUN reader's)."""
+    ) -> MessageRun:
+        """Sealed from where the packets lie: `packets` is a batch of the C path (an InBuffer: the
+        TUN reader's, or one `CCrypto.packets` made)."""
         count = stop - start
         if count <= 0 or counter >= REJECT_AFTER_MESSAGES:
-            return SealedRun(b"", array("I"))
+            return MessageRun(b"", array("I"))
+        assert isinstance(packets, InBuffer), "the C path seals its own batches (CCrypto.packets)"
         scratch = self._scratch
-        if isinstance(packets, InBuffer):
-            data, size = packets.c_data, len(packets.memory)
-            in_off, in_len = packets.offsets + start, packets.lengths + start
-            scratch.reserve(count, packets.span(start, stop) + count * _SEAL_OVERHEAD)
-        else:
-            plain = packets.packets(start, stop)
-            joined = b"".join(plain)
-            data, size = _ffi.from_buffer("uint8_t[]", joined), len(joined)
-            scratch.reserve(count, size + count * _SEAL_OVERHEAD)
-            in_off, in_len = scratch.in_off, scratch.in_len
-            lengths = [len(packet) for packet in plain]
-            in_len[0:count] = lengths
-            in_off[0:count] = list(accumulate(lengths, initial=0))[:count]
+        data, size = packets.c_data, len(packets.memory)
+        in_off, in_len = packets.offsets + start, packets.lengths + start
+        scratch.reserve(count, packets.span(start, stop) + count * _SEAL_OVERHEAD)
         written = self._seal_into(receiver, counter, mtu, data, size, in_off, in_len, count)
         if scratch.stop[0] == SealStop.NO_SPACE:  # packets not one after another: room for the worst
             scratch.reserve(count, count * (_MAX_IP_PACKET + _SEAL_OVERHEAD))
             written = self._seal_into(receiver, counter, mtu, data, size, in_off, in_len, count)
         sizes = array("I")
         if not written:
-            return SealedRun(b"", sizes)
+            return MessageRun(b"", sizes)
         sizes.frombytes(_ffi.buffer(scratch.out_len, 4 * written))
         end = scratch.out_off[written - 1] + scratch.out_len[written - 1]
-        return SealedRun(scratch.out_view[:end].tobytes(), sizes)
+        return MessageRun(scratch.out_view[:end].tobytes(), sizes)
 
     def _seal_into(
         self,
@@ -591,37 +584,13 @@ class CSession:
             raise HotpathError(-4)
         return int(written)
 
-    def open(self, counter: int, ciphertext: bytes) -> bytes | None:
-        # The same C call on a message rebuilt around the ciphertext, with a throwaway window.
-        if len(ciphertext) < MESSAGE_DATA_MIN_SIZE - MESSAGE_DATA_HEADER_SIZE or not 0 <= counter < 1 << 64:
-            return None
-        batch = PacketBatch(1, MESSAGE_DATA_HEADER_SIZE + len(ciphertext))
-        batch.append(DATA_HEADER.pack(MESSAGE_DATA, 0, counter) + ciphertext)
-        results = OpenResults(1)
-        try:
-            self._opener.open(batch, CReplayWindow(), results)
-        except HotpathError as error:
-            if error.code == _lib.WG_ERR_CLOSED:
-                return None
-            raise
-        if results.status(0) is RxStatus.AUTH_FAILED:
-            return None
-        return bytes(batch.buffer[MESSAGE_DATA_HEADER_SIZE : len(batch.buffer) - TAG_LEN])
-
     def open_run(self, datagrams: Datagrams, start: int, stop: int) -> COpenedRun:
-        """Opened in place when the datagrams are in a C buffer (a UDP socket's receive pool)."""
+        """Opened in place: `datagrams` is a batch of the C path (an InBuffer: a UDP socket's
+        receive pool)."""
         count = stop - start
-        if isinstance(datagrams, InBuffer):
-            memory, data = datagrams.memory, datagrams.c_data
-            size, offsets, lengths = len(memory), datagrams.offsets + start, datagrams.lengths + start
-        else:
-            messages = datagrams.messages(start, stop)
-            sizes = [len(message) for message in messages]
-            memory = bytearray().join(messages)
-            data, size = _ffi.from_buffer("uint8_t[]", memory, require_writable=True), len(memory)
-            offsets, lengths = _ffi.new("uint32_t[]", count), _ffi.new("uint32_t[]", count)
-            lengths[0:count] = sizes
-            offsets[0:count] = list(accumulate(sizes, initial=0))[:count]
+        assert isinstance(datagrams, InBuffer), "the C path opens its own batches (a receive pool)"
+        memory, data = datagrams.memory, datagrams.c_data
+        size, offsets, lengths = len(memory), datagrams.offsets + start, datagrams.lengths + start
         results = _ffi.new("wg_rx_result[]", max(1, count))
         accepted = _lib.wg_open_batch(
             self._opener._handle, self.replay.state, data, size, offsets, lengths, count, results
@@ -663,3 +632,7 @@ class CCrypto:
 
     def session(self, sending_key: bytes, receiving_key: bytes) -> CSession:
         return CSession(sending_key, receiving_key, self._scratch)
+
+    def packets(self, packets: Sequence[bytes]) -> BufferPackets:
+        """`packets` copied into a batch of their own, one after another."""
+        return BufferPackets.of(packets)

@@ -335,6 +335,27 @@ long wg_tun_read(wg_tun_reader *reader, int fd, uint8_t *out, size_t out_size, u
     return (long)count;
 }
 
+long wg_tun_read_plain(int fd, uint8_t *out, size_t out_size, uint32_t *out_off, uint32_t *out_len,
+                       size_t slots, int *error)
+{
+    size_t position = 0, count = 0;
+    *error = 0;
+    while (count < slots && out_size - position >= WG_MAX_IP_PACKET) {
+        ssize_t got = read(fd, out + position, WG_MAX_IP_PACKET);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            if (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+                *error = errno;
+            break;
+        }
+        out_off[count] = (uint32_t)position;
+        out_len[count++] = (uint32_t)got;
+        position += (size_t)got;
+    }
+    return (long)count;
+}
+
 /* Coalescing. */
 
 static uint32_t ip_header_length(const uint8_t *candidate)

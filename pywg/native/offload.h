@@ -133,6 +133,12 @@ long wg_tun_coalesce(const uint8_t *in, const uint32_t *in_off, const uint32_t *
                      wg_gro_slot *slots, uint8_t *out, size_t out_size, uint32_t *out_off, uint32_t *out_len,
                      uint32_t *frame_of);
 
+/* Read IP packets from the non-blocking TUN `fd` opened without IFF_VNET_HDR, one read each, one
+ * after another into `out`, until it is empty (EAGAIN), `slots` packets were read or less than
+ * WG_MAX_IP_PACKET bytes of `out` are left. Returns the number of packets; *error as wg_tun_read. */
+long wg_tun_read_plain(int fd, uint8_t *out, size_t out_size, uint32_t *out_off, uint32_t *out_len,
+                       size_t slots, int *error);
+
 /* Write frames i = 0..n-1 to the TUN `fd`, one write each. A frame refused
  * with EIO (the interface is down), EAGAIN or ENOBUFS is lost, as on a wire,
  * and counted in *lost. Returns how many frames were handled; if fewer than n,

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
 
 from pywg.core import Device, HandshakeCompleted, encode_key, generate_private_key
+from pywg.core.batch import DatagramList, PacketList
 from pywg.runtime.lab import (
     WG_SOCKET_DIR,
     Lab,
@@ -80,30 +81,35 @@ def run_local_demo(packets: int = 2000) -> int:
     print(f"bob   public key {encode_key(bob.public_key)}")
 
     def pump() -> None:
+        """Each device's runs of messages reach the other, a run as one batch."""
         moved = True
         while moved:
             moved = False
             for sender, receiver in ((alice, bob), (bob, alice)):
-                for data, _endpoint, _source in sender.datagrams_to_send():
-                    receiver.receive_datagram(data, where[id(sender)])
+                source = where[id(sender)]
+                for messages, _endpoint, _source in sender.take_outbox():
+                    receiver.receive_batch(DatagramList([(m, source, None) for m in messages.messages()]))
                     moved = True
 
+    def delivered_to(device: Device) -> list[bytes]:
+        return [packet for run in device.take_deliveries() for packet in run.packets()]
+
     started = time.perf_counter()
-    alice.send_packet(_udp_packet("10.0.0.1", "10.0.0.2", b"hello bob"))
+    alice.send_batch(PacketList([_udp_packet("10.0.0.1", "10.0.0.2", b"hello bob")]))
     pump()
     handshake_ms = (time.perf_counter() - started) * 1000
     events = [e for e in iter(alice.next_event, None) if isinstance(e, HandshakeCompleted)]
-    delivered = bob.packets_to_deliver()
+    delivered = delivered_to(bob)
     if not events or len(delivered) != 1:
         print("demo failed: no handshake")
         return 1
     print(f"handshake done in {handshake_ms:.1f} ms; bob got {delivered[0][28:]!r}")
     payload = bytes(1380)
     started = time.perf_counter()
-    alice.send_packets(_udp_packet("10.0.0.1", "10.0.0.2", payload) for _ in range(packets))
+    alice.send_batch(PacketList([_udp_packet("10.0.0.1", "10.0.0.2", payload) for _ in range(packets)]))
     pump()
     seconds = time.perf_counter() - started
-    received = len(bob.packets_to_deliver())
+    received = len(delivered_to(bob))
     print(
         f"{received}/{packets} packets of {len(payload) + 28} bytes encrypted and decrypted in "
         f"{seconds * 1000:.0f} ms ({received * (len(payload) + 28) * 8 / seconds / 1e6:.0f} Mbit/s, "

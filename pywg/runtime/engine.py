@@ -1,31 +1,24 @@
 """The asyncio adapter: drives one sans-I/O Device from a TUN, UDP sockets and timers.
 
-The device runs on the loop's thread: the TUN fd and each UDP socket are
-watched with add_reader, each wake-up handles a batch (TUN reads until EAGAIN,
-UDP reads with GRO or recvmmsg, up to a bound each), the device seals or opens it in one
-call per run (consecutive packets to one peer, messages to one receiver index; the C hot
-path when built: pywg/native/hotpath.py, whose large batches also use worker threads), then
-`flush` sends what the device produced (GSO runs) and re-arms the one timer for its next
-deadline.
+The device runs on the loop's thread: the TUN fd and each UDP socket are watched with
+add_reader; each wake-up reads a batch (the TUN side until it is empty, up to a bound; UDP
+with GRO or recvmmsg, up to a bound per socket), hands it to the device (`send_batch`,
+`receive_batch`), then `flush` sends the runs of messages the device made, writes the runs it
+opened to the TUN and re-arms the one timer for its next deadline.
 
-With the C extension the packets stay where they were read (pywg/core/batch.py): the TUN
-reader's buffer is sealed from, a UDP socket's receive pool is opened in place, and
-`flush` writes the opened packets to the TUN from there, before that socket is read
-again. What the device keeps (packets staged for a handshake) it copies.
+The engine knows one TUN interface (pywg/runtime/tun_io.py) and one UDP interface
+(pywg/runtime/udp.py), as wireguard-go's device knows tun.Device and conn.Bind; C or pure
+Python, plain or IFF_VNET_HDR TUN, recvmmsg or recvmsg differ only inside them. With the C
+path the packets stay where they were read (pywg/core/batch.py): the TUN reader's buffer is
+sealed from, a UDP socket's receive pool is opened in place, and `flush` writes the opened
+packets to the TUN from there, before that socket is read again. What the device keeps
+(packets staged for a handshake) it copies.
 
-A TUN opened with IFF_VNET_HDR (pywg/runtime/tun_offload.py, when the C
-extension is built) hands out TCP/UDP super-packets: `TunReader` splits them in
-C into IP packets before the device sees them, and `TunWriter` merges the TCP
-segments (and UDP datagrams) the device decrypted into super-packets before
-they go to the TUN.
-The device's allowed-IPs check and per-peer runs see single IP packets either way.
-
-Bounds per wake-up: TUN_BATCH packets (READ_SLOTS split packets in at most
-READ_BUFFER bytes with offloads, buffers allocated once), UDP_BATCH datagrams
-per socket plus one GRO run (with recvmmsg, the GRO runs of one call: at most
-GRO_SLOTS = 8 of 64 datagrams, 512 KiB, in udp.py); what the device delivers
-for the TUN is at most that much, written from one buffer that grows to the
-largest batch once.
+Bounds per wake-up: what one TUN read takes (pywg/runtime/tun_io.py, tun_offload.py: buffers
+allocated once), UDP_BATCH datagrams per socket plus one GRO run (with recvmmsg, the GRO runs
+of one call: at most GRO_SLOTS = 8 of 64 datagrams, 512 KiB, in udp.py); what the device
+delivers for the TUN is at most that much, written from one buffer that grows to the largest
+batch once.
 """
 
 from __future__ import annotations
@@ -51,13 +44,11 @@ from pywg.core import (
     format_endpoint,
 )
 from pywg.core.batch import OpenedRun
-from pywg.native.hotpath import BufferPackets, COpenedRun
+from pywg.runtime import tun_io
 from pywg.runtime.tun import Tun, TunGoneError
-from pywg.runtime.tun_offload import TunReader, TunWriter
 from pywg.runtime.uapi_server import UapiServer
 from pywg.runtime.udp import UdpSockets
 
-TUN_BATCH = 128  # packets read from the TUN per wake-up (MAX_STAGED_PACKETS per peer)
 UDP_BATCH = 256  # datagrams read per socket per wake-up (GRO segments counted)
 # Handshake messages read per wake-up of their own sockets (pywg/runtime/udp.py): under a flood each
 # costs tens of microseconds, so a small batch lets the data sockets be read every few milliseconds.
@@ -74,6 +65,7 @@ class Engine:
     def __init__(self, device: Device, tun: Tun, udp: UdpSockets, name: str) -> None:
         self.device = device
         self.tun = tun
+        self.tun_io = tun_io.open_io(tun)
         self.udp = udp
         self.name = name
         # What `pywg reload` and SIGHUP run (see UapiHooks.reload); None: this tunnel does not reload.
@@ -84,9 +76,6 @@ class Engine:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
         self._watched: list[int] = []
-        # With IFF_VNET_HDR every read and write carries a virtio_net_hdr: the C offload path.
-        self._reader = TunReader(tun) if tun.vnet_hdr else None
-        self._writer = TunWriter(tun) if tun.vnet_hdr else None
         self._tun_pause = 0.0
         self._tun_resume: asyncio.TimerHandle | None = None
 
@@ -119,7 +108,7 @@ class Engine:
         self.stopped = self._loop.create_future()
         _log.info("%s: data path: %s", self.name, self.device.crypto.description)
         _log.info("%s: UDP port %d: %s", self.name, self.udp.port, self.udp.describe_offloads())
-        _log.info("%s: TUN %s: %s", self.name, self.tun.name, self.tun.describe_offloads())
+        _log.info("%s: TUN %s: %s", self.name, self.tun.name, self.tun_io.describe())
         self._loop.add_reader(self.tun.fd, self._tun_readable)
         self._watch_udp()
         self._prioritize_known_peers()
@@ -147,13 +136,9 @@ class Engine:
         if self.tun.fd >= 0:
             self._loop.remove_reader(self.tun.fd)
         self.uapi.close()
-        if self._reader is not None and self._writer is not None:
-            _log.info(
-                "%s: TUN offloads: %d super-packets split, %d packets merged into others",
-                self.name,
-                self._reader.superframes,
-                self._writer.coalesced,
-            )
+        summary = self.tun_io.summary()
+        if summary is not None:
+            _log.info("%s: %s", self.name, summary)
 
     def _watchdog(self) -> None:
         reason = self.tun.gone_reason()
@@ -190,36 +175,26 @@ class Engine:
 
     # Data paths.
     def _tun_readable(self) -> None:
+        assert self._loop is not None
+        reader = self.tun_io
         try:
-            if self._reader is None:
-                packets = self.tun.read_batch(TUN_BATCH)
-                if packets:
-                    self.device.send_packets(packets)
-            else:
-                split = self._read_split()
-                if len(split):
-                    self.device.send_batch(split)
+            packets = reader.read()
         except TunGoneError as error:
             self.stop(str(error))
             return
-        self.flush()
-
-    def _read_split(self) -> BufferPackets:
-        """A batch from the vnet_hdr TUN, super-packets split (C), in the reader's buffer."""
-        reader = self._reader
-        assert reader is not None and self._loop is not None
-        packets = reader.read()
         drops = reader.take_drops()
         for reason, count in drops.items():
             self.device.count_drop(reason, count)
         if drops and not len(packets):
             self._pause_tun()
-            return packets
+            return
         self._tun_pause = 0.0
+        if len(packets):
+            self.device.send_batch(packets)
         if reader.pending:
             # The rest of a super-packet waits in the reader, not in the fd: come back for it.
             self._loop.call_soon(self._tun_readable)
-        return packets
+        self.flush()
 
     def _pause_tun(self) -> None:
         assert self._loop is not None
@@ -254,21 +229,10 @@ class Engine:
         self._arm_timer()
 
     def _deliver(self, runs: list[OpenedRun]) -> None:
-        writer = self._writer
-        if writer is None:
-            write = self.tun.write
-            for run in runs:
-                for packet in run.packets():
-                    write(packet)
-            return
-        failed = writer.failed
-        for run in runs:
-            if isinstance(run, COpenedRun):
-                writer.write_run(run)  # from where it was decrypted
-            else:
-                writer.write(run.packets())
-        if writer.failed != failed:
-            self.device.count_drop("tun_write_refused", writer.failed - failed)
+        refused = self.tun_io.refused
+        self.tun_io.write(runs)
+        if self.tun_io.refused != refused:
+            self.device.count_drop("tun_write_refused", self.tun_io.refused - refused)
 
     def _arm_timer(self) -> None:
         deadline = self.device.next_deadline()

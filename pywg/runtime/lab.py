@@ -32,6 +32,9 @@ from pywg.runtime.daemon import STATE_DIR
 WG_SOCKET_DIR = Path("/var/run/wireguard")
 NETNS_DIR = Path("/run/netns")
 CHECKOUT = Path(__file__).resolve().parents[2]
+# Upstream wireguard-go of 2025 (batching, UDP GSO/GRO, TUN offloads), built for tests and benchmarks
+# into the shared material's bin/ (its README says from what); Debian's build predates all that.
+UPSTREAM_WIREGUARD_GO = "wireguard-go-0.0.20250522"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -52,6 +55,18 @@ def child_env(extra: Mapping[str, str] | None = None, drop: Iterable[str] = ()) 
         env.pop(name, None)
     env.update(extra or {})
     return env
+
+
+def upstream_wireguard_go() -> Path:
+    """Where upstream wireguard-go 2025 is: in $PYWG_SHARED_BIN, else bin/ of $PYWG_SHARED, else
+    shared/bin beside the checkout (the same places the tests look)."""
+    override = os.environ.get("PYWG_SHARED_BIN")
+    shared_bin = (
+        Path(override)
+        if override
+        else Path(os.environ.get("PYWG_SHARED") or CHECKOUT.parent / "shared") / "bin"
+    )
+    return shared_bin / UPSTREAM_WIREGUARD_GO
 
 
 def last_line(text: str) -> str:

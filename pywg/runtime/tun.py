@@ -84,6 +84,10 @@ class TunGoneError(TunError):
     """The TUN's interface was deleted (EBADFD/EIO from the fd); the fd is useless now."""
 
 
+# What a read or write on a TUN whose interface was deleted fails with.
+GONE_ERRNOS = (errno.EBADFD, errno.EIO)
+
+
 def _ifreq_flags(name: str, flags: int) -> bytes:
     return struct.pack("16sH22x", name.encode(), flags)
 

@@ -22,7 +22,6 @@ Large buffers are anonymous mappings (`untouched_buffer`): resident only once wr
 
 from __future__ import annotations
 
-import errno
 import logging
 import mmap
 import os
@@ -31,14 +30,13 @@ from itertools import accumulate
 from typing import Any
 
 from pywg.native import hotpath, loader
-from pywg.runtime.tun import TUN_F_USO4, TUN_F_USO6, Tun, TunGoneError
+from pywg.runtime.tun import GONE_ERRNOS, TUN_F_USO4, TUN_F_USO6, Tun, TunGoneError
 
 DISABLE_ENV = "PYWG_NO_TUN_OFFLOAD"
 READ_SLOTS = 512  # packets (and frames) per read call at most: several super-packets of the most segments
 READ_BUFFER = 1 << 20  # bytes of those packets (at least one 64 KiB packet)
 WRITE_SLOTS = 256  # packets per write call the arrays start with; they grow to the largest batch
 WRITE_BUFFER = 512 * 1024  # bytes the output starts with; grows likewise
-_GONE = (errno.EBADFD, errno.EIO)
 _USO = TUN_F_USO4 | TUN_F_USO6
 _log = logging.getLogger("pywg")
 
@@ -125,7 +123,7 @@ class TunReader:
         error = self._error[0]
         if error and not count:
             failure = OSError(error, os.strerror(error))
-            if error in _GONE:
+            if error in GONE_ERRNOS:
                 raise TunGoneError(error, f"TUN {self._tun.name} is gone: {failure.strerror}")
             raise failure
         batch.count = count
@@ -236,7 +234,7 @@ class TunWriter:
                 self.coalesced += count - frames
                 return
             error = self._error[0]
-            if error in _GONE:
+            if error in GONE_ERRNOS:
                 raise TunGoneError(error, f"TUN {self._tun.name} is gone: {os.strerror(error)}")
             kind = self._merge_names.get(self._out[self._out_off[start] + 1])  # gso_type
             if kind is not None and self.merge & self._merge_flags[kind]:

@@ -20,17 +20,16 @@ Both are probed once when the sockets are made; the engine logs what is on.
 GRO is asked for on the data sockets only: the handshake sockets' datagrams come
 from many senders, one or two each, which GRO would not glue anyway.
 
-Where GSO and GRO cannot batch, recvmmsg and sendmmsg do (C in pywg/native/udpio.c, when
-the extension is built; PYWG_NO_MMSG=1 turns them off): the handshake and priority
-sockets, and a data socket without GRO, take up to 64 datagrams per recvmmsg; a data
-socket with GRO takes up to GRO_SLOTS (8) GRO batches per recvmmsg, since a
-device that does not coalesce (a veth pair, by default) hands it single datagrams;
-datagrams that do not join a GSO run (to several endpoints in one flush, or with
-GSO off or refused) leave up to 64 per sendmmsg. A datagram sendmmsg refuses gets
-what a lone send gets (the fallback without its source, or lost as on the wire),
-and the rest of the batch goes on. The pure-Python path has no recvmmsg: it reads
-one datagram (or one GRO batch) per recvmsg_into, and sends as before, so the
-wire sees the same datagrams either way.
+The system calls are the data path's (`native`: the C path when the extension is available):
+with C, recvmmsg and sendmmsg (pywg/native/udpio.c) where GSO and GRO cannot batch: the
+handshake and priority sockets, and a data socket without GRO, take up to 64 datagrams per
+recvmmsg; a data socket with GRO takes up to GRO_SLOTS (8) GRO batches per recvmmsg, since a
+device that does not coalesce (a veth pair, by default) hands it single datagrams; datagrams
+that go in no GSO send (handshake messages, several endpoints in one flush, GSO off or
+refused) leave up to 64 per sendmmsg. A datagram sendmmsg refuses gets what a lone send gets
+(the fallback without its source, or lost as on the wire), and the rest of the batch goes on.
+In pure Python one recvmsg_into reads one datagram (or one GRO batch) and one sendmsg sends
+one (or one GSO run), so the wire sees the same datagrams either way.
 
 Receive buffers are a bounded pool, mapped once per socket: RECEIVE_SLOTS (64)
 slots of 64 KiB (one datagram each), 4 MiB of address space per socket, or
@@ -69,10 +68,10 @@ from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from ipaddress import IPv4Address, IPv6Address
 from itertools import accumulate
-from typing import Any, cast
+from typing import Protocol
 
-from pywg.core import Datagram, Endpoint
-from pywg.core.batch import MAX_RECEIVE_RUN, DatagramList, Datagrams, Received, SealedRun, split
+from pywg.core import Endpoint, Outgoing
+from pywg.core.batch import MAX_RECEIVE_RUN, DatagramList, Datagrams, MessageRun, Received, split
 from pywg.native import hotpath, loader
 
 IP_PKTINFO = 8  # Linux; not exported by Python's socket module
@@ -100,7 +99,6 @@ RECEIVE_SLOTS = 64  # datagrams per recvmmsg (udpio.h WG_UDP_BATCH) and slots of
 GRO_SLOTS = 8
 GRO_SEGMENTS = 64  # datagrams in one GRO batch at most (the kernel's UDP_GRO_CNT_MAX)
 _SLOT = 1 << 16  # a slot holds the largest datagram or GRO batch (_RECEIVE_SIZE)
-MMSG_DISABLE_ENV = "PYWG_NO_MMSG"
 # udpio.h wg_udp_rx (what recvmmsg found per datagram) and wg_udp_target (where one is sent).
 _RX = struct.Struct("=IIIHHBBBB16s16s")
 _TARGET = struct.Struct("=16sIHBB16s")
@@ -120,12 +118,14 @@ PRIORITY_MAX = 256
 _SKF_NET_OFF = -0x100000
 _SOURCE_WORDS = {socket.AF_INET: (12,), socket.AF_INET6: (8, 12, 16, 20)}
 _log = logging.getLogger("pywg")
-_CHUNKS = loader.extension() if loader.built() else None  # cffi ffi and lib for gso_chunks
 
 
 def mmsg_unavailable_reason() -> str | None:
     """Why datagrams go one (or one GSO/GRO batch) per system call, or None: recvmmsg/sendmmsg."""
-    return loader.feature_unavailable_reason("wg_udp_recv", "recvmmsg/sendmmsg", MMSG_DISABLE_ENV)
+    reason = loader.unavailable_reason()
+    if reason is None and not hasattr(loader.extension()[1], "wg_udp_recv"):
+        reason = "the C extension predates recvmmsg/sendmmsg"
+    return reason
 
 
 def describe_batching() -> str:
@@ -140,10 +140,13 @@ class UdpSockets:
     (IPv6 disabled on the host), never both.
 
     `offload=False` leaves GSO and GRO off (one datagram per system call, or up to 64 with
-    recvmmsg/sendmmsg: `mmsg`, None without the C extension or with PYWG_NO_MMSG=1).
+    recvmmsg/sendmmsg). `native` chooses the system calls (module docstring): C, the default
+    when the extension is available, or pure Python.
     """
 
-    def __init__(self, port: int = 0, fwmark: int = 0, offload: bool = True) -> None:
+    def __init__(
+        self, port: int = 0, fwmark: int = 0, offload: bool = True, native: bool | None = None
+    ) -> None:
         self.v4: socket.socket | None = None
         self.v6: socket.socket | None = None
         # Receive-only (module docstring): indices 1 and 2 of each family's SO_REUSEPORT group.
@@ -156,7 +159,9 @@ class UdpSockets:
         self.gso = False  # UDP_SEGMENT on send; probed in `bind`, off for good after EIO
         self.gro = False  # UDP_GRO on receive; probed in `bind`
         self.gso_off: set[Endpoint] = set()  # destinations that answered EMSGSIZE
-        self.mmsg = _Mmsg.create()
+        if native is None:
+            native = mmsg_unavailable_reason() is None
+        self.io: _Calls = _Mmsg() if native else _PerDatagram()
         self._pools: dict[int, _Pool] = {}  # receive buffers by file descriptor, made in `bind`
         self.bind(port)
         if fwmark:
@@ -212,20 +217,13 @@ class UdpSockets:
         self._make_pools()
 
     def _make_pools(self) -> None:
-        """A slot per datagram (or GRO batch) of one recvmmsg; one slot for recvmsg (no C extension)."""
-        if self.mmsg is None:
-            self._pools = {sock.fileno(): _Pool(1) for sock in self.sockets}
-            return
+        """A slot per datagram (or GRO batch) of one receive call."""
         gro = self.data_sockets if self.gro else []
-        ffi = self.mmsg.ffi
-        self._pools = {
-            sock.fileno(): _Pool(GRO_SLOTS, ffi, GRO_SEGMENTS) if sock in gro else _Pool(RECEIVE_SLOTS, ffi)
-            for sock in self.sockets
-        }
+        self._pools = {sock.fileno(): self.io.pool(sock in gro) for sock in self.sockets}
 
     def describe_offloads(self) -> str:
         """What the probe found, for the engine's log: e.g. "GSO on, GRO on, recvmmsg/sendmmsg on"."""
-        mmsg = "on" if self.mmsg is not None else "off"
+        mmsg = "on" if isinstance(self.io, _Mmsg) else "off"
         return (
             f"GSO {'on' if self.gso else 'off'}, GRO {'on' if self.gro else 'off'}, recvmmsg/sendmmsg {mmsg}"
         )
@@ -252,17 +250,10 @@ class UdpSockets:
     # Receiving.
     def receive_batches(self, sock: socket.socket, limit: int) -> Iterator[Datagrams]:
         """Datagrams waiting on `sock`, about `limit` of them (GRO may add up to 63 past it with
-        recvmsg, up to GRO_SLOTS * 64 - 1 with recvmmsg), in batches. With recvmmsg each batch
-        is one call's datagrams where they lie in the socket's pool, overwritten by the next
-        call: the caller is done with a batch (delivered what it opened) before it asks for
-        the next."""
-        pool = self._pools[sock.fileno()]
-        if self.mmsg is not None:
-            yield from self.mmsg.receive(sock.fileno(), pool, limit)
-            return
-        received = _receive_each(sock, pool, limit)
-        if received:
-            yield DatagramList(received)
+        recvmsg, up to GRO_SLOTS * 64 - 1 with recvmmsg), in batches. Each batch lies in the
+        socket's pool and is overwritten by the next call: the caller is done with a batch
+        (delivered what it opened) before it asks for the next."""
+        return self.io.receive(sock, self._pools[sock.fileno()], limit)
 
     def receive(self, sock: socket.socket, limit: int) -> list[Received]:
         """`receive_batches`, copied out as (bytes, sender, local address)."""
@@ -273,52 +264,28 @@ class UdpSockets:
         ]
 
     # Sending.
-    def send_batch(self, datagrams: Sequence[Datagram]) -> list[str]:
-        """Send in order, coalescing runs for GSO; returns the sources that could not be used
-        (each once: the caller forgets them)."""
+    def send_batch(self, outbox: Sequence[Outgoing]) -> list[str]:
+        """Send the runs in order, each in GSO sends where it can; returns the sources that could
+        not be used (each once: the caller forgets them)."""
         gone: list[str] = []
-        lone: list[tuple[bytes, Endpoint, str | None]] = []  # in no GSO run, for sendmmsg (before the next)
-        count = len(datagrams)
-        i = 0
-        while i < count:
-            data, endpoint, source = datagrams[i]
-            if isinstance(data, SealedRun):
-                if self.gso and endpoint not in self.gso_off:
-                    self._send_lone(lone, gone)
-                    self._send_run(data, endpoint, source, gone)
-                elif self.mmsg is not None:
-                    lone += [(message, endpoint, source) for message in data.messages()]
-                else:
-                    for message in data.messages():
-                        if not self.send(message, endpoint, source):
-                            _forget(gone, source)
-                i += 1
-                continue
-            end = i + 1
-            if self.gso and endpoint not in self.gso_off:
-                end = self._gso_run(datagrams, i)
-            if end - i == 1 and self.mmsg is not None:
-                lone.append((data, endpoint, source))
-            else:
+        lone: list[tuple[bytes, Endpoint, str | None]] = []  # in no GSO send: one by one or sendmmsg
+        for run, endpoint, source in outbox:
+            if len(run) > 1 and self.gso and endpoint not in self.gso_off:
                 self._send_lone(lone, gone)
-                if end - i == 1:
-                    sent = self.send(data, endpoint, source)
-                else:
-                    segments = [cast(bytes, d[0]) for d in datagrams[i:end]]  # _gso_run: no SealedRun
-                    sizes = [len(segment) for segment in segments]
-                    sent = self._send_segments(b"".join(segments), sizes, endpoint, source)
-                if not sent:
-                    _forget(gone, source)
-            i = end
+                self._send_run(run, endpoint, source, gone)
+            elif len(run) == 1:
+                lone.append((run.payload, endpoint, source))
+            else:
+                lone += [(message, endpoint, source) for message in run.messages()]
         self._send_lone(lone, gone)
         return gone
 
-    def _send_run(self, run: SealedRun, endpoint: Endpoint, source: str | None, gone: list[str]) -> None:
-        """A SealedRun as it lies: one GSO send per chunk of equal-sized messages."""
+    def _send_run(self, run: MessageRun, endpoint: Endpoint, source: str | None, gone: list[str]) -> None:
+        """A MessageRun as it lies: one GSO send per chunk of equal-sized messages."""
         sizes, payload = run.sizes, memoryview(run.payload)
         limit = GSO_MAX_PAYLOAD[socket.AF_INET6 if ":" in endpoint[0] else socket.AF_INET]
         start = offset = 0
-        for end in gso_chunks(sizes, limit):
+        for end in self.io.gso_chunks(sizes, limit):
             length = sum(sizes[start:end])
             chunk = payload[offset : offset + length]
             if end - start == 1:
@@ -330,46 +297,14 @@ class UdpSockets:
             start, offset = end, offset + length
 
     def _send_lone(self, datagrams: list[tuple[bytes, Endpoint, str | None]], gone: list[str]) -> None:
-        """Send and clear `datagrams`: with sendmmsg, up to RECEIVE_SLOTS per call and family."""
+        """Send and clear `datagrams`, in order (sendmmsg with C)."""
         if len(datagrams) == 1:
             data, endpoint, source = datagrams[0]
             if not self.send(data, endpoint, source):
                 _forget(gone, source)
         elif datagrams:
-            for sock in self.data_sockets:
-                v6 = sock.family == socket.AF_INET6
-                mine = [d for d in datagrams if (":" in d[1][0]) == v6]
-                for start in range(0, len(mine), RECEIVE_SLOTS):
-                    self._sendmmsg(sock, mine[start : start + RECEIVE_SLOTS], gone)
+            self.io.send_each(self, datagrams, gone)
         datagrams.clear()
-
-    def _sendmmsg(
-        self, sock: socket.socket, datagrams: list[tuple[bytes, Endpoint, str | None]], gone: list[str]
-    ) -> None:
-        """One sendmmsg (C); a datagram it refuses fares as with `send`: sent again without its
-        source if that is gone, else lost, as on the wire."""
-        assert self.mmsg is not None
-        # Without a target (not an address) a datagram is lost, as a plain send would lose it.
-        chosen = [(d, target) for d in datagrams if (target := _target(d[1], d[2])) is not None]
-        for index, failure in self.mmsg.send(
-            sock.fileno(), [d[0] for d, _ in chosen], b"".join(t for _, t in chosen)
-        ):
-            data, endpoint, source = chosen[index][0]
-            if source is not None and failure in _SOURCE_GONE:
-                self._send_plain(sock, data, endpoint)
-                _forget(gone, source)
-
-    def _gso_run(self, datagrams: Sequence[Datagram], start: int) -> int:
-        """The end of the run starting at `start` that one GSO send may carry: datagrams to one
-        endpoint from one source, chunked by `gso_chunks`."""
-        _, endpoint, source = datagrams[start]
-        sizes = array("I")
-        for data, to, via in datagrams[start : start + GSO_MAX_SEGMENTS]:
-            if isinstance(data, SealedRun) or to != endpoint or via != source:
-                break
-            sizes.append(len(data))
-        limit = GSO_MAX_PAYLOAD[socket.AF_INET6 if ":" in endpoint[0] else socket.AF_INET]
-        return start + gso_chunks(sizes, limit)[0]
 
     def _send_segments(
         self, payload: bytes | memoryview, sizes: Sequence[int], endpoint: Endpoint, source: str | None
@@ -445,14 +380,10 @@ class UdpSockets:
 
 
 def gso_chunks(sizes: array[int], limit: int) -> list[int]:
-    """Where the chunks of datagrams of `sizes` that one GSO send may carry end (the rules of
-    `UdpSockets._gso_run`): in C (batch.c) when the extension is built."""
+    """Where the chunks of datagrams of `sizes` that one GSO send may carry end: at most
+    GSO_MAX_SEGMENTS and `limit` bytes, all of the first one's size but the last, which may be
+    shorter (the C path's `_Mmsg.gso_chunks` is the same in C, batch.c)."""
     count = len(sizes)
-    if _CHUNKS is not None:
-        ffi, lib = _CHUNKS
-        ends = ffi.new("uint32_t[]", max(1, count))
-        chunks = lib.wg_gso_chunks(ffi.from_buffer("uint32_t[]", sizes), count, GSO_MAX_SEGMENTS, limit, ends)
-        return ffi.unpack(ends, chunks)  # type: ignore[no-any-return]
     out: list[int] = []
     start = 0
     while start < count:
@@ -533,18 +464,62 @@ class ReceivedDatagrams(hotpath.InBuffer):
 class _Pool:
     """One socket's receive buffers (module docstring): `slots` slots of _SLOT bytes, mapped once,
     each holding a datagram or a GRO batch of up to `segments`; `received` is the batch C fills
-    from it (None when only Python reads into it, into the first slot)."""
+    from it (None when Python reads into it, into the first slot)."""
 
-    def __init__(self, slots: int, ffi: Any = None, segments: int = 1) -> None:
+    def __init__(self, slots: int, native: bool, segments: int = 1) -> None:
         self.slots = slots
         # Anonymous and private (not shared with a forked child): resident only where written.
         self.memory = mmap.mmap(-1, slots * _SLOT, flags=mmap.MAP_PRIVATE)
         self.first = memoryview(self.memory)[:_RECEIVE_SIZE]
-        self.received = None if ffi is None else ReceivedDatagrams(self.memory, slots, slots * segments)
+        self.received = ReceivedDatagrams(self.memory, slots, slots * segments) if native else None
+
+
+class _Calls(Protocol):
+    """The system calls of a data path: how datagrams are received and sent one by one."""
+
+    def pool(self, gro: bool) -> _Pool:
+        """The receive buffers of a socket (`gro`: a data socket with UDP_GRO on)."""
+        ...
+
+    def receive(self, sock: socket.socket, pool: _Pool, limit: int) -> Iterator[Datagrams]:
+        """What `UdpSockets.receive_batches` yields."""
+        ...
+
+    def send_each(
+        self, udp: UdpSockets, datagrams: list[tuple[bytes, Endpoint, str | None]], gone: list[str]
+    ) -> None:
+        """Send `datagrams` (at least two, in no GSO send) in order, as `udp.send` would each."""
+        ...
+
+    def gso_chunks(self, sizes: array[int], limit: int) -> list[int]:
+        """`gso_chunks`."""
+        ...
+
+
+class _PerDatagram:
+    """Pure Python: one recvmsg_into per datagram or GRO batch, one send per datagram."""
+
+    def pool(self, gro: bool) -> _Pool:
+        return _Pool(1, native=False)
+
+    def receive(self, sock: socket.socket, pool: _Pool, limit: int) -> Iterator[Datagrams]:
+        received = _receive_each(sock, pool, limit)
+        if received:
+            yield DatagramList(received)
+
+    def send_each(
+        self, udp: UdpSockets, datagrams: list[tuple[bytes, Endpoint, str | None]], gone: list[str]
+    ) -> None:
+        for data, endpoint, source in datagrams:
+            if not udp.send(data, endpoint, source):
+                _forget(gone, source)
+
+    def gso_chunks(self, sizes: array[int], limit: int) -> list[int]:
+        return gso_chunks(sizes, limit)
 
 
 def _receive_each(sock: socket.socket, pool: _Pool, limit: int) -> list[Received]:
-    """One recvmsg per datagram or GRO batch, into the pool's first slot (no C extension)."""
+    """One recvmsg per datagram or GRO batch, into the pool's first slot."""
     out: list[Received] = []
     for _ in range(limit):
         try:
@@ -593,16 +568,14 @@ class _Mmsg:
         self._len = ffi.new("uint32_t[]", RECEIVE_SLOTS)
         self._error = ffi.new("int *")
 
-    @classmethod
-    def create(cls) -> _Mmsg | None:
-        """One, if the C extension is available with udpio.c and PYWG_NO_MMSG is not set."""
-        return cls() if mmsg_unavailable_reason() is None else None
+    def pool(self, gro: bool) -> _Pool:
+        return _Pool(GRO_SLOTS, True, GRO_SEGMENTS) if gro else _Pool(RECEIVE_SLOTS, True)
 
-    def receive(self, fd: int, pool: _Pool, limit: int) -> Iterator[ReceivedDatagrams]:
-        """What `UdpSockets.receive_batches` yields, read with recvmmsg into `pool`."""
+    def receive(self, sock: socket.socket, pool: _Pool, limit: int) -> Iterator[Datagrams]:
+        """Read with recvmmsg into `pool`: each batch is one call's datagrams where they lie."""
         batch = pool.received
         assert batch is not None
-        got = 0
+        fd, got = sock.fileno(), 0
         for _ in range(limit):  # each call takes a datagram, or an error reported on the socket
             wanted = min(pool.slots, limit - got)
             count = self._lib.wg_udp_recv(self._batch, fd, batch.c_data, _SLOT, wanted, batch.rx, self._error)
@@ -614,6 +587,42 @@ class _Mmsg:
                 yield batch
             if count < wanted or got >= limit:  # fewer than asked for: the queue is empty
                 break
+
+    def send_each(
+        self, udp: UdpSockets, datagrams: list[tuple[bytes, Endpoint, str | None]], gone: list[str]
+    ) -> None:
+        """Up to RECEIVE_SLOTS per sendmmsg and family."""
+        for sock in udp.data_sockets:
+            v6 = sock.family == socket.AF_INET6
+            mine = [d for d in datagrams if (":" in d[1][0]) == v6]
+            for start in range(0, len(mine), RECEIVE_SLOTS):
+                self._sendmmsg(udp, sock, mine[start : start + RECEIVE_SLOTS], gone)
+
+    def _sendmmsg(
+        self,
+        udp: UdpSockets,
+        sock: socket.socket,
+        datagrams: list[tuple[bytes, Endpoint, str | None]],
+        gone: list[str],
+    ) -> None:
+        """One sendmmsg; a datagram it refuses fares as with `send`: sent again without its
+        source if that is gone, else lost, as on the wire."""
+        # Without a target (not an address) a datagram is lost, as a plain send would lose it.
+        chosen = [(d, target) for d in datagrams if (target := _target(d[1], d[2])) is not None]
+        for index, failure in self.send(
+            sock.fileno(), [d[0] for d, _ in chosen], b"".join(t for _, t in chosen)
+        ):
+            data, endpoint, source = chosen[index][0]
+            if source is not None and failure in _SOURCE_GONE:
+                udp._send_plain(sock, data, endpoint)
+                _forget(gone, source)
+
+    def gso_chunks(self, sizes: array[int], limit: int) -> list[int]:
+        count = len(sizes)
+        ends = self.ffi.new("uint32_t[]", max(1, count))
+        sizes_in_c = self.ffi.from_buffer("uint32_t[]", sizes)
+        chunks = self._lib.wg_gso_chunks(sizes_in_c, count, GSO_MAX_SEGMENTS, limit, ends)
+        return self.ffi.unpack(ends, chunks)  # type: ignore[no-any-return]
 
     def send(self, fd: int, payloads: list[bytes], targets: bytes) -> Iterator[tuple[int, int]]:
         """Send payloads[k] to the k-th wg_udp_target packed in `targets` (at most RECEIVE_SLOTS);

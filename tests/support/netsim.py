@@ -12,12 +12,14 @@ import struct
 from collections.abc import Callable
 from ipaddress import ip_address, ip_network
 
+from pywg.core.batch import Received
 from pywg.core.clock import FakeClock
 from pywg.core.crypto import clamp, public_key
-from pywg.core.device import Device, Received
+from pywg.core.device import Device
 from pywg.core.endpoint import Endpoint
 from pywg.core.messages import message_type
 from pywg.native import hotpath
+from tests.support.device_io import datagrams_to_send, packets_to_deliver, receive_datagrams
 
 
 class SeededRng:
@@ -99,12 +101,12 @@ class Network:
 
     def pump(self, rounds: int = 50) -> None:
         """Move datagrams until none are left: what a device sent reaches each target in one
-        `receive_datagrams` batch, in the order it was sent."""
+        batch (`receive_datagrams`), in the order it was sent."""
         for _ in range(rounds):
             moved = False
             for endpoint, device in list(self.devices.items()):
                 batches: dict[Endpoint, list[Received]] = {}
-                for data, destination, _source in device.datagrams_to_send():
+                for data, destination, _source in datagrams_to_send(device):
                     moved = True
                     self.sent.append((data, endpoint, destination))
                     self.sent_at.append(self.clock.now)
@@ -114,9 +116,9 @@ class Network:
                     if source is not None and destination in self.devices:
                         batches.setdefault(destination, []).append((data, source, None))
                 for destination, batch in batches.items():
-                    self.devices[destination].receive_datagrams(batch)
+                    receive_datagrams(self.devices[destination], batch)
             for endpoint, device in self.devices.items():
-                self.delivered[endpoint] += device.packets_to_deliver()
+                self.delivered[endpoint] += packets_to_deliver(device)
             if not moved:
                 return
 

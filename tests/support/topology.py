@@ -609,7 +609,8 @@ def wait_for_handshake(
 
 
 class WireguardGo:
-    """Debian's wireguard-go serving interface `ifname` inside `host`, configured from `config`.
+    """wireguard-go serving interface `ifname` inside `host`, configured from `config`: Debian's
+    (on PATH), or the build at `binary` (upstream 2025: pywg.runtime.lab.upstream_wireguard_go).
 
     `start` runs `wireguard-go -f IFNAME` (LOG_LEVEL=error, output to `log_path`), waits for its UAPI
     socket to accept connections, then `configure`s it. `stop` ends it and removes its socket; the
@@ -617,9 +618,12 @@ class WireguardGo:
     `wg setconf` reads and that is deleted right after.
     """
 
-    def __init__(self, host: Host, config: InterfaceConfig, ifname: str | None = None) -> None:
+    def __init__(
+        self, host: Host, config: InterfaceConfig, ifname: str | None = None, binary: str = "wireguard-go"
+    ) -> None:
         self.host = host
         self.config = config
+        self.binary = binary
         self.ifname = ifname or unique_ifname()
         if len(self.ifname) > IFNAME_MAX:
             raise ValueError(f"interface name {self.ifname!r} is longer than {IFNAME_MAX} characters")
@@ -654,7 +658,7 @@ class WireguardGo:
             raise RuntimeError(f"{self} is already running")
         with open(self.log_path, "ab") as log:
             self.process = self.host.popen(
-                ["wireguard-go", "-f", self.ifname],
+                [self.binary, "-f", self.ifname],
                 env={"LOG_LEVEL": "error", "WG_PROCESS_FOREGROUND": "1"},
                 stdout=log,
                 stderr=subprocess.STDOUT,
