@@ -10,15 +10,17 @@ write per ~44 segments instead of one each.
 
 `PythonTunReader` and `PythonTunWriter` do the same in pure Python (pywg/runtime/offload.py,
 frame for frame as the C does), for a vnet_hdr TUN on the pure-Python path. That path opens its
-TUNs without IFF_VNET_HDR all the same (`unavailable_reason`): in Python a segment's checksum
-(about 3 µs for 1,400 bytes, one big-integer conversion and one division) and the merging rules
-cost more than the TUN read or write they save. Measured on this 2-core machine, pywg <-> pywg
-with PYWG_NO_EXT=1, iperf3 TCP x1 a -> b, CPU seconds per GB of each tunnel process, 3 rounds
-interleaved (load average 4.5-5 from other work): plain TUN a 8.8-10.9 / b 11.3-14.8; vnet_hdr
-with TSO split and merging in Python a 13.7-15.1 / b 15.9-16.5; merging alone (no TSO) a 9.4-11.0
-/ b 15.7-18.5. PYWG_NO_TUN_OFFLOAD=1 opens the TUN without IFF_VNET_HDR on the C path too, and
-the wire sees the same packets either way: every packet the device seals is at most the TUN's
-MTU, as without offloads.
+TUNs without IFF_VNET_HDR all the same (`unavailable_reason`): measured, it gains nothing there.
+In Python a segment's checksum (about 3 us for 1,400 bytes: one big-integer conversion and one
+division) and the merging rules cost about what the TUN read or write they save costs. pywg <->
+pywg with PYWG_NO_EXT=1 on this 2-core machine (load average 3-5 from other work), iperf3 TCP,
+CPU seconds per GB of the sending / receiving tunnel process, medians of interleaved rounds:
+x1 a->b (5 rounds) plain 9.3 / 11.9, offloads 8.6 / 11.4; x1 b->a (4 rounds) plain 10.0 / 13.5,
+offloads 10.4 / 13.7; x4 (3 rounds) plain 8.8 / 11.5, offloads 8.8 / 11.4; throughput within
+the rounds' spread either way. One earlier run (3 rounds, load 4.5-5) had the offloads worse,
+sender 13.7-15.1 against 8.8-10.9. PYWG_NO_TUN_OFFLOAD=1 opens the TUN without IFF_VNET_HDR on
+the C path too, and the wire sees the same packets either way: every packet the device seals is
+at most the TUN's MTU, as without offloads.
 
 Buffers, all allocated once per engine (bounded, no per-packet allocation in C):
 - reading: one 64 KiB + 10 frame buffer inside the C reader and READ_BUFFER bytes for at most
@@ -55,10 +57,10 @@ _log = logging.getLogger("pywg")
 def unavailable_reason() -> str | None:
     """Why a TUN should be opened without IFF_VNET_HDR, or None: the C path splits and merges.
 
-    The pure-Python path could (`PythonTunReader`, `PythonTunWriter`) but does not: there a
-    checksum costs more than the system call it saves (module docstring)."""
+    The pure-Python path could (`PythonTunReader`, `PythonTunWriter`) but does not: there they
+    save nothing measurable (module docstring)."""
     if not loader.available():
-        return f"{loader.unavailable_reason()}: in pure Python they cost more than they save"
+        return f"{loader.unavailable_reason()}: in pure Python they save nothing measurable"
     return loader.feature_unavailable_reason("wg_tun_read", "TUN offloads", DISABLE_ENV)
 
 
