@@ -12,16 +12,19 @@ from __future__ import annotations
 import base64
 import json
 import random
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
 import fuzz_k8s_answers
 import fuzz_kubeconfig
 import fuzz_messages as m
+import fuzz_tun_offload
 import fuzz_uapi
 from _common import Writer
 
 from pywg.core.crypto import clamp, public_key
+from pywg.runtime import offload
 
 ROOT = Path(__file__).resolve().parent
 CORPUS = ROOT / "corpus"
@@ -402,6 +405,95 @@ def kubeconfig_seeds() -> Iterator[tuple[str, bytes]]:
         yield name, text.encode()
 
 
+# --------------------------------------------------------------------------------------------
+# TUN offloads: frames to split and packets to merge, as fuzz_tun_offload.py reads them.
+
+
+def _checksum(data: bytes) -> int:
+    return ~(offload.residue(data) or 0xFFFF) & 0xFFFF
+
+
+def _ip_packet(version: int, protocol: int, transport: bytes, ident: int = 7) -> bytes:
+    """An IPv4 (no options) or IPv6 packet around `transport`, its transport checksum filled in."""
+    at = 16 if protocol == 6 else 6
+    if version == 4:
+        ends = bytes([10, 1, 0, 1, 10, 1, 0, 2])
+        pseudo = ends + struct.pack("!BBH", 0, protocol, len(transport))
+    else:
+        ends = bytes([0xFD] + [0] * 14 + [1, 0xFD] + [0] * 14 + [2])
+        pseudo = ends + struct.pack("!IxxxB", len(transport), protocol)
+    value = _checksum(pseudo + transport) or (0xFFFF if protocol == 17 else 0)
+    transport = transport[:at] + struct.pack("!H", value) + transport[at + 2 :]
+    if version == 6:
+        return struct.pack("!IHBB", 0x60000000, len(transport), protocol, 64) + ends + transport
+    header = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(transport), ident, 0x4000, 64, protocol, 0) + ends
+    return header[:10] + struct.pack("!H", _checksum(header)) + header[12:] + transport
+
+
+def _tcp(version: int, seq: int, payload: bytes, flags: int = 0x10, ident: int = 7) -> bytes:
+    return _ip_packet(
+        version,
+        6,
+        struct.pack("!HHIIBBHHH", 40000, 5201, seq, 1000, 5 << 4, flags, 65535, 0, 0) + payload,
+        ident,
+    )
+
+
+def _udp(version: int, payload: bytes, ident: int = 7) -> bytes:
+    return _ip_packet(version, 17, struct.pack("!HHHH", 5000, 6000, 8 + len(payload), 0) + payload, ident)
+
+
+def _super_frame(packet: bytes, gso_type: int, gso: int) -> bytes:
+    """As a TUN with TSO/USO hands it over: the transport checksum field holds the pseudo-header sum."""
+    l4 = 20 if packet[0] >> 4 == 4 else 40
+    protocol = 17 if gso_type == offload.GSO_UDP_L4 else 6
+    at = l4 + (6 if protocol == 17 else 16)
+    ends = packet[12:20] if l4 == 20 else packet[8:40]
+    pseudo = ends + struct.pack("!HH", protocol, len(packet) - l4)  # the same sum as RFC 793's layout
+    partial = packet[:at] + struct.pack("!H", ~_checksum(pseudo) & 0xFFFF) + packet[at + 2 :]
+    return struct.pack("=BBHHHH", offload.NEEDS_CSUM, gso_type, 0, gso, l4, at - l4) + partial
+
+
+def tun_offload_seeds() -> Iterator[tuple[str, bytes]]:
+    rng = random.Random(31)
+
+    def split(first: int, slots: int, frame: bytes) -> bytes:
+        w = Writer().below(fuzz_tun_offload.SPLIT, 2).below(first, offload.GSO_MAX_SEGMENTS + 2)
+        return bytes(w.below(slots - 1, fuzz_tun_offload.MOST_SLOTS).bytes(frame).data)
+
+    def merge(flags: int, packets: list[bytes]) -> bytes:
+        w = Writer().below(fuzz_tun_offload.MERGE, 2).below(flags, 4)
+        for packet in packets:
+            w.blob(packet)
+        return bytes(w.data)
+
+    for version, gso_type in ((4, offload.GSO_TCPV4), (6, offload.GSO_TCPV6)):
+        packet = _tcp(version, 5, rng.randbytes(5000), flags=0x19)
+        yield f"split-tso{version}", split(0, 100, _super_frame(packet, gso_type, 1000))
+        yield f"split-tso{version}-resumed", split(2, 2, _super_frame(packet, gso_type, 1000))
+        yield (
+            f"split-tso{version}-floor",
+            split(0, 100, _super_frame(packet, gso_type, offload.GSO_MIN_TCP_SEGMENT)),
+        )
+        yield (
+            f"merge-tcp{version}",
+            merge(3, [_tcp(version, 5 + 1000 * i, rng.randbytes(1000), ident=i) for i in range(6)]),
+        )
+        udp = _udp(version, rng.randbytes(3000))
+        yield f"split-uso{version}", split(0, 100, _super_frame(udp, offload.GSO_UDP_L4, 1200))
+        yield f"merge-udp{version}", merge(3, [_udp(version, rng.randbytes(500), ident=i) for i in range(5)])
+    yield "split-small-gso", split(0, 100, _super_frame(_tcp(4, 5, bytes(3000)), offload.GSO_TCPV4, 1))
+    yield "split-plain", split(0, 1, bytes(10) + _udp(4, b"hello"))
+    partial = _udp(4, b"hello")
+    yield (
+        "split-needs-csum",
+        split(0, 1, struct.pack("=BBHHHH", offload.NEEDS_CSUM, 0, 0, 0, 20, 6) + partial),
+    )
+    flows = [_tcp(4, 5 + 100 * i, rng.randbytes(100), ident=i) for i in range(4)]
+    other = [_tcp(6, 9 + 100 * i, rng.randbytes(100)) for i in range(3)]
+    yield "merge-mixed", merge(1, [flows[0], other[0], flows[1], other[1], _udp(4, b"u"), flows[2], flows[3]])
+
+
 def main() -> None:
     write("messages", message_seeds())
     write("uapi", uapi_seeds())
@@ -410,6 +502,7 @@ def main() -> None:
     write("cni", cni_seeds())
     write("k8s_answers", k8s_answer_seeds())
     write("kubeconfig", kubeconfig_seeds())
+    write("tun_offload", tun_offload_seeds())
 
 
 if __name__ == "__main__":

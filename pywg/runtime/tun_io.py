@@ -11,6 +11,8 @@ written from where they were decrypted, or `PythonOpenedRun`).
   from where they were decrypted, one system call each, without a Python object per packet.
 - `CVnetTun` (C, IFF_VNET_HDR; pywg/runtime/tun_offload.py): super-packets split on reading, TCP
   segments and UDP datagrams merged on writing.
+- `PythonVnetTun` (pure Python, IFF_VNET_HDR; pywg/runtime/offload.py): the same splitting and
+  merging, frame for frame, in Python.
 
 `open_io` picks the one for a TUN: vnet_hdr or not as it was opened, C or Python as the data path
 (`native`, default: the C extension is available, PYWG_NO_EXT unset), the same choice that picks
@@ -26,7 +28,13 @@ from typing import Protocol
 from pywg.core.batch import InnerPackets, OpenedRun, PacketList
 from pywg.native import hotpath, loader
 from pywg.runtime.tun import GONE_ERRNOS, Tun, TunGoneError
-from pywg.runtime.tun_offload import TunReader, TunWriter, untouched_buffer
+from pywg.runtime.tun_offload import (
+    PythonTunReader,
+    PythonTunWriter,
+    TunReader,
+    TunWriter,
+    untouched_buffer,
+)
 
 TUN_BATCH = 128  # packets per read of a plain TUN (MAX_STAGED_PACKETS per peer)
 # A plain C read takes packets one after another while a whole one still fits (64 KiB).
@@ -74,9 +82,7 @@ def open_io(tun: Tun, native: bool | None = None) -> TunIO:
     if native is None:
         native = loader.available()
     if tun.vnet_hdr:
-        if not native:
-            raise ValueError(f"TUN {tun.name} has IFF_VNET_HDR, which needs the C data path")
-        return CVnetTun(tun)
+        return CVnetTun(tun) if native else PythonVnetTun(tun)
     return CPlainTun(tun) if native else PlainTun(tun)
 
 
@@ -174,13 +180,15 @@ class CPlainTun:
         return None
 
 
-class CVnetTun:
-    """A TUN with IFF_VNET_HDR in C: super-packets split on reading, merged on writing."""
+class VnetTun:
+    """A TUN with IFF_VNET_HDR: super-packets split on reading, merged on writing, by a reader and
+    a writer in C (`CVnetTun`) or in Python (`PythonVnetTun`)."""
+
+    _reader: TunReader | PythonTunReader
+    _writer: TunWriter | PythonTunWriter
 
     def __init__(self, tun: Tun) -> None:
         self.tun = tun
-        self._reader = TunReader(tun)
-        self._writer = TunWriter(tun)
 
     @property
     def pending(self) -> bool:
@@ -190,15 +198,15 @@ class CVnetTun:
     def refused(self) -> int:
         return self._writer.failed
 
-    def read(self) -> hotpath.BufferPackets:
+    def read(self) -> InnerPackets:
         return self._reader.read()
 
     def take_drops(self) -> dict[str, int]:
         return self._reader.take_drops()
 
-    def write(self, runs: Sequence[hotpath.COpenedRun]) -> None:
+    def write(self, runs: Sequence[OpenedRun]) -> None:
         for run in runs:
-            self._writer.write_run(run)
+            self._writer.write_run(run)  # type: ignore[arg-type]
 
     def describe(self) -> str:
         return self.tun.describe_offloads()
@@ -208,3 +216,24 @@ class CVnetTun:
             f"TUN offloads: {self._reader.superframes} super-packets split, "
             f"{self._writer.coalesced} packets merged into others"
         )
+
+
+class CVnetTun(VnetTun):
+    """A TUN with IFF_VNET_HDR in C (pywg/native/offload.c)."""
+
+    def __init__(self, tun: Tun) -> None:
+        super().__init__(tun)
+        self._reader = TunReader(tun)
+        self._writer = TunWriter(tun)
+
+
+class PythonVnetTun(VnetTun):
+    """A TUN with IFF_VNET_HDR in pure Python (pywg/runtime/offload.py): the same frames as in C."""
+
+    def __init__(self, tun: Tun) -> None:
+        super().__init__(tun)
+        self._reader = PythonTunReader(tun)
+        self._writer = PythonTunWriter(tun)
+
+    def describe(self) -> str:
+        return self.tun.describe_offloads() + " (pure Python)"

@@ -8,9 +8,19 @@ the kernel took USO) are merged in C into one super-packet the kernel takes as i
 built it, the rest is written one by one. So a bulk transfer costs one TUN read and one TUN
 write per ~44 segments instead of one each.
 
-It needs the C extension (`available()`); the pure-Python path (PYWG_NO_EXT=1) and
-PYWG_NO_TUN_OFFLOAD=1 open the TUN without IFF_VNET_HDR instead, and the wire sees the same
-packets either way: every packet the device seals is at most the TUN's MTU, as without offloads.
+`PythonTunReader` and `PythonTunWriter` do the same in pure Python (pywg/runtime/offload.py,
+frame for frame as the C does), for a vnet_hdr TUN on the pure-Python path. That path opens its
+TUNs without IFF_VNET_HDR all the same (`unavailable_reason`): measured, it gains nothing there.
+In Python a segment's checksum (about 3 us for 1,400 bytes: one big-integer conversion and one
+division) and the merging rules cost about what the TUN read or write they save costs. pywg <->
+pywg with PYWG_NO_EXT=1 on this 2-core machine (load average 3-5 from other work), iperf3 TCP,
+CPU seconds per GB of the sending / receiving tunnel process, medians of interleaved rounds:
+x1 a->b (5 rounds) plain 9.3 / 11.9, offloads 8.6 / 11.4; x1 b->a (4 rounds) plain 10.0 / 13.5,
+offloads 10.4 / 13.7; x4 (3 rounds) plain 8.8 / 11.5, offloads 8.8 / 11.4; throughput within
+the rounds' spread either way. One earlier run (3 rounds, load 4.5-5) had the offloads worse,
+sender 13.7-15.1 against 8.8-10.9. PYWG_NO_TUN_OFFLOAD=1 opens the TUN without IFF_VNET_HDR on
+the C path too, and the wire sees the same packets either way: every packet the device seals is
+at most the TUN's MTU, as without offloads.
 
 Buffers, all allocated once per engine (bounded, no per-packet allocation in C):
 - reading: one 64 KiB + 10 frame buffer inside the C reader and READ_BUFFER bytes for at most
@@ -22,6 +32,7 @@ Large buffers are anonymous mappings (`untouched_buffer`): resident only once wr
 
 from __future__ import annotations
 
+import errno
 import logging
 import mmap
 import os
@@ -29,7 +40,9 @@ from collections.abc import Callable
 from itertools import accumulate
 from typing import Any
 
+from pywg.core.batch import OpenedRun, PacketList
 from pywg.native import hotpath, loader
+from pywg.runtime import offload
 from pywg.runtime.tun import GONE_ERRNOS, TUN_F_USO4, TUN_F_USO6, Tun, TunGoneError
 
 DISABLE_ENV = "PYWG_NO_TUN_OFFLOAD"
@@ -42,7 +55,12 @@ _log = logging.getLogger("pywg")
 
 
 def unavailable_reason() -> str | None:
-    """Why a TUN should be opened without IFF_VNET_HDR, or None if the engine can handle it."""
+    """Why a TUN should be opened without IFF_VNET_HDR, or None: the C path splits and merges.
+
+    The pure-Python path could (`PythonTunReader`, `PythonTunWriter`) but does not: there they
+    save nothing measurable (module docstring)."""
+    if not loader.available():
+        return f"{loader.unavailable_reason()}: in pure Python they save nothing measurable"
     return loader.feature_unavailable_reason("wg_tun_read", "TUN offloads", DISABLE_ENV)
 
 
@@ -252,3 +270,142 @@ class TunWriter:
         rest = [packet for i, packet in enumerate(packets) if frame_of[i] >= frame]
         self.coalesced += len(packets) - len(rest) - frame  # merged into the frames written already
         self.write(rest)
+
+
+class PythonTunReader:
+    """TunReader in pure Python (pywg/runtime/offload.py splits): the same packets, drops and
+    bounds (READ_SLOTS packets and frames per call; a frame that did not fit is finished by the
+    next call), as a list of `bytes`."""
+
+    def __init__(self, tun: Tun) -> None:
+        self._tun = tun
+        self._frame = b""  # the frame whose segments did not all fit in the last call
+        self._emitted = 0  # segments of it already handed out
+        self.superframes = 0  # super-packets split so far
+        self._drops: dict[str, int] = {}
+
+    @property
+    def pending(self) -> bool:
+        """A frame was only partly handed out; `read` again even if the fd is not readable."""
+        return bool(self._frame)
+
+    def take_drops(self) -> dict[str, int]:
+        """Frames dropped since the last call, by drop reason (TunReader.take_drops)."""
+        drops, self._drops = self._drops, {}
+        return drops
+
+    def read(self) -> PacketList:
+        """IP packets read until the TUN is empty or READ_SLOTS are taken (offload.c wg_tun_read).
+
+        Raises TunGoneError if the interface was deleted and nothing was read in this call.
+        """
+        packets: list[bytes] = []
+        fd, read, frames = self._tun.fd, os.read, 0
+        while len(packets) < READ_SLOTS:
+            if not self._frame:
+                if frames == READ_SLOTS:
+                    break  # the rest on the next call, after the event loop's other work
+                try:
+                    frame = read(fd, offload.MAX_FRAME)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as error:
+                    if packets:
+                        break
+                    if error.errno in GONE_ERRNOS:
+                        raise TunGoneError(
+                            error.errno, f"TUN {self._tun.name} is gone: {error.strerror}"
+                        ) from error
+                    raise
+                if not frame:
+                    break  # a TUN never reads 0 bytes: taken as empty, never spun on
+                self._frame, self._emitted = frame, 0
+                frames += 1
+            frame = self._frame
+            split = offload.split_frame(frame, self._emitted, READ_SLOTS - len(packets))
+            if isinstance(split, int):
+                reason = _PYTHON_DROP_REASONS[split]
+                self._drops[reason] = self._drops.get(reason, 0) + 1
+                self._frame = b""
+                continue
+            segments, done = split
+            if not self._emitted and frame[1] != offload.GSO_NONE:
+                self.superframes += 1
+            packets += segments
+            self._emitted += len(segments)
+            if not done:
+                break  # the rest of this frame goes next time
+            self._frame = b""
+        return PacketList(packets)
+
+
+_PYTHON_DROP_REASONS = {
+    offload.SPLIT_MALFORMED: TUN_DROP_REASONS["WG_SPLIT_MALFORMED"],
+    offload.SPLIT_SEGMENT_TOO_SMALL: TUN_DROP_REASONS["WG_SPLIT_SEGMENT_TOO_SMALL"],
+    offload.SPLIT_TOO_MANY_SEGMENTS: TUN_DROP_REASONS["WG_SPLIT_TOO_MANY_SEGMENTS"],
+}
+
+
+class PythonTunWriter:
+    """TunWriter in pure Python (pywg/runtime/offload.py merges): the same frames, and the same
+    fallback when the kernel refuses a merged one."""
+
+    def __init__(self, tun: Tun) -> None:
+        self._tun = tun
+        uso = (tun.offloads & _USO) == _USO
+        self.merge = offload.MERGE_TCP | (offload.MERGE_UDP if uso else 0)
+        self.coalesced = 0  # packets that went into a super-packet with an earlier one
+        self.failed = 0  # frames the kernel refused (dropped, counted by the engine)
+
+    def write_run(self, run: OpenedRun) -> None:
+        """Write the packets `run` keeps."""
+        if run.kept():
+            self.write(run.packets())
+
+    def write(self, packets: list[bytes]) -> None:
+        """Write `packets` (in order within each flow). Raises TunGoneError if the interface was deleted."""
+        if not packets:
+            return
+        frames, frame_of = offload.coalesce(packets, self.merge)
+        fd, write = self._tun.fd, os.write
+        index = 0
+        while index < len(frames):
+            frame = frames[index]
+            try:
+                write(fd, frame)
+            except InterruptedError:
+                continue
+            except OSError as error:
+                if error.errno in _LOST_ERRNOS:
+                    self._tun.dropped_down += 1  # lost, as on a wire (offload.c wg_tun_write)
+                    index += 1
+                    continue
+                if error.errno in GONE_ERRNOS:
+                    raise TunGoneError(
+                        error.errno, f"TUN {self._tun.name} is gone: {error.strerror}"
+                    ) from error
+                kind = _MERGE_KINDS.get(frame[1])  # gso_type
+                if kind is not None and self.merge & kind:
+                    self._unmerge(packets, frame_of, index, kind, error.errno or 0)
+                    return
+                self.failed += 1  # a packet the kernel refuses: dropped, as a router would
+            index += 1
+        self.coalesced += len(packets) - len(frames)
+
+    def _unmerge(self, packets: list[bytes], frame_of: list[int], frame: int, kind: int, error: int) -> None:
+        """The kernel refused a merged packet: stop merging `kind` (TCP or UDP), write the rest again."""
+        self.merge &= ~kind
+        name = "TCP" if kind == offload.MERGE_TCP else "UDP"
+        why = os.strerror(error)
+        _log.info("TUN %s: merged %s packets refused (%s); no more merging them", self._tun.name, name, why)
+        rest = [packet for i, packet in enumerate(packets) if frame_of[i] >= frame]
+        self.coalesced += len(packets) - len(rest) - frame  # merged into the frames written already
+        self.write(rest)
+
+
+_LOST_ERRNOS = (errno.EIO, errno.EAGAIN, errno.ENOBUFS)
+_MERGE_KINDS = {
+    offload.GSO_TCPV4: offload.MERGE_TCP,
+    offload.GSO_TCPV6: offload.MERGE_TCP,
+    offload.GSO_UDP_L4: offload.MERGE_UDP,
+}
