@@ -1039,12 +1039,31 @@ def test_hostile_frames_written_in_the_namespace(
 
 @pytest.mark.root
 @needs_offload
-@pytest.mark.parametrize("variable", [tun_offload.DISABLE_ENV, loader.DISABLE_ENV])
-def test_offloads_can_be_turned_off(
-    pair: tuple[Host, Host, InterfaceConfig, InterfaceConfig], monkeypatch: pytest.MonkeyPatch, variable: str
+def test_the_pure_python_path_splits_and_merges_too(
+    pair: tuple[Host, Host, InterfaceConfig, InterfaceConfig], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """PYWG_NO_TUN_OFFLOAD, and the pure-Python path: a TUN without IFF_VNET_HDR, the same tunnel."""
+    """PYWG_NO_EXT: the same vnet_hdr TUN as the C path, its super-packets split and merged in Python."""
     a, b, cfg_a, cfg_b = pair
+    monkeypatch.setenv(loader.DISABLE_ENV, "1")
+    pywg_a = Pywg(a, cfg_a).start()
+    monkeypatch.delenv(loader.DISABLE_ENV)
+    pywg_b = Pywg(b, cfg_b).start()
+    assert tcp_transfer(b, a, "10.98.0.2", 2 * MB) and tcp_transfer(a, b, "10.98.0.1", 2 * MB)
+    assert "IFF_VNET_HDR, offloads" in pywg_a.log() and "pure Python" in pywg_a.log(), pywg_a.log()
+    assert tun_average(a, pywg_a.ifname, "tx") > MTU  # the kernel handed it super-packets
+    assert pywg_a.stop() == 0 and pywg_b.stop() == 0
+    split, merged = offload_counts(pywg_a)
+    assert split > 0 and merged > 0, pywg_a.log()
+
+
+@pytest.mark.root
+@needs_offload
+def test_offloads_can_be_turned_off(
+    pair: tuple[Host, Host, InterfaceConfig, InterfaceConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PYWG_NO_TUN_OFFLOAD: a TUN without IFF_VNET_HDR, the same tunnel."""
+    a, b, cfg_a, cfg_b = pair
+    variable = tun_offload.DISABLE_ENV
     monkeypatch.setenv(variable, "1")
     pywg_a = Pywg(a, cfg_a).start()
     monkeypatch.delenv(variable)
