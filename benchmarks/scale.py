@@ -580,6 +580,9 @@ class Scale(Lab):
             raise LabFailed(f"the handshake generator failed: {last_line(err.decode(errors='replace'))}")
         counts = json.loads(out)
         counts["per_second"] = counts["responses_counted"] / counts["seconds_counted"]
+        # what a device completes per second of CPU: less at the mercy of a shared machine's load
+        cpu = counts["device_cpu_pct"] / 100
+        counts["per_cpu_second"] = counts["per_second"] / cpu if cpu else None
         return counts
 
     def cleanup(self) -> list[str]:
@@ -712,6 +715,7 @@ def summarize(report: Mapping[str, Any]) -> dict[str, Any]:
                 "handshakes_per_s": pick(these, "handshakes", "per_second"),
                 "handshakes_offered_per_s": pick(these, "handshakes", "rate_offered"),
                 "handshake_device_cpu_pct": pick(these, "handshakes", "device_cpu_pct"),
+                "handshakes_per_cpu_s": pick(these, "handshakes", "per_cpu_second"),
             }
             units = config["prefixes"] or config["peers"] - 1
             if base is not None and row["rss_mb"] is not None and units > 0 and config["key"] != "peers-1":
@@ -763,6 +767,7 @@ def render(report: Mapping[str, Any], markdown: bool) -> str:
                     fmt(row["rss_peak_mb"], lambda v: f"{v:.0f}"),
                     fmt(rate, lambda v, o=offered: f"{v:,.0f} of {o:,.0f}"),
                     fmt(row["handshake_device_cpu_pct"], lambda v: f"{v:.0f}%"),
+                    fmt(row["handshakes_per_cpu_s"], lambda v: f"{v:,.0f}"),
                     fmt(row["tcp_fwd_gbps"], lambda v: f"{v:.2f}"),
                     fmt(row["tcp_rev_gbps"], lambda v: f"{v:.2f}"),
                 ]
@@ -776,6 +781,7 @@ def render(report: Mapping[str, Any], markdown: bool) -> str:
         "peak RSS MB",
         "handshakes/s (offered)",
         "device CPU",
+        "handshakes per CPU-s",
         "TCP×1 a→b Gbit/s",
         "TCP×1 b→a Gbit/s",
     ]
@@ -785,7 +791,8 @@ def render(report: Mapping[str, Any], markdown: bool) -> str:
             "RSS: VmRSS of the device 0.5 s after `wg setconf`; growth over the 1-peer configuration of the "
             "same implementation. Handshakes: responses a second to initiations from all peers but the "
             f"real one, {SOURCES:,} source addresses, counted over {s['handshake_seconds']:g} s after "
-            f"{WARMUP:g} s; device CPU over those seconds (100% = one core)."
+            f"{WARMUP:g} s; device CPU over those seconds (100% = one core), and the handshakes it completed "
+            "per second of its CPU."
         )
     cores = []
     for kind in KINDS:
@@ -857,6 +864,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--markdown", action="store_true", help="the tables as Markdown")
     parser.add_argument(
+        "--from-json", type=Path, help="only print the tables of a saved run (its summary recomputed)"
+    )
+    parser.add_argument(
         "--wireguard-go",
         type=Path,
         default=upstream_wireguard_go(),
@@ -887,6 +897,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments[:1] == ["initiate"]:
         return initiate_main(arguments[1:])
     args = parse_args(arguments)
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        saved["summary"] = summarize(saved)
+        print(render(saved, args.markdown))
+        return 0
     if os.geteuid() != 0:
         print("scale: needs root for network namespaces", file=sys.stderr)
         return 1
