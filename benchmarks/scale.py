@@ -820,7 +820,7 @@ def render(report: Mapping[str, Any], markdown: bool) -> str:
             "CPU s/GB",
         ]
         out += [
-            "",
+            *([""] if rows else []),
             table(headers, cores, markdown),
             "",
             "Cores: a 1-peer tunnel, both tunnel processes and iperf3 pinned (CPU affinity) to core 0, "
