@@ -2,7 +2,8 @@
 
 Not a test: `sudo python3 benchmarks/scale.py [--peers N,N,...] [--prefixes N] [--seconds S]
 [--handshake-rate R] [--handshake-seconds S] [--rounds N] [--smoke] [--skip-cores] [--skip-scale]
-[--wireguard-go PATH] [--markdown] [--json PATH]`. benchmarks/README.md explains the figures.
+[--wireguard-go PATH] [--markdown] [--json PATH]`, or `--from-json PATH [--markdown]` to print a saved
+run's tables. benchmarks/README.md explains the figures.
 
 Two fresh network namespaces `pwscale-<tag>-a` and `-b` are joined by a veth pair (pywg.runtime.lab).
 The device under test runs in a; its one real peer, the same implementation, runs in b. For each
@@ -28,7 +29,9 @@ and measures:
   20 ms), answers cookie replies with MAC2 as a real peer does, and counts the handshake responses
   that come back after a warm-up second. Each initiator reuses one ephemeral key for all its
   initiations (only the timestamp changes): the responder cannot tell and does the same work for
-  each, and the generator stays cheap (~25 µs an initiation) next to the device it measures.
+  each, and the generator stays cheap (~40 µs an initiation, sent and answered) next to the device
+  it measures. (A real peer must not do this: the timestamp is sealed under the same key and nonce
+  each time. A load generator may.)
 
 Then cores: a 1-peer tunnel of each implementation with everything this script starts (both tunnel
 processes, iperf3) pinned with the CPU affinity of this process to one core and then to two (as
@@ -388,7 +391,6 @@ class Scale(Lab):
         self.seconds = seconds
         self.tunnels: list[Tunnel] = []
         self._count = 0
-        self.generator_ready = False
 
     # ---- network
 
