@@ -857,7 +857,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--rounds", type=int, default=1, help="rounds of everything, interleaved (default 1)")
     parser.add_argument(
-        "--smoke", action="store_true", help="a quick check (~40 s): 1,100 peers, 1,000 prefixes, 1 s"
+        "--smoke", action="store_true", help="a quick check (< 1 min): 1,100 peers, 1,000 prefixes, 1 s"
     )
     parser.add_argument("--skip-cores", action="store_true", help="no one-core/two-core runs")
     parser.add_argument("--skip-scale", action="store_true", help="only the one-core/two-core runs")
