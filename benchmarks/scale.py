@@ -109,6 +109,7 @@ from pywg.runtime.lab import (  # noqa: E402
     upstream_wireguard_go,
     write_secret,
 )
+from pywg.runtime.uapi_server import query  # noqa: E402
 from tests.support.attacker import open_cookie_reply  # noqa: E402
 
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "scale.json"
@@ -587,6 +588,12 @@ class Scale(Lab):
         counts["per_cpu_second"] = counts["per_second"] / cpu if cpu else None
         return counts
 
+    def receive_buffer_drops(self, side: Side) -> int:
+        """UDP datagrams dropped for full receive buffers in `side`'s namespace (RcvbufErrors)."""
+        done = run(side.exec_argv(["cat", "/proc/net/snmp"]), f"reading /proc/net/snmp in {side.netns}")
+        names, numbers = (line.split()[1:] for line in done.stdout.splitlines() if line.startswith("Udp:"))
+        return int(numbers[names.index("RcvbufErrors")])
+
     def cleanup(self) -> list[str]:
         self.tunnels.clear()
         return super().cleanup()
@@ -625,7 +632,17 @@ def scale_trial(
                 tunnel.check_running()
         if config.peers >= 100 and args.handshake_seconds > 0:
             rate = min(args.handshake_rate, MAX_RATE_PER_PEER * (config.peers - 1))
+            drops, buffer_drops = pywg_drops(device), lab.receive_buffer_drops(a)
             values["handshakes"] = lab.handshakes(device, keys, config.peers, rate, args.handshake_seconds)
+            after = pywg_drops(device)
+            # datagrams the kernel dropped because the device's sockets' receive buffers were full
+            values["handshakes"]["receive_buffer_drops"] = lab.receive_buffer_drops(a) - buffer_drops
+            if drops is not None and after is not None:  # why initiations got no response (pywg says)
+                values["handshakes"]["device_drops"] = {
+                    reason: after[reason] - drops.get(reason, 0)
+                    for reason in after
+                    if after[reason] != drops.get(reason, 0)
+                }
         values["rss_peak_mb"] = status_kb(device.pid, "VmHWM") / 1024
         values["rss_end_mb"] = status_kb(device.pid, "VmRSS") / 1024
     except LabFailed as error:
@@ -640,6 +657,18 @@ def scale_trial(
     values["load_after"] = load_average()
     values["duration_s"] = round(time.monotonic() - started, 1)
     return values
+
+
+def pywg_drops(tunnel: Tunnel) -> dict[str, int] | None:
+    """pywg's drop counters by reason (its `stats=1` UAPI request); None for wireguard-go."""
+    if tunnel.kind == "go":
+        return None
+    try:
+        reply = query(WG_SOCKET_DIR / f"{tunnel.name}.sock", b"stats=1\n\n").decode()
+    except OSError as error:
+        raise LabFailed(f"stats=1 on {tunnel.name}: {error}") from None
+    pairs = (line.partition("=") for line in reply.split("\n"))
+    return {key.removeprefix("drop_"): int(value) for key, _, value in pairs if key.startswith("drop_")}
 
 
 def cores_trial(lab: Scale, kind: str, cpus: Sequence[int], keys: Keys) -> dict[str, Any]:
