@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: deps deps-demo demo test check ext e2e lint entrypoint bench soak bench-cni fuzz
+.PHONY: deps deps-demo demo test check ext e2e lint entrypoint bench bench-scale soak bench-cni fuzz
 
 # What the tests (and everything else) need; deps-demo: only what the demo, bench and soak need.
 deps:
@@ -15,6 +15,10 @@ demo: deps-demo
 # BENCH_ARGS: e.g. --quick, --rounds 5, --markdown --micro (benchmarks/README.md)
 bench: deps-demo
 	$(PYTHON) benchmarks/throughput.py $(BENCH_ARGS)
+
+# SCALE_ARGS: e.g. --smoke, --rounds 3 --markdown, --peers 1,1000,50000 (benchmarks/README.md); ~3 minutes
+bench-scale: deps-demo
+	$(PYTHON) benchmarks/scale.py $(SCALE_ARGS)
 
 # SOAK_ARGS: e.g. --minutes 30, --rate 1000 (benchmarks/README.md); ten minutes by default
 soak: deps-demo
