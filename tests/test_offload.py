@@ -49,6 +49,7 @@ from pywg.runtime.tun import (
 from pywg.runtime.udp import UdpSockets
 from tests.support.netsim import checksum
 from tests.support.pywg_run import Pywg
+from tests.support.socket_tun import socket_tun
 from tests.support.topology import (
     Host,
     KeyPair,
@@ -646,12 +647,8 @@ def test_random_packets_never_crash_and_keep_every_byte() -> None:
 
 @pytest.fixture
 def fake_tun() -> Iterator[tuple[socket.socket, Tun]]:
-    """A datagram socket pair standing in for a TUN: one read, one frame."""
-    ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    ours.setblocking(False)
-    kernel.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-    with ours, kernel:
-        yield kernel, cast(Tun, SimpleNamespace(fd=ours.fileno(), name="fake", dropped_down=0, offloads=0))
+    with socket_tun() as pair:
+        yield pair
 
 
 def test_reader_drops_malformed_frames_and_finishes_big_ones_later(

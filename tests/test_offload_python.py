@@ -15,8 +15,7 @@ import struct
 import time
 from collections import Counter
 from collections.abc import Iterator
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
@@ -25,6 +24,7 @@ from pywg.runtime.netns import in_netns
 from pywg.runtime.tun import TUN_F_USO4, TUN_F_USO6, Tun
 from pywg.runtime.tun_io import PythonVnetTun, open_io
 from tests.support.netsim import checksum
+from tests.support.socket_tun import socket_tun
 from tests.support.topology import Host
 from tests.test_offload import (
     DROP_NAMES,
@@ -234,13 +234,8 @@ def test_random_packets_merge_as_in_c() -> None:
 
 @pytest.fixture
 def fake_tun() -> Iterator[tuple[socket.socket, Tun]]:
-    """A datagram socket pair standing in for a TUN: one read, one frame."""
-    ours, kernel = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    ours.setblocking(False)
-    kernel.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-    with ours, kernel:
-        tun = SimpleNamespace(fd=ours.fileno(), name="fake", dropped_down=0, offloads=TUN_F_USO4 | TUN_F_USO6)
-        yield kernel, cast(Tun, tun)
+    with socket_tun(TUN_F_USO4 | TUN_F_USO6) as pair:
+        yield pair
 
 
 def read_all(reader: Any) -> list[list[bytes]]:
