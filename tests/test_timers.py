@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import random
+
+import pytest
 
 from pywg.core.constants import (
     KEEPALIVE_TIMEOUT,
@@ -17,6 +20,7 @@ from pywg.core.constants import (
 from pywg.core.device import Device
 from pywg.core.events import HandshakeGaveUp, KeysZeroed
 from pywg.core.messages import message_type
+from pywg.core.timers import Timer, Timers
 from tests.support.device_io import send_packet, send_packets
 from tests.support.netsim import Network, connect, ipv4_packet, sent_of_type
 
@@ -194,3 +198,69 @@ def test_hours_of_traffic_keep_working() -> None:
     peer = a.peers[b.static.public]  # type: ignore[union-attr]
     assert len(peer.keypairs.all()) <= 3
     assert len(a.indices) <= 4 and len(b.indices) <= 4
+
+
+def _many_peers(count: int) -> tuple[Network, Device]:
+    net = Network()
+    device = net.device(A, 1)
+    for i in range(count):
+        device.add_peer(i.to_bytes(32, "big"))
+    return net, device
+
+
+def _walked(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How often the device looks at a peer's timers, counted."""
+    calls = [0]
+    armed_at, next_deadline = Timers.armed_at, Timers.next_deadline
+
+    def counted_armed_at(self: Timers, deadline: float) -> bool:
+        calls[0] += 1
+        return armed_at(self, deadline)
+
+    def counted_next_deadline(self: Timers) -> float | None:
+        calls[0] += 1
+        return next_deadline(self)
+
+    monkeypatch.setattr(Timers, "armed_at", counted_armed_at)
+    monkeypatch.setattr(Timers, "next_deadline", counted_next_deadline)
+    return calls
+
+
+def test_a_wake_up_looks_at_the_due_peers_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With thousands of idle peers, finding the next deadline and the due timers looks at a few
+    peers, not all of them (the walk cost 0.9 ms a wake-up with 10,000 and halved throughput)."""
+    net, device = _many_peers(3000)
+    peers = list(device.peers.values())
+    now = net.clock.now
+    peers[1234].timers.data_received(now)  # SEND_KEEPALIVE in 10 s
+    walked = _walked(monkeypatch)
+    for _ in range(100):
+        assert device.next_deadline() == now + KEEPALIVE_TIMEOUT
+        device.handle_timers()
+    assert walked[0] <= 100
+
+
+def test_the_next_deadline_is_the_earliest_armed_timer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Timers armed, re-armed, cancelled and fired, peers removed, in random order: the device's
+    next deadline is always the earliest timer armed, as a walk over every peer finds it."""
+    net, device = _many_peers(50)
+    rng = random.Random(7)
+    timers = list(Timer)
+    for step in range(5000):
+        peers = list(device.peers.values())
+        peer = rng.choice(peers)
+        what = rng.random()
+        if what < 0.55:
+            peer.timers._arm(rng.choice(timers), net.clock.now + rng.uniform(0.0, 30.0))
+        elif what < 0.85:
+            peer.timers.cancel(rng.choice(timers))
+        elif what < 0.9 and len(peers) > 5:
+            device.remove_peer(peer.public_key)
+        elif what < 0.95:
+            device.add_peer((10_000 + step).to_bytes(32, "big"))
+        else:
+            net.clock.now += rng.uniform(0.0, 5.0)
+            for each in device.peers.values():  # what handle_timers would fire, without its effects
+                each.timers.expired(net.clock.now)
+        armed = [d for p in device.peers.values() if (d := p.timers.next_deadline()) is not None]
+        assert device.next_deadline() == (min(armed) if armed else None), step

@@ -46,7 +46,9 @@ class Peer:
         self.handshake = Handshake(device.static, public_key, preshared_key)
         self.cookie = CookieGenerator(public_key)
         self.keypairs = Keypairs()
-        self.timers = Timers(device.jitter, persistent_keepalive)
+        self.timers = Timers(
+            device.jitter, persistent_keepalive, lambda deadline: device.timer_armed(deadline, self)
+        )
         self.endpoint = endpoint
         # Local address our replies leave from (sticky source); None lets the OS pick.
         self.endpoint_source: str | None = None

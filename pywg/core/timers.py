@@ -30,24 +30,38 @@ class Timers:
 
     __slots__ = (
         "_jitter",
+        "_on_armed",
         "deadlines",
         "handshake_attempts",
         "need_another_keepalive",
         "persistent_keepalive",
     )
 
-    def __init__(self, jitter: Callable[[], float], persistent_keepalive: int = 0) -> None:
+    def __init__(
+        self,
+        jitter: Callable[[], float],
+        persistent_keepalive: int = 0,
+        on_armed: Callable[[float], None] = lambda deadline: None,
+    ) -> None:
         self._jitter = jitter
+        self._on_armed = on_armed  # the device's deadline heap learns every armed deadline
         self.deadlines: dict[Timer, float] = {}
         self.handshake_attempts = 0
         self.need_another_keepalive = False
         self.persistent_keepalive = persistent_keepalive
 
     def _arm(self, timer: Timer, deadline: float) -> None:
-        self.deadlines[timer] = deadline
+        if self.deadlines.get(timer) != deadline:
+            self.deadlines[timer] = deadline
+            self._on_armed(deadline)
 
     def _arm_if_idle(self, timer: Timer, deadline: float) -> None:
-        self.deadlines.setdefault(timer, deadline)
+        if timer not in self.deadlines:
+            self._arm(timer, deadline)
+
+    def armed_at(self, deadline: float) -> bool:
+        """Whether one of these timers is armed for exactly `deadline`."""
+        return deadline in self.deadlines.values()
 
     def cancel(self, timer: Timer) -> None:
         self.deadlines.pop(timer, None)
