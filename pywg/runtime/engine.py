@@ -235,8 +235,15 @@ class Engine:
             self.device.count_drop("tun_write_refused", self.tun_io.refused - refused)
 
     def _arm_timer(self) -> None:
+        """Wake up for the device's next deadline. A timer already armed for an earlier time is
+        kept: it then wakes up early, finds nothing due and re-arms. Traffic moves the deadlines
+        later at almost every packet, and re-arming a loop timer each time cost ~10 % of a lone
+        packet's time on an idle path (see "Latency" in docs/design.md)."""
         deadline = self.device.next_deadline()
-        if deadline == self._timer_deadline or self._loop is None:
+        if self._loop is None or deadline == self._timer_deadline:
+            return
+        armed = self._timer_deadline
+        if armed is not None and (deadline is None or armed <= deadline):
             return
         if self._timer is not None:
             self._timer.cancel()
