@@ -61,17 +61,17 @@ def engine() -> Iterator[tuple[Engine, TimerLoop]]:
 def test_a_later_deadline_keeps_the_timer_an_earlier_one_rearms_it(engine: tuple[Engine, TimerLoop]) -> None:
     engine_, loop = engine
     [peer] = engine_.device.peers.values()
-    deadlines, now = peer.timers.deadlines, loop.time()
-    deadlines[Timer.SEND_KEEPALIVE] = now + 10
+    now = loop.time()
+    peer.timers._arm(Timer.SEND_KEEPALIVE, now + 10)
     engine_.flush()
     assert [h.when for h in loop.armed] == [now + 10] and loop.made == 1
     for later in (11, 15, 30):  # traffic pushing the deadline on: the timer stays
-        deadlines[Timer.SEND_KEEPALIVE] = now + later
+        peer.timers._arm(Timer.SEND_KEEPALIVE, now + later)
         engine_.flush()
-    del deadlines[Timer.SEND_KEEPALIVE]  # nothing due at all: it stays too
+    peer.timers.cancel(Timer.SEND_KEEPALIVE)  # nothing due at all: it stays too
     engine_.flush()
     assert [h.when for h in loop.armed] == [now + 10] and loop.made == 1
-    deadlines[Timer.SEND_KEEPALIVE] = now + 5  # earlier: re-armed
+    peer.timers._arm(Timer.SEND_KEEPALIVE, now + 5)  # earlier: re-armed
     engine_.flush()
     assert [h.when for h in loop.armed] == [now + 5] and loop.made == 2
 
@@ -80,9 +80,9 @@ def test_a_timer_armed_too_early_finds_nothing_due_and_rearms(engine: tuple[Engi
     engine_, loop = engine
     [peer] = engine_.device.peers.values()
     deadlines, now = peer.timers.deadlines, loop.time()
-    deadlines[Timer.SEND_KEEPALIVE] = now + 10
+    peer.timers._arm(Timer.SEND_KEEPALIVE, now + 10)
     engine_.flush()
-    deadlines[Timer.SEND_KEEPALIVE] = now + 25
+    peer.timers._arm(Timer.SEND_KEEPALIVE, now + 25)
     engine_.flush()
     loop.clock.advance(10)
     [early] = loop.armed
