@@ -73,6 +73,7 @@ sys.path.insert(0, str(ROOT))  # pywg and tests.support from this checkout
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey  # noqa: E402
 from throughput import (  # noqa: E402
+    Engine,
     load_average,
     logged_data_path,
     machine,
@@ -365,32 +366,12 @@ def source_address(index: int) -> str:
 # the lab
 
 
-@dataclass
-class Tunnel:
-    kind: str
-    side: Side
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def check_running(self) -> None:
-        if self.process.poll() is not None:
-            why = last_line(self.log.read_text(errors="replace")) if self.log.exists() else "no log"
-            raise LabFailed(
-                f"{self.kind} {self.name} in {self.side.label} exited ({self.process.returncode}): {why}"
-            )
-
-
 class Scale(Lab):
     def __init__(self, wireguard_go: Path, seconds: float) -> None:
         super().__init__("pwscale", UNDERLAY, INNER)
         self.wireguard_go = wireguard_go
         self.seconds = seconds
-        self.tunnels: list[Tunnel] = []
+        self.tunnels: list[Engine] = []
         self._count = 0
 
     # ---- network
@@ -415,7 +396,7 @@ class Scale(Lab):
         self.names.append(name)
         return name
 
-    def start(self, kind: str, side: Side, peer_public: bytes | None, private: bytes) -> Tunnel:
+    def start(self, kind: str, side: Side, peer_public: bytes | None, private: bytes) -> Engine:
         """A tunnel process of `kind` in `side`, link up with its address; with one peer (the other
         side) or none. Returns once its UAPI socket answers."""
         assert self.workdir is not None
@@ -443,7 +424,7 @@ class Scale(Lab):
             path = write_secret(self.workdir / f"{name}.json", json.dumps(config))
             argv = [sys.executable, "-m", "pywg", "up", str(path), "--name", name, "--interface", name]
             process = self.spawn(side, [*argv, "--foreground"], log, child_env(drop=["PYWG_NO_EXT"]))
-        tunnel = Tunnel(kind, side, name, process, log)
+        tunnel = Engine(kind, side, name, process, log)
         self.tunnels.append(tunnel)
         self.wait_ready(tunnel)
         if kind == "go":
@@ -460,7 +441,7 @@ class Scale(Lab):
             self.setconf(tunnel, ini)
         return tunnel
 
-    def wait_ready(self, tunnel: Tunnel) -> None:
+    def wait_ready(self, tunnel: Engine) -> None:
         path = WG_SOCKET_DIR / f"{tunnel.name}.sock"
         deadline = time.monotonic() + START_DEADLINE
         while True:
@@ -475,7 +456,7 @@ class Scale(Lab):
         done = attempt(["ip", "-n", side.netns, "link", "show", "dev", name], timeout=5)
         return done is not None and done.returncode == 0
 
-    def setconf(self, tunnel: Tunnel, text: str) -> float:
+    def setconf(self, tunnel: Engine, text: str) -> float:
         """`wg setconf` from a 0600 file; the seconds it took."""
         assert self.workdir is not None
         path = self.workdir / f"{tunnel.name}-{time.monotonic_ns()}.conf"
@@ -491,7 +472,7 @@ class Scale(Lab):
         finally:
             path.unlink(missing_ok=True)
 
-    def stop(self, tunnel: Tunnel) -> None:
+    def stop(self, tunnel: Engine) -> None:
         stop_process(tunnel.process)
         self.tunnels.remove(tunnel)
         deadline = time.monotonic() + STOP_TIMEOUT
@@ -554,7 +535,7 @@ class Scale(Lab):
         return sum(cpu_seconds(t.pid) for t in self.tunnels)
 
     def handshakes(
-        self, device: Tunnel, keys: Keys, peers: int, rate: float, seconds: float
+        self, device: Engine, keys: Keys, peers: int, rate: float, seconds: float
     ) -> dict[str, Any]:
         """The generator in b against `device`, from peers 1..peers-1; its counts and the device's CPU."""
         assert self.workdir is not None
@@ -659,7 +640,7 @@ def scale_trial(
     return values
 
 
-def pywg_drops(tunnel: Tunnel) -> dict[str, int] | None:
+def pywg_drops(tunnel: Engine) -> dict[str, int] | None:
     """pywg's drop counters by reason (its `stats=1` UAPI request); None for wireguard-go."""
     if tunnel.kind == "go":
         return None
