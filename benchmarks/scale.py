@@ -74,10 +74,10 @@ sys.path.insert(0, str(ROOT))  # pywg and tests.support from this checkout
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey  # noqa: E402
 from throughput import (  # noqa: E402
     Engine,
+    EngineLab,
     load_average,
     logged_data_path,
     machine,
-    socket_accepts,
     table,
 )
 
@@ -95,7 +95,6 @@ from pywg.core.noise import SymmetricState, initial_state  # noqa: E402
 from pywg.core.tai64n import tai64n  # noqa: E402
 from pywg.runtime.lab import (  # noqa: E402
     WG_SOCKET_DIR,
-    Lab,
     LabFailed,
     Side,
     attempt,
@@ -366,13 +365,11 @@ def source_address(index: int) -> str:
 # the lab
 
 
-class Scale(Lab):
+class Scale(EngineLab):
     def __init__(self, wireguard_go: Path, seconds: float) -> None:
-        super().__init__("pwscale", UNDERLAY, INNER)
+        super().__init__("pwscale", "scl", UNDERLAY, INNER)
         self.wireguard_go = wireguard_go
         self.seconds = seconds
-        self.tunnels: list[Engine] = []
-        self._count = 0
 
     # ---- network
 
@@ -389,12 +386,6 @@ class Scale(Lab):
         run(route, "routing a to the generator's addresses")
 
     # ---- tunnel processes
-
-    def new_name(self, side: Side) -> str:
-        self._count += 1
-        name = f"scl{self.tag}{side.label}{self._count}"
-        self.names.append(name)
-        return name
 
     def start(self, kind: str, side: Side, peer_public: bytes | None, private: bytes) -> Engine:
         """A tunnel process of `kind` in `side`, link up with its address; with one peer (the other
@@ -425,8 +416,8 @@ class Scale(Lab):
             argv = [sys.executable, "-m", "pywg", "up", str(path), "--name", name, "--interface", name]
             process = self.spawn(side, [*argv, "--foreground"], log, child_env(drop=["PYWG_NO_EXT"]))
         tunnel = Engine(kind, side, name, process, log)
-        self.tunnels.append(tunnel)
-        self.wait_ready(tunnel)
+        self.engines.append(tunnel)
+        self.wait_for_uapi(tunnel)
         if kind == "go":
             ip = ["ip", "-n", side.netns]
             run([*ip, "link", "set", name, "mtu", str(WG_MTU), "up"], f"bringing up {name}")
@@ -440,21 +431,6 @@ class Scale(Lab):
                 )
             self.setconf(tunnel, ini)
         return tunnel
-
-    def wait_ready(self, tunnel: Engine) -> None:
-        path = WG_SOCKET_DIR / f"{tunnel.name}.sock"
-        deadline = time.monotonic() + START_DEADLINE
-        while True:
-            tunnel.check_running()
-            if socket_accepts(path) and self.has_link(tunnel.side, tunnel.name):
-                return
-            if time.monotonic() > deadline:
-                raise LabFailed(f"{tunnel.kind} {tunnel.name} was not ready within {START_DEADLINE:.0f} s")
-            time.sleep(0.05)
-
-    def has_link(self, side: Side, name: str) -> bool:
-        done = attempt(["ip", "-n", side.netns, "link", "show", "dev", name], timeout=5)
-        return done is not None and done.returncode == 0
 
     def setconf(self, tunnel: Engine, text: str) -> float:
         """`wg setconf` from a 0600 file; the seconds it took."""
@@ -472,34 +448,11 @@ class Scale(Lab):
         finally:
             path.unlink(missing_ok=True)
 
-    def stop(self, tunnel: Engine) -> None:
-        stop_process(tunnel.process)
-        self.tunnels.remove(tunnel)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while self.has_link(tunnel.side, tunnel.name) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if self.has_link(tunnel.side, tunnel.name):
-            attempt(["ip", "-n", tunnel.side.netns, "link", "del", "dev", tunnel.name], timeout=5)
-        self.forget(tunnel.name)
-
     def stop_all(self) -> None:
-        for tunnel in list(self.tunnels):
+        for tunnel in list(self.engines):
             self.stop(tunnel)
 
     # ---- traffic
-
-    def wait_for_handshake(self, source: Side, address: str) -> None:
-        started = time.monotonic()
-        argv = source.exec_argv(["ping", "-n", "-c", "1", "-W", "1", address])
-        while True:
-            for tunnel in self.tunnels:
-                tunnel.check_running()
-            done = attempt(argv, timeout=5)
-            if done is not None and done.returncode == 0:
-                return
-            if time.monotonic() - started > HANDSHAKE_DEADLINE:
-                raise LabFailed(f"no ping reply from {address} within {HANDSHAKE_DEADLINE:.0f} s")
-            time.sleep(0.1)
 
     def tcp(self, server: Side, streams: int, reverse: bool = False) -> dict[str, Any]:
         """iperf3 TCP from the other side to `server` (or back, `reverse`): Gbit/s received, and the
@@ -532,7 +485,7 @@ class Scale(Lab):
         }
 
     def cpu(self) -> float:
-        return sum(cpu_seconds(t.pid) for t in self.tunnels)
+        return sum(cpu_seconds(t.pid) for t in self.engines)
 
     def handshakes(
         self, device: Engine, keys: Keys, peers: int, rate: float, seconds: float
@@ -575,10 +528,6 @@ class Scale(Lab):
         names, numbers = (line.split()[1:] for line in done.stdout.splitlines() if line.startswith("Udp:"))
         return int(numbers[names.index("RcvbufErrors")])
 
-    def cleanup(self) -> list[str]:
-        self.tunnels.clear()
-        return super().cleanup()
-
 
 # --------------------------------------------------------------------------------------------
 # one trial: one configuration, one implementation
@@ -609,7 +558,7 @@ def scale_trial(
                 values[key] = lab.tcp(b, 1, reverse)
             except LabFailed as error:
                 values["errors"].append(f"{key}: {error}")
-            for tunnel in lab.tunnels:
+            for tunnel in lab.engines:
                 tunnel.check_running()
         if config.peers >= 100 and args.handshake_seconds > 0:
             rate = min(args.handshake_rate, MAX_RATE_PER_PEER * (config.peers - 1))
@@ -631,7 +580,7 @@ def scale_trial(
     except OSError as error:  # /proc of a process that just died
         values["errors"].append(f"reading {error.filename}: {error.strerror}")
     finally:
-        for tunnel in list(lab.tunnels):
+        for tunnel in list(lab.engines):
             if tunnel.kind == "pywg-c" and tunnel.side.label == "a":
                 values["data_path"] = logged_data_path(tunnel.log)
         lab.stop_all()

@@ -209,22 +209,80 @@ class Transfer:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
-class Bench(Lab):
-    """The benchmark's lab: tunnel processes started and stopped per case, in the two namespaces."""
+class EngineLab(Lab):
+    """A two-namespace lab whose tunnel processes (`engines`) come and go: what this benchmark and
+    benchmarks/scale.py share."""
 
-    def __init__(self, seconds: float, ping_count: int, binaries: Mapping[str, Path] | None = None) -> None:
-        super().__init__("pwbench", UNDERLAY, INNER)
-        self.seconds = seconds
-        self.ping_count = ping_count
-        self.binaries = dict(binaries or {})  # wireguard-go kind -> the binary that runs it
+    def __init__(
+        self,
+        prefix: str,
+        name_prefix: str,
+        underlay: Mapping[str, str] = UNDERLAY,
+        inner: Mapping[str, tuple[str, ...]] = INNER,
+    ) -> None:
+        super().__init__(prefix, underlay, inner)
+        self.name_prefix = name_prefix
         self.engines: list[Engine] = []
         self._count = 0
 
     def new_name(self, side: Side) -> str:
         self._count += 1
-        name = f"bnch{self.tag}{side.label}{self._count}"  # <= 15 characters: an interface name
+        name = f"{self.name_prefix}{self.tag}{side.label}{self._count}"  # <= 15 characters: an interface name
         self.names.append(name)
         return name
+
+    def wait_for_uapi(self, engine: Engine) -> None:
+        """Until the UAPI socket accepts and the interface exists (so the process is ready)."""
+        path = WG_SOCKET_DIR / f"{engine.name}.sock"
+        deadline = time.monotonic() + START_DEADLINE
+        while True:
+            engine.check_running()
+            if socket_accepts(path) and self.has_link(engine.side, engine.name):
+                return
+            if time.monotonic() > deadline:
+                raise LabFailed(f"{engine.kind} {engine.name} was not ready within {START_DEADLINE:.0f} s")
+            time.sleep(0.05)
+
+    def has_link(self, side: Side, name: str) -> bool:
+        done = attempt(["ip", "-n", side.netns, "link", "show", "dev", name], timeout=5)
+        return done is not None and done.returncode == 0
+
+    def stop(self, engine: Engine) -> None:
+        stop_process(engine.process)
+        self.engines.remove(engine)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while self.has_link(engine.side, engine.name) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.has_link(engine.side, engine.name):
+            attempt(["ip", "-n", engine.side.netns, "link", "del", "dev", engine.name], timeout=5)
+        self.forget(engine.name)
+
+    def wait_for_handshake(self, source: Side, address: str) -> None:
+        started = time.monotonic()
+        argv = source.exec_argv(["ping", "-n", "-c", "1", "-W", "1", address])
+        while True:
+            for engine in self.engines:
+                engine.check_running()
+            done = attempt(argv, timeout=5)
+            if done is not None and done.returncode == 0:
+                return
+            if time.monotonic() - started > HANDSHAKE_DEADLINE:
+                raise LabFailed(f"no ping reply from {address} within {HANDSHAKE_DEADLINE:.0f} s")
+            time.sleep(0.1)
+
+    def cleanup(self) -> list[str]:
+        self.engines.clear()
+        return super().cleanup()
+
+
+class Bench(EngineLab):
+    """The benchmark's lab: tunnel processes started and stopped per case, in the two namespaces."""
+
+    def __init__(self, seconds: float, ping_count: int, binaries: Mapping[str, Path] | None = None) -> None:
+        super().__init__("pwbench", "bnch")
+        self.seconds = seconds
+        self.ping_count = ping_count
+        self.binaries = dict(binaries or {})  # wireguard-go kind -> the binary that runs it
 
     # ---- tunnel processes
 
@@ -277,46 +335,7 @@ class Bench(Lab):
         run([*ip, "link", "set", name, "mtu", str(WG_MTU), "up"], f"bringing up {name}")
         run([*ip, "addr", "add", f"{side.inner[0]}/24", "dev", name], f"adding an address to {name}")
 
-    def wait_for_uapi(self, engine: Engine) -> None:
-        """Until the UAPI socket accepts and the interface exists (so the process is ready)."""
-        path = WG_SOCKET_DIR / f"{engine.name}.sock"
-        deadline = time.monotonic() + START_DEADLINE
-        while True:
-            engine.check_running()
-            if socket_accepts(path) and self.has_link(engine.side, engine.name):
-                return
-            if time.monotonic() > deadline:
-                raise LabFailed(f"{engine.kind} {engine.name} was not ready within {START_DEADLINE:.0f} s")
-            time.sleep(0.05)
-
-    def has_link(self, side: Side, name: str) -> bool:
-        done = attempt(["ip", "-n", side.netns, "link", "show", "dev", name], timeout=5)
-        return done is not None and done.returncode == 0
-
-    def stop(self, engine: Engine) -> None:
-        stop_process(engine.process)
-        self.engines.remove(engine)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while self.has_link(engine.side, engine.name) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if self.has_link(engine.side, engine.name):
-            attempt(["ip", "-n", engine.side.netns, "link", "del", "dev", engine.name], timeout=5)
-        self.forget(engine.name)
-
     # ---- traffic
-
-    def wait_for_handshake(self, source: Side, address: str) -> None:
-        started = time.monotonic()
-        argv = source.exec_argv(["ping", "-n", "-c", "1", "-W", "1", address])
-        while True:
-            for engine in self.engines:
-                engine.check_running()
-            done = attempt(argv, timeout=5)
-            if done is not None and done.returncode == 0:
-                return
-            if time.monotonic() - started > HANDSHAKE_DEADLINE:
-                raise LabFailed(f"no ping reply from {address} within {HANDSHAKE_DEADLINE:.0f} s")
-            time.sleep(0.1)
 
     def ping_ms(self, source: Side, address: str) -> list[float]:
         """Round-trip times of `ping_count` pings PING_INTERVAL apart (root may ping that often)."""
@@ -458,12 +477,6 @@ class Bench(Lab):
                 if complaints:
                     values.setdefault("log_complaints", {})[f"{engine.kind} {engine.side.label}"] = complaints
         return values
-
-    # ---- cleanup
-
-    def cleanup(self) -> list[str]:
-        self.engines.clear()
-        return super().cleanup()
 
 
 def log_complaints(log: Path, limit: int = 5) -> list[str]:
