@@ -149,7 +149,7 @@ from pywg.core import Endpoint, encode_key, format_endpoint
 from pywg.core.constants import DEFAULT_MTU
 from pywg.runtime import netconfig, tun_offload
 from pywg.runtime.netns import NamespaceNotFoundError, netns_identity, resolve_netns, same_netns
-from pywg.runtime.resolve import ResolveTimeout, numeric, resolve_concurrently
+from pywg.runtime.resolve import ResolveTimeout, host_names, resolve_concurrently
 from pywg.runtime.system import disable_core_dumps
 from pywg.runtime.tun import Tun, TunError, attach_tun, open_tun
 from pywg.runtime.tunnel import SetupError, Tunnel, apply_peers, tunnel_on_tun
@@ -647,10 +647,7 @@ class Agent:
             # Host names to look up: the state file first (incomplete: a crash while waiting for
             # DNS is cleaned up). Else one trip to a worker for state file, link and state file:
             # under a burst of ADDs every hand-over between threads costs GIL contention.
-            recorded = any(
-                p.endpoint is not None and numeric(p.endpoint.host, p.endpoint.port) is None
-                for p in att.cfg.peers
-            )
+            recorded = bool(host_names(att.cfg))
             if recorded:
                 await self.blocking(lambda: self.store.save(att), self.is_large(att))
             try:

@@ -110,9 +110,6 @@ class Timers:
             self.need_another_keepalive = False
             self._arm(Timer.SEND_KEEPALIVE, now + KEEPALIVE_TIMEOUT)
 
-    def next_deadline(self) -> float | None:
-        return min(self.deadlines.values()) if self.deadlines else None
-
     def expired(self, now: float) -> list[Timer]:
         """Disarm and return the timers due by `now`, earliest first."""
         due = sorted((d, t.value, t) for t, d in self.deadlines.items() if d <= now)

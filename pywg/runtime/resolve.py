@@ -52,16 +52,22 @@ def resolve_endpoints(cfg: InterfaceConfig) -> list[Endpoint | None]:
     return resolved
 
 
+def host_names(cfg: InterfaceConfig) -> dict[tuple[str, int], str]:
+    """The (host, port) of every endpoint that needs a lookup, each with where it is first named."""
+    names: dict[tuple[str, int], str] = {}
+    for index, peer in enumerate(cfg.peers):
+        endpoint = peer.endpoint
+        if endpoint is not None and numeric(endpoint.host, endpoint.port) is None:
+            names.setdefault((endpoint.host, endpoint.port), f"peers[{index}].endpoint")
+    return names
+
+
 async def resolve_concurrently(
     cfg: InterfaceConfig, executor: Executor, timeout: float, parallel: int = 4
 ) -> list[Endpoint | None]:
     """As `resolve_endpoints`, each distinct (name, port) once, at most `parallel` lookups at a time
     on `executor`, all within `timeout` seconds (ResolveTimeout naming what was left)."""
-    names: dict[tuple[str, int], str] = {}  # (host, port) -> where it is first named
-    for index, peer in enumerate(cfg.peers):
-        endpoint = peer.endpoint
-        if endpoint is not None and numeric(endpoint.host, endpoint.port) is None:
-            names.setdefault((endpoint.host, endpoint.port), f"peers[{index}].endpoint")
+    names = host_names(cfg)
     found: dict[tuple[str, int], Endpoint] = {}
     if names:
         loop = asyncio.get_running_loop()
