@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import ip_interface, ip_network
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from cni import agent_client
 from cni.agent import attachment_name
@@ -167,7 +167,12 @@ class NodeAgent:
         command += ["--state-dir", str(self.state_dir), "--socket", str(self.socket)]
         with open(self.log_path, "ab") as log:
             self.process = self.node.popen(command, stdout=log, stderr=subprocess.STDOUT)
+        return self.wait_until_serving()
+
+    def wait_until_serving(self) -> Self:
+        """Until the started agent answers on its socket (AssertionError with its log if it exits)."""
         process = self.process
+        assert process is not None
 
         def answers() -> bool:
             if process.poll() is not None:

@@ -25,7 +25,6 @@ from collections.abc import Iterable, Sequence
 from ipaddress import ip_interface, ip_network
 from pathlib import Path
 
-from cni import agent_client
 from pywg.config import InterfaceConfig, PeerConfig
 from tests.support.cni_run import PEER_TUNNEL, NodeAgent, PodKeys
 from tests.support.k8s_cluster import SERVICE_ACCOUNT_PATH
@@ -178,15 +177,7 @@ class InClusterAgent(NodeAgent):
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        process = self.process
-
-        def answers() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"the agent exited with {process.returncode}:\n{self.log()}")
-            return agent_client.agent_running(self.socket)
-
-        wait_until(answers, 20.0, "the node agent's socket")
-        return self
+        return self.wait_until_serving()
 
     def _remove_mount_point(self) -> None:
         for directory in reversed(self.made):
