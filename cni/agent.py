@@ -1328,6 +1328,11 @@ class Agent:
 
 def _apply_device(tunnel: Tunnel, cfg: InterfaceConfig, endpoints: list[Endpoint | None]) -> None:
     """On the loop: the device to `cfg` (whose listen_port is the port to use), as `wg syncconf`."""
+    with tunnel.engine.turn():
+        _apply_to_device(tunnel, cfg, endpoints)
+
+
+def _apply_to_device(tunnel: Tunnel, cfg: InterfaceConfig, endpoints: list[Endpoint | None]) -> None:
     device = tunnel.device
     if cfg.public_key != device.public_key:
         device.set_private_key(cfg.private_key)

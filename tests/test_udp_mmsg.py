@@ -165,7 +165,7 @@ def test_send_to_several_endpoints_in_order_with_sources(family: int, sockets: l
     items = [
         (
             bytes([i]) * (10 + i),
-            udp._target(targets[i % 3].getsockname()[:2], LOOPBACK[family] if i % 2 else None),
+            udp.target_of(targets[i % 3].getsockname()[:2], LOOPBACK[family] if i % 2 else None),
         )
         for i in range(60)
     ]
@@ -183,13 +183,13 @@ def test_send_stops_at_a_refused_datagram_and_says_why(sockets: list[socket.sock
     sockets += [into, out]
     to = into.getsockname()
     items: list[tuple[bytes, Any]] = [
-        (b"first", udp._target(to, None)),
-        (b"gone", udp._target(to, "192.0.2.77")),  # not ours: the kernel refuses the source
-        (b"third", udp._target(to, "127.0.0.1")),
+        (b"first", udp.target_of(to, None)),
+        (b"gone", udp.target_of(to, "192.0.2.77")),  # not ours: the kernel refuses the source
+        (b"third", udp.target_of(to, "127.0.0.1")),
     ]
     c = C()
     sent, error = c.send(out, items)
-    assert (sent, error in udp._SOURCE_GONE) == (1, True)
+    assert (sent, error in udp.SOURCE_GONE) == (1, True)
     assert c.send(out, items[2:]) == (1, 0)
     wait(into)
     assert [data for data, *_ in c.recv(into, 64)] == [b"first", b"third"]

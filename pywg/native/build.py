@@ -4,8 +4,9 @@ setup.py names it in `cffi_modules`, so `pip install -e .` compiles it (it needs
 headers and libssl-dev). `python pywg/native/build.py` compiles it in place by hand. The C lives
 beside this file: hotpath.c/hotpath.h (sealing, opening) with threads.c/threads.h (its crypto
 threads), offload.c/offload.h (TUN offloads), udpio.c/udpio.h (recvmmsg, sendmmsg) and
-batch.c/batch.h (runs of a batch); pywg/native/hotpath.py, pywg/runtime/tun_offload.py and
-pywg/runtime/udp.py are the Python side.
+batch.c/batch.h (runs of a batch), lane.c/lane.h (lone packets without Python);
+pywg/native/hotpath.py, pywg/runtime/tun_offload.py, pywg/runtime/udp.py and pywg/runtime/lane.py
+are the Python side.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from cffi import FFI
 
 HERE = Path(__file__).parent
 
-HEADERS = ("hotpath.h", "offload.h", "udpio.h", "batch.h")
-SOURCES = ("hotpath.c", "threads.c", "offload.c", "udpio.c", "batch.c")
+HEADERS = ("hotpath.h", "offload.h", "udpio.h", "batch.h", "lane.h")
+SOURCES = ("hotpath.c", "threads.c", "offload.c", "udpio.c", "batch.c", "lane.c")
 # Headers of the C alone, not declared to cffi.
-PRIVATE_HEADERS = ("threads.h",)
+PRIVATE_HEADERS = ("threads.h", "udpio_private.h")
 
 
 def cdef_of(header: str) -> str:

@@ -584,6 +584,11 @@ class CSession:
             raise HotpathError(-4)
         return int(written)
 
+    def lane_handles(self) -> tuple[Any, Any, Any]:
+        """The sealing and opening handles and the replay window, for a lane's lease
+        (pywg/runtime/lane.py): used there only while the lane is armed, here only while parked."""
+        return self._sealer._handle, self._opener._handle, self.replay.state
+
     def open_run(self, datagrams: Datagrams, start: int, stop: int) -> COpenedRun:
         """Opened in place: `datagrams` is a batch of the C path (an InBuffer: a UDP socket's
         receive pool)."""

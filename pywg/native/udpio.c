@@ -1,6 +1,7 @@
 /* Batched UDP I/O: recvmmsg and sendmmsg; see udpio.h. */
 #define _GNU_SOURCE
 #include "udpio.h"
+#include "udpio_private.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -97,12 +98,18 @@ static void read_control(struct msghdr *header, wg_udp_rx *rx)
 long wg_udp_recv(wg_udp_batch *batch, int fd, uint8_t *pool, uint32_t slot, size_t n, wg_udp_rx *rx,
                  int *error)
 {
+    return wg_udp_recv_flags(batch, fd, pool, slot, n, rx, error, 0);
+}
+
+long wg_udp_recv_flags(wg_udp_batch *batch, int fd, uint8_t *pool, uint32_t slot, size_t n, wg_udp_rx *rx,
+                       int *error, int flags)
+{
     *error = 0;
     if (n > WG_UDP_BATCH)
         n = WG_UDP_BATCH;
     for (size_t k = 0; k < n; ++k)
         prepare(batch, k, pool + k * (size_t)slot, slot, sizeof(address), CONTROL_SIZE);
-    int count = recvmmsg(fd, batch->messages, (unsigned int)n, MSG_DONTWAIT, NULL);
+    int count = recvmmsg(fd, batch->messages, (unsigned int)n, MSG_DONTWAIT | flags, NULL);
     if (count < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK)
             return 0;

@@ -26,9 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import uvloop
 
@@ -45,6 +46,7 @@ from pywg.core import (
 )
 from pywg.core.batch import OpenedRun
 from pywg.runtime import tun_io
+from pywg.runtime.lane import Lane
 from pywg.runtime.tun import Tun, TunGoneError
 from pywg.runtime.uapi_server import UapiServer
 from pywg.runtime.udp import UdpSockets
@@ -70,7 +72,7 @@ class Engine:
         self.name = name
         # What `pywg reload` and SIGHUP run (see UapiHooks.reload); None: this tunnel does not reload.
         self.on_reload: Callable[[], tuple[str, list[str]]] | None = None
-        self.uapi = UapiServer(name, device, self.uapi_hooks())
+        self.uapi = UapiServer(name, device, self.uapi_hooks(), turn=self.turn)
         self.stopped: asyncio.Future[str] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -78,6 +80,8 @@ class Engine:
         self._watched: list[int] = []
         self._tun_pause = 0.0
         self._tun_resume: asyncio.TimerHandle | None = None
+        self.lane: Lane | None = None
+        self._lane_off = lane_unavailable_reason(device, self.tun_io)
 
     def uapi_hooks(self) -> UapiHooks:
         return UapiHooks(
@@ -111,6 +115,7 @@ class Engine:
         _log.info("%s: TUN %s: %s", self.name, self.tun.name, self.tun_io.describe())
         self._loop.add_reader(self.tun.fd, self._tun_readable)
         self._watch_udp()
+        self._open_lane()
         self._prioritize_known_peers()
         await self.uapi.start()
         self._loop.call_later(WATCH_INTERVAL, self._watchdog)
@@ -127,6 +132,11 @@ class Engine:
 
     def _teardown(self) -> None:
         assert self._loop is not None
+        if self.lane is not None:
+            self._loop.remove_reader(self.lane.notify_fd)
+            _log.info("%s: the lane carried %d packets", self.name, self.lane.carried)
+            self.lane.close()  # parked first: the fds below are the loop's again
+            self.lane = None
         if self._timer is not None:
             self._timer.cancel()
         if self._tun_resume is not None:
@@ -173,21 +183,108 @@ class Engine:
             _log.info("%s: UDP port %d: %s", self.name, self.udp.port, self.udp.describe_offloads())
         return self.udp.port
 
-    # Data paths.
+    # The lane (pywg/runtime/lane.py): lone packets in C while the loop sleeps.
+    def _open_lane(self) -> None:
+        assert self._loop is not None
+        if self._lane_off is None:
+            try:
+                self.lane = Lane(self.device, self.tun_io, self.udp)
+            except OSError as error:
+                self._lane_off = str(error)
+        _log.info("%s: lane: %s", self.name, "on" if self.lane else f"off ({self._lane_off})")
+        if self.lane is not None:
+            self._loop.add_reader(self.lane.notify_fd, self._lane_woken)
+
+    def _park_lane(self) -> bool:
+        """Take the device back from the lane (a no-op when it is not armed). True: arm it again
+        after this turn. False: it was not armed, or it handed back what it met (a burst, a
+        packet outside its lease; a TUN frame may be pending in the reader): the loop reads
+        until the path is quiet again."""
+        lane = self.lane
+        if lane is None or not lane.armed:
+            return False
+        assert self._loop is not None
+        handed_back = lane.park()
+        self._watch_data(True)
+        if handed_back:
+            self._loop.call_soon(self._read_handed_back)
+        return not handed_back
+
+    def _arm_lane(self) -> None:
+        """Hand lone packets to the lane again (the path is quiet), if it can take them."""
+        lane = self.lane
+        if lane is None or lane.armed or self._tun_resume is not None or self.stopped is None:
+            return
+        if self.tun_io.pending:  # the reader's frame is the loop's to hand out first
+            return
+        if not self.stopped.done() and lane.arm():
+            self._watch_data(False)
+
+    def _watch_data(self, on: bool) -> None:
+        """The loop watches the TUN and the data sockets, or leaves them to the armed lane."""
+        assert self._loop is not None
+        fds = [self.tun.fd, *(sock.fileno() for sock in self.udp.data_sockets)]
+        for fd in fds:
+            if not on:
+                self._loop.remove_reader(fd)
+            elif fd == self.tun.fd:
+                self._loop.add_reader(fd, self._tun_readable)
+            else:
+                sock = next(s for s in self.udp.data_sockets if s.fileno() == fd)
+                self._loop.add_reader(fd, self._udp_readable, sock, UDP_BATCH)
+
+    def _lane_woken(self) -> None:
+        """The lane handed back, or has events to fold: park it, fold, and go on."""
+        assert self.lane is not None
+        self.lane.take_notification()
+        resume = self._park_lane()
+        self.flush()  # what folding the events made: a rekey's initiation, re-armed timers
+        if resume:
+            self._arm_lane()
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        """The block has the device to itself: the lane is parked (what it did folded in) before,
+        and armed again after if it was. Whatever changes the device outside the engine's own
+        callbacks (a reload, the agent's live update) runs in one."""
+        armed = self._park_lane()
+        try:
+            yield
+        finally:
+            if armed:
+                self._arm_lane()
+
+    def _read_handed_back(self) -> None:
+        """Read what the lane handed back where it lies (the TUN reader's pending frame, the fds);
+        the lane takes over again once that was a lone packet."""
+        self._park_lane()
+        count = self._read_tun()
+        for sock in self.udp.data_sockets:
+            count += self._read_udp(sock, UDP_BATCH)
+        if count <= 1:
+            self._arm_lane()
+
+    # Data paths. Each wake-up that found a lone packet (or none) hands the path to the lane.
     def _tun_readable(self) -> None:
+        self._park_lane()
+        if self._read_tun() <= 1:
+            self._arm_lane()
+
+    def _read_tun(self) -> int:
+        """Read the TUN once, send what it gave; returns how many packets."""
         assert self._loop is not None
         reader = self.tun_io
         try:
             packets = reader.read()
         except TunGoneError as error:
             self.stop(str(error))
-            return
+            return 0
         drops = reader.take_drops()
         for reason, count in drops.items():
             self.device.count_drop(reason, count)
         if drops and not len(packets):
             self._pause_tun()
-            return
+            return 0
         self._tun_pause = 0.0
         if len(packets):
             self.device.send_batch(packets)
@@ -195,6 +292,7 @@ class Engine:
             # The rest of a super-packet waits in the reader, not in the fd: come back for it.
             self._loop.call_soon(self._tun_readable)
         self.flush()
+        return len(packets) + reader.pending  # pending: more to come, never lone
 
     def _pause_tun(self) -> None:
         assert self._loop is not None
@@ -208,10 +306,20 @@ class Engine:
             self._loop.add_reader(self.tun.fd, self._tun_readable)
 
     def _udp_readable(self, sock: socket.socket, limit: int) -> None:
+        armed = self._park_lane()
+        count = self._read_udp(sock, limit)
+        if count <= 1 if sock in self.udp.data_sockets else armed:
+            self._arm_lane()
+
+    def _read_udp(self, sock: socket.socket, limit: int) -> int:
+        """Read `sock` once, up to `limit`, and act on what came; returns how many datagrams."""
+        count = 0
         # Each batch may lie in the socket's receive pool: delivered (flushed) before the next read.
         for datagrams in self.udp.receive_batches(sock, limit):
+            count += len(datagrams)
             self.device.receive_batch(datagrams)
             self.flush()
+        return count
 
     def flush(self) -> None:
         """Send what the device produced, deliver what it decrypted, re-arm the timer."""
@@ -256,8 +364,16 @@ class Engine:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_deadline = None
-        self.device.handle_timers()
-        self.flush()
+        with self.turn():
+            self.device.handle_timers()
+            self.flush()
+
+
+def lane_unavailable_reason(device: Device, io: tun_io.TunIO) -> str | None:
+    """Why this engine runs without a lane (PYWG_LANE=0 turns it off), or None."""
+    if os.environ.get("PYWG_LANE", "1") == "0":
+        return "PYWG_LANE=0"
+    return Lane.unavailable_reason(device, io)
 
 
 def _forget_source(device: Device, source: str | None) -> None:

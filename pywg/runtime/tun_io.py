@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from pywg.core.batch import InnerPackets, OpenedRun, PacketList
 from pywg.native import hotpath, loader
@@ -46,6 +46,9 @@ class TunIO(Protocol):
 
     tun: Tun
     refused: int  # packets the kernel refused on writing (dropped, counted by the engine)
+    # The C reader's state (a `wg_tun_reader *`) a lane reads through (pywg/runtime/lane.py), or
+    # None: this TUN has no lane.
+    lane_reader: Any
 
     @property
     def pending(self) -> bool:
@@ -90,6 +93,7 @@ class PlainTun:
     """A TUN without IFF_VNET_HDR in pure Python: a packet per system call."""
 
     pending = False
+    lane_reader = None
 
     def __init__(self, tun: Tun) -> None:
         self.tun = tun
@@ -119,6 +123,7 @@ class CPlainTun:
     they were decrypted."""
 
     pending = False
+    lane_reader = None
 
     def __init__(self, tun: Tun) -> None:
         ffi, self._lib = loader.extension()
@@ -184,6 +189,8 @@ class VnetTun:
     """A TUN with IFF_VNET_HDR: super-packets split on reading, merged on writing, by a reader and
     a writer in C (`CVnetTun`) or in Python (`PythonVnetTun`)."""
 
+    lane_reader: Any = None
+
     _reader: TunReader | PythonTunReader
     _writer: TunWriter | PythonTunWriter
 
@@ -225,6 +232,7 @@ class CVnetTun(VnetTun):
         super().__init__(tun)
         self._reader = TunReader(tun)
         self._writer = TunWriter(tun)
+        self.lane_reader = self._reader.state
 
 
 class PythonVnetTun(VnetTun):

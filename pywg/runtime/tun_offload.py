@@ -114,6 +114,12 @@ class TunReader:
         return bool(self._reader.length)
 
     @property
+    def state(self) -> Any:
+        """The `wg_tun_reader *`: a lane (pywg/runtime/lane.py) reads through it, leaving a frame it
+        does not send pending here for `read`."""
+        return self._reader
+
+    @property
     def superframes(self) -> int:
         """Super-packets split so far."""
         return int(self._reader.superframes)

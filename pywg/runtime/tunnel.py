@@ -145,6 +145,12 @@ def tunnel_on_tun(
 def reload_tunnel(tunnel: Tunnel, cfg: InterfaceConfig) -> None:
     """Apply a changed config in place, as `wg syncconf` plus address and route changes."""
     endpoints = resolve_endpoints(cfg)
+    with tunnel.engine.turn():
+        _reload_device(tunnel, cfg, endpoints)
+    _log.info("configuration reloaded: %d peers, %d routes", len(cfg.peers), len(tunnel.routes))
+
+
+def _reload_device(tunnel: Tunnel, cfg: InterfaceConfig, endpoints: list[Endpoint | None]) -> None:
     device = tunnel.device
     device.set_private_key(cfg.private_key)
     if (cfg.listen_port or 0) not in (0, tunnel.udp.port):
@@ -165,4 +171,3 @@ def reload_tunnel(tunnel: Tunnel, cfg: InterfaceConfig) -> None:
     device.mtu = mtu
     tunnel.config, tunnel.routes = cfg, routes
     tunnel.engine.flush()
-    _log.info("configuration reloaded: %d peers, %d routes", len(cfg.peers), len(routes))

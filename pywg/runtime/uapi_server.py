@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from pywg.core import Device, UapiHooks, UapiSession
@@ -57,11 +58,19 @@ def query(path: Path, request: bytes, timeout: float = 5.0) -> bytes:
 
 
 class UapiServer:
-    def __init__(self, name: str, device: Device, hooks: UapiHooks, run_dir: Path = RUN_DIR) -> None:
+    def __init__(
+        self,
+        name: str,
+        device: Device,
+        hooks: UapiHooks,
+        run_dir: Path = RUN_DIR,
+        turn: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
+    ) -> None:
         self.name = name
         self.path = socket_path(name, run_dir)
         self._device = device
         self._hooks = hooks
+        self._turn = turn  # each request has the device to itself (the engine parks its lane)
         self._server: asyncio.AbstractServer | None = None
         self._listener: socket.socket | None = None
         self._inode: int | None = None
@@ -102,7 +111,8 @@ class UapiServer:
                 chunk = await reader.read(65536)
                 if not chunk:
                     break
-                reply = session.feed(chunk)
+                with self._turn():
+                    reply = session.feed(chunk)
                 if reply:
                     writer.write(reply)
                     await writer.drain()

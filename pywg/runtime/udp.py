@@ -105,7 +105,7 @@ _TARGET = struct.Struct("=16sIHBB16s")
 _FAMILY_NUMBER = {socket.AF_INET: 4, socket.AF_INET6: 6}
 _BIND_ATTEMPTS = 16
 # errnos that mean "this source address is no longer ours / usable".
-_SOURCE_GONE = {errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH}
+SOURCE_GONE = {errno.EINVAL, errno.EADDRNOTAVAIL, errno.ENETUNREACH}
 # errnos after which a datagram is simply lost, as on the wire (a full queue).
 _LOST = {errno.EAGAIN, errno.ENOBUFS}
 SO_ATTACH_REUSEPORT_CBPF = 51
@@ -347,7 +347,7 @@ class UdpSockets:
                 self._sendmsg(sock, [data], [_pktinfo(source)], endpoint)
                 return True
             except OSError as error:
-                if error.errno not in _SOURCE_GONE:
+                if error.errno not in SOURCE_GONE:
                     return True
             self._send_plain(sock, data, endpoint)
             return False
@@ -608,12 +608,12 @@ class _Mmsg:
         """One sendmmsg; a datagram it refuses fares as with `send`: sent again without its
         source if that is gone, else lost, as on the wire."""
         # Without a target (not an address) a datagram is lost, as a plain send would lose it.
-        chosen = [(d, target) for d in datagrams if (target := _target(d[1], d[2])) is not None]
+        chosen = [(d, target) for d in datagrams if (target := target_of(d[1], d[2])) is not None]
         for index, failure in self.send(
             sock.fileno(), [d[0] for d, _ in chosen], b"".join(t for _, t in chosen)
         ):
             data, endpoint, source = chosen[index][0]
-            if source is not None and failure in _SOURCE_GONE:
+            if source is not None and failure in SOURCE_GONE:
                 udp._send_plain(sock, data, endpoint)
                 _forget(gone, source)
 
@@ -663,7 +663,7 @@ def _source_text(family: int, packed: bytes, scope: int) -> str:
 
 
 @functools.lru_cache(maxsize=1024)
-def _target(endpoint: Endpoint, source: str | None) -> bytes | None:
+def target_of(endpoint: Endpoint, source: str | None) -> bytes | None:
     """The wg_udp_target sending to `endpoint` from `source`; None if `endpoint` is not an address
     (a plain send would fail on it too)."""
     family = socket.AF_INET6 if ":" in endpoint[0] else socket.AF_INET
