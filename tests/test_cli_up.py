@@ -456,6 +456,40 @@ def test_sighup_reloads_and_keeps_unchanged_sessions(world: World) -> None:
     assert world.keys_a.private_b64 not in pywg.log()
 
 
+def _books(world: World, a: PywgUp, b: PywgUp) -> tuple[int, int, int, int]:
+    """Bytes a sent to b and received from it, as a counts them; then as b counts them."""
+    of_b = wg_peers(world.a, a.name)[world.keys_b.public]
+    of_a = wg_peers(world.b, b.name)[world.keys_a.public]
+    return of_b.tx_bytes, of_b.rx_bytes, of_a.tx_bytes, of_a.rx_bytes
+
+
+def test_the_lane_keeps_the_books_the_loop_keeps(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Lone packets cross the lane (pywg/runtime/lane.py), bursts the loop. The same pings and flood
+    leave the same `wg show` transfer figures with the lane as without it, and each side's agree
+    with the other's: nothing lost, nothing counted twice."""
+    deltas = {}
+    for lane in ("0", "1"):
+        monkeypatch.setenv("PYWG_LANE", lane)
+        a, b = PywgUp(world.a, world.cfg_a), PywgUp(world.b, world.cfg_b)
+        try:
+            a.up()
+            b.up()
+            assert world.a.ping("10.99.0.2", timeout=PING)  # the handshake first
+
+            before = _books(world, a, b)
+            assert world.a.ping("10.99.0.2", count=5) and world.b.ping("fd99::1", count=5)
+            flood = ["ping", "-n", "-q", "-f", "-l", "8", "-c", "300", "-s", "1000", "10.99.0.2"]
+            assert " 0% packet loss" in world.a.run(flood, timeout=60).stdout
+            after = _books(world, a, b)
+            assert (after[0], after[1]) == (after[3], after[2])
+            deltas[lane] = tuple(x - y for x, y in zip(after, before, strict=True))
+            assert ("lane: on" in a.log()) == (lane == "1"), a.log()
+        finally:
+            a.close()
+            b.close()
+    assert deltas["0"] == deltas["1"]
+
+
 @pytest.mark.parametrize("foreground", [True, False], ids=["foreground", "daemon"])
 def test_sigterm_removes_everything(world: World, foreground: bool) -> None:
     pywg = PywgUp(world.a, world.cfg_a)

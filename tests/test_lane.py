@@ -1,0 +1,184 @@
+"""The lane (pywg/native/lane.c, pywg/runtime/lane.py) against a datagram socket pair standing in
+for the TUN and real UDP sockets on loopback: what it carries, what it hands back untouched, and
+the books it leaves."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from ipaddress import ip_network
+
+import pytest
+
+from pywg.core.constants import REKEY_AFTER_TIME
+from pywg.core.crypto import clamp, public_key
+from pywg.core.device import Device
+from pywg.core.peer import Peer
+from pywg.core.timers import Timer
+from pywg.native import hotpath, loader
+from pywg.runtime.lane import Lane
+from pywg.runtime.system import SystemClock, system_rng
+from pywg.runtime.tun_io import CVnetTun
+from pywg.runtime.udp import UdpSockets
+from tests.support.device_io import datagrams_to_send, packets_to_deliver, receive_datagram, send_packet
+from tests.support.netsim import ipv4_packet
+from tests.support.socket_tun import socket_tun
+
+pytestmark = pytest.mark.skipif(not loader.available(), reason=loader.unavailable_reason() or "")
+
+OURS, THEIRS = "10.0.0.1", "10.0.0.2"
+VNET_NONE = bytes(10)  # a virtio_net_hdr without offloads
+WAIT = 5.0
+
+
+@dataclass
+class Bench:
+    ours: Device
+    theirs: Device
+    remote: socket.socket  # where `theirs` sends from and is reached
+    port: int  # our UDP port
+    kernel: socket.socket  # the TUN's other end
+    tun_io: CVnetTun
+    udp: UdpSockets
+    lane: Lane
+
+    @property
+    def peer(self) -> Peer:
+        return next(iter(self.ours.peers.values()))
+
+    def from_tun(self, packet: bytes) -> None:
+        self.kernel.send(VNET_NONE + packet)
+
+    def to_us(self, packet: bytes) -> None:
+        """`theirs` seals `packet` and sends it to our port."""
+        send_packet(self.theirs, packet)
+        for message, _, _ in datagrams_to_send(self.theirs):
+            self.remote.sendto(message, ("127.0.0.1", self.port))
+
+    def sent_to_them(self) -> list[bytes]:
+        """What reached `theirs` from us, opened."""
+        data, _ = self.remote.recvfrom(65536)
+        receive_datagram(self.theirs, data, ("127.0.0.1", self.port))
+        return packets_to_deliver(self.theirs)
+
+    def written_to_tun(self) -> bytes:
+        return self.kernel.recv(65536)
+
+    def handed_back(self) -> bool:
+        ready, _, _ = select.select([self.lane.notify_fd], [], [], WAIT)
+        self.lane.take_notification()
+        return bool(ready) and self.lane.park()
+
+
+def _device(private: bytes) -> Device:
+    return Device(private, clock=SystemClock(), rng=system_rng, mtu=1420, crypto=hotpath.data_path_crypto())
+
+
+@pytest.fixture
+def bench() -> Iterator[Bench]:
+    our_key, their_key = clamp(os.urandom(32)), clamp(os.urandom(32))
+    ours, theirs = _device(our_key), _device(their_key)
+    udp = UdpSockets(0)
+    with (
+        contextlib.closing(udp),
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as remote,
+        socket_tun() as (kernel, tun),
+    ):
+        remote.bind(("127.0.0.1", 0))
+        remote.settimeout(WAIT)
+        kernel.settimeout(WAIT)
+        there = remote.getsockname()
+        ours.allowed_ips.insert(ip_network(f"{THEIRS}/32"), ours.add_peer(public_key(their_key), None, there))
+        here = ("127.0.0.1", udp.port)
+        theirs.allowed_ips.insert(ip_network(f"{OURS}/32"), theirs.add_peer(public_key(our_key), None, here))
+        # The handshake, in memory; we initiate, and our first packet confirms the session.
+        send_packet(ours, ipv4_packet(OURS, THEIRS))
+        ((initiation, _, _),) = datagrams_to_send(ours)
+        receive_datagram(theirs, initiation, ("127.0.0.1", udp.port))
+        ((response, _, _),) = datagrams_to_send(theirs)
+        receive_datagram(ours, response, there, "127.0.0.1")
+        ((first, _, _),) = datagrams_to_send(ours)
+        receive_datagram(theirs, first, ("127.0.0.1", udp.port))
+        assert packets_to_deliver(theirs) == [ipv4_packet(OURS, THEIRS)]
+        tun_io = CVnetTun(tun)
+        lane = Lane(ours, tun_io, udp)
+        try:
+            yield Bench(ours, theirs, remote, udp.port, kernel, tun_io, udp, lane)
+        finally:
+            lane.close()
+
+
+def test_carries_both_ways_and_keeps_the_books(bench: Bench) -> None:
+    peer, keypair = bench.peer, bench.peer.keypairs.current
+    assert keypair is not None
+    before = (peer.tx_packets, peer.rx_packets, keypair.sending_counter)
+    out, back = ipv4_packet(OURS, THEIRS, b"out"), ipv4_packet(THEIRS, OURS, b"back")
+    assert bench.lane.arm()
+    bench.from_tun(out)
+    assert bench.sent_to_them() == [out]
+    bench.to_us(back)
+    assert bench.written_to_tun() == VNET_NONE + back
+    assert not bench.lane.park()  # we asked; it had handed nothing back
+    assert bench.lane.carried == 2
+    assert (peer.tx_packets, peer.rx_packets, keypair.sending_counter) == (
+        before[0] + 1,
+        before[1] + 1,
+        before[2] + 1,
+    )
+    their_peer = next(iter(bench.theirs.peers.values()))
+    assert (peer.tx_bytes, peer.rx_bytes) == (their_peer.rx_bytes, their_peer.tx_bytes)
+    # The timers saw the data: a keepalive is due unless we send, a handshake if they never answer.
+    assert Timer.SEND_KEEPALIVE in peer.timers.deadlines
+    # The core carries on where the lane stopped: its next counter is the one after the lane's.
+    send_packet(bench.ours, out)
+    ((message, _, _),) = datagrams_to_send(bench.ours)
+    receive_datagram(bench.theirs, message, ("127.0.0.1", bench.port))
+    assert packets_to_deliver(bench.theirs) == [out]
+
+
+def test_hands_back_a_packet_it_has_no_route_for_pending_in_the_reader(bench: Bench) -> None:
+    stray = ipv4_packet(OURS, "10.9.9.9")
+    assert bench.lane.arm()
+    bench.from_tun(stray)
+    assert bench.handed_back()
+    assert bench.tun_io.pending and bench.lane.carried == 0
+    assert bench.tun_io.read().packets(0, 1) == [stray]
+
+
+def test_hands_back_a_message_for_another_index_left_in_the_socket(bench: Bench) -> None:
+    keypair = bench.peer.keypairs.current
+    assert keypair is not None
+    stranger = (4).to_bytes(4, "little") + (keypair.local_index ^ 1).to_bytes(4, "little") + bytes(40)
+    assert bench.lane.arm()
+    bench.remote.sendto(stranger, ("127.0.0.1", bench.port))
+    assert bench.handed_back()
+    assert bench.udp.v4 is not None
+    assert [data for data, _, _ in bench.udp.receive(bench.udp.v4, 8)] == [stranger]
+
+
+def test_hands_back_a_burst_after_carrying_its_start(bench: Bench) -> None:
+    packets = [ipv4_packet(OURS, THEIRS, bytes([i])) for i in range(20)]
+    for packet in packets:  # all waiting before the lane looks: back to back
+        bench.from_tun(packet)
+    assert bench.lane.arm()
+    assert bench.handed_back()
+    carried = bench.lane.carried
+    assert 0 < carried < len(packets)
+    assert [p for _ in range(carried) for p in bench.sent_to_them()] == packets[:carried]
+    rest = bench.tun_io.read()
+    assert rest.packets(0, len(rest)) == packets[carried:]
+
+
+def test_sends_nothing_past_the_lease(bench: Bench) -> None:
+    keypair = bench.peer.keypairs.current
+    assert keypair is not None
+    keypair.created -= REKEY_AFTER_TIME  # a rekey is due on sending: the core's to start
+    counter = keypair.sending_counter
+    assert bench.lane.arm()
+    bench.from_tun(ipv4_packet(OURS, THEIRS))
+    assert bench.handed_back()
+    assert bench.tun_io.pending and keypair.sending_counter == counter
