@@ -218,11 +218,18 @@ class Namespace:
         stderr: Any = subprocess.DEVNULL,
     ) -> subprocess.Popen[bytes]:
         """A process in the namespace, in a session of its own (Ctrl-C is the caller's); `close`
-        stops it."""
+        stops it. It runs in /: `python -m pywg` puts its working directory first on sys.path,
+        and a checkout there would shadow the one `env`'s PYTHONPATH names."""
         if self.closed:
             raise LabFailed(f"network namespace {self.name} is closed")
         process = subprocess.Popen(
-            self.exec_argv(argv), stdin=stdin, stdout=stdout, stderr=stderr, env=env, start_new_session=True
+            self.exec_argv(argv),
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env=env,
+            start_new_session=True,
+            cwd="/",
         )
         self.processes.append(process)
         return process
