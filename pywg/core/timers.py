@@ -71,8 +71,10 @@ class Timers:
 
     # Event hooks, named after the kernel's wg_timers_* functions.
     def data_sent(self, now: float) -> None:
-        """Data went out: expect an answer within 15 s, else start a new handshake."""
-        self._arm_if_idle(Timer.NEW_HANDSHAKE, now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + self._jitter())
+        """Data went out: expect an answer within 15 s, else start a new handshake. The jitter is
+        drawn only when the timer is armed: a draw is a getrandom call, once per batch sent."""
+        if not self.pending(Timer.NEW_HANDSHAKE):
+            self._arm(Timer.NEW_HANDSHAKE, now + KEEPALIVE_TIMEOUT + REKEY_TIMEOUT + self._jitter())
 
     def data_received(self, now: float) -> None:
         """Data came in: answer with a keepalive if we have nothing to send within 10 s."""
