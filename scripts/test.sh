@@ -9,7 +9,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-PURE_PYTHON_TESTS=(tests/test_device.py tests/test_timers.py tests/test_interop.py)
+PURE_PYTHON_TESTS=(tests/test_device.py tests/test_timers.py tests/test_interop.py tests/test_lease.py)
 mode=${1:-test}
 
 failed=()
