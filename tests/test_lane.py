@@ -182,3 +182,17 @@ def test_sends_nothing_past_the_lease(bench: Bench) -> None:
     bench.from_tun(ipv4_packet(OURS, THEIRS))
     assert bench.handed_back()
     assert bench.tun_io.pending and keypair.sending_counter == counter
+
+
+def test_watches_the_sockets_of_a_new_port(bench: Bench) -> None:
+    """A rebind (`wg set listen-port`) makes new sockets: the lane watches those."""
+    assert bench.lane.arm()
+    assert not bench.lane.park()
+    bench.udp.bind(0)
+    bench.port = bench.udp.port
+    next(iter(bench.theirs.peers.values())).set_endpoint(("127.0.0.1", bench.port))
+    back = ipv4_packet(THEIRS, OURS, b"to the new port")
+    assert bench.lane.arm()
+    bench.to_us(back)
+    assert bench.written_to_tun() == VNET_NONE + back
+    assert bench.lane.carried == 1
