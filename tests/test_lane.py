@@ -4,6 +4,7 @@ the books it leaves."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import select
@@ -11,6 +12,9 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import ip_network
+from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
@@ -20,9 +24,11 @@ from pywg.core.device import Device
 from pywg.core.peer import Peer
 from pywg.core.timers import Timer
 from pywg.native import hotpath, loader
+from pywg.runtime.engine import Engine
 from pywg.runtime.lane import Lane
 from pywg.runtime.system import SystemClock, system_rng
 from pywg.runtime.tun_io import CVnetTun
+from pywg.runtime.uapi_server import UapiServer
 from pywg.runtime.udp import UdpSockets
 from tests.support.device_io import datagrams_to_send, packets_to_deliver, receive_datagram, send_packet
 from tests.support.netsim import ipv4_packet
@@ -196,3 +202,25 @@ def test_watches_the_sockets_of_a_new_port(bench: Bench) -> None:
     bench.to_us(back)
     assert bench.written_to_tun() == VNET_NONE + back
     assert bench.lane.carried == 1
+
+
+def test_a_cancelled_engine_closes_its_lane(bench: Bench, tmp_path: Path) -> None:
+    """The agent cancels an engine that does not stop in time and then closes its fds: the lane
+    must be gone first, or it could write to another TUN that got the fd's number."""
+    tun = bench.tun_io.tun
+    fake = cast(SimpleNamespace, tun)
+    fake.vnet_hdr, fake.describe_offloads, fake.gone_reason = True, lambda: "fake", lambda: None
+    engine = Engine(bench.ours, tun, bench.udp, "lane-test")
+    engine.uapi = UapiServer("lane-test", bench.ours, engine.uapi_hooks(), tmp_path, turn=engine.turn)
+    engine.uapi.bind()
+
+    async def run_then_cancel() -> None:
+        task = asyncio.create_task(engine.run())
+        while engine.lane is None or not engine.lane.armed:  # armed at the first flush
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(asyncio.wait_for(run_then_cancel(), WAIT))
+    assert engine.lane is None

@@ -113,18 +113,22 @@ class Engine:
         _log.info("%s: data path: %s", self.name, self.device.crypto.description)
         _log.info("%s: UDP port %d: %s", self.name, self.udp.port, self.udp.describe_offloads())
         _log.info("%s: TUN %s: %s", self.name, self.tun.name, self.tun_io.describe())
-        self._loop.add_reader(self.tun.fd, self._tun_readable)
-        self._watch_udp()
-        self._open_lane()
-        self._prioritize_known_peers()
-        await self.uapi.start()
-        self._loop.call_later(WATCH_INTERVAL, self._watchdog)
-        self.flush()
-        if on_ready is not None:
-            on_ready()
-        reason = await self.stopped
-        self._teardown()
-        return reason
+        try:
+            self._loop.add_reader(self.tun.fd, self._tun_readable)
+            self._watch_udp()
+            self._open_lane()
+            self._prioritize_known_peers()
+            await self.uapi.start()
+            self._loop.call_later(WATCH_INTERVAL, self._watchdog)
+            self.flush()
+            self._arm_lane()  # a tunnel (re)started with a session can hand its path to the lane now
+            if on_ready is not None:
+                on_ready()
+            return await self.stopped
+        finally:
+            # Also when cancelled (the agent cancels an engine that does not stop in time, then
+            # closes its fds): the lane must be gone before its TUN's fd number can be reused.
+            self._teardown()
 
     def stop(self, reason: str) -> None:
         if self.stopped is not None and not self.stopped.done():
