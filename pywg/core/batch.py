@@ -92,11 +92,6 @@ class MessageRun:
         """A run of one message."""
         return cls(message, array("I", (len(message),)))
 
-    @classmethod
-    def joined(cls, messages: Sequence[bytes]) -> MessageRun:
-        """`messages` back to back in one run."""
-        return cls(b"".join(messages), array("I", map(len, messages)))
-
     def __len__(self) -> int:
         return len(self.sizes)
 
