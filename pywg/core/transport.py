@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import enum
 from array import array
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
@@ -52,6 +51,9 @@ class RxStatus(enum.IntEnum):
     AUTH_FAILED = 4
     MALFORMED = 5  # shorter than a keepalive or not type 4
 
+
+# The statuses as plain ints for the per-message loops (an IntEnum member is a slower lookup).
+_DATA, _KEEPALIVE, _MALFORMED_INNER, _REPLAY, _AUTH_FAILED, _MALFORMED = map(int, RxStatus)
 
 # One opened message: its status (an RxStatus value), and for DATA the inner packet trimmed of
 # padding and its source address (4 or 16 bytes); None for the others.
@@ -159,38 +161,48 @@ class PythonSession:
             sizes.append(MESSAGE_DATA_HEADER_SIZE + len(sealed))
         return MessageRun(b"".join(parts), sizes)
 
-    def _open_each(self, messages: Sequence[bytes]) -> list[Opened]:
-        results: list[Opened] = []
+    def open_run(self, datagrams: Datagrams, start: int, stop: int) -> PythonOpenedRun:
+        # One pass records each message's result and the run's figures (a pass per figure over
+        # the results cost ~0.5 us a message).
+        run = PythonOpenedRun()
+        results, drops = run._results, run._drops
         validate = self.replay.validate
         decrypt = _no_key if self._opener is None else self._opener.decrypt
-        nonce = AEAD_NONCE.pack
-        for message in messages:
-            if len(message) < MESSAGE_DATA_MIN_SIZE:
-                results.append((RxStatus.MALFORMED, None, None))
-                continue
-            kind, _, counter = DATA_HEADER.unpack_from(message)
-            if kind != MESSAGE_DATA:
-                results.append((RxStatus.MALFORMED, None, None))
-                continue
-            try:  # the ciphertext read in place, not copied
-                plaintext = decrypt(nonce(counter), memoryview(message)[MESSAGE_DATA_HEADER_SIZE:], None)
-            except InvalidTag:
-                plaintext = None
-            if plaintext is None:
-                results.append((RxStatus.AUTH_FAILED, None, None))
-            elif not validate(counter):
-                results.append((RxStatus.REPLAY, None, None))
-            elif not plaintext:
-                results.append((RxStatus.KEEPALIVE, None, None))
-            elif (inner := inner_packet(plaintext)) is None:
-                results.append((RxStatus.MALFORMED_INNER, None, None))
+        nonce, unpack = AEAD_NONCE.pack, DATA_HEADER.unpack_from
+        accepted = accepted_bytes = 0
+        first = last = -1
+        data_received = False
+        for position, message in enumerate(datagrams.messages(start, stop)):
+            status = _MALFORMED
+            if len(message) >= MESSAGE_DATA_MIN_SIZE:
+                kind, _, counter = unpack(message)
+                if kind == MESSAGE_DATA:
+                    try:  # the ciphertext read in place, not copied
+                        plaintext = decrypt(
+                            nonce(counter), memoryview(message)[MESSAGE_DATA_HEADER_SIZE:], None
+                        )
+                    except InvalidTag:
+                        status = _AUTH_FAILED
+                    else:
+                        status = _REPLAY if not validate(counter) else _KEEPALIVE if not plaintext else _DATA
+            if status == _DATA and (inner := inner_packet(plaintext)) is not None:
+                results.append((_DATA, *inner))
             else:
-                results.append((RxStatus.DATA, *inner))
-        return results
-
-    def open_run(self, datagrams: Datagrams, start: int, stop: int) -> PythonOpenedRun:
-        messages = datagrams.messages(start, stop)
-        return PythonOpenedRun(self._open_each(messages), [len(message) for message in messages])
+                if status == _DATA:
+                    status = _MALFORMED_INNER
+                results.append((status, None, None))
+                if status != _KEEPALIVE:
+                    drops[status] = drops.get(status, 0) + 1
+            if status <= _MALFORMED_INNER:
+                accepted += 1
+                accepted_bytes += len(message)
+                if first < 0:
+                    first = position
+                last = position
+                data_received = data_received or status != _KEEPALIVE
+        run.accepted, run.accepted_bytes = accepted, accepted_bytes
+        run.first_accepted, run.last_accepted, run.data_received = first, last, data_received
+        return run
 
     def zero(self) -> None:
         self._sealer = None
@@ -202,6 +214,7 @@ class PythonOpenedRun:
     """The OpenedRun (pywg/core/batch.py) of `PythonSession.open_run`: results kept as Python objects."""
 
     __slots__ = (
+        "_drops",
         "_kept",
         "_results",
         "accepted",
@@ -211,21 +224,19 @@ class PythonOpenedRun:
         "last_accepted",
     )
 
-    def __init__(self, results: list[Opened], lengths: list[int]) -> None:
-        self._results = results
+    def __init__(self) -> None:
+        self._results: list[Opened] = []
+        self._drops: dict[int, int] = {}  # RxStatus value -> count, for the statuses drop_counts names
         self._kept: list[bytes] = []
-        accepted = [i for i, (status, _, _) in enumerate(results) if status <= RxStatus.MALFORMED_INNER]
-        self.accepted = len(accepted)
-        self.accepted_bytes = sum(lengths[i] for i in accepted)
-        self.first_accepted = accepted[0] if accepted else -1
-        self.last_accepted = accepted[-1] if accepted else -1
-        self.data_received = any(results[i][0] != RxStatus.KEEPALIVE for i in accepted)
+        self.accepted = self.accepted_bytes = 0
+        self.first_accepted = self.last_accepted = -1
+        self.data_received = False
 
     def drop_counts(self) -> Iterator[tuple[int, int]]:
-        counts = Counter(status for status, _, _ in self._results)
+        drops = self._drops
         for status in (RxStatus.MALFORMED_INNER, RxStatus.REPLAY, RxStatus.AUTH_FAILED, RxStatus.MALFORMED):
-            if counts[status]:
-                yield status, counts[status]
+            if drops.get(status):
+                yield status, drops[status]
 
     def source_runs(self) -> Iterator[tuple[bytes, int, int]]:
         results = self._results
@@ -234,8 +245,8 @@ class PythonOpenedRun:
         while position < count:
             status, _, source = results[position]
             stop = position + 1
-            if status == RxStatus.DATA and source is not None:
-                while stop < count and results[stop][0] == RxStatus.DATA and results[stop][2] == source:
+            if status == _DATA and source is not None:
+                while stop < count and results[stop][0] == _DATA and results[stop][2] == source:
                     stop += 1
                 yield source, position, stop
             position = stop
