@@ -194,11 +194,16 @@ class DatagramList:
         count = len(datagrams)
         start = 0
         while start < count:
-            index = _receiver(datagrams[start][0])
+            first = datagrams[start][0]
+            index = _receiver(first)
             stop = start + 1
             if index is not None:
-                limit = min(count, start + MAX_RECEIVE_RUN)
-                while stop < limit and _receiver(datagrams[stop][0]) == index:
+                # Type and receiver index are the first 8 bytes: one startswith a datagram.
+                limit, head = min(count, start + MAX_RECEIVE_RUN), first[:8]
+                while stop < limit:
+                    data = datagrams[stop][0]
+                    if not data.startswith(head) or len(data) < MESSAGE_DATA_MIN_SIZE:
+                        break
                     stop += 1
             yield start, stop, index
             start = stop

@@ -116,11 +116,11 @@ def inner_packet(plaintext: bytes) -> tuple[bytes, bytes] | None:
     length = len(plaintext)
     version = plaintext[0] >> 4
     if version == 4 and length >= 20:
-        total = int.from_bytes(plaintext[2:4], "big")
+        total = plaintext[2] << 8 | plaintext[3]
         if 20 <= total <= length:
             return plaintext[:total], plaintext[12:16]
     elif version == 6 and length >= 40:
-        total = 40 + int.from_bytes(plaintext[4:6], "big")
+        total = 40 + (plaintext[4] << 8 | plaintext[5])
         if total <= length:
             return plaintext[:total], plaintext[8:24]
     return None

@@ -402,11 +402,12 @@ class PythonTunWriter:
         self.coalesced += len(packets) - len(frames)
 
     def _write_each(self, packets: list[bytes]) -> None:
-        """Each packet behind a zero header, one write each (what `coalesce` makes when it merges nothing)."""
-        fd, write, header = self._tun.fd, os.write, _PLAIN_HEADER
+        """Each packet behind a zero header, one write each (what `coalesce` makes when it merges
+        nothing); writev, not a concatenation: ~5 % less a packet."""
+        fd, writev, header = self._tun.fd, os.writev, _PLAIN_HEADER
         for packet in packets:
             try:
-                write(fd, header + packet)
+                writev(fd, (header, packet))
             except OSError as error:
                 if error.errno in _LOST_ERRNOS:
                     self._tun.dropped_down += 1
