@@ -157,16 +157,25 @@ class PacketList:
         return len(self._packets)
 
     def destination_runs(self) -> Iterator[tuple[bytes | None, int, int]]:
+        packets = self._packets
+        count = len(packets)
         start = 0
-        current: bytes | None = None
-        for index, packet in enumerate(self._packets):
-            address = destination(packet)
-            if index and address != current:
-                yield current, start, index
-                start = index
-            current = address
-        if self._packets:
-            yield current, start, len(self._packets)
+        while start < count:
+            first = packets[start]
+            address = destination(first)
+            stop = start + 1
+            if address is None:
+                while stop < count and destination(packets[stop]) is None:
+                    stop += 1
+            else:
+                # The same version and the same address where that version keeps it: no slice per packet.
+                version, offset = first[0] >> 4, 16 if len(address) == 4 else 24
+                while (
+                    stop < count and (p := packets[stop]).startswith(address, offset) and p[0] >> 4 == version
+                ):
+                    stop += 1
+            yield address, start, stop
+            start = stop
 
     def packets(self, start: int, stop: int) -> list[bytes]:
         return list(self._packets[start:stop])
