@@ -15,6 +15,7 @@ from pywg.core.batch import MessageRun
 from pywg.native import loader
 from pywg.runtime import udp
 from pywg.runtime.udp import UdpSockets
+from tests.support.device_io import joined_run
 from tests.support.topology import ipv6_loopback
 
 pytestmark = pytest.mark.skipif(
@@ -311,7 +312,7 @@ def test_datagrams_to_several_endpoints_leave_in_sendmmsg_in_order(
         batch = [(d, ends[i % 3], "127.0.0.1") for i, d in enumerate(data[:90])]
         batch += [(d, ends[0], "127.0.0.1") for d in data[90:130]]
         batch += [(d, ends[i % 3], None) for i, d in enumerate(data[130:])]
-        outbox = [*singles(batch[:90]), (MessageRun.joined(data[90:130]), ends[0], "127.0.0.1")]
+        outbox = [*singles(batch[:90]), (joined_run(data[90:130]), ends[0], "127.0.0.1")]
         assert sender.send_batch(outbox + singles(batch[130:])) == []
         if gso:
             assert spy.calls == [64, 26, 20]  # the run of 40 went with GSO between them

@@ -23,6 +23,7 @@ from pywg.core.batch import MessageRun
 from pywg.native import loader
 from pywg.runtime import udp
 from pywg.runtime.udp import UDP_SEGMENT, UdpSockets
+from tests.support.device_io import joined_run
 from tests.support.topology import Topology, ipv6_loopback
 
 pytest_plugins = ["tests.support.topology"]
@@ -109,7 +110,7 @@ def one_run(
     payloads: list[bytes], to: tuple[str, int], source: str | None
 ) -> list[tuple[MessageRun, tuple[str, int], str | None]]:
     """`payloads` as the device hands over a run of messages it sealed in one call."""
-    return [(MessageRun.joined(payloads), to, source)]
+    return [(joined_run(payloads), to, source)]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -246,12 +247,12 @@ def test_offload_off_sends_and_receives_one_by_one(monkeypatch: pytest.MonkeyPat
 
 SMALL_MTU_SCRIPT = """
 import json, select
-from pywg.core.batch import MessageRun
+from tests.support.device_io import joined_run
 from pywg.runtime.udp import UdpSockets
 sender, receiver = UdpSockets(0), UdpSockets(0)
 payloads = [bytes([4, i]) * 726 for i in range(100)]  # 4: data messages, for the data socket
 to = ("127.0.0.1", receiver.port)
-sender.send_batch([(MessageRun.joined(payloads), to, None)])
+sender.send_batch([(joined_run(payloads), to, None)])
 got = []
 while len(got) < len(payloads) and select.select([receiver.v4], [], [], 2.0)[0]:
     got += [d for d, _, _ in receiver.receive(receiver.v4, 256)]

@@ -92,11 +92,6 @@ class MessageRun:
         """A run of one message."""
         return cls(message, array("I", (len(message),)))
 
-    @classmethod
-    def joined(cls, messages: Sequence[bytes]) -> MessageRun:
-        """`messages` back to back in one run."""
-        return cls(b"".join(messages), array("I", map(len, messages)))
-
     def __len__(self) -> int:
         return len(self.sizes)
 
@@ -162,16 +157,25 @@ class PacketList:
         return len(self._packets)
 
     def destination_runs(self) -> Iterator[tuple[bytes | None, int, int]]:
+        packets = self._packets
+        count = len(packets)
         start = 0
-        current: bytes | None = None
-        for index, packet in enumerate(self._packets):
-            address = destination(packet)
-            if index and address != current:
-                yield current, start, index
-                start = index
-            current = address
-        if self._packets:
-            yield current, start, len(self._packets)
+        while start < count:
+            first = packets[start]
+            address = destination(first)
+            stop = start + 1
+            if address is None:
+                while stop < count and destination(packets[stop]) is None:
+                    stop += 1
+            else:
+                # The same version and the same address where that version keeps it: no slice per packet.
+                version, offset = first[0] >> 4, 16 if len(address) == 4 else 24
+                while (
+                    stop < count and (p := packets[stop]).startswith(address, offset) and p[0] >> 4 == version
+                ):
+                    stop += 1
+            yield address, start, stop
+            start = stop
 
     def packets(self, start: int, stop: int) -> list[bytes]:
         return list(self._packets[start:stop])
@@ -199,11 +203,16 @@ class DatagramList:
         count = len(datagrams)
         start = 0
         while start < count:
-            index = _receiver(datagrams[start][0])
+            first = datagrams[start][0]
+            index = _receiver(first)
             stop = start + 1
             if index is not None:
-                limit = min(count, start + MAX_RECEIVE_RUN)
-                while stop < limit and _receiver(datagrams[stop][0]) == index:
+                # Type and receiver index are the first 8 bytes: one startswith a datagram.
+                limit, head = min(count, start + MAX_RECEIVE_RUN), first[:8]
+                while stop < limit:
+                    data = datagrams[stop][0]
+                    if not data.startswith(head) or len(data) < MESSAGE_DATA_MIN_SIZE:
+                        break
                     stop += 1
             yield start, stop, index
             start = stop

@@ -53,9 +53,13 @@ def kdf(n: int, key: bytes, data: bytes) -> tuple[bytes, ...]:
     return tuple(outputs)
 
 
+# 96-bit nonce: 32 zero bits then the little-endian 64-bit counter (the data path packs it per message).
+AEAD_NONCE = struct.Struct("<4xQ")
+
+
 def aead_nonce(counter: int) -> bytes:
     """96-bit nonce: 32 zero bits then the little-endian 64-bit counter."""
-    return b"\x00\x00\x00\x00" + struct.pack("<Q", counter)
+    return AEAD_NONCE.pack(counter)
 
 
 def aead_encrypt(key: bytes, counter: int, plaintext: bytes, aad: bytes) -> bytes:

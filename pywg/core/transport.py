@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import enum
 from array import array
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
@@ -34,7 +33,7 @@ from pywg.core.constants import (
     MESSAGE_PADDING_MULTIPLE,
     REJECT_AFTER_MESSAGES,
 )
-from pywg.core.crypto import aead_nonce
+from pywg.core.crypto import AEAD_NONCE
 from pywg.core.messages import DATA_HEADER
 from pywg.core.replay import ReplayWindow
 
@@ -52,6 +51,9 @@ class RxStatus(enum.IntEnum):
     AUTH_FAILED = 4
     MALFORMED = 5  # shorter than a keepalive or not type 4
 
+
+# The statuses as plain ints for the per-message loops (an IntEnum member is a slower lookup).
+_DATA, _KEEPALIVE, _MALFORMED_INNER, _REPLAY, _AUTH_FAILED, _MALFORMED = map(int, RxStatus)
 
 # One opened message: its status (an RxStatus value), and for DATA the inner packet trimmed of
 # padding and its source address (4 or 16 bytes); None for the others.
@@ -114,14 +116,19 @@ def inner_packet(plaintext: bytes) -> tuple[bytes, bytes] | None:
     length = len(plaintext)
     version = plaintext[0] >> 4
     if version == 4 and length >= 20:
-        total = int.from_bytes(plaintext[2:4], "big")
+        total = plaintext[2] << 8 | plaintext[3]
         if 20 <= total <= length:
             return plaintext[:total], plaintext[12:16]
     elif version == 6 and length >= 40:
-        total = 40 + int.from_bytes(plaintext[4:6], "big")
+        total = 40 + (plaintext[4] << 8 | plaintext[5])
         if total <= length:
             return plaintext[:total], plaintext[8:24]
     return None
+
+
+def _no_key(nonce: bytes, data: memoryview, associated: None) -> bytes:
+    """The decrypt of a zeroed session: nothing authenticates."""
+    raise InvalidTag
 
 
 class PythonSession:
@@ -139,49 +146,63 @@ class PythonSession:
     ) -> MessageRun:
         if self._sealer is None or counter >= REJECT_AFTER_MESSAGES:
             return MessageRun(b"", array("I"))
-        encrypt, header = self._sealer.encrypt, DATA_HEADER.pack
+        encrypt, header, nonce = self._sealer.encrypt, DATA_HEADER.pack, AEAD_NONCE.pack
         count = min(stop - start, REJECT_AFTER_MESSAGES - counter)
-        messages = [
-            header(MESSAGE_DATA, receiver, n) + encrypt(aead_nonce(n), pad(packet, mtu), None)
-            for n, packet in zip(range(counter, counter + count), packets.packets(start, stop), strict=False)
-        ]
-        return MessageRun.joined(messages)
-
-    def _open(self, counter: int, ciphertext: bytes) -> bytes | None:
-        if self._opener is None:
-            return None
-        try:
-            return self._opener.decrypt(aead_nonce(counter), ciphertext, None)
-        except InvalidTag:
-            return None
-
-    def _open_each(self, messages: Sequence[bytes]) -> list[Opened]:
-        results: list[Opened] = []
-        validate = self.replay.validate
-        for message in messages:
-            if len(message) < MESSAGE_DATA_MIN_SIZE:
-                results.append((RxStatus.MALFORMED, None, None))
-                continue
-            kind, _, counter = DATA_HEADER.unpack_from(message)
-            if kind != MESSAGE_DATA:
-                results.append((RxStatus.MALFORMED, None, None))
-                continue
-            plaintext = self._open(counter, message[MESSAGE_DATA_HEADER_SIZE:])
-            if plaintext is None:
-                results.append((RxStatus.AUTH_FAILED, None, None))
-            elif not validate(counter):
-                results.append((RxStatus.REPLAY, None, None))
-            elif not plaintext:
-                results.append((RxStatus.KEEPALIVE, None, None))
-            elif (inner := inner_packet(plaintext)) is None:
-                results.append((RxStatus.MALFORMED_INNER, None, None))
-            else:
-                results.append((RxStatus.DATA, *inner))
-        return results
+        # Headers and ciphertexts joined once (not each message, then the run), padding only
+        # where it adds bytes: ~15 % of a 1,420-byte packet's seal in Python.
+        parts: list[bytes] = []
+        sizes = array("I")
+        for n, packet in zip(range(counter, counter + count), packets.packets(start, stop), strict=False):
+            length = len(packet)
+            if length != mtu and (length & 15 or length > mtu):
+                packet = pad(packet, mtu)
+            sealed = encrypt(nonce(n), packet, None)
+            parts += (header(MESSAGE_DATA, receiver, n), sealed)
+            sizes.append(MESSAGE_DATA_HEADER_SIZE + len(sealed))
+        return MessageRun(b"".join(parts), sizes)
 
     def open_run(self, datagrams: Datagrams, start: int, stop: int) -> PythonOpenedRun:
-        messages = datagrams.messages(start, stop)
-        return PythonOpenedRun(self._open_each(messages), [len(message) for message in messages])
+        # One pass records each message's result and the run's figures (a pass per figure over
+        # the results cost ~0.5 us a message).
+        run = PythonOpenedRun()
+        results, drops = run._results, run._drops
+        validate = self.replay.validate
+        decrypt = _no_key if self._opener is None else self._opener.decrypt
+        nonce, unpack = AEAD_NONCE.pack, DATA_HEADER.unpack_from
+        accepted = accepted_bytes = 0
+        first = last = -1
+        data_received = False
+        for position, message in enumerate(datagrams.messages(start, stop)):
+            status = _MALFORMED
+            if len(message) >= MESSAGE_DATA_MIN_SIZE:
+                kind, _, counter = unpack(message)
+                if kind == MESSAGE_DATA:
+                    try:  # the ciphertext read in place, not copied
+                        plaintext = decrypt(
+                            nonce(counter), memoryview(message)[MESSAGE_DATA_HEADER_SIZE:], None
+                        )
+                    except InvalidTag:
+                        status = _AUTH_FAILED
+                    else:
+                        status = _REPLAY if not validate(counter) else _KEEPALIVE if not plaintext else _DATA
+            if status == _DATA and (inner := inner_packet(plaintext)) is not None:
+                results.append((_DATA, *inner))
+            else:
+                if status == _DATA:
+                    status = _MALFORMED_INNER
+                results.append((status, None, None))
+                if status != _KEEPALIVE:
+                    drops[status] = drops.get(status, 0) + 1
+            if status <= _MALFORMED_INNER:
+                accepted += 1
+                accepted_bytes += len(message)
+                if first < 0:
+                    first = position
+                last = position
+                data_received = data_received or status != _KEEPALIVE
+        run.accepted, run.accepted_bytes = accepted, accepted_bytes
+        run.first_accepted, run.last_accepted, run.data_received = first, last, data_received
+        return run
 
     def zero(self) -> None:
         self._sealer = None
@@ -193,6 +214,7 @@ class PythonOpenedRun:
     """The OpenedRun (pywg/core/batch.py) of `PythonSession.open_run`: results kept as Python objects."""
 
     __slots__ = (
+        "_drops",
         "_kept",
         "_results",
         "accepted",
@@ -202,21 +224,19 @@ class PythonOpenedRun:
         "last_accepted",
     )
 
-    def __init__(self, results: list[Opened], lengths: list[int]) -> None:
-        self._results = results
+    def __init__(self) -> None:
+        self._results: list[Opened] = []
+        self._drops: dict[int, int] = {}  # RxStatus value -> count, for the statuses drop_counts names
         self._kept: list[bytes] = []
-        accepted = [i for i, (status, _, _) in enumerate(results) if status <= RxStatus.MALFORMED_INNER]
-        self.accepted = len(accepted)
-        self.accepted_bytes = sum(lengths[i] for i in accepted)
-        self.first_accepted = accepted[0] if accepted else -1
-        self.last_accepted = accepted[-1] if accepted else -1
-        self.data_received = any(results[i][0] != RxStatus.KEEPALIVE for i in accepted)
+        self.accepted = self.accepted_bytes = 0
+        self.first_accepted = self.last_accepted = -1
+        self.data_received = False
 
     def drop_counts(self) -> Iterator[tuple[int, int]]:
-        counts = Counter(status for status, _, _ in self._results)
+        drops = self._drops
         for status in (RxStatus.MALFORMED_INNER, RxStatus.REPLAY, RxStatus.AUTH_FAILED, RxStatus.MALFORMED):
-            if counts[status]:
-                yield status, counts[status]
+            if drops.get(status):
+                yield status, drops[status]
 
     def source_runs(self) -> Iterator[tuple[bytes, int, int]]:
         results = self._results
@@ -225,8 +245,8 @@ class PythonOpenedRun:
         while position < count:
             status, _, source = results[position]
             stop = position + 1
-            if status == RxStatus.DATA and source is not None:
-                while stop < count and results[stop][0] == RxStatus.DATA and results[stop][2] == source:
+            if status == _DATA and source is not None:
+                while stop < count and results[stop][0] == _DATA and results[stop][2] == source:
                     stop += 1
                 yield source, position, stop
             position = stop

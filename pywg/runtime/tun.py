@@ -260,6 +260,17 @@ class Tun:
         """True while the interface exists and its namespace is still reachable by its path."""
         return self.gone_reason() is None
 
+    def set_offloads(self, flags: int) -> None:
+        """TUNSETOFFLOAD `flags` (TUN_F_*) on a vnet_hdr TUN: what the kernel may hand it unfinished
+        from now on (0: whole packets with finished checksums, each behind a zero header)."""
+        try:
+            fcntl.ioctl(self.fd, TUNSETOFFLOAD, flags)
+        except OSError as exc:
+            if exc.errno in (errno.EBADFD, errno.EIO):
+                raise self._gone(exc) from exc
+            raise TunError(exc.errno, f"TUNSETOFFLOAD {flags:#x} on {self.name}: {exc.strerror}") from exc
+        self.offloads = flags
+
     def set_persist(self, persist: bool) -> None:
         """Turn TUNSETPERSIST on or off: a persistent interface stays when the fd is closed."""
         try:

@@ -11,8 +11,17 @@ written from where they were decrypted, or `PythonOpenedRun`).
   from where they were decrypted, one system call each, without a Python object per packet.
 - `CVnetTun` (C, IFF_VNET_HDR; pywg/runtime/tun_offload.py): super-packets split on reading, TCP
   segments and UDP datagrams merged on writing.
-- `PythonVnetTun` (pure Python, IFF_VNET_HDR; pywg/runtime/offload.py): the same splitting and
-  merging, frame for frame, in Python.
+- `PythonVnetTun` (pure Python, IFF_VNET_HDR): the same kind of TUN, so that either path
+  re-attaches a persistent one, but with its offloads turned off (TUNSETOFFLOAD 0): the kernel
+  segments and checksums, and the reader and writer move whole packets, one system call each, as
+  `PlainTun` does. Splitting and merging in Python (pywg/runtime/offload.py, held to the C) cost
+  more than the system calls they save. Measured (pywg <-> pywg, PYWG_NO_EXT=1, iperf3 TCP x1, 2
+  cores; Gbit/s and CPU s/GB of both tunnel processes): Python offloads 0.36 / 37 s/GB, their
+  offloads off 0.46 / 26.5, that and merging on writes 0.45 / 27.5; per packet, splitting cost the
+  sender ~10 us against ~1.7 us for a read, merging the receiver ~9 us against ~6 us for a write.
+  A plain TUN (`PlainTun`) still costs 3-13 % less CPU per GB than this one (the virtio_net_hdr
+  on every read and write; interleaved runs, TCP both ways and UDP); one kind of TUN for both
+  paths is worth that here.
 
 `open_io` picks the one for a TUN: vnet_hdr or not as it was opened, C or Python as the data path
 (`native`, default: the C extension is available, PYWG_NO_EXT unset), the same choice that picks
@@ -236,12 +245,16 @@ class CVnetTun(VnetTun):
 
 
 class PythonVnetTun(VnetTun):
-    """A TUN with IFF_VNET_HDR in pure Python (pywg/runtime/offload.py): the same frames as in C."""
+    """A TUN with IFF_VNET_HDR in pure Python, its offloads off: whole packets behind a zero
+    virtio_net_hdr (a frame with GSO that still comes is split by pywg/runtime/offload.py)."""
 
     def __init__(self, tun: Tun) -> None:
         super().__init__(tun)
+        # The kernel segments and checksums faster than Python splits and merges: with the TUN's
+        # offloads off it hands over whole packets, and takes them whole (module docstring).
+        tun.set_offloads(0)
         self._reader = PythonTunReader(tun)
-        self._writer = PythonTunWriter(tun)
+        self._writer = PythonTunWriter(tun, merge=False)
 
     def describe(self) -> str:
         return self.tun.describe_offloads() + " (pure Python)"

@@ -8,19 +8,15 @@ the kernel took USO) are merged in C into one super-packet the kernel takes as i
 built it, the rest is written one by one. So a bulk transfer costs one TUN read and one TUN
 write per ~44 segments instead of one each.
 
-`PythonTunReader` and `PythonTunWriter` do the same in pure Python (pywg/runtime/offload.py,
-frame for frame as the C does), for the pure-Python path, which opens the same vnet_hdr TUNs:
-one kind of TUN for both paths (a persistent TUN is re-attached by either), at no measured cost.
-In Python a segment's checksum (about 3 us for 1,400 bytes: one big-integer conversion and one
-division) and the merging rules cost about what the TUN read or write they save costs. pywg <->
-pywg with PYWG_NO_EXT=1 on this 2-core machine (load average 3-5 from other work), iperf3 TCP,
-CPU seconds per GB of the sending / receiving tunnel process, medians of interleaved rounds:
-x1 a->b (5 rounds) plain 9.3 / 11.9, offloads 8.6 / 11.4; x1 b->a (4 rounds) plain 10.0 / 13.5,
-offloads 10.4 / 13.7; x4 (3 rounds) plain 8.8 / 11.5, offloads 8.8 / 11.4; throughput within
-the rounds' spread either way. One earlier run (3 rounds, load 4.5-5) had the offloads worse,
-sender 13.7-15.1 against 8.8-10.9. PYWG_NO_TUN_OFFLOAD=1 opens the TUN without IFF_VNET_HDR on
-the C path too, and the wire sees the same packets either way: every packet the device seals is
-at most the TUN's MTU, as without offloads.
+`PythonTunReader` and `PythonTunWriter` can do the same in pure Python (pywg/runtime/offload.py,
+frame for frame as the C does). The pure-Python path opens the same vnet_hdr TUNs (one kind of TUN
+for both paths: a persistent TUN is re-attached by either) but turns their offloads off
+(pywg/runtime/tun_io.py `PythonVnetTun`): in Python a segment's checksum and the merging rules
+cost more than the TUN read or write they save, so it reads and writes whole packets (a zero
+virtio_net_hdr each) and leaves segmenting and checksums to the kernel; the figures are in
+tun_io.py. PYWG_NO_TUN_OFFLOAD=1 opens the TUN without IFF_VNET_HDR on the C path too, and the
+wire sees the same packets either way: every packet the device seals is at most the TUN's MTU, as
+without offloads.
 
 Buffers, all allocated once per engine (bounded, no per-packet allocation in C):
 - reading: one 64 KiB + 10 frame buffer inside the C reader and READ_BUFFER bytes for at most
@@ -51,13 +47,15 @@ READ_BUFFER = 1 << 20  # bytes of those packets (at least one 64 KiB packet)
 WRITE_SLOTS = 256  # packets per write call the arrays start with; they grow to the largest batch
 WRITE_BUFFER = 512 * 1024  # bytes the output starts with; grows likewise
 _USO = TUN_F_USO4 | TUN_F_USO6
+_HEADER = offload.VNET_HDR_LEN
+_PLAIN_FRAME = bytes(2)  # virtio_net_hdr flags and gso_type: no checksum to finish, no GSO
 _log = logging.getLogger("pywg")
 
 
 def unavailable_reason() -> str | None:
-    """Why a TUN should be opened without IFF_VNET_HDR, or None: the C path splits and merges in C,
-    the pure-Python path in Python (`PythonTunReader`, `PythonTunWriter`), so both open one kind
-    of TUN, and a persistent TUN (the node agent's) is re-attached by either."""
+    """Why a TUN should be opened without IFF_VNET_HDR, or None: both paths open one kind of TUN
+    (the pure-Python one with its offloads off, see `PythonVnetTun`), so a persistent TUN (the
+    node agent's) is re-attached by either."""
     if not loader.available():
         if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
             return f"turned off by {DISABLE_ENV}={os.environ[DISABLE_ENV]}"
@@ -74,8 +72,9 @@ def describe() -> str:
     """For `pywg version`: whether TUNs get offloads here, or why not."""
     reason = unavailable_reason()
     if reason is None:
-        where = "C" if loader.available() else "Python"
-        return f"IFF_VNET_HDR, TSO/USO where the kernel takes them (split and merged in {where})"
+        if not loader.available():
+            return "IFF_VNET_HDR, offloads off (pure Python: the kernel segments faster)"
+        return "IFF_VNET_HDR, TSO/USO where the kernel takes them (split and merged in C)"
     return f"off ({reason})"
 
 
@@ -327,6 +326,10 @@ class PythonTunReader:
                     raise
                 if not frame:
                     break  # a TUN never reads 0 bytes: taken as empty, never spun on
+                if frame.startswith(_PLAIN_FRAME) and len(frame) > _HEADER:
+                    packets.append(frame[_HEADER:])  # a whole packet, its checksums done
+                    frames += 1
+                    continue
                 self._frame, self._emitted = frame, 0
                 frames += 1
             frame = self._frame
@@ -356,12 +359,13 @@ _PYTHON_DROP_REASONS = {
 
 class PythonTunWriter:
     """TunWriter in pure Python (pywg/runtime/offload.py merges): the same frames, and the same
-    fallback when the kernel refuses a merged one."""
+    fallback when the kernel refuses a merged one. Without `merge` every packet goes alone behind
+    a zero header (what the pure-Python path writes: merging costs it more than it saves)."""
 
-    def __init__(self, tun: Tun) -> None:
+    def __init__(self, tun: Tun, merge: bool = True) -> None:
         self._tun = tun
         uso = (tun.offloads & _USO) == _USO
-        self.merge = offload.MERGE_TCP | (offload.MERGE_UDP if uso else 0)
+        self.merge = offload.MERGE_TCP | (offload.MERGE_UDP if uso else 0) if merge else 0
         self.coalesced = 0  # packets that went into a super-packet with an earlier one
         self.failed = 0  # frames the kernel refused (dropped, counted by the engine)
 
@@ -373,6 +377,9 @@ class PythonTunWriter:
     def write(self, packets: list[bytes]) -> None:
         """Write `packets` (in order within each flow). Raises TunGoneError if the interface was deleted."""
         if not packets:
+            return
+        if not self.merge:
+            self._write_each(packets)
             return
         frames, frame_of = offload.coalesce(packets, self.merge)
         fd, write = self._tun.fd, os.write
@@ -400,6 +407,23 @@ class PythonTunWriter:
             index += 1
         self.coalesced += len(packets) - len(frames)
 
+    def _write_each(self, packets: list[bytes]) -> None:
+        """Each packet behind a zero header, one write each (what `coalesce` makes when it merges
+        nothing); writev, not a concatenation: ~5 % less a packet."""
+        fd, writev, header = self._tun.fd, os.writev, _PLAIN_HEADER
+        for packet in packets:
+            try:
+                writev(fd, (header, packet))
+            except OSError as error:
+                if error.errno in _LOST_ERRNOS:
+                    self._tun.dropped_down += 1
+                elif error.errno in GONE_ERRNOS:
+                    raise TunGoneError(
+                        error.errno, f"TUN {self._tun.name} is gone: {error.strerror}"
+                    ) from error
+                else:
+                    self.failed += 1
+
     def _unmerge(self, packets: list[bytes], frame_of: list[int], frame: int, kind: int, error: int) -> None:
         """The kernel refused a merged packet: stop merging `kind` (TCP or UDP), write the rest again."""
         self.merge &= ~kind
@@ -412,6 +436,7 @@ class PythonTunWriter:
 
 
 _LOST_ERRNOS = (errno.EIO, errno.EAGAIN, errno.ENOBUFS)
+_PLAIN_HEADER = bytes(_HEADER)
 _MERGE_KINDS = {
     offload.GSO_TCPV4: offload.MERGE_TCP,
     offload.GSO_TCPV6: offload.MERGE_TCP,

@@ -9,9 +9,10 @@ say "these packets, these datagrams" whichever crypto the device runs.
 from __future__ import annotations
 
 import socket
+from array import array
 from collections.abc import Iterable, Sequence
 
-from pywg.core.batch import DatagramList, Datagrams, Received
+from pywg.core.batch import DatagramList, Datagrams, MessageRun, Received
 from pywg.core.device import Device
 from pywg.core.endpoint import Endpoint
 from pywg.core.transport import Crypto, SessionCrypto
@@ -94,3 +95,8 @@ def sealed_messages(
     """`packets` sealed by `session` (of `crypto`) with counters from `counter` on, one message each."""
     batch = crypto.packets(list(packets))
     return session.seal_run(batch, 0, len(packets), receiver, counter, mtu).messages()
+
+
+def joined_run(messages: Sequence[bytes]) -> MessageRun:
+    """`messages` back to back in one run."""
+    return MessageRun(b"".join(messages), array("I", map(len, messages)))
