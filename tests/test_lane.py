@@ -224,3 +224,23 @@ def test_a_cancelled_engine_closes_its_lane(bench: Bench, tmp_path: Path) -> Non
 
     asyncio.run(asyncio.wait_for(run_then_cancel(), WAIT))
     assert engine.lane is None
+
+
+def test_counts_forged_and_replayed_messages_as_the_device_does(bench: Bench) -> None:
+    """Hostile input for our index: a forged tag and a replay are dropped, counted under the
+    device's names, and deliver nothing."""
+    drops = bench.ours.drops.copy()
+    once, after = ipv4_packet(THEIRS, OURS, b"once"), ipv4_packet(THEIRS, OURS, b"after")
+    send_packet(bench.theirs, once)
+    ((message, _, _),) = datagrams_to_send(bench.theirs)
+    forged = message[:-1] + bytes([message[-1] ^ 1])
+    for datagram in (forged, message, message):  # the second copy is a replay
+        bench.remote.sendto(datagram, ("127.0.0.1", bench.port))
+    assert bench.lane.arm()
+    assert bench.written_to_tun() == VNET_NONE + once
+    bench.to_us(after)  # taken in order: once it is out, the lane has seen the three before it
+    assert bench.written_to_tun() == VNET_NONE + after
+    assert not bench.lane.park()
+    assert bench.ours.drops["decrypt_failed"] - drops["decrypt_failed"] == 1
+    assert bench.ours.drops["replay"] - drops["replay"] == 1
+    assert bench.lane.carried == 2
