@@ -588,6 +588,15 @@ def datagrams(version: int, sizes: list[int], **kwargs: Any) -> list[bytes]:
 
 
 @pytest.mark.parametrize("version", [4, 6])
+def test_a_datagram_that_cannot_merge_keeps_its_place(version: int) -> None:
+    """An empty datagram between two of its flow: the one after it must not join the one before,
+    which would write it first."""
+    packets = datagrams(version, [1200, 0, 1200])
+    frames, frame_of = coalesce(packets)
+    assert frame_of == [0, 1, 2] and frames == [bytes(VNET) + p for p in packets]
+
+
+@pytest.mark.parametrize("version", [4, 6])
 def test_a_run_of_udp_datagrams_becomes_one_super_packet(version: int) -> None:
     packets = datagrams(version, [1200] * 30 + [77])
     frames, frame_of = coalesce(packets)

@@ -198,6 +198,8 @@ def test_what_must_not_merge_stays_alone_as_in_c() -> None:
         [flow(4, 2, options=bytes([1, 1, 1, 1]))[0], flow(4, 2, options=bytes([1, 1, 1, 0]))[1]],
         [flow(4, 2)[0], flow(6, 2)[1]],
         [flow(4, 3)[0], bytes(bad), flow(4, 3)[2]],
+        datagrams(4, [1200, 0, 1200]),
+        datagrams(6, [1200, 1200, 0, 1200, 1200]),
     ]
     for packets in cases:
         same_coalesce(packets)

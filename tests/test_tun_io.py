@@ -107,7 +107,7 @@ def opened_runs(crypto: Crypto, packets: list[bytes], runs: int) -> list[Any]:
 
 
 @pytest.mark.root
-@pytest.mark.parametrize(("vnet_hdr", "native"), KINDS[:3])  # the C vnet_hdr writer: tests/test_offload.py
+@pytest.mark.parametrize(("vnet_hdr", "native"), KINDS)
 def test_a_tun_writes_the_runs_a_device_opened(topology: Topology, vnet_hdr: bool, native: bool) -> None:
     require_built(native)
     with tun_up(topology, vnet_hdr) as (host, tun):

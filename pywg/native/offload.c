@@ -460,6 +460,21 @@ static int gro_append(wg_gro_slot *slots, uint32_t h, uint32_t i, const uint8_t 
     return 1;
 }
 
+/* A packet that is no candidate ends the recent super-packets of its flow (addresses, protocol,
+ * ports; plain IP headers only): a later packet of the flow joining one of them would be written
+ * ahead of it, as the kernel's GRO flushes a flow for such a packet. */
+static void gro_close_flow(wg_gro_slot *slots, const uint32_t *recent, size_t recent_count, const uint8_t *in,
+                           const uint32_t *in_off, const uint8_t *p, uint32_t length)
+{
+    int v4 = length >= IPV4_HEADER + 4 && p[0] == 0x45, v6 = length >= IPV6_HEADER + 4 && p[0] >> 4 == 6;
+    for (size_t r = 0; r < recent_count && (v4 || v6); ++r) {
+        const uint8_t *first = in + in_off[recent[r]];
+        if (v4 ? first[0] == 0x45 && first[9] == p[9] && !memcmp(first + 12, p + 12, 12)
+               : first[0] >> 4 == 6 && first[6] == p[6] && !memcmp(first + 8, p + 8, 36))
+            slots[recent[r]].closed = 1;
+    }
+}
+
 /* Pass 1: give every packet its head; candidates try the latest super-packets first. A UDP
  * datagram only joins the latest one of its flow: datagrams have no sequence number to put
  * them back in order. */
@@ -476,8 +491,10 @@ static void gro_group(const uint8_t *in, const uint32_t *in_off, const uint32_t 
         s->next = NO_SLOT;
         s->count = 1;
         s->header = (uint8_t)gro_candidate(p, in_len[i], merge);
-        if (!s->header)
+        if (!s->header) {
+            gro_close_flow(slots, recent, recent_count, in, in_off, p, in_len[i]);
             continue;
+        }
         s->payload = in_len[i] - s->header;
         s->segment = (uint16_t)s->payload;
         s->closed = ip_protocol(p) == IPPROTO_TCP_ && (p[ip_header_length(p) + TCP_FLAGS] & TCP_PSH);

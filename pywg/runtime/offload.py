@@ -364,6 +364,22 @@ def _emit(head: _Head) -> bytes:
     return b"".join([vnet, headers, *(member[header:] for member in head.members)])
 
 
+def _close_flow(recent: list[tuple[_Head, int]], p: bytes) -> None:
+    """offload.c gro_close_flow: a packet that is no candidate ends the recent super-packets of its
+    flow (addresses, protocol, ports; plain IP headers only), which a later packet of the flow would
+    otherwise join, ahead of it."""
+    if len(p) >= 24 and p[0] == 0x45:
+        key, at = p[9:10] + p[12:24], (9, 12, 24)
+    elif len(p) >= 44 and p[0] >> 4 == 6:
+        key, at = p[6:7] + p[8:44], (6, 8, 44)
+    else:
+        return
+    for head, _ in recent:
+        first = head.first
+        if first[0] >> 4 == p[0] >> 4 and first[at[0] : at[0] + 1] + first[at[1] : at[2]] == key:
+            head.closed = True
+
+
 def _join_recent(recent: list[tuple[_Head, int]], p: bytes, header: int) -> int | None:
     """Append `p` to the newest of the `recent` super-packets of its flow that it continues; the
     frame it went into, or None. The first one of its flow decides (offload.c gro_group)."""
@@ -386,6 +402,7 @@ def coalesce(packets: Sequence[bytes], merge: int) -> tuple[list[bytes], list[in
     for p in packets:
         header = _candidate(p, merge) if merge else 0
         if not header:
+            _close_flow(recent, p)
             frame_of.append(len(heads))
             heads.append(p)
             continue
