@@ -227,15 +227,13 @@ class Engine:
     def _watch_data(self, on: bool) -> None:
         """The loop watches the TUN and the data sockets, or leaves them to the armed lane."""
         assert self._loop is not None
-        fds = [self.tun.fd, *(sock.fileno() for sock in self.udp.data_sockets)]
-        for fd in fds:
-            if not on:
+        if not on:
+            for fd in (self.tun.fd, *(sock.fileno() for sock in self.udp.data_sockets)):
                 self._loop.remove_reader(fd)
-            elif fd == self.tun.fd:
-                self._loop.add_reader(fd, self._tun_readable)
-            else:
-                sock = next(s for s in self.udp.data_sockets if s.fileno() == fd)
-                self._loop.add_reader(fd, self._udp_readable, sock, UDP_BATCH)
+            return
+        self._loop.add_reader(self.tun.fd, self._tun_readable)
+        for sock in self.udp.data_sockets:  # as _watch_udp watches them
+            self._loop.add_reader(sock.fileno(), self._udp_readable, sock, UDP_BATCH)
 
     def _lane_woken(self) -> None:
         """The lane handed back, or has events to fold: park it, fold, and go on."""

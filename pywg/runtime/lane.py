@@ -197,9 +197,3 @@ class Lane:
             elif kind == lib.WG_LANE_SEND_FAILED and event.reason in SOURCE_GONE:
                 peer.endpoint_source = None  # as the engine forgets a source the kernel refuses
         self._leases, self._kept = [], []
-
-
-def describe(lane: Lane | None, reason: str | None) -> str:
-    if lane is not None:
-        return "on (lone packets carried in C while the loop sleeps)"
-    return f"off ({reason})"
