@@ -125,10 +125,12 @@ class Lane:
     def _lease(self) -> bool:
         device = self.device
         lib = self._lib
+        # Counted before anything is listed: a big device never gets a lease, and is asked at
+        # every quiet wake-up.
+        if len(device.peers) > lib.WG_LANE_MAX_PEERS or len(device.allowed_ips) > lib.WG_LANE_MAX_ROUTES:
+            return False
         peers = list(device.peers.values())
         routes = [(network, peer) for peer in peers for network in device.allowed_ips.entries_for(peer)]
-        if len(peers) > lib.WG_LANE_MAX_PEERS or len(routes) > lib.WG_LANE_MAX_ROUTES:
-            return False
         now = device.clock.monotonic()
         self._leases, self._kept = [], []
         slots: dict[int, int] = {}
