@@ -9,6 +9,7 @@ import contextlib
 import os
 import select
 import socket
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import ip_network
@@ -29,7 +30,7 @@ from pywg.runtime.lane import Lane
 from pywg.runtime.system import SystemClock, system_rng
 from pywg.runtime.tun_io import CVnetTun
 from pywg.runtime.uapi_server import UapiServer
-from pywg.runtime.udp import UdpSockets
+from pywg.runtime.udp import UDP_SEGMENT, UdpSockets
 from tests.support.device_io import datagrams_to_send, packets_to_deliver, receive_datagram, send_packet
 from tests.support.netsim import ipv4_packet
 from tests.support.socket_tun import socket_tun
@@ -166,17 +167,58 @@ def test_hands_back_a_message_for_another_index_left_in_the_socket(bench: Bench)
     assert [data for data, _, _ in bench.udp.receive(bench.udp.v4, 8)] == [stranger]
 
 
-def test_hands_back_a_burst_after_carrying_its_start(bench: Bench) -> None:
-    packets = [ipv4_packet(OURS, THEIRS, bytes([i])) for i in range(20)]
-    for packet in packets:  # all waiting before the lane looks: back to back
+def test_carries_a_burst_in_order_in_one_run(bench: Bench) -> None:
+    packets = [ipv4_packet(OURS, THEIRS, bytes([i]) * 100) for i in range(20)]
+    for packet in packets:  # all waiting before the lane looks: read, sealed and sent as one run
         bench.from_tun(packet)
+    keypair = bench.peer.keypairs.current
+    assert keypair is not None
+    before = (bench.peer.tx_packets, keypair.sending_counter)
+    assert bench.lane.arm()
+    assert [p for _ in packets for p in bench.sent_to_them()] == packets
+    assert not bench.lane.park()
+    assert bench.lane.carried == len(packets)
+    assert (bench.peer.tx_packets, keypair.sending_counter) == (before[0] + 20, before[1] + 20)
+
+
+def _send_segments(bench: Bench, messages: list[bytes]) -> None:
+    """One UDP_SEGMENT send from `theirs`: our GRO socket takes it as one batch."""
+    bench.remote.sendmsg(
+        [b"".join(messages)],
+        [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", len(messages[0])))],
+        0,
+        ("127.0.0.1", bench.port),
+    )
+
+
+def _sealed(bench: Bench, packets: list[bytes]) -> list[bytes]:
+    for packet in packets:
+        send_packet(bench.theirs, packet)
+    return [message for message, _, _ in datagrams_to_send(bench.theirs)]
+
+
+def test_opens_a_gro_batch_in_one_run(bench: Bench) -> None:
+    packets = [ipv4_packet(THEIRS, OURS, bytes([i]) * 100) for i in range(10)]
+    rx = bench.peer.rx_packets
+    _send_segments(bench, _sealed(bench, packets))
+    assert bench.lane.arm()
+    assert [bench.written_to_tun() for _ in packets] == [VNET_NONE + p for p in packets]
+    assert not bench.lane.park()
+    assert bench.lane.carried == len(packets)
+    assert bench.peer.rx_packets == rx + len(packets)
+
+
+def test_hands_back_a_gro_batch_that_is_not_all_its_own(bench: Bench) -> None:
+    """A batch whose last message is for another index: all of it is Python's, untouched."""
+    packets = [ipv4_packet(THEIRS, OURS, bytes([i]) * 100) for i in range(4)]
+    messages = _sealed(bench, packets)
+    stranger = bytearray(messages[-1])
+    stranger[4] ^= 1  # the receiver index
+    _send_segments(bench, [*messages[:-1], bytes(stranger)])
     assert bench.lane.arm()
     assert bench.handed_back()
-    carried = bench.lane.carried
-    assert 0 < carried < len(packets)
-    assert [p for _ in range(carried) for p in bench.sent_to_them()] == packets[:carried]
-    rest = bench.tun_io.read()
-    assert rest.packets(0, len(rest)) == packets[carried:]
+    assert bench.lane.carried == 0 and bench.udp.v4 is not None
+    assert [data for data, _, _ in bench.udp.receive(bench.udp.v4, 8)] == [*messages[:-1], bytes(stranger)]
 
 
 def test_sends_nothing_past_the_lease(bench: Bench) -> None:

@@ -110,13 +110,14 @@ def test_carried_send_keeps_the_books_of_the_core_send(persistent_keepalive: int
         net.clock.advance(3.0)
         keypair = peer.keypairs.current
         assert keypair is not None
-        if carried:  # what the lane does: seal with the next counter, then report it
-            keypair.sending_counter += 1
-            peer.carried_sent(MESSAGE_LENGTH, net.clock.now)
+        if carried:  # what the lane does: seal with the next counters, then report them
+            keypair.sending_counter += 3
+            peer.carried_sent(3, 3 * MESSAGE_LENGTH, net.clock.now)
         else:
-            send_packet(a, A_TO_B)
-            (sent,) = datagrams_to_send(a)
-            assert len(sent[0]) == MESSAGE_LENGTH
+            for _ in range(3):
+                send_packet(a, A_TO_B)
+            sent = datagrams_to_send(a)
+            assert [len(datagram[0]) for datagram in sent] == [MESSAGE_LENGTH] * 3
         books.append(_books(peer))
     assert books[0] == books[1]
 
@@ -128,14 +129,16 @@ def test_carried_receive_keeps_the_books_of_the_core_receive(data: bool) -> None
         net, a, b = _session()
         net.clock.advance(2.0)
         peer = _peer(a)
-        if data:
-            send_packet(b, B_TO_A)
-        else:
-            _peer(b).send_keepalive(net.clock.now)
-        ((message, _, _),) = datagrams_to_send(b)
+        for _ in range(2):
+            if data:
+                send_packet(b, B_TO_A)
+            else:
+                _peer(b).send_keepalive(net.clock.now)
+        messages = [message for message, _, _ in datagrams_to_send(b)]
         if carried:
-            peer.carried_received(len(message), data, net.clock.now)
+            peer.carried_received(2, sum(map(len, messages)), data, net.clock.now)
         else:
-            receive_datagram(a, message, B, peer.endpoint_source)
+            for message in messages:
+                receive_datagram(a, message, B, peer.endpoint_source)
         books.append(_books(peer))
     assert books[0] == books[1]

@@ -295,18 +295,18 @@ class Peer:
             self.timers.data_received(now)
 
     # What a lease's carrier did (pywg/core/lease.py): the books and timers of `send_run` and
-    # `received_data_batch` for one message, at the time it happened.
-    def carried_sent(self, length: int, now: float) -> None:
+    # `received_data_batch` for `count` messages of `length` bytes together, at the time of the last.
+    def carried_sent(self, count: int, length: int, now: float) -> None:
         self.tx_bytes += length
-        self.tx_packets += 1
+        self.tx_packets += count
         self.timers.any_authenticated_packet_traversal(now)
         self.timers.any_authenticated_packet_sent()
         self.timers.data_sent(now)
         self._keep_key_fresh_after_send(now)
 
-    def carried_received(self, length: int, data: bool, now: float) -> None:
+    def carried_received(self, count: int, length: int, data: bool, now: float) -> None:
         assert self.endpoint is not None  # a lease needs one, and the carrier checked the origin
-        self.received_data_batch(self.endpoint, self.endpoint_source, 1, length, data, now)
+        self.received_data_batch(self.endpoint, self.endpoint_source, count, length, data, now)
 
     def _keep_key_fresh_after_receive(self, now: float) -> None:
         if self.sent_lastminute_handshake:

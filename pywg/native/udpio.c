@@ -9,11 +9,14 @@
 #include <sys/socket.h>
 
 #define SOL_UDP_ 17
-#define UDP_GRO_ 104 /* <linux/udp.h> */
-/* Room for a local-address and a GRO control message (see udp.py's _CMSG_SPACE). */
+#define UDP_SEGMENT_ 103 /* <linux/udp.h> */
+#define UDP_GRO_ 104
+/* Room for a local-address and a GRO or GSO control message (see udp.py's _CMSG_SPACE). */
 #define CONTROL_SIZE 64
 
 _Static_assert(sizeof(wg_udp_target) == 40, "udp.py packs wg_udp_target as 40 bytes");
+_Static_assert(CMSG_SPACE(sizeof(struct in6_pktinfo)) + CMSG_SPACE(sizeof(uint16_t)) <= CONTROL_SIZE,
+               "a source address and a segment size fit one control buffer");
 
 typedef union {
     struct sockaddr_in v4;
@@ -191,4 +194,22 @@ long wg_udp_send(wg_udp_batch *batch, int fd, const uint8_t *buf, const uint32_t
         done += (size_t)sent;
     }
     return (long)done;
+}
+
+int wg_udp_send_gso(wg_udp_batch *batch, int fd, const uint8_t *buf, size_t length, uint16_t segment,
+                    const wg_udp_target *to)
+{
+    socklen_t name_length;
+    size_t control_length = address_to(batch, 0, to, &name_length);
+    struct cmsghdr *c = (struct cmsghdr *)(batch->controls[0].bytes + control_length);
+    c->cmsg_level = SOL_UDP_;
+    c->cmsg_type = UDP_SEGMENT_;
+    c->cmsg_len = CMSG_LEN(sizeof(segment));
+    memcpy(CMSG_DATA(c), &segment, sizeof(segment));
+    control_length += CMSG_SPACE(sizeof(segment));
+    prepare(batch, 0, (uint8_t *)(uintptr_t)buf, length, name_length, control_length);
+    while (sendmsg(fd, &batch->messages[0].msg_hdr, 0) < 0)
+        if (errno != EINTR)
+            return errno;
+    return 0;
 }

@@ -187,7 +187,7 @@ class Engine:
             _log.info("%s: UDP port %d: %s", self.name, self.udp.port, self.udp.describe_offloads())
         return self.udp.port
 
-    # The lane (pywg/runtime/lane.py): lone packets in C while the loop sleeps.
+    # The lane (pywg/runtime/lane.py): the data path in C while the loop sleeps.
     def _open_lane(self) -> None:
         assert self._loop is not None
         if self._lane_off is None:
@@ -201,9 +201,8 @@ class Engine:
 
     def _park_lane(self) -> bool:
         """Take the device back from the lane (a no-op when it is not armed). True: arm it again
-        after this turn. False: it was not armed, or it handed back what it met (a burst, a
-        packet outside its lease; a TUN frame may be pending in the reader): the loop reads
-        until the path is quiet again."""
+        after this turn. False: it was not armed, or it handed back what it met (a packet
+        outside its lease; a TUN frame may be pending in the reader): the loop reads that first."""
         lane = self.lane
         if lane is None or not lane.armed:
             return False
@@ -215,7 +214,7 @@ class Engine:
         return not handed_back
 
     def _arm_lane(self) -> None:
-        """Hand lone packets to the lane again (the path is quiet), if it can take them."""
+        """Hand the data path to the lane again, if it can take it."""
         lane = self.lane
         if lane is None or lane.armed or self._tun_resume is not None or self.stopped is None:
             return
@@ -257,36 +256,35 @@ class Engine:
                 self._arm_lane()
 
     def _read_handed_back(self) -> None:
-        """Read what the lane handed back where it lies (the TUN reader's pending frame, the fds);
-        the lane takes over again once that was a lone packet."""
+        """Read what the lane handed back where it lies (the TUN reader's pending frame, the fds),
+        then hand the path back to it."""
         self._park_lane()
-        count = self._read_tun()
+        self._read_tun()
         for sock in self.udp.data_sockets:
-            count += self._read_udp(sock, UDP_BATCH)
-        if count <= 1:
-            self._arm_lane()
+            self._read_udp(sock, UDP_BATCH)
+        self._arm_lane()
 
-    # Data paths. Each wake-up that found a lone packet (or none) hands the path to the lane.
+    # Data paths, while the lane is parked (or absent): each wake-up hands the path to the lane after.
     def _tun_readable(self) -> None:
         self._park_lane()
-        if self._read_tun() <= 1:
-            self._arm_lane()
+        self._read_tun()
+        self._arm_lane()
 
-    def _read_tun(self) -> int:
-        """Read the TUN once, send what it gave; returns how many packets."""
+    def _read_tun(self) -> None:
+        """Read the TUN once, send what it gave."""
         assert self._loop is not None
         reader = self.tun_io
         try:
             packets = reader.read()
         except TunGoneError as error:
             self.stop(str(error))
-            return 0
+            return
         drops = reader.take_drops()
         for reason, count in drops.items():
             self.device.count_drop(reason, count)
         if drops and not len(packets):
             self._pause_tun()
-            return 0
+            return
         self._tun_pause = 0.0
         if len(packets):
             self.device.send_batch(packets)
@@ -294,7 +292,6 @@ class Engine:
             # The rest of a super-packet waits in the reader, not in the fd: come back for it.
             self._loop.call_soon(self._tun_readable)
         self.flush()
-        return len(packets) + reader.pending  # pending: more to come, never lone
 
     def _pause_tun(self) -> None:
         assert self._loop is not None
@@ -309,19 +306,16 @@ class Engine:
 
     def _udp_readable(self, sock: socket.socket, limit: int) -> None:
         armed = self._park_lane()
-        count = self._read_udp(sock, limit)
-        if count <= 1 if sock in self.udp.data_sockets else armed:
+        self._read_udp(sock, limit)
+        if armed or sock in self.udp.data_sockets:
             self._arm_lane()
 
-    def _read_udp(self, sock: socket.socket, limit: int) -> int:
-        """Read `sock` once, up to `limit`, and act on what came; returns how many datagrams."""
-        count = 0
+    def _read_udp(self, sock: socket.socket, limit: int) -> None:
+        """Read `sock` once, up to `limit`, and act on what came."""
         # Each batch may lie in the socket's receive pool: delivered (flushed) before the next read.
         for datagrams in self.udp.receive_batches(sock, limit):
-            count += len(datagrams)
             self.device.receive_batch(datagrams)
             self.flush()
-        return count
 
     def flush(self) -> None:
         """Send what the device produced, deliver what it decrypted, re-arm the timer."""

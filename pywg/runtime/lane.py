@@ -1,12 +1,13 @@
 """The lane's Python side: leases built from the device, and what the lane did folded back in.
 
-The lane (pywg/native/lane.h) is a C thread per tunnel that carries lone data packets between the
+The lane (pywg/native/lane.h) is a C thread per tunnel that carries data packets between the
 TUN and the UDP data sockets while the Python loop sleeps, so an idle path's packet costs no cold
-Python wake-up (docs/design.md "Latency"). The engine and the lane take turns: `arm` hands the
-TUN and the data sockets to the lane under a lease (pywg/core/lease.py), `park` takes them back and
-folds the lane's events into the peers' books and timers. The engine parks the lane before it
-touches the device and arms it again when the path is quiet; the lane hands back by itself when
-it meets anything else (a handshake message, a burst, a packet outside the lease).
+Python wake-up (docs/design.md "Latency") and a busy path's batches no Python at all. The engine
+and the lane take turns: `arm` hands the TUN and the data sockets to the lane under a lease
+(pywg/core/lease.py), `park` takes them back and folds the lane's events into the peers' books and
+timers. The engine parks the lane before it touches the device and arms it again after; the lane
+hands back by itself when it meets anything else (a handshake message, a packet outside the
+lease).
 
 A lane needs the C path, a TUN read through the C IFF_VNET_HDR reader and the system clock
 (the lane's times are CLOCK_MONOTONIC, which `time.monotonic` reads); and a device small enough for
@@ -16,11 +17,12 @@ a lease: WG_LANE_MAX_PEERS peers, WG_LANE_MAX_ROUTES prefixes. Otherwise the eng
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 from typing import Any
 
-from pywg.core import Device
+from pywg.core import Device, Peer
 from pywg.core.lease import Lease, lease_for
 from pywg.native import loader
 from pywg.runtime.system import SystemClock
@@ -44,6 +46,9 @@ class Lane:
         lib = self._lib
         self.device = device
         self._udp = udp
+        assert tun_io.lane_writer is not None
+        self._writer = tun_io.lane_writer
+        self._tun = tun_io.tun
         handle = lib.wg_lane_new(tun_io.tun.fd, tun_io.lane_reader)
         if handle == self._ffi.NULL:
             raise OSError("cannot start the lane's thread")
@@ -61,6 +66,7 @@ class Lane:
         self._dropped = {
             lib.WG_LANE_DROP_SOURCE: "inner_source_not_allowed",
             lib.WG_LANE_DROP_TUN_WRITE: "tun_write_refused",
+            lib.WG_LANE_DROP_MALFORMED_INNER: "malformed_inner",
         }
         self._refused = {
             lib.WG_RX_REPLAY: "replay",
@@ -73,7 +79,7 @@ class Lane:
         """Why this tunnel cannot have a lane, or None."""
         if not loader.available():
             return "the C extension is not loaded"
-        if tun_io.lane_reader is None:
+        if tun_io.lane_reader is None or tun_io.lane_writer is None:
             return "the TUN is not read by the C IFF_VNET_HDR reader"
         if not isinstance(device.clock, SystemClock):
             return "the device runs on another clock than the system's"
@@ -150,7 +156,15 @@ class Lane:
             entry.family = network.version
             entry.bits = network.prefixlen
             entry.peer = slots.get(id(peer), lib.WG_LANE_NO_PEER)
-        lib.wg_lane_lease(self._handle, self._peers, len(self._leases), self._routes, len(routes), device.mtu)
+        lib.wg_lane_lease(
+            self._handle,
+            self._peers,
+            len(self._leases),
+            self._routes,
+            len(routes),
+            device.mtu,
+            self._writer.merge,
+        )
         return True
 
     def _fill(self, index: int, lease: Lease) -> bool:
@@ -172,6 +186,7 @@ class Lane:
         entry.remote_index = keypair.remote_index
         entry.local_index = keypair.local_index
         entry.fd = sock.fileno()
+        entry.gso = self._udp.gso and peer.endpoint not in self._udp.gso_off
         self._ffi.memmove(self._ffi.addressof(entry, "target"), target, len(target))
         return True
 
@@ -180,22 +195,33 @@ class Lane:
         """The sending counters back into the keypairs, then each event in order, at its time."""
         for index, lease in enumerate(self._leases):
             lease.keypair.sending_counter = int(self._peers[index].counter)
+        self._writer.coalesced += self._lib.wg_lane_take_merged(self._handle)
         count = self._lib.wg_lane_take_events(self._handle, self._events, self._lib.WG_LANE_EVENTS)
         device = self.device
         lib = self._lib
         for event in self._events[0:count]:
             peer = self._leases[event.peer].peer
-            now, kind, length = event.time / _NS, event.kind, event.length
+            now, kind, number, reason = event.time / _NS, event.kind, event.count, event.reason
             if kind == lib.WG_LANE_SENT:
-                peer.carried_sent(length, now)
+                peer.carried_sent(number, event.length, now)
             elif kind == lib.WG_LANE_RECEIVED:
-                peer.carried_received(length, event.reason != lib.WG_RX_KEEPALIVE, now)
-                if event.reason == lib.WG_RX_MALFORMED_INNER:
-                    device.count_drop("malformed_inner")
+                peer.carried_received(number, event.length, reason != lib.WG_RX_KEEPALIVE, now)
+            elif kind == lib.WG_LANE_DROPPED and reason == lib.WG_LANE_DROP_TUN_DOWN:
+                self._tun.dropped_down += number  # lost as on a wire, as the TUN writer counts it
             elif kind == lib.WG_LANE_DROPPED:
-                device.count_drop(self._dropped[event.reason])
+                device.count_drop(self._dropped[reason], number)
             elif kind == lib.WG_LANE_REJECTED:
-                device.count_drop(self._refused[event.reason])
-            elif kind == lib.WG_LANE_SEND_FAILED and event.reason in SOURCE_GONE:
-                peer.endpoint_source = None  # as the engine forgets a source the kernel refuses
+                device.count_drop(self._refused[reason], number)
+            elif kind == lib.WG_LANE_SEND_FAILED:
+                self._send_failed(peer, reason, gso=number > 1)
+            elif kind == lib.WG_LANE_MERGE_REFUSED:
+                self._writer.stop_merging(reason, errno.EINVAL)
         self._leases, self._kept = [], []
+
+    def _send_failed(self, peer: Peer, failure: int, gso: bool) -> None:
+        """What the engine's own send does when the kernel refuses a datagram (pywg/runtime/udp.py)."""
+        source = peer.endpoint_source
+        if failure in SOURCE_GONE and source is not None:
+            peer.endpoint_source = None  # as the engine forgets a source the kernel refuses
+        if gso and peer.endpoint is not None:
+            self._udp.gso_refused(peer.endpoint, failure, source_kept=source is None)

@@ -55,9 +55,10 @@ class TunIO(Protocol):
 
     tun: Tun
     refused: int  # packets the kernel refused on writing (dropped, counted by the engine)
-    # The C reader's state (a `wg_tun_reader *`) a lane reads through (pywg/runtime/lane.py), or
-    # None: this TUN has no lane.
+    # The C reader's state (a `wg_tun_reader *`) a lane reads through (pywg/runtime/lane.py), and
+    # the C writer whose merging it follows; None: this TUN has no lane.
     lane_reader: Any
+    lane_writer: TunWriter | None
 
     @property
     def pending(self) -> bool:
@@ -103,6 +104,7 @@ class PlainTun:
 
     pending = False
     lane_reader = None
+    lane_writer = None
 
     def __init__(self, tun: Tun) -> None:
         self.tun = tun
@@ -133,6 +135,7 @@ class CPlainTun:
 
     pending = False
     lane_reader = None
+    lane_writer = None
 
     def __init__(self, tun: Tun) -> None:
         ffi, self._lib = loader.extension()
@@ -199,6 +202,7 @@ class VnetTun:
     a writer in C (`CVnetTun`) or in Python (`PythonVnetTun`)."""
 
     lane_reader: Any = None
+    lane_writer: TunWriter | None = None
 
     _reader: TunReader | PythonTunReader
     _writer: TunWriter | PythonTunWriter
@@ -242,6 +246,7 @@ class CVnetTun(VnetTun):
         self._reader = TunReader(tun)
         self._writer = TunWriter(tun)
         self.lane_reader = self._reader.state
+        self.lane_writer = self._writer
 
 
 class PythonVnetTun(VnetTun):

@@ -268,11 +268,16 @@ class TunWriter:
             self.failed += 1  # a packet the kernel refuses: dropped, as a router would
             start += 1
 
-    def _unmerge(self, packets: list[bytes], frame: int, kind: str, error: int) -> None:
-        """The kernel refused a merged packet: stop merging `kind` (TCP or UDP), write the rest again."""
-        self.merge &= ~self._merge_flags[kind]
+    def stop_merging(self, flag: int, error: int) -> None:
+        """The kernel refused a packet merged as `flag` (WG_MERGE_*) with `error`: merge no more such."""
+        self.merge &= ~flag
+        kind = next(name for name, value in self._merge_flags.items() if value == flag)
         why = os.strerror(error)
         _log.info("TUN %s: merged %s packets refused (%s); no more merging them", self._tun.name, kind, why)
+
+    def _unmerge(self, packets: list[bytes], frame: int, kind: str, error: int) -> None:
+        """The kernel refused a merged packet: stop merging `kind` (TCP or UDP), write the rest again."""
+        self.stop_merging(self._merge_flags[kind], error)
         frame_of = self._frame_of
         rest = [packet for i, packet in enumerate(packets) if frame_of[i] >= frame]
         self.coalesced += len(packets) - len(rest) - frame  # merged into the frames written already

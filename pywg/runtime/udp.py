@@ -324,18 +324,23 @@ class UdpSockets:
             failure = error.errno
         if failure in _LOST:
             return True
-        if failure == errno.EIO:
-            self.gso = False
-            _log.info("UDP GSO turned off: the kernel refused it with EIO (no TX checksum offload?)")
         sent = True
         for segment in split(payload, sizes):
             sent = self.send(segment, endpoint, source if sent else None) and sent
-        if failure == errno.EMSGSIZE or (failure == errno.EINVAL and sent):
+        self.gso_refused(endpoint, failure or 0, source_kept=sent)
+        return sent
+
+    def gso_refused(self, endpoint: Endpoint, failure: int, source_kept: bool) -> None:
+        """A GSO send to `endpoint` failed with `failure`: EIO turns GSO off, EMSGSIZE (or EINVAL
+        while the source address still works) turns it off towards `endpoint`."""
+        if failure == errno.EIO:
+            self.gso = False
+            _log.info("UDP GSO turned off: the kernel refused it with EIO (no TX checksum offload?)")
+        if failure == errno.EMSGSIZE or (failure == errno.EINVAL and source_kept):
             if len(self.gso_off) >= GSO_OFF_MAX_DESTINATIONS:
                 self.gso_off.clear()
             self.gso_off.add(endpoint)
             _log.info("UDP GSO turned off towards %s: %s", endpoint, os.strerror(failure))
-        return sent
 
     def send(self, data: bytes | memoryview, endpoint: Endpoint, source: str | None) -> bool:
         """Send; returns False if `source` could not be used (the caller forgets it)."""
