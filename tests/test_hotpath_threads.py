@@ -45,9 +45,13 @@ def lib() -> Any:
 
 @pytest.fixture(autouse=True)
 def _restore_threads() -> Iterator[None]:
+    """Each test sets the threads it compares; the split itself is tested whether or not the
+    host has a CPU to spare (a test of that rule turns it back on)."""
     require_built()
     before = lib().wg_threads()
+    lib().wg_split_only_when_spare(0)
     yield
+    lib().wg_split_only_when_spare(1)
     lib().wg_set_threads(before)
 
 
@@ -81,6 +85,31 @@ def sequential(run: Callable[[], Any]) -> Any:
     outcome = run()
     assert lib().wg_parallel_batches() == before
     return outcome
+
+
+def test_no_split_while_every_cpu_is_busy() -> None:
+    """A worker on a CPU that other work keeps busy only takes that work's time: with a spinning
+    process per CPU, once the pool has looked at the host over a window of that (threads.c
+    SPARE_WINDOW_NS, 0.1 s), a batch worth splitting runs on the caller alone."""
+    two_cpus()
+    run = sealing(bytes(32), random_packets(random.Random(5), BIG), 0, 1420)
+    spinners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)
+    ]
+    try:
+        time.sleep(0.25)  # all spinning
+        lib().wg_split_only_when_spare(1)
+        lib().wg_set_threads(2)
+        run()  # the pool's look at the host starts a window here at the latest
+        time.sleep(0.15)  # and the next call ends it: a window with every CPU busy
+        before = lib().wg_parallel_batches()
+        for _ in range(ATTEMPTS):
+            run()
+        assert lib().wg_parallel_batches() == before
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
 
 
 # The API.

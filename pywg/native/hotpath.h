@@ -119,8 +119,10 @@ const char *wg_crypto_version(void);
  * messages until none is left, and the call returns when all are done. Outputs are positional, so they are
  * byte for byte those of the sequential computation, and the replay window
  * still sees the messages in order. Small batches, calls that find the pool
- * in use by another thread, and threads that may run on one CPU only, run on
- * the calling thread alone. After fork() the child starts without workers. */
+ * in use by another thread, threads that may run on one CPU only, and calls
+ * while the host has no CPU to spare (idle, or busy with the workers: a CPU
+ * other work keeps busy gains nothing from a worker), run on the calling
+ * thread alone. After fork() the child starts without workers. */
 #define WG_MAX_THREADS 4 /* threads per call, the caller included */
 
 /* Use up to n threads per call (clamped to 1..WG_MAX_THREADS; 1, the default,
@@ -132,5 +134,9 @@ int wg_threads(void);
 
 /* How many batch calls so far had a worker do part of the work. */
 uint64_t wg_parallel_batches(void);
+
+/* 1 (the default): split only while the host has a CPU to spare; 0: whenever
+ * a batch is worth it (for tests of the split itself). */
+void wg_split_only_when_spare(int on);
 
 #endif

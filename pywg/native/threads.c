@@ -9,8 +9,10 @@
 #include <semaphore.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* A batch's AEAD work is a `struct work`: a function that seals or opens
  * messages [begin, end) with one cipher context. The calling thread and the
@@ -45,6 +47,14 @@
 #define CLAIM_COST (6 * 1024)
 /* How long the caller polls for a worker's last run before it sleeps. */
 #define FINISH_POLL_NS 20000
+/* Splitting pays only where a CPU would otherwise idle: on CPUs that other work keeps busy (the
+ * tunnel's other end on the same host, other Pods of a node) a worker only takes their time, and
+ * the hand-over costs ours. So the pool splits while the host had at least SPARE_MIN_PERMILLE of a
+ * CPU to spare over the last SPARE_WINDOW_NS: idle, or busy with our workers (who would give it
+ * back), read from /proc/stat at most once a window. On the 2-vCPU guest, with both ends of a TCP
+ * transfer on it, splitting cost ~15 % of the throughput and CPU per GB (benchmarks/README.md). */
+#define SPARE_WINDOW_NS 100000000
+#define SPARE_MIN_PERMILLE 500
 
 struct work {
     wg_work_fn run;
@@ -77,6 +87,16 @@ static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
 static int pool_usable;
 static atomic_int threads_wanted = 1;
 static _Atomic uint64_t split_batches;
+static _Atomic uint64_t workers_busy_ns; /* the workers' time in runs, ever */
+static atomic_int only_when_spare = 1;
+
+/* Whether the host has a CPU to spare (spare_cpu); the caller's alone, under pool.use. */
+static struct {
+    int64_t at;          /* CLOCK_MONOTONIC ns of the last sample; 0: none yet */
+    uint64_t idle_ticks; /* idle + iowait of all CPUs, in clock ticks */
+    uint64_t busy_ns;    /* workers_busy_ns then */
+    int spare;
+} host = {.spare = 1};
 
 int wg_set_threads(int n)
 {
@@ -93,6 +113,11 @@ int wg_threads(void)
 uint64_t wg_parallel_batches(void)
 {
     return atomic_load(&split_batches);
+}
+
+void wg_split_only_when_spare(int on)
+{
+    atomic_store(&only_when_spare, on != 0);
 }
 
 /* Claims and runs runs of messages until none is left or libcrypto fails
@@ -113,6 +138,13 @@ static int run_claims(struct work *work, int thread)
     }
 }
 
+static int64_t now_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *self = arg;
@@ -123,11 +155,48 @@ static void *worker_main(void *arg)
         struct work *work = atomic_exchange(&self->work, NULL);
         if (!work)
             continue; /* called off before we woke */
+        int64_t start = now_ns();
         if (run_claims(work, thread))
             atomic_store(&work->helped, 1);
+        atomic_fetch_add(&workers_busy_ns, (uint64_t)(now_ns() - start));
         sem_post(&pool.done);
     }
     return NULL;
+}
+
+/* Idle and iowait ticks of all CPUs (/proc/stat's first line); 0 if unreadable. */
+static uint64_t idle_ticks(void)
+{
+    char line[256];
+    FILE *stat = fopen("/proc/stat", "re");
+    if (!stat)
+        return 0;
+    unsigned long long user, nice, system, idle, iowait;
+    int fields = fgets(line, sizeof(line), stat)
+                     ? sscanf(line, "cpu %llu %llu %llu %llu %llu", &user, &nice, &system, &idle, &iowait)
+                     : 0;
+    fclose(stat);
+    return fields == 5 ? (uint64_t)(idle + iowait) : 0;
+}
+
+/* Whether the host had SPARE_MIN_PERMILLE of a CPU to spare over the last window (holding
+ * pool.use). Unknown (no /proc/stat, the first window) counts as spare. */
+static int spare_cpu(void)
+{
+    int64_t now = now_ns();
+    if (host.at && now - host.at < SPARE_WINDOW_NS)
+        return host.spare;
+    uint64_t idle = idle_ticks(), busy = atomic_load(&workers_busy_ns);
+    long hz = sysconf(_SC_CLK_TCK);
+    if (host.at && idle && host.idle_ticks && hz > 0) {
+        uint64_t elapsed = (uint64_t)(now - host.at);
+        uint64_t spare_ns = (idle - host.idle_ticks) * (1000000000 / (uint64_t)hz) + (busy - host.busy_ns);
+        host.spare = spare_ns * 1000 >= elapsed * SPARE_MIN_PERMILLE;
+    }
+    host.at = now;
+    host.idle_ticks = idle;
+    host.busy_ns = busy;
+    return host.spare;
 }
 
 /* Only the thread that called fork() lives on in the child: no workers, no
@@ -231,6 +300,8 @@ static int threads_for(size_t n, uint64_t total)
 /* How many threads can take part (holding pool.use), up to `wanted`. */
 static int threads_ready(EVP_CIPHER_CTX *ctx[WG_MAX_THREADS], int wanted)
 {
+    if (atomic_load(&only_when_spare) && !spare_cpu())
+        return 1;
     int threads = contexts_ready(ctx, wanted);
     if (threads > 1)
         threads = workers_ready(threads - 1) + 1;
