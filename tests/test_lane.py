@@ -232,6 +232,18 @@ def test_sends_nothing_past_the_lease(bench: Bench) -> None:
     assert bench.tun_io.pending and keypair.sending_counter == counter
 
 
+def test_sends_from_the_kernels_address_when_the_source_is_gone(bench: Bench) -> None:
+    """As the engine does: a source address the kernel refuses is forgotten, the packet sent from
+    the address the kernel picks, not lost."""
+    bench.peer.endpoint_source = "192.0.2.1"  # on no interface here
+    out = ipv4_packet(OURS, THEIRS, b"out")
+    assert bench.lane.arm()
+    bench.from_tun(out)
+    assert bench.sent_to_them() == [out]
+    assert not bench.lane.park()
+    assert bench.peer.endpoint_source is None
+
+
 def test_watches_the_sockets_of_a_new_port(bench: Bench) -> None:
     """A rebind (`wg set listen-port`) makes new sockets: the lane watches those."""
     assert bench.lane.arm()

@@ -1,6 +1,6 @@
 """Leases: what a carrier outside the core may do for a peer without asking, and until when.
 
-The C lane (pywg/native/lane.c, pywg/runtime/lane.py) carries lone data packets while Python
+The C lane (pywg/native/lane.c, pywg/runtime/lane.py) carries data packets while Python
 sleeps. It may seal with the current keypair and open its messages only while no rule of the core
 would act on such a packet: no rekey due (REKEY_AFTER_TIME or REKEY_AFTER_MESSAGES on sending,
 REKEY_ON_RECEIVE_AGE on receiving, as initiator), the keypair still valid, nothing staged before

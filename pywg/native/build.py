@@ -4,7 +4,7 @@ setup.py names it in `cffi_modules`, so `pip install -e .` compiles it (it needs
 headers and libssl-dev). `python pywg/native/build.py` compiles it in place by hand. The C lives
 beside this file: hotpath.c/hotpath.h (sealing, opening) with threads.c/threads.h (its crypto
 threads), offload.c/offload.h (TUN offloads), udpio.c/udpio.h (recvmmsg, sendmmsg) and
-batch.c/batch.h (runs of a batch), lane.c/lane.h (lone packets without Python);
+batch.c/batch.h (runs of a batch), lane.c/lane.h (the data path without Python);
 pywg/native/hotpath.py, pywg/runtime/tun_offload.py, pywg/runtime/udp.py and pywg/runtime/lane.py
 are the Python side.
 """

@@ -141,37 +141,61 @@ static int lost(int error)
     return error == EAGAIN || error == ENOBUFS; /* a full queue: lost, as on a wire (udp.py _LOST) */
 }
 
+/* The kernel refused the source address a target asks for (udp.py SOURCE_GONE). */
+static int source_gone(int error)
+{
+    return error == EINVAL || error == EADDRNOTAVAIL || error == ENETUNREACH;
+}
+
+/* Send sealed messages [start, end) to `peer`: one UDP GSO send (`gso`) or sendmmsg. 0, or the
+ * errno of the first refused send that is not a loss, *from being its first message. */
+static int send_chunk(wg_lane *lane, const wg_lane_peer *peer, size_t start, size_t end, int gso, size_t *from)
+{
+    const uint32_t *off = lane->sealed_off, *len = lane->sealed_len;
+    int error = 0;
+    *from = start;
+    if (gso) {
+        size_t bytes = off[end - 1] + len[end - 1] - off[start];
+        error = wg_udp_send_gso(lane->udp, peer->fd, lane->sealed + off[start], bytes, (uint16_t)len[start],
+                                &peer->target);
+        return lost(error) ? 0 : error;
+    }
+    for (size_t k = 0; k < end - start; ++k)
+        lane->targets[k] = peer->target;
+    for (size_t k = start; k < end; ++k) {
+        k += (size_t)wg_udp_send(lane->udp, peer->fd, lane->sealed, off + k, len + k, lane->targets, end - k,
+                                 &error);
+        if (k < end && !lost(error)) {
+            *from = k;
+            return error;
+        }
+    }
+    return 0;
+}
+
 /* Send sealed messages [0, n) to peer `index`: UDP GSO sends of equal-sized ones, or sendmmsg.
  * 0, or -1 when the kernel refused a send (recorded: it and the rest of the run are lost). */
 static int send_run(wg_lane *lane, uint16_t index, size_t n)
 {
-    const wg_lane_peer *peer = &lane->peers[index];
-    const uint32_t *off = lane->sealed_off, *len = lane->sealed_len;
+    wg_lane_peer *peer = &lane->peers[index];
     size_t max_bytes = peer->target.family == 6 ? 65535 - 8 : 65535 - 20 - 8; /* udp.py GSO_MAX_PAYLOAD */
-    size_t chunks = wg_gso_chunks(len, n, peer->gso ? GSO_SEGMENTS : WG_UDP_BATCH,
+    size_t chunks = wg_gso_chunks(lane->sealed_len, n, peer->gso ? GSO_SEGMENTS : WG_UDP_BATCH,
                                   peer->gso ? max_bytes : SIZE_MAX, lane->chunk_end);
-    size_t start = 0;
+    size_t start = 0, from;
     for (size_t c = 0; c < chunks; start = lane->chunk_end[c++]) {
         size_t end = lane->chunk_end[c];
-        int error = 0;
-        if (peer->gso && end - start > 1) {
-            size_t bytes = off[end - 1] + len[end - 1] - off[start];
-            error = wg_udp_send_gso(lane->udp, peer->fd, lane->sealed + off[start], bytes, (uint16_t)len[start],
-                                    &peer->target);
-            if (!error || lost(error))
-                continue;
-            record(lane, index, WG_LANE_SEND_FAILED, (uint8_t)error, (uint32_t)(end - start), bytes);
-            return -1;
+        int gso = peer->gso && end - start > 1;
+        int error = send_chunk(lane, peer, start, end, gso, &from);
+        if (error && source_gone(error) && peer->target.source_family) {
+            /* As the engine does: send from the address the kernel picks, and forget the old one. */
+            record(lane, index, WG_LANE_SEND_FAILED, (uint8_t)error, 0, 0);
+            peer->target.source_family = 0;
+            memset(peer->target.source, 0, sizeof(peer->target.source));
+            error = send_chunk(lane, peer, from, end, gso, &from);
         }
-        for (size_t k = 0; k < end - start; ++k)
-            lane->targets[k] = peer->target;
-        for (size_t k = start; k < end; ++k) {
-            k += (size_t)wg_udp_send(lane->udp, peer->fd, lane->sealed, off + k, len + k, lane->targets, end - k,
-                                     &error);
-            if (k < end && !lost(error)) {
-                record(lane, index, WG_LANE_SEND_FAILED, (uint8_t)error, 1, len[k]);
-                return -1;
-            }
+        if (error) {
+            record(lane, index, WG_LANE_SEND_FAILED, (uint8_t)error, gso ? (uint32_t)(end - from) : 1, 0);
+            return -1;
         }
     }
     return 0;

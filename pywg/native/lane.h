@@ -46,7 +46,8 @@
 #define WG_LANE_REJECTED 4      /* did not authenticate or were replayed: `reason`, a WG_RX_* status */
 #define WG_LANE_SEND_FAILED 5   /* the kernel refused a send of `count` messages (more than one: a
                                    UDP_SEGMENT send): `reason` is the errno; it and the rest of its
-                                   run are lost */
+                                   run are lost. `count` 0: it refused the source address, and the
+                                   lane sent again from the one the kernel picks */
 #define WG_LANE_MERGE_REFUSED 6 /* the TUN refused a merged frame: `reason` is its WG_MERGE_* kind,
                                    which the lane merges no more (the packets went alone) */
 

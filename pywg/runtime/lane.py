@@ -213,7 +213,7 @@ class Lane:
             elif kind == lib.WG_LANE_REJECTED:
                 device.count_drop(self._refused[reason], number)
             elif kind == lib.WG_LANE_SEND_FAILED:
-                self._send_failed(peer, reason, gso=number > 1)
+                self._send_failed(peer, reason, gso=number > 1)  # number 0: sent again without the source
             elif kind == lib.WG_LANE_MERGE_REFUSED:
                 self._writer.stop_merging(reason, errno.EINVAL)
         self._leases, self._kept = [], []
