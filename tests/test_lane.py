@@ -244,6 +244,17 @@ def test_sends_from_the_kernels_address_when_the_source_is_gone(bench: Bench) ->
     assert bench.peer.endpoint_source is None
 
 
+def test_stays_parked_while_the_device_is_larger_than_a_lease(bench: Bench) -> None:
+    peers, _ = bench.lane.limits
+    extra = [public_key(clamp(os.urandom(32))) for _ in range(peers)]
+    for key in extra:
+        bench.ours.add_peer(key, None, None)
+    assert not bench.lane.arm() and bench.lane.too_big
+    for key in extra:
+        bench.ours.remove_peer(key)
+    assert bench.lane.arm() and not bench.lane.too_big
+
+
 def test_watches_the_sockets_of_a_new_port(bench: Bench) -> None:
     """A rebind (`wg set listen-port`) makes new sockets: the lane watches those."""
     assert bench.lane.arm()

@@ -220,8 +220,13 @@ class Engine:
             return
         if self.tun_io.pending:  # the reader's frame is the loop's to hand out first
             return
+        too_big = lane.too_big
         if not self.stopped.done() and lane.arm():
             self._watch_data(False)
+        if lane.too_big != too_big:
+            peers, prefixes = lane.limits
+            state = f"idle: over {peers} peers or {prefixes} prefixes" if lane.too_big else "carrying again"
+            _log.info("%s: lane: %s", self.name, state)
 
     def _watch_data(self, on: bool) -> None:
         """The loop watches the TUN and the data sockets, or leaves them to the armed lane."""

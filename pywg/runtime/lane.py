@@ -11,7 +11,8 @@ lease).
 
 A lane needs the C path, a TUN read through the C IFF_VNET_HDR reader and the system clock
 (the lane's times are CLOCK_MONOTONIC, which `time.monotonic` reads); and a device small enough for
-a lease: WG_LANE_MAX_PEERS peers, WG_LANE_MAX_ROUTES prefixes. Otherwise the engine has no lane.
+a lease: WG_LANE_MAX_PEERS peers, WG_LANE_MAX_ROUTES prefixes. Otherwise the engine has no lane,
+or (a device that grew past a lease) an idle one, which the engine logs.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ class Lane:
         self._kept: list[Any] = []  # the handles the lease points at, alive while it is out
         self._watched: tuple[int, ...] = ()
         self.armed = False
+        # The peers and prefixes a lease holds at most.
+        self.limits = (int(lib.WG_LANE_MAX_PEERS), int(lib.WG_LANE_MAX_ROUTES))
+        self.too_big = False  # the last `arm` found more of them
         # The device's drop counters for what the lane dropped or refused (lane.h).
         self._dropped = {
             lib.WG_LANE_DROP_SOURCE: "inner_source_not_allowed",
@@ -132,8 +136,10 @@ class Lane:
         device = self.device
         lib = self._lib
         # Counted before anything is listed: a big device never gets a lease, and is asked at
-        # every quiet wake-up.
-        if len(device.peers) > lib.WG_LANE_MAX_PEERS or len(device.allowed_ips) > lib.WG_LANE_MAX_ROUTES:
+        # every turn.
+        most_peers, most_prefixes = self.limits
+        self.too_big = len(device.peers) > most_peers or len(device.allowed_ips) > most_prefixes
+        if self.too_big:
             return False
         peers = list(device.peers.values())
         routes = [(network, peer) for peer in peers for network in device.allowed_ips.entries_for(peer)]
