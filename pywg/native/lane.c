@@ -345,11 +345,11 @@ static int write_frames(wg_lane *lane, uint16_t index, size_t n_packets, size_t 
     size_t start = 0;
     while (start < n_frames) {
         int error;
-        uint32_t lost;
+        uint32_t down;
         start += (size_t)wg_tun_write(lane->tun_fd, lane->frames, lane->frame_off + start,
-                                      lane->frame_len + start, n_frames - start, &error, &lost);
-        if (lost)
-            record(lane, index, WG_LANE_DROPPED, WG_LANE_DROP_TUN_DOWN, lost, 0);
+                                      lane->frame_len + start, n_frames - start, &error, &down);
+        if (down)
+            record(lane, index, WG_LANE_DROPPED, WG_LANE_DROP_TUN_DOWN, down, 0);
         if (start == n_frames)
             break;
         if (error != EINVAL)
