@@ -176,9 +176,13 @@ class Engine:
             self._loop.remove_reader(fd)
         self._watched = []
         for sock in self.udp.sockets:
-            batch = UDP_BATCH if sock in self.udp.data_sockets else HANDSHAKE_BATCH
-            self._loop.add_reader(sock.fileno(), self._udp_readable, sock, batch)
+            self._watch_socket(sock)
             self._watched.append(sock.fileno())
+
+    def _watch_socket(self, sock: socket.socket) -> None:
+        assert self._loop is not None
+        batch = UDP_BATCH if sock in self.udp.data_sockets else HANDSHAKE_BATCH
+        self._loop.add_reader(sock.fileno(), self._udp_readable, sock, batch)
 
     def set_listen_port(self, port: int) -> int:
         self.udp.bind(port)
@@ -236,8 +240,8 @@ class Engine:
                 self._loop.remove_reader(fd)
             return
         self._loop.add_reader(self.tun.fd, self._tun_readable)
-        for sock in self.udp.data_sockets:  # as _watch_udp watches them
-            self._loop.add_reader(sock.fileno(), self._udp_readable, sock, UDP_BATCH)
+        for sock in self.udp.data_sockets:
+            self._watch_socket(sock)
 
     def _lane_woken(self) -> None:
         """The lane handed back, or has events to fold: park it, fold, and go on."""
