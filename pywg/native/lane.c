@@ -524,8 +524,8 @@ wg_lane *wg_lane_new(int tun_fd, wg_tun_reader *reader)
     lane->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     pthread_mutex_init(&lane->lock, NULL);
     pthread_cond_init(&lane->cond, NULL);
-    if (!lane->udp || !lane->plain || !lane->sealed || !lane->datagram || !lane->frames || lane->epoll_fd < 0 || lane->control_fd < 0 || lane->notify_fd < 0 ||
-        watch(lane, lane->control_fd) || watch(lane, tun_fd) ||
+    if (!lane->udp || !lane->plain || !lane->sealed || !lane->datagram || !lane->frames || lane->epoll_fd < 0 ||
+        lane->control_fd < 0 || lane->notify_fd < 0 || watch(lane, lane->control_fd) || watch(lane, tun_fd) ||
         pthread_create(&lane->thread, NULL, lane_main, lane)) {
         lane->stopping = -1; /* no thread to join */
         wg_lane_free(lane);

@@ -320,26 +320,18 @@ static inline void cpu_relax(void)
 #endif
 }
 
-static int64_t elapsed_ns(const struct timespec *since)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (int64_t)(now.tv_sec - since->tv_sec) * 1000000000 + (now.tv_nsec - since->tv_nsec);
-}
-
 /* Waits for one worker that took the work to finish. Its last run is at most
  * a claim (~3 us) behind ours unless it was preempted, and being woken from a
  * sleep takes longer (10-25 us on the guest measured), so poll a while first;
  * but not if we moved to the workers' CPU, where polling would hold them up. */
 static void wait_finished(void)
 {
-    struct timespec start;
-    clock_gettime(CLOCK_MONOTONIC, &start);
+    int64_t start = now_ns();
     do {
         if (sem_trywait(&pool.done) == 0)
             return;
         cpu_relax();
-    } while (elapsed_ns(&start) < FINISH_POLL_NS && sched_getcpu() == pool.avoided_cpu);
+    } while (now_ns() - start < FINISH_POLL_NS && sched_getcpu() == pool.avoided_cpu);
     while (sem_wait(&pool.done) != 0) /* EINTR: a signal for Python */
         ;
 }
